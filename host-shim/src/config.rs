@@ -1,0 +1,122 @@
+//! Operator settings with their defaults, and the clock.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::egress::{Allowed, Resolver, SystemResolver};
+use crate::storage::Durability;
+
+/// Where the admin pages are mounted by default.
+pub const DEFAULT_MOUNT: &str = "/admin/integrations/webhooks";
+
+/// The default retry schedule: immediately, then 5 s, 5 min, 30 min, 2 h,
+/// 5 h, 10 h, 10 h (each with ±20 % jitter, applied by the plugin).
+pub const DEFAULT_RETRY_SCHEDULE: &str = "0s,5s,5m,30m,2h,5h,10h,10h";
+
+/// Everything that shapes one running integration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Folder for the database, the compiled-component cache and keys.
+    pub data_dir: PathBuf,
+    /// URL path of the admin pages, without a trailing slash.
+    pub mount_path: String,
+    /// Egress allowlist: internal hosts or CIDRs opened on purpose. Empty by default.
+    pub allowed_hosts: Vec<Allowed>,
+    /// Delay before each attempt; its length is the number of attempts.
+    pub retry_schedule: Vec<Duration>,
+    /// Deadline for one attempt: connect, response and body. Default 15 s.
+    pub attempt_timeout: Duration,
+    /// How long a claimed delivery is leased before another worker may take it. Default 60 s.
+    pub lease: Duration,
+    /// SQLite `synchronous` setting.
+    pub durability: Durability,
+    /// Delivery workers, each with its own instance and connection. Default 2.
+    pub delivery_workers: usize,
+    /// Deliveries one worker claims and sends concurrently per run. Default 64.
+    pub batch_size: u32,
+    /// Linear memory one instance may use. Default 256 MiB.
+    pub memory_limit: usize,
+    /// The clock the plugin and the scheduler read (replaceable in tests).
+    pub clock: Arc<dyn Clock>,
+    /// Name resolution for egress (replaceable in tests).
+    pub resolver: Arc<dyn Resolver>,
+}
+
+impl Config {
+    /// Defaults with the given data folder.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            mount_path: DEFAULT_MOUNT.into(),
+            allowed_hosts: Vec::new(),
+            retry_schedule: parse_schedule(DEFAULT_RETRY_SCHEDULE).expect("default schedule parses"),
+            attempt_timeout: Duration::from_secs(15),
+            lease: Duration::from_secs(60),
+            durability: Durability::Normal,
+            delivery_workers: 2,
+            batch_size: 64,
+            memory_limit: 256 << 20,
+            clock: Arc::new(SystemClock),
+            resolver: Arc::new(SystemResolver),
+        }
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("webhooks.db")
+    }
+}
+
+/// Parses `0s,5s,5m` into durations (humantime units: ms, s, m, h, d).
+pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
+    let v: Vec<Duration> = s
+        .split(',')
+        .map(|p| humantime::parse_duration(p.trim()).map_err(|e| format!("{:?}: {e}", p.trim())))
+        .collect::<Result<_, _>>()?;
+    if v.is_empty() || v.len() > 50 {
+        return Err("the retry schedule needs 1 to 50 entries".into());
+    }
+    Ok(v)
+}
+
+/// Wall-clock time in milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+}
+
+/// Adapts a [`Clock`] to WASI's wall clock, so the plugin sees the host's time.
+pub(crate) struct WasiClock(pub Arc<dyn Clock>);
+
+impl wasmtime_wasi::HostWallClock for WasiClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.now_ms())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        assert_eq!(parse_schedule("0s,1s,2m").unwrap(), [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(120)]);
+        assert_eq!(parse_schedule(DEFAULT_RETRY_SCHEDULE).unwrap().len(), 8);
+        assert!(parse_schedule("5 parsecs").is_err());
+        assert!(parse_schedule("").is_err());
+    }
+}

@@ -1,0 +1,552 @@
+//! Egress capability: every HTTP request the component makes leaves through
+//! here, and only here (wasmtime-wasi-http's default sender is compiled out).
+//!
+//! What is guaranteed:
+//! - only `http` and `https`; no proxy (proxy environment variables are never
+//!   read);
+//! - the name is resolved once per connection, **every** resolved address is
+//!   checked, and the connection goes to a checked address — no second
+//!   lookup, so a name that answers a public address to the check and
+//!   127.0.0.1 to the connect (DNS rebinding) cannot get in;
+//! - refused by default: loopback, private, link-local (cloud metadata at
+//!   169.254.169.254), CGNAT, multicast, reserved, unspecified, documentation
+//!   and benchmarking ranges, and the IPv4-mapped and NAT64 forms of them;
+//!   6to4 and Teredo tunnels are refused whole. A DNS failure is a refusal;
+//! - redirects are never followed (the 3xx goes back to the component);
+//! - one deadline covers connect, first byte and the whole response body;
+//!   the body is read up to [`MAX_BODY_READ`] and the rest is counted but
+//!   not kept (the connection is then dropped);
+//! - connections are pooled per origin (keep-alive).
+//!
+//! An operator allowlist (host names or CIDRs) opens chosen internal targets
+//! on purpose; it is empty by default.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ipnet::IpNet;
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Response bytes read from a receiver, at most; more is counted, not kept.
+pub const MAX_BODY_READ: usize = 1024 * 1024;
+/// Largest request body the component may send.
+pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
+/// Idle keep-alive connections kept per origin.
+pub const MAX_IDLE_PER_ORIGIN: usize = 32;
+/// How long an idle pooled connection is kept.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One allowlist entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Allowed {
+    /// A host name, matched case-insensitively without a trailing dot.
+    Host(String),
+    /// An address range.
+    Net(IpNet),
+}
+
+impl FromStr for Allowed {
+    type Err = String;
+    /// Accepted forms: `10.0.0.0/8`, `::1/128`, `127.0.0.1` (a single
+    /// address), `hooks.internal` (a host name, any port).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty allowlist entry".into());
+        }
+        if let Ok(n) = s.parse::<IpNet>() {
+            return Ok(Allowed::Net(n));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Allowed::Net(IpNet::from(ip)));
+        }
+        let name = s.trim_end_matches('.').to_ascii_lowercase();
+        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') && !name.is_empty() {
+            Ok(Allowed::Host(name))
+        } else {
+            Err(format!("not a host name, address or CIDR: {s:?}"))
+        }
+    }
+}
+
+/// Parses a comma-separated allowlist (`WEBHOOKS_ALLOWED_HOSTS`).
+pub fn parse_allowlist(s: &str) -> Result<Vec<Allowed>, String> {
+    s.split(',').filter(|p| !p.trim().is_empty()).map(str::parse).collect()
+}
+
+/// Ranges refused for every resolved address, with the reason shown to admins.
+static FORBIDDEN: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
+    [
+        ("0.0.0.0/8", "a 'this network' address"),
+        ("10.0.0.0/8", "a private address"),
+        ("100.64.0.0/10", "a carrier-grade NAT address"),
+        ("127.0.0.0/8", "a loopback address"),
+        ("169.254.0.0/16", "a link-local address (cloud metadata lives here)"),
+        ("172.16.0.0/12", "a private address"),
+        ("192.0.0.0/24", "an IETF protocol assignment address"),
+        ("192.0.2.0/24", "a documentation address"),
+        ("192.88.99.0/24", "a 6to4 relay address"),
+        ("192.168.0.0/16", "a private address"),
+        ("198.18.0.0/15", "a benchmarking address"),
+        ("198.51.100.0/24", "a documentation address"),
+        ("203.0.113.0/24", "a documentation address"),
+        ("224.0.0.0/4", "a multicast address"),
+        ("240.0.0.0/4", "a reserved address"),
+        ("::/128", "the unspecified address"),
+        ("::1/128", "a loopback address"),
+        ("::/96", "an IPv4-compatible address"),
+        ("100::/64", "a discard-only address"),
+        ("2001::/32", "a Teredo tunnel address"),
+        ("2001:db8::/32", "a documentation address"),
+        ("2001:10::/28", "an ORCHID address"),
+        ("2002::/16", "a 6to4 tunnel address"),
+        ("fc00::/7", "a unique local (private) address"),
+        ("fe80::/10", "a link-local address"),
+        ("fec0::/10", "a site-local address"),
+        ("ff00::/8", "a multicast address"),
+    ]
+    .into_iter()
+    .map(|(n, why)| (n.parse().expect("static CIDR"), why))
+    .collect()
+});
+
+/// Why an address may not be reached, or `None` when it may.
+pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
+    let ip = match ip {
+        // IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) carry an
+        // IPv4 address a stack may route to: judge the embedded one.
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    };
+    if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        return Some("the broadcast address");
+    }
+    FORBIDDEN.iter().find(|(n, _)| n.contains(&ip)).map(|(_, why)| *why)
+}
+
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = v6.segments();
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        let o = v6.octets();
+        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    }
+    None
+}
+
+/// The egress policy: the allowlist plus the fixed refusals.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Entries that open internal targets on purpose.
+    pub allowed: Vec<Allowed>,
+}
+
+impl Policy {
+    fn host_allowed(&self, host: &str) -> bool {
+        let h = host.trim_end_matches('.').to_ascii_lowercase();
+        self.allowed.iter().any(|a| matches!(a, Allowed::Host(n) if *n == h))
+    }
+
+    fn ip_allowed(&self, ip: IpAddr) -> bool {
+        self.allowed.iter().any(|a| matches!(a, Allowed::Net(n) if n.contains(&ip)))
+    }
+
+    /// Checks one resolved address.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), String> {
+        match forbidden_reason(ip) {
+            Some(why) if !self.ip_allowed(ip) => Err(format!(
+                "refused by the egress policy: {ip} is {why} (an operator can allow it with WEBHOOKS_ALLOWED_HOSTS)"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// What can be decided from the URL alone (save time; no DNS).
+    pub fn check_url(&self, raw: &str) -> Result<(), String> {
+        let url = url::Url::parse(raw).map_err(|e| format!("URL is not valid: {e}."))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err("URL must start with http:// or https://.".into());
+        }
+        match url.host() {
+            None => Err("URL must name a host.".into()),
+            Some(url::Host::Ipv4(v4)) => self.check_ip(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => self.check_ip(IpAddr::V6(v6)),
+            Some(url::Host::Domain(d)) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                if (d == "localhost" || d.ends_with(".localhost")) && !self.host_allowed(&d) {
+                    Err(format!(
+                        "refused by the egress policy: {d} names this machine (an operator can allow it with WEBHOOKS_ALLOWED_HOSTS)"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Resolves `host` and keeps it only if every address passes.
+    pub async fn resolve(&self, resolver: &dyn Resolver, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            self.check_ip(ip)?;
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let named_ok = self.host_allowed(bare);
+        if !named_ok {
+            self.check_url(&format!("http://{bare}/"))?;
+        }
+        let addrs = resolver
+            .lookup(bare, port)
+            .await
+            .map_err(|e| format!("DNS lookup for {bare} failed: {e}"))?;
+        if addrs.is_empty() {
+            return Err(format!("DNS lookup for {bare} returned no addresses"));
+        }
+        if !named_ok {
+            // Every address, not just the first: a resolver may rotate them.
+            for a in &addrs {
+                self.check_ip(a.ip()).map_err(|e| format!("{e}; {bare} resolved to it"))?;
+            }
+        }
+        Ok(addrs)
+    }
+}
+
+/// Name resolution, replaceable in tests (a resolver that lies).
+pub trait Resolver: Send + Sync + fmt::Debug {
+    /// All addresses for `host`.
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>>;
+}
+
+/// The operating system's resolver.
+#[derive(Debug, Default)]
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
+    }
+}
+
+/// A connection opened by the guarded connector.
+pub struct GuardedStream(TokioIo<TcpStream>);
+
+impl Connection for GuardedStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for GuardedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for GuardedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// A refusal or failure with the sentence for the history.
+#[derive(Debug)]
+pub struct EgressError(pub String);
+
+impl fmt::Display for EgressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EgressError {}
+
+/// Resolves, checks and connects; the only way a TCP connection is opened.
+#[derive(Clone, Debug)]
+pub struct GuardedConnector {
+    policy: Arc<Policy>,
+    resolver: Arc<dyn Resolver>,
+    connect_timeout: Duration,
+}
+
+impl tower_service::Service<http::Uri> for GuardedConnector {
+    type Response = GuardedStream;
+    type Error = EgressError;
+    type Future = Pin<Box<dyn Future<Output = Result<GuardedStream, EgressError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri.host().ok_or_else(|| EgressError("URL has no host".into()))?.to_owned();
+            let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+            let addrs = this.policy.resolve(&*this.resolver, &host, port).await.map_err(EgressError)?;
+            let mut last = None;
+            for addr in addrs {
+                match tokio::time::timeout(this.connect_timeout, TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => {
+                        let _ = s.set_nodelay(true);
+                        return Ok(GuardedStream(TokioIo::new(s)));
+                    }
+                    Ok(Err(e)) => last = Some(format!("connecting to {addr} failed: {e}")),
+                    Err(_) => last = Some(format!("connecting to {addr} timed out")),
+                }
+            }
+            Err(EgressError(last.unwrap_or_else(|| "no address to connect to".into())))
+        })
+    }
+}
+
+type Https = hyper_rustls::HttpsConnector<GuardedConnector>;
+
+/// The shared, pooled, policed HTTP client.
+#[derive(Clone)]
+pub struct Egress {
+    client: Client<Https, Full<Bytes>>,
+    policy: Arc<Policy>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Egress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Egress").field("policy", &self.policy).field("timeout", &self.timeout).finish()
+    }
+}
+
+/// What a sent request came back with.
+#[derive(Debug)]
+pub struct Fetched {
+    /// Status and headers.
+    pub head: http::response::Parts,
+    /// Up to [`MAX_BODY_READ`] bytes of the body.
+    pub body: Bytes,
+}
+
+impl Egress {
+    /// A client for `policy`; `timeout` bounds each whole request.
+    pub fn new(policy: Policy, resolver: Arc<dyn Resolver>, timeout: Duration) -> Self {
+        let policy = Arc::new(policy);
+        let connector = GuardedConnector { policy: policy.clone(), resolver, connect_timeout: timeout };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() })
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(MAX_IDLE_PER_ORIGIN)
+            .build(https);
+        Egress { client, policy, timeout }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The per-request deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends one request under the policy and the deadline; reads the body.
+    pub async fn fetch(&self, req: http::Request<Full<Bytes>>, timeout: Duration) -> Result<Fetched, String> {
+        let scheme = req.uri().scheme_str().unwrap_or("");
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("refused by the egress policy: scheme {scheme:?} is not http or https"));
+        }
+        let run = async {
+            let resp = self.client.request(req).await.map_err(|e| describe_client_error(&e))?;
+            let (head, mut body) = resp.into_parts();
+            let mut kept = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("reading the response body failed: {e}"))?;
+                if let Ok(data) = frame.into_data() {
+                    let room = MAX_BODY_READ.saturating_sub(kept.len());
+                    kept.extend_from_slice(&data[..data.len().min(room)]);
+                    if kept.len() >= MAX_BODY_READ {
+                        // Stop reading: a receiver may stream forever. The
+                        // connection is dropped, not returned to the pool.
+                        break;
+                    }
+                }
+            }
+            Ok(Fetched { head, body: Bytes::from(kept) })
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("timed out after {} ms (connect, response and body)", timeout.as_millis())),
+        }
+    }
+}
+
+fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+    // Our connector's sentence is somewhere in the source chain.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(eg) = s.downcast_ref::<EgressError>() {
+            return eg.0.clone();
+        }
+        src = s.source();
+    }
+    if e.is_connect() {
+        return format!("connection failed: {e}");
+    }
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+/// The `wasi:http` hooks of one store: every `outgoing-handler.handle`
+/// arrives in `send_request`.
+pub struct Hooks {
+    egress: Egress,
+}
+
+impl Hooks {
+    /// Hooks sending through `egress`.
+    pub fn new(egress: Egress) -> Self {
+        Hooks { egress }
+    }
+}
+
+impl WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<
+        dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>>
+            + Send,
+    > {
+        let egress = self.egress.clone();
+        Box::new(async move {
+            // The component may ask for less time, never for more.
+            let asked = options
+                .and_then(|o| [o.connect_timeout, o.first_byte_timeout].into_iter().flatten().max())
+                .unwrap_or(egress.timeout);
+            let timeout = asked.min(egress.timeout);
+            let (parts, body) = request.into_parts();
+            let body = tokio::time::timeout(timeout, http_body_util::Limited::new(body, MAX_REQUEST_BODY).collect())
+                .await
+                .map_err(|_| HttpError::InternalError(Some("timed out writing the request body".into())))?
+                .map_err(|e| HttpError::InternalError(Some(format!("request body: {e}"))))?
+                .to_bytes();
+            let req = http::Request::from_parts(parts, Full::new(body));
+            let fetched = egress.fetch(req, timeout).await.map_err(|m| HttpError::InternalError(Some(m)))?;
+            let body: HyperOutgoingBody = Full::new(fetched.body).map_err(|never| match never {}).boxed_unsync();
+            let resp = http::Response::from_parts(fetched.head, body);
+            Ok((resp, Box::new(async { Ok(()) }) as Box<dyn Future<Output = Result<(), HttpError>> + Send>))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_ranges() {
+        for ip in [
+            "127.0.0.1", "127.1.2.3", "0.0.0.0", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1",
+            "169.254.169.254", "224.0.0.1", "240.0.0.1", "255.255.255.255", "198.18.0.1", "192.0.2.1",
+            "::1", "::", "fe80::1", "fc00::1", "fd12::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:a9fe:a9fe",
+            "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:7f00:1::", "2001::1", "2001:db8::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(forbidden_reason(ip).is_some(), "{ip} should be refused");
+        }
+        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "::ffff:1.1.1.1", "64:ff9b::101:101"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(forbidden_reason(ip).is_none(), "{ip} should pass");
+        }
+    }
+
+    #[test]
+    fn allowlist_opens_chosen_targets_only() {
+        let p = Policy { allowed: parse_allowlist("127.0.0.1, hooks.internal, 10.0.0.0/8").unwrap() };
+        assert!(p.check_ip("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(p.check_ip("127.0.0.2".parse().unwrap()).is_err());
+        assert!(p.check_ip("10.9.9.9".parse().unwrap()).is_ok());
+        assert!(p.check_ip("192.168.0.1".parse().unwrap()).is_err());
+        assert!(parse_allowlist("not a host!").is_err());
+        assert!(Policy::default().check_url("http://localhost./").is_err());
+        assert!(Policy::default().check_url("http://a.localhost/").is_err());
+        assert!(Policy::default().check_url("http://example.com/").is_ok());
+    }
+
+    #[derive(Debug)]
+    struct Lying(Vec<SocketAddr>);
+    impl Resolver for Lying {
+        fn lookup<'a>(
+            &'a self,
+            _host: &'a str,
+            _port: u16,
+        ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+            let a = self.0.clone();
+            Box::pin(async move { Ok(a) })
+        }
+    }
+
+    #[tokio::test]
+    async fn every_resolved_address_is_checked() {
+        let p = Policy::default();
+        let mixed = Lying(vec!["93.184.216.34:80".parse().unwrap(), "127.0.0.1:80".parse().unwrap()]);
+        let e = p.resolve(&mixed, "rebind.example", 80).await.unwrap_err();
+        assert!(e.contains("127.0.0.1"), "{e}");
+        let public = Lying(vec!["93.184.216.34:80".parse().unwrap()]);
+        assert_eq!(p.resolve(&public, "ok.example", 80).await.unwrap().len(), 1);
+        let none = Lying(vec![]);
+        assert!(p.resolve(&none, "empty.example", 80).await.is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! `webhooks-host`: run the webhooks integration as a minimal panel.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use webhooks_host::config::{self, Config};
+use webhooks_host::egress;
+use webhooks_host::server::{self, App};
+use webhooks_host::storage::Durability;
+use webhooks_host::Webhooks;
+
+/// Webhooks for a self-hosted panel: signed deliveries, retries, history.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the admin pages and the event API (a minimal panel).
+    Serve(Serve),
+}
+
+#[derive(Parser)]
+struct Serve {
+    /// Address to listen on.
+    #[arg(long, env = "WEBHOOKS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Folder for the database, compiled-component cache and keys.
+    #[arg(long = "data", env = "WEBHOOKS_DATA_DIR", default_value = "./data")]
+    data: PathBuf,
+    /// Bearer token for /api/*; generated and saved in DATA/api-token when unset.
+    #[arg(long, env = "WEBHOOKS_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Internal hosts or CIDRs webhooks may reach on purpose, comma-separated
+    /// (e.g. "127.0.0.1,10.0.0.0/8,hooks.internal"). Empty by default.
+    #[arg(long, env = "WEBHOOKS_ALLOWED_HOSTS", default_value = "")]
+    allowed_hosts: String,
+    /// Delay before each attempt, comma-separated.
+    #[arg(long, env = "WEBHOOKS_RETRY_SCHEDULE", default_value = config::DEFAULT_RETRY_SCHEDULE)]
+    retry_schedule: String,
+    /// Deadline of one attempt: connect, response and body.
+    #[arg(long, env = "WEBHOOKS_ATTEMPT_TIMEOUT", default_value = "15s")]
+    attempt_timeout: humantime::Duration,
+    /// How long a claimed delivery is leased (crash recovery).
+    #[arg(long, env = "WEBHOOKS_LEASE", default_value = "60s")]
+    lease: humantime::Duration,
+    /// SQLite durability: normal (safe against crashes) or full (safe against power loss).
+    #[arg(long, env = "WEBHOOKS_DURABILITY", value_enum, default_value_t = Durability::Normal)]
+    durability: Durability,
+    /// Delivery workers.
+    #[arg(long, env = "WEBHOOKS_WORKERS", default_value_t = 2)]
+    workers: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(s) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(s)),
+    }
+}
+
+/// Reads a secret file, or creates it (mode 0600) with `make()`.
+fn secret_file(path: &Path, make: impl FnOnce() -> Vec<u8>) -> anyhow::Result<(Vec<u8>, bool)> {
+    if let Ok(b) = std::fs::read(path) {
+        return Ok((b, false));
+    }
+    let bytes = make();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(&bytes)?;
+    Ok((bytes, true))
+}
+
+fn random(n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    b
+}
+
+async fn serve(s: Serve) -> anyhow::Result<()> {
+    let mut cfg = Config::new(&s.data);
+    cfg.allowed_hosts = egress::parse_allowlist(&s.allowed_hosts)
+        .map_err(|e| anyhow::anyhow!("WEBHOOKS_ALLOWED_HOSTS: {e}"))?;
+    cfg.retry_schedule =
+        config::parse_schedule(&s.retry_schedule).map_err(|e| anyhow::anyhow!("WEBHOOKS_RETRY_SCHEDULE: {e}"))?;
+    cfg.attempt_timeout = s.attempt_timeout.into();
+    cfg.lease = s.lease.into();
+    cfg.durability = s.durability;
+    cfg.delivery_workers = s.workers.clamp(1, 64);
+    std::fs::create_dir_all(&s.data).with_context(|| format!("creating {}", s.data.display()))?;
+
+    let (key, _) = secret_file(&s.data.join("host.key"), || random(32))?;
+    let api_token = match s.api_token.filter(|t| !t.is_empty()) {
+        Some(t) => t,
+        None => {
+            let path = s.data.join("api-token");
+            let (t, created) = secret_file(&path, || hex::encode(random(24)).into_bytes())?;
+            let t = String::from_utf8(t).context("api-token is not UTF-8")?.trim().to_owned();
+            if created {
+                // Printed once, on the terminal of whoever started it; never logged.
+                eprintln!("Generated an API token (saved in {}): {t}", path.display());
+            }
+            t
+        }
+    };
+
+    let hooks = Webhooks::start(cfg).await?;
+    let app = Arc::new(App { hooks, api_token, key });
+    let listener = tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
+    let addr = listener.local_addr()?;
+    println!("webhooks-host listening on http://{addr}");
+    println!("admin pages: http://{addr}{}", app.hooks.config().mount_path);
+    let _ = std::io::stdout().flush();
+
+    server::serve(app.clone(), listener, shutdown_signal()).await?;
+    tracing::info!("shutting down: finishing attempts in flight");
+    match Arc::try_unwrap(app) {
+        Ok(app) => app.hooks.shutdown().await,
+        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

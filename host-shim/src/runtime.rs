@@ -1,0 +1,334 @@
+//! Runtime capability: loading, compiling (cached on disk), instantiating and
+//! calling the component under limits.
+//!
+//! Guarantees:
+//! - the compiled artifact is cached in `<data>/cache/` keyed by the component
+//!   bytes and the engine's compatibility hash, so a restart does not
+//!   recompile;
+//! - every call runs under an epoch deadline and a memory limit; a trap or a
+//!   limit hit fails that one call and the instance is thrown away (the next
+//!   call gets a fresh one);
+//! - WASI gets no filesystem, no environment, no arguments, no stdio and no
+//!   sockets: the only ways out are the imports in `wit/webhooks.wit` and
+//!   `wasi:http`, which goes through [`crate::egress`];
+//! - each instance has its own SQLite connection; instances are pooled.
+
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::bindings::{self, Webhooks, WebhooksPre};
+use crate::config::{Config, WasiClock};
+use crate::egress::{Egress, Hooks, Policy};
+use crate::storage::{self, Storage};
+
+/// The component, built from `plugin/` by this crate's build script.
+pub static COMPONENT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/webhooks_plugin.wasm"));
+
+/// Epoch tick length; deadlines are counted in these.
+pub const TICK: Duration = Duration::from_millis(10);
+/// Deadline for calls that do no network I/O (raise, describe, pages).
+pub const QUICK_CALL: Duration = Duration::from_secs(10);
+/// Idle instances kept for reuse.
+const MAX_IDLE: usize = 16;
+
+/// What an instance's store holds: WASI contexts, its connection, limits.
+pub struct State {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: Hooks,
+    pub(crate) db: Storage,
+    limits: StoreLimits,
+    shared: Arc<Shared>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Settings every instance shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub egress: Egress,
+}
+
+impl bindings::types::Host for State {}
+
+impl bindings::storage::Host for State {
+    async fn execute(&mut self, sql: String, params: Vec<bindings::storage::Value>) -> Result<u64, bindings::storage::Error> {
+        self.db.execute(&sql, params)
+    }
+    async fn query(
+        &mut self,
+        sql: String,
+        params: Vec<bindings::storage::Value>,
+    ) -> Result<bindings::storage::Rows, bindings::storage::Error> {
+        self.db.query(&sql, params)
+    }
+    async fn execute_batch(&mut self, sql: String) -> Result<(), bindings::storage::Error> {
+        self.db.execute_batch(&sql)
+    }
+    async fn begin(&mut self) -> Result<(), bindings::storage::Error> {
+        self.db.begin()
+    }
+    async fn commit(&mut self) -> Result<(), bindings::storage::Error> {
+        self.db.commit()
+    }
+    async fn rollback(&mut self) {
+        self.db.rollback()
+    }
+}
+
+impl bindings::log::Host for State {
+    async fn log(&mut self, level: bindings::log::Level, message: String) {
+        // Bounded so a component cannot flood the operator's log.
+        let message: String = message.chars().take(2000).collect();
+        use bindings::log::Level;
+        match level {
+            Level::Debug => tracing::debug!(target: "webhooks::plugin", "{message}"),
+            Level::Info => tracing::info!(target: "webhooks::plugin", "{message}"),
+            Level::Warn => tracing::warn!(target: "webhooks::plugin", "{message}"),
+            Level::Error => tracing::error!(target: "webhooks::plugin", "{message}"),
+        }
+    }
+}
+
+impl bindings::host_info::Host for State {
+    async fn mount_path(&mut self) -> String {
+        self.shared.config.mount_path.clone()
+    }
+    async fn get_settings(&mut self) -> bindings::host_info::Settings {
+        let c = &self.shared.config;
+        bindings::host_info::Settings {
+            retry_schedule_ms: c.retry_schedule.iter().map(|d| d.as_millis() as u64).collect(),
+            attempt_timeout_ms: c.attempt_timeout.as_millis() as u64,
+            lease_ms: c.lease.as_millis() as u64,
+        }
+    }
+    async fn check_destination(&mut self, url: String) -> Result<(), String> {
+        self.shared.egress.policy().check_url(&url)
+    }
+}
+
+/// One instance with its store.
+pub struct Worker {
+    store: Store<State>,
+    bindings: Webhooks,
+}
+
+/// Why a call into the component failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The component trapped, ran past its deadline or over its memory.
+    #[error("the plugin failed: {0}")]
+    Trap(String),
+    /// A new instance could not be made (database could not open, …).
+    #[error("the plugin could not start: {0}")]
+    Instantiate(String),
+}
+
+/// The loaded component and its instance pool.
+pub struct Runtime {
+    engine: Engine,
+    pre: WebhooksPre<State>,
+    shared: Arc<Shared>,
+    idle: Mutex<Vec<Worker>>,
+}
+
+fn engine() -> anyhow::Result<Engine> {
+    let mut cfg = wasmtime::Config::new();
+    cfg.wasm_component_model(true);
+    cfg.epoch_interruption(true);
+    Ok(Engine::new(&cfg)?)
+}
+
+/// Loads the compiled component from the cache, compiling and caching it on a miss.
+fn load_component(engine: &Engine, cache_dir: &Path) -> anyhow::Result<Component> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let mut key = Sha256::new();
+    key.update(COMPONENT_WASM);
+    key.update(h.finish().to_le_bytes());
+    let key = hex::encode(&key.finalize()[..12]);
+    let path = cache_dir.join(format!("webhooks-{key}.cwasm"));
+    if path.exists() {
+        // SAFETY: the file is one this host wrote into the operator's data
+        // folder for this exact engine configuration (the key covers it).
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => return Ok(c),
+            Err(e) => tracing::warn!("compiled-component cache unusable, recompiling: {e:#}"),
+        }
+    }
+    let bytes = engine.precompile_component(COMPONENT_WASM).map_err(anyhow::Error::from).context("compiling the component")?;
+    std::fs::create_dir_all(cache_dir).ok();
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+        tracing::warn!("could not write the compiled-component cache in {}", cache_dir.display());
+    }
+    // SAFETY: these bytes were just produced by `precompile_component` on this engine.
+    Ok(unsafe { Component::deserialize(engine, &bytes) }?)
+}
+
+impl Runtime {
+    /// Loads the component and prepares instantiation.
+    pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let engine = engine()?;
+        let component = load_component(&engine, &config.data_dir.join("cache"))?;
+        let mut linker: Linker<State> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        bindings::types::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        bindings::storage::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        bindings::log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        bindings::host_info::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        let pre = WebhooksPre::new(linker.instantiate_pre(&component)?)?;
+        let egress = Egress::new(
+            Policy { allowed: config.allowed_hosts.clone() },
+            config.resolver.clone(),
+            config.attempt_timeout,
+        );
+        let rt = Arc::new(Runtime {
+            engine: engine.clone(),
+            pre,
+            shared: Arc::new(Shared { config, egress }),
+            idle: Mutex::new(Vec::new()),
+        });
+        // The epoch ticker: deadlines are counted in its ticks. It stops when
+        // the engine is dropped.
+        let weak = engine.weak();
+        std::thread::Builder::new().name("webhooks-epoch".into()).spawn(move || {
+            while let Some(e) = weak.upgrade() {
+                e.increment_epoch();
+                drop(e);
+                std::thread::sleep(TICK);
+            }
+        })?;
+        Ok(rt)
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    async fn instantiate(&self) -> Result<Worker, CallError> {
+        let c = &self.shared.config;
+        let conn = storage::open(&c.db_path(), c.durability).map_err(|e| CallError::Instantiate(e.to_string()))?;
+        // No preopens, no env, no args, no stdio, no sockets.
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(WasiClock(c.clock.clone()))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = State {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: Hooks::new(self.shared.egress.clone()),
+            db: Storage::new(conn),
+            limits: StoreLimitsBuilder::new().memory_size(c.memory_limit).instances(16).trap_on_grow_failure(true).build(),
+            shared: self.shared.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(QUICK_CALL));
+        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        Ok(Worker { store, bindings })
+    }
+
+    async fn checkout(&self, deadline: Duration) -> Result<Worker, CallError> {
+        let pooled = self.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
+        let mut w = match pooled {
+            Some(w) => w,
+            None => self.instantiate().await?,
+        };
+        w.store.set_epoch_deadline(ticks(deadline));
+        Ok(w)
+    }
+
+    fn finish<R>(&self, mut w: Worker, r: wasmtime::Result<R>) -> Result<R, CallError> {
+        if w.store.data_mut().db.end_call() {
+            tracing::warn!("the plugin left a transaction open; it was rolled back");
+        }
+        match r {
+            Ok(v) => {
+                if let Ok(mut idle) = self.idle.lock()
+                    && idle.len() < MAX_IDLE
+                {
+                    idle.push(w);
+                }
+                Ok(v)
+            }
+            // The instance may be in any state after a trap: drop it.
+            Err(e) => {
+                tracing::error!("plugin call failed, instance replaced: {e:#}");
+                Err(CallError::Trap(format!("{e:#}")))
+            }
+        }
+    }
+
+    /// `plugin.describe`.
+    pub async fn describe(&self) -> Result<bindings::ex::plugin::Manifest, CallError> {
+        let mut w = self.checkout(QUICK_CALL).await?;
+        let r = w.bindings.panel_webhooks_plugin().call_describe(&mut w.store).await;
+        self.finish(w, r)
+    }
+
+    /// `plugin.migrate`.
+    pub async fn migrate(&self) -> Result<Result<u32, String>, CallError> {
+        let mut w = self.checkout(Duration::from_secs(60)).await?;
+        let r = w.bindings.panel_webhooks_plugin().call_migrate(&mut w.store).await;
+        self.finish(w, r)
+    }
+
+    /// `admin.handle`; may send a test delivery, so its deadline covers one attempt.
+    pub async fn admin(&self, req: &bindings::ex::admin::Request) -> Result<bindings::ex::admin::Response, CallError> {
+        let deadline = QUICK_CALL + self.shared.config.attempt_timeout;
+        let mut w = self.checkout(deadline).await?;
+        let r = w.bindings.panel_webhooks_admin().call_handle(&mut w.store, req).await;
+        self.finish(w, r)
+    }
+
+    /// `events.raise-batch`.
+    pub async fn raise_batch(
+        &self,
+        events: &[bindings::types::Event],
+    ) -> Result<Result<Vec<bindings::ex::events::Raised>, bindings::ex::events::RaiseError>, CallError> {
+        let mut w = self.checkout(QUICK_CALL).await?;
+        let r = w.bindings.panel_webhooks_events().call_raise_batch(&mut w.store, events).await;
+        self.finish(w, r)
+    }
+
+    /// `deliveries.run-due`.
+    pub async fn run_due(&self, max: u32) -> Result<bindings::ex::deliveries::Report, CallError> {
+        let deadline = QUICK_CALL * 3 + self.shared.config.attempt_timeout;
+        let mut w = self.checkout(deadline).await?;
+        let r = w.bindings.panel_webhooks_deliveries().call_run_due(&mut w.store, max).await;
+        self.finish(w, r)
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / TICK.as_millis()).max(1) as u64
+}

@@ -1,0 +1,86 @@
+//! Scheduler capability: the delivery workers that call `deliveries.run-due`.
+//!
+//! Each worker loops: run a batch; if the batch was full, run again at once;
+//! otherwise sleep until the next delivery falls due or an event is raised
+//! (a wake-up, not polling), at most [`MAX_SLEEP`]. Workers use their own
+//! instances, so a slow receiver never blocks admin pages or event intake.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::runtime::Runtime;
+
+/// Longest sleep between runs even when nothing is due (picks up rows whose
+/// lease expired after a crash, and clock changes).
+pub const MAX_SLEEP: Duration = Duration::from_secs(5);
+
+/// Running delivery workers.
+pub struct Scheduler {
+    wake: watch::Sender<u64>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Scheduler {
+    /// Starts `config.delivery_workers` workers.
+    pub fn start(rt: Arc<Runtime>) -> Self {
+        let (wake, _) = watch::channel(0u64);
+        let (stop, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for n in 0..rt.config().delivery_workers.max(1) {
+            let rt = rt.clone();
+            let mut wake_rx = wake.subscribe();
+            let mut stop_rx = stop.subscribe();
+            tasks.spawn(async move {
+                tracing::debug!(worker = n, "delivery worker started");
+                loop {
+                    if *stop_rx.borrow() {
+                        break;
+                    }
+                    let batch = rt.config().batch_size;
+                    let sleep = match rt.run_due(batch).await {
+                        Ok(r) if r.attempted >= batch => Duration::ZERO,
+                        Ok(r) => {
+                            let now = rt.config().clock.now_ms();
+                            r.next_due_ms.map_or(MAX_SLEEP, |due| Duration::from_millis(due.saturating_sub(now))).min(MAX_SLEEP)
+                        }
+                        // The component failed this run; its rows stay leased
+                        // and come back when the lease ends.
+                        Err(e) => {
+                            tracing::error!(worker = n, "delivery run failed: {e}");
+                            Duration::from_secs(1)
+                        }
+                    };
+                    if sleep.is_zero() {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(sleep) => {}
+                        _ = wake_rx.changed() => {}
+                        _ = stop_rx.changed() => {}
+                    }
+                }
+            });
+        }
+        Scheduler { wake, stop, tasks }
+    }
+
+    /// Wakes every worker (after events were raised).
+    pub fn wake(&self) {
+        self.wake.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Stops taking new work and waits up to `grace` for runs in progress;
+    /// unfinished rows stay leased and resume on the next start.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("delivery workers did not finish within {grace:?}; the rest resumes on the next start");
+            self.tasks.abort_all();
+        }
+    }
+}

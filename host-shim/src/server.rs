@@ -1,0 +1,334 @@
+//! `webhooks-host serve`: a minimal panel over HTTP, so anyone can run the
+//! integration — the admin pages inside a panel layout, the event API, the
+//! stylesheet, a health check.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::admin_ui;
+use crate::bindings::ex::admin as wit_admin;
+use crate::bindings::types::{Flash, FlashKind};
+use crate::{Event, RaiseError, Webhooks};
+
+/// Largest request body the API and forms accept.
+pub const MAX_BODY: usize = 256 * 1024;
+/// Most events in one batch call.
+pub const MAX_BATCH: usize = 1000;
+
+const SESSION_COOKIE: &str = "wh_session";
+const FLASH_COOKIE: &str = "wh_flash";
+
+/// What the HTTP server needs.
+pub struct App {
+    /// The running integration.
+    pub hooks: Webhooks,
+    /// Bearer token for `/api/*`.
+    pub api_token: String,
+    /// Key for CSRF tokens.
+    pub key: Vec<u8>,
+}
+
+/// The panel's routes.
+pub fn router(app: Arc<App>) -> Router {
+    let mount = app.hooks.config().mount_path.clone();
+    Router::new()
+        .route("/", get(|| async { axum::response::Redirect::to(crate::config::DEFAULT_MOUNT) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/static/panel.css", get(|| async { asset("text/css", admin_ui::PANEL_CSS) }))
+        .route("/static/webhooks.css", get(|| async { asset("text/css", admin_ui::WEBHOOKS_CSS) }))
+        .route("/static/webhooks.js", get(|| async { asset("text/javascript", admin_ui::WEBHOOKS_JS) }))
+        .route("/api/events", post(api_event))
+        .route("/api/events/batch", post(api_batch))
+        .route(&mount, get(admin).post(admin))
+        .route(&format!("{mount}/{{*rest}}"), get(admin).post(admin))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .with_state(app)
+}
+
+/// Serves until `shutdown` resolves; answers the bound address through `bound`.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn asset(ct: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn secure_headers(h: &mut HeaderMap) {
+    h.insert("content-security-policy", HeaderValue::from_static(admin_ui::CSP));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+fn new_session() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    hex::encode(b)
+}
+
+fn valid_session(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let mount = app.hooks.config().mount_path.clone();
+    let (session, fresh) = match cookie(&headers, SESSION_COOKIE).filter(|s| valid_session(s)) {
+        Some(s) => (s, false),
+        None => (new_session(), true),
+    };
+    let csrf = admin_ui::csrf_token(&app.key, &session);
+    let actor = "admin";
+    let path = uri.path().strip_prefix(mount.as_str()).unwrap_or("");
+    let path = if path.is_empty() { "/".to_owned() } else { path.to_owned() };
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+
+    let mut form: Vec<(String, String)> = Vec::new();
+    if method == Method::POST {
+        if body.len() > MAX_BODY {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
+        }
+        form = form_urlencoded::parse(&body).into_owned().collect();
+        let submitted = form.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()).unwrap_or("");
+        if fresh || !admin_ui::csrf_ok(&app.key, &session, submitted) {
+            let page = admin_ui::render_page(
+                app.hooks.manifest(),
+                &mount,
+                uri.path(),
+                "Form expired",
+                "<div class=\"wh\"><h1>Form expired</h1><p>Nothing was changed. The form's security token did not match your session; go back, reload the page and submit again.</p></div>",
+                None,
+                actor,
+                &csrf,
+            );
+            return html(StatusCode::FORBIDDEN, page, &session, fresh, false);
+        }
+        form.retain(|(k, _)| k != "_csrf");
+    }
+
+    let req = wit_admin::Request {
+        method: method.as_str().to_owned(),
+        path,
+        query,
+        form,
+        actor: actor.to_owned(),
+        csrf_token: csrf.clone(),
+    };
+    let incoming_flash = cookie(&headers, FLASH_COOKIE).and_then(|v| admin_ui::parse_flash_cookie(&v));
+    let had_flash = incoming_flash.is_some();
+    match app.hooks.admin(&req).await {
+        Ok(wit_admin::Response::Page(p)) => {
+            let flash = p.flash.or(incoming_flash);
+            let page = admin_ui::render_page(
+                app.hooks.manifest(),
+                &mount,
+                uri.path(),
+                &p.title,
+                &p.fragment,
+                flash.as_ref(),
+                actor,
+                &csrf,
+            );
+            let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::OK);
+            html(status, page, &session, fresh, had_flash)
+        }
+        Ok(wit_admin::Response::Redirect(r)) => {
+            // Only same-site paths: a plugin cannot send the admin elsewhere.
+            let location = if r.location.starts_with('/') && !r.location.starts_with("//") { r.location } else { mount.clone() };
+            let mut resp = Response::builder()
+                .status(StatusCode::SEE_OTHER)
+                .header(header::LOCATION, location)
+                .body(Body::empty())
+                .unwrap_or_default();
+            secure_headers(resp.headers_mut());
+            if let Some(f) = r.flash
+                && let Ok(v) = HeaderValue::from_str(&format!(
+                    "{FLASH_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=60",
+                    admin_ui::flash_cookie_value(&f)
+                ))
+            {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            if fresh {
+                set_session(&mut resp, &session);
+            }
+            resp
+        }
+        Ok(wit_admin::Response::NotFound) => {
+            let page = admin_ui::render_page(
+                app.hooks.manifest(),
+                &mount,
+                uri.path(),
+                "Not found",
+                "<div class=\"wh\"><h1>Not found</h1><p>There is no such webhook or page. It may have been deleted.</p></div>",
+                None,
+                actor,
+                &csrf,
+            );
+            html(StatusCode::NOT_FOUND, page, &session, fresh, had_flash)
+        }
+        Err(e) => {
+            let flash = Flash { kind: FlashKind::Error, message: format!("{e}. Nothing was changed; try again.") };
+            let page = admin_ui::render_page(
+                app.hooks.manifest(),
+                &mount,
+                uri.path(),
+                "Error",
+                "<div class=\"wh\"><h1>The webhooks plugin failed</h1><p>The error was logged and the plugin was restarted.</p></div>",
+                Some(&flash),
+                actor,
+                &csrf,
+            );
+            html(StatusCode::INTERNAL_SERVER_ERROR, page, &session, fresh, had_flash)
+        }
+    }
+}
+
+fn set_session(resp: &mut Response, session: &str) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict")) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn html(status: StatusCode, body: String, session: &str, fresh: bool, clear_flash: bool) -> Response {
+    let mut resp = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
+    secure_headers(resp.headers_mut());
+    if fresh {
+        set_session(&mut resp, session);
+    }
+    if clear_flash {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("wh_flash=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        );
+    }
+    resp
+}
+
+fn plain(status: StatusCode, msg: &'static str) -> Response {
+    (status, msg).into_response()
+}
+
+fn api_error(status: StatusCode, code: &str, message: impl Into<String>, field: Option<&str>) -> Response {
+    let body = json!({ "error": { "code": code, "message": message.into(), "field": field } });
+    (status, axum::Json(body)).into_response()
+}
+
+fn authorized(app: &App, headers: &HeaderMap) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let want = app.api_token.as_bytes();
+    given.len() == want.len() && bool::from(given.as_bytes().ct_eq(want))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiEvent {
+    #[serde(rename = "type")]
+    event_type: String,
+    data: serde_json::Value,
+    id: Option<String>,
+    /// Milliseconds since the epoch; now when absent.
+    occurred_at_ms: Option<u64>,
+}
+
+impl ApiEvent {
+    fn into_event(self) -> Event {
+        Event { id: self.id, event_type: self.event_type, occurred_at_ms: self.occurred_at_ms, data_json: self.data.to_string() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiBatch {
+    events: Vec<ApiEvent>,
+}
+
+fn raise_error(e: RaiseError) -> Response {
+    match e {
+        RaiseError::UnknownType(m) => api_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_type", m, Some("type")),
+        RaiseError::InvalidData(m) => api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_data", m, Some("data")),
+        RaiseError::Storage(m) => api_error(StatusCode::SERVICE_UNAVAILABLE, "storage", m, None),
+        RaiseError::Plugin(m) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", m, None),
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, Response> {
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && len > MAX_BODY
+    {
+        return Err(api_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {MAX_BODY} bytes"), None));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        api_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {MAX_BODY} bytes"), None)
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| api_error(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON for this endpoint: {e}"), None))
+}
+
+async fn api_event(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    if !authorized(&app, &headers) {
+        return api_error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required", None);
+    }
+    let ev: ApiEvent = match read_json(&headers, body).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match app.hooks.raise(ev.into_event()).await {
+        Ok(r) => (StatusCode::ACCEPTED, axum::Json(json!({ "id": r.event_id, "queued": r.queued }))).into_response(),
+        Err(e) => raise_error(e),
+    }
+}
+
+async fn api_batch(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    if !authorized(&app, &headers) {
+        return api_error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required", None);
+    }
+    let batch: ApiBatch = match read_json(&headers, body).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if batch.events.is_empty() || batch.events.len() > MAX_BATCH {
+        return api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_batch", format!("send 1 to {MAX_BATCH} events"), Some("events"));
+    }
+    let events = batch.events.into_iter().map(ApiEvent::into_event).collect();
+    match app.hooks.raise_batch(events).await {
+        Ok(rs) => {
+            let items: Vec<_> = rs.into_iter().map(|r| json!({ "id": r.event_id, "queued": r.queued })).collect();
+            (StatusCode::ACCEPTED, axum::Json(json!({ "events": items }))).into_response()
+        }
+        Err(e) => raise_error(e),
+    }
+}

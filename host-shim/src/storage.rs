@@ -1,0 +1,238 @@
+//! Storage capability: the plugin's own SQLite database, one connection per
+//! component instance (rusqlite, WAL).
+//!
+//! The host knows nothing about the plugin's tables; it runs the statements it
+//! is given with typed parameters, caps what a query may return, and makes
+//! sure no transaction outlives the exported call that opened it.
+//!
+//! Limits (defaults set here):
+//! - a query returns at most [`MAX_ROWS`] rows and about [`MAX_RESULT_BYTES`];
+//! - a locked database is waited on for [`BUSY_TIMEOUT`] before `busy`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, params_from_iter, types::Value as SqlValue};
+
+use crate::bindings::storage::{Error, Rows, Value};
+
+/// Largest number of rows one query may return.
+pub const MAX_ROWS: usize = 100_000;
+/// Largest total size of one query's result, in bytes (approximate).
+pub const MAX_RESULT_BYTES: usize = 32 * 1024 * 1024;
+/// How long a statement waits for a lock held by another connection.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How hard SQLite works to keep committed data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `synchronous=NORMAL` in WAL: safe against process crashes; the last
+    /// commits may be lost on power loss.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: safe against power loss, slower commits.
+    Full,
+}
+
+/// Opens (creating if needed) the database file with the pragmas every
+/// connection needs.
+pub fn open(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+fn to_sql(v: Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Integer(i) => SqlValue::Integer(i),
+        Value::Real(r) => SqlValue::Real(r),
+        Value::Text(t) => SqlValue::Text(t),
+        Value::Blob(b) => SqlValue::Blob(b),
+    }
+}
+
+fn from_sql(v: rusqlite::types::ValueRef<'_>) -> (Value, usize) {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => (Value::Null, 1),
+        ValueRef::Integer(i) => (Value::Integer(i), 8),
+        ValueRef::Real(r) => (Value::Real(r), 8),
+        ValueRef::Text(t) => (Value::Text(String::from_utf8_lossy(t).into_owned()), t.len()),
+        ValueRef::Blob(b) => (Value::Blob(b.to_vec()), b.len()),
+    }
+}
+
+/// Maps a SQLite error to what the plugin can act on.
+pub fn map_err(e: rusqlite::Error) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg) => match f.code {
+            ErrorCode::ConstraintViolation => Error::Constraint(msg.clone().unwrap_or_else(|| e.to_string())),
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Error::Busy,
+            ErrorCode::TooBig => Error::TooLarge,
+            _ => Error::Io(e.to_string()),
+        },
+        rusqlite::Error::SqlInputError { .. }
+        | rusqlite::Error::InvalidParameterCount(..)
+        | rusqlite::Error::InvalidParameterName(..)
+        | rusqlite::Error::MultipleStatement
+        | rusqlite::Error::InvalidColumnIndex(..) => Error::InvalidStatement(e.to_string()),
+        _ => Error::Io(e.to_string()),
+    }
+}
+
+/// One instance's database connection.
+pub struct Storage {
+    conn: Connection,
+}
+
+impl Storage {
+    /// Wraps an open connection.
+    pub fn new(conn: Connection) -> Self {
+        Storage { conn }
+    }
+
+    /// The underlying connection (host-side maintenance only).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs one statement; answers rows changed.
+    pub fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, Error> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(map_err)?;
+        let n = stmt.execute(params_from_iter(params.into_iter().map(to_sql))).map_err(map_err)?;
+        Ok(n as u64)
+    }
+
+    /// Runs one statement and collects its rows within the caps.
+    pub fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<Rows, Error> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(map_err)?;
+        let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+        let n = columns.len();
+        let mut rows = stmt.query(params_from_iter(params.into_iter().map(to_sql))).map_err(map_err)?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(row) = rows.next().map_err(map_err)? {
+            if out.len() >= MAX_ROWS {
+                return Err(Error::TooLarge);
+            }
+            let mut cells = Vec::with_capacity(n);
+            for i in 0..n {
+                let (v, size) = from_sql(row.get_ref(i).map_err(map_err)?);
+                bytes += size;
+                cells.push(v);
+            }
+            if bytes > MAX_RESULT_BYTES {
+                return Err(Error::TooLarge);
+            }
+            out.push(cells);
+        }
+        Ok(Rows { columns, rows: out })
+    }
+
+    /// Runs `;`-separated statements without parameters.
+    pub fn execute_batch(&mut self, sql: &str) -> Result<(), Error> {
+        self.conn.execute_batch(sql).map_err(map_err)
+    }
+
+    /// `BEGIN IMMEDIATE`: takes the write lock now, so a transaction never
+    /// fails half-way on a lock upgrade.
+    pub fn begin(&mut self) -> Result<(), Error> {
+        if !self.conn.is_autocommit() {
+            return Err(Error::InvalidStatement("a transaction is already open".into()));
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)
+    }
+
+    /// Commits the open transaction.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        if self.conn.is_autocommit() {
+            return Err(Error::InvalidStatement("no transaction is open".into()));
+        }
+        self.conn.execute_batch("COMMIT").map_err(map_err)
+    }
+
+    /// Rolls back the open transaction, if any.
+    pub fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// Called after every exported call: a transaction the component left
+    /// open is rolled back so it cannot hold the write lock between calls.
+    /// Answers whether one was open.
+    pub fn end_call(&mut self) -> bool {
+        let open = !self.conn.is_autocommit();
+        self.rollback();
+        open
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> Storage {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::new(open(&dir.path().join("t.db"), Durability::Normal).unwrap());
+        std::mem::forget(dir);
+        s
+    }
+
+    #[test]
+    fn typed_round_trip_and_errors() {
+        let mut s = mem();
+        s.execute_batch("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT UNIQUE, c REAL, d BLOB)").unwrap();
+        let n = s
+            .execute(
+                "INSERT INTO t (b, c, d) VALUES (?1, ?2, ?3)",
+                vec![Value::Text("x".into()), Value::Real(1.5), Value::Blob(vec![1, 2])],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        let r = s.query("SELECT a, b, c, d FROM t", vec![]).unwrap();
+        assert_eq!(r.columns, ["a", "b", "c", "d"]);
+        assert!(matches!(r.rows[0][1], Value::Text(ref t) if t == "x"));
+        assert!(matches!(
+            s.execute("INSERT INTO t (b) VALUES (?1)", vec![Value::Text("x".into())]),
+            Err(Error::Constraint(_))
+        ));
+        assert!(matches!(s.query("SELEC nonsense", vec![]), Err(Error::InvalidStatement(_))));
+        assert!(matches!(s.execute("INSERT INTO t (b) VALUES (?1)", vec![]), Err(Error::InvalidStatement(_))));
+    }
+
+    #[test]
+    fn open_transaction_is_rolled_back_at_end_of_call() {
+        let mut s = mem();
+        s.execute_batch("CREATE TABLE t (a INTEGER)").unwrap();
+        s.begin().unwrap();
+        s.execute("INSERT INTO t VALUES (1)", vec![]).unwrap();
+        assert!(s.end_call());
+        let r = s.query("SELECT COUNT(*) FROM t", vec![]).unwrap();
+        assert!(matches!(r.rows[0][0], Value::Integer(0)));
+        assert!(!s.end_call());
+    }
+
+    #[test]
+    fn result_caps() {
+        let mut s = mem();
+        let r = s.query(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x <= ?1) SELECT x FROM n",
+            vec![Value::Integer(MAX_ROWS as i64 + 5)],
+        );
+        assert!(matches!(r, Err(Error::TooLarge)));
+    }
+}

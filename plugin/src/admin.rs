@@ -1,0 +1,563 @@
+//! The admin pages: routing under the mount path, forms, and the fragments
+//! rendered from `ui-fragments/` (auto-escaped, checked at compile time).
+
+use askama::Template;
+
+use crate::catalog;
+use crate::host::{DbError, Host, Level};
+use crate::outbox::{self, Outcome, rfc3339};
+use crate::signing;
+use crate::store::{self, HistoryFilter, Webhook};
+use crate::webhook::{self, FieldError, Input};
+
+/// One admin request (mirrors `admin.request`).
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub form: Vec<(String, String)>,
+    pub actor: String,
+    pub csrf_token: String,
+}
+
+impl Request {
+    fn q(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    fn f(&self, name: &str) -> Option<&str> {
+        self.form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    fn f_all(&self, name: &str) -> Vec<String> {
+        self.form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+    }
+}
+
+/// Flash message kinds (mirror `types.flash-kind`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FlashKind {
+    Success,
+    Info,
+    Error,
+}
+
+/// A flash message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flash {
+    pub kind: FlashKind,
+    pub message: String,
+}
+
+fn flash(kind: FlashKind, message: impl Into<String>) -> Option<Flash> {
+    Some(Flash { kind, message: message.into() })
+}
+
+/// What a handler answers (mirrors `admin.response`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    Page { status: u16, title: String, fragment: String, flash: Option<Flash> },
+    Redirect { location: String, flash: Option<Flash> },
+    NotFound,
+}
+
+const PER_PAGE: u32 = 25;
+
+/// Routes one admin request.
+pub fn handle(host: &dyn Host, req: &Request) -> Response {
+    match route(host, req) {
+        Ok(r) => r,
+        Err(e) => {
+            host.log(Level::Error, &format!("admin {} {}: {e}", req.method, req.path));
+            page(500, "Something went wrong", error_fragment(&e.to_string()), None)
+        }
+    }
+}
+
+fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
+    let base = host.mount_path();
+    let segs: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let get = req.method.eq_ignore_ascii_case("GET");
+    let post = req.method.eq_ignore_ascii_case("POST");
+    let id = |s: &str| s.parse::<i64>().ok().filter(|v| *v > 0);
+    match (segs.as_slice(), get, post) {
+        ([], true, _) => dashboard(host, req, &base),
+        ([], _, true) => save(host, req, &base, None),
+        (["new"], true, _) => {
+            let blank = FormValues { enabled: true, ..FormValues::default() };
+            Ok(form_page(host, req, &base, None, blank, Vec::new(), 200))
+        }
+        ([i], _, true) => match id(i) {
+            Some(i) => save(host, req, &base, Some(i)),
+            None => Ok(Response::NotFound),
+        },
+        ([i, "edit"], true, _) => {
+            let Some(w) = id(i).map(|i| store::get(host, i)).transpose()?.flatten() else {
+                return Ok(Response::NotFound);
+            };
+            let values = FormValues {
+                name: w.name.clone(),
+                url: w.url.clone(),
+                secret: String::new(),
+                secret_action: "keep".into(),
+                events: w.events.clone(),
+                enabled: w.enabled,
+            };
+            Ok(form_page(host, req, &base, Some(&w), values, Vec::new(), 200))
+        }
+        ([i, "delete"], true, _) => {
+            let Some(w) = id(i).map(|i| store::get(host, i)).transpose()?.flatten() else {
+                return Ok(Response::NotFound);
+            };
+            let t = ConfirmDelete { base: &base, csrf: &req.csrf_token, w: &w };
+            Ok(page(200, &format!("Delete {}", w.name), render(&t), None))
+        }
+        ([i, "delete"], _, true) => {
+            let Some(i) = id(i) else { return Ok(Response::NotFound) };
+            let name = store::get(host, i)?.map(|w| w.name);
+            if !store::delete(host, i)? {
+                return Ok(Response::NotFound);
+            }
+            host.log(Level::Info, &format!("{} deleted webhook {i}", req.actor));
+            Ok(redirect(&base, "", flash(FlashKind::Success, format!("Webhook \u{201c}{}\u{201d} was deleted.", name.unwrap_or_default()))))
+        }
+        ([i, "toggle"], _, true) => {
+            let Some(i) = id(i) else { return Ok(Response::NotFound) };
+            match store::toggle(host, i)? {
+                None => Ok(Response::NotFound),
+                Some(on) => {
+                    host.log(Level::Info, &format!("{} {} webhook {i}", req.actor, if on { "enabled" } else { "disabled" }));
+                    let msg = if on { "Webhook enabled." } else { "Webhook disabled." };
+                    Ok(redirect(&base, "", flash(FlashKind::Success, msg)))
+                }
+            }
+        }
+        ([i, "test"], _, true) => {
+            let Some(i) = id(i) else { return Ok(Response::NotFound) };
+            match outbox::send_test(host, i, &req.actor)? {
+                None => Ok(Response::NotFound),
+                Some(o) => Ok(redirect(&base, &format!("/{i}/history"), Some(outcome_flash("Test", &o)))),
+            }
+        }
+        ([i, "history"], true, _) => history(host, req, &base, id(i)),
+        ([i, "deliveries", d], true, _) => {
+            let (Some(i), Some(d)) = (id(i), id(d)) else { return Ok(Response::NotFound) };
+            let (Some(w), Some(del)) = (store::get(host, i)?, store::delivery(host, i, d)?) else {
+                return Ok(Response::NotFound);
+            };
+            let view = DeliveryView::new(&del, host.now_ms());
+            let t = DeliveryPage { base: &base, csrf: &req.csrf_token, w: &w, d: &view };
+            Ok(page(200, &format!("Delivery {}", del.msg_id), render(&t), None))
+        }
+        ([i, "deliveries", d, "resend"], _, true) => {
+            let (Some(i), Some(d)) = (id(i), id(d)) else { return Ok(Response::NotFound) };
+            if store::delivery(host, i, d)?.is_none() {
+                return Ok(Response::NotFound);
+            }
+            let back = format!("/{i}/deliveries/{d}");
+            match outbox::resend(host, i, d)? {
+                None => Ok(redirect(&base, &back, flash(FlashKind::Info, "This delivery is being sent right now; try again in a moment."))),
+                Some(o) => Ok(redirect(&base, &back, Some(outcome_flash("Resend", &o)))),
+            }
+        }
+        _ => Ok(Response::NotFound),
+    }
+}
+
+fn outcome_flash(what: &str, o: &Outcome) -> Flash {
+    match (o.success, o.status, &o.error) {
+        (true, Some(s), _) => Flash { kind: FlashKind::Success, message: format!("{what} delivered: the endpoint answered HTTP {s}.") },
+        (false, Some(s), _) => Flash { kind: FlashKind::Error, message: format!("{what} failed: the endpoint answered HTTP {s}.") },
+        (_, None, Some(e)) => Flash { kind: FlashKind::Error, message: format!("{what} failed: {e}") },
+        _ => Flash { kind: FlashKind::Error, message: format!("{what} failed.") },
+    }
+}
+
+fn page(status: u16, title: &str, fragment: String, flash: Option<Flash>) -> Response {
+    Response::Page { status, title: title.to_owned(), fragment, flash }
+}
+
+fn redirect(base: &str, rel: &str, flash: Option<Flash>) -> Response {
+    Response::Redirect { location: format!("{base}{rel}"), flash }
+}
+
+fn render(t: &impl Template) -> String {
+    // Our templates only format strings and numbers; rendering cannot fail
+    // short of a formatter bug, and then an empty fragment beats a trap.
+    t.render().unwrap_or_else(|e| format!("<p class=\"wh-error\">template error: {e}</p>"))
+}
+
+fn error_fragment(message: &str) -> String {
+    render(&ErrorPage { message })
+}
+
+/// "3 min ago" / "in 5 s".
+pub fn relative(ms: u64, now: u64) -> String {
+    let (d, future) = if ms > now { (ms - now, true) } else { (now - ms, false) };
+    let s = d / 1000;
+    let amount = match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=86_399 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    };
+    if s == 0 {
+        "just now".into()
+    } else if future {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
+/// A time for templates: relative text, exact title, machine value.
+pub struct When {
+    pub rel: String,
+    pub exact: String,
+}
+
+impl When {
+    fn new(ms: u64, now: u64) -> Self {
+        When { rel: relative(ms, now), exact: rfc3339(ms) }
+    }
+}
+
+// ---------------------------------------------------------------- dashboard
+
+struct Row<'a> {
+    w: &'a Webhook,
+    events_shown: Vec<&'a str>,
+    events_more: usize,
+    last: Option<When>,
+    next_retry: Option<When>,
+    disabled_at: Option<When>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct Dashboard<'a> {
+    base: &'a str,
+    csrf: &'a str,
+    rows: Vec<Row<'a>>,
+}
+
+const CHIPS_SHOWN: usize = 3;
+
+fn dashboard(host: &dyn Host, req: &Request, base: &str) -> Result<Response, DbError> {
+    let hooks = store::list(host)?;
+    let now = host.now_ms();
+    let rows = hooks
+        .iter()
+        .map(|w| Row {
+            w,
+            events_shown: w.events.iter().take(CHIPS_SHOWN).map(String::as_str).collect(),
+            events_more: w.events.len().saturating_sub(CHIPS_SHOWN),
+            last: w.last_event_at.map(|t| When::new(t, now)),
+            next_retry: w.next_retry_at.map(|t| When::new(t, now)),
+            disabled_at: w.disabled_at.map(|t| When::new(t, now)),
+        })
+        .collect();
+    let t = Dashboard { base, csrf: &req.csrf_token, rows };
+    Ok(page(200, "Webhooks", render(&t), None))
+}
+
+// ---------------------------------------------------------------- form
+
+#[derive(Debug, Clone, Default)]
+struct FormValues {
+    name: String,
+    url: String,
+    secret: String,
+    secret_action: String,
+    events: Vec<String>,
+    enabled: bool,
+}
+
+struct EventBox {
+    name: &'static str,
+    description: &'static str,
+    checked: bool,
+}
+
+struct Group {
+    category: &'static str,
+    events: Vec<EventBox>,
+}
+
+#[derive(Template)]
+#[template(path = "form.html")]
+struct FormPage<'a> {
+    base: &'a str,
+    csrf: &'a str,
+    action: String,
+    editing: Option<&'a Webhook>,
+    v: FormValues,
+    groups: Vec<Group>,
+    errors: Vec<FieldError>,
+    generated: bool,
+}
+
+impl FormPage<'_> {
+    fn error(&self, field: &str) -> Option<&str> {
+        self.errors.iter().find(|e| e.field == field).map(|e| e.message.as_str())
+    }
+}
+
+fn form_page(
+    _host: &dyn Host,
+    req: &Request,
+    base: &str,
+    editing: Option<&Webhook>,
+    v: FormValues,
+    errors: Vec<FieldError>,
+    status: u16,
+) -> Response {
+    let groups = catalog::CATEGORIES
+        .iter()
+        .map(|c| Group {
+            category: c,
+            events: catalog::EVENTS
+                .iter()
+                .filter(|e| e.category == *c)
+                .map(|e| EventBox { name: e.name, description: e.description, checked: v.events.iter().any(|x| x == e.name) })
+                .collect(),
+        })
+        .collect();
+    let action = match editing {
+        Some(w) => format!("{base}/{}", w.id),
+        None => base.to_owned(),
+    };
+    let generated = v.secret_action == "generated";
+    let title = match editing {
+        Some(w) => format!("Edit {}", w.name),
+        None => "Create webhook".to_owned(),
+    };
+    let t = FormPage { base, csrf: &req.csrf_token, action, editing, v, groups, errors, generated };
+    let fl = (status == 422).then(|| Flash { kind: FlashKind::Error, message: "Please correct the fields marked below.".into() });
+    page(status, &title, render(&t), fl)
+}
+
+fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<Response, DbError> {
+    let existing = match id {
+        Some(i) => match store::get(host, i)? {
+            Some(w) => Some(w),
+            None => return Ok(Response::NotFound),
+        },
+        None => None,
+    };
+    let action = req.f("secret_action").unwrap_or(if existing.is_some() { "keep" } else { "set" }).to_owned();
+    let mut values = FormValues {
+        name: req.f("name").unwrap_or_default().to_owned(),
+        url: req.f("url").unwrap_or_default().to_owned(),
+        secret: req.f("secret").unwrap_or_default().to_owned(),
+        secret_action: action.clone(),
+        events: req.f_all("events"),
+        enabled: req.f("enabled").is_some_and(|v| v == "on" || v == "1" || v == "true"),
+    };
+
+    // "Generate" re-renders the form with a fresh secret and saves nothing,
+    // so it works without JavaScript.
+    if req.f("generate").is_some() {
+        values.secret = signing::generate_secret(&host.random_bytes(32));
+        values.secret_action = if existing.is_some() { "replace".into() } else { "generated".into() };
+        return Ok(form_page(host, req, base, existing.as_ref(), values, Vec::new(), 200));
+    }
+
+    let mut errors = Vec::new();
+    let secret = match action.as_str() {
+        "keep" if existing.is_some() => None,
+        "remove" if existing.is_some() => Some(String::new()),
+        "replace" if values.secret.trim().is_empty() => {
+            errors.push(FieldError { field: "secret", message: "Enter the new secret, or choose Keep.".into() });
+            None
+        }
+        _ => Some(values.secret.clone()),
+    };
+    let input = Input { name: values.name.clone(), url: values.url.clone(), secret, events: values.events.clone(), enabled: values.enabled };
+    let valid = match webhook::validate(host, &input) {
+        Ok(v) if errors.is_empty() => v,
+        Ok(_) => {
+            return Ok(form_page(host, req, base, existing.as_ref(), values, errors, 422));
+        }
+        Err(mut e) => {
+            e.extend(errors);
+            return Ok(form_page(host, req, base, existing.as_ref(), values, e, 422));
+        }
+    };
+    match id {
+        None => match store::create(host, &valid) {
+            Ok(new_id) => {
+                host.log(Level::Info, &format!("{} created webhook {new_id}", req.actor));
+                Ok(redirect(base, "", flash(FlashKind::Success, format!("Webhook \u{201c}{}\u{201d} was created.", valid.name))))
+            }
+            Err(store::CreateError::TooMany) => {
+                let e = vec![FieldError { field: "name", message: format!("At most {} webhooks can exist; delete one first.", webhook::MAX_WEBHOOKS) }];
+                Ok(form_page(host, req, base, None, values, e, 422))
+            }
+            Err(store::CreateError::Db(e)) => Err(e),
+        },
+        Some(i) => {
+            store::update(host, i, &valid)?;
+            host.log(Level::Info, &format!("{} updated webhook {i}", req.actor));
+            Ok(redirect(base, "", flash(FlashKind::Success, format!("Webhook \u{201c}{}\u{201d} was saved.", valid.name))))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- delete
+
+#[derive(Template)]
+#[template(path = "confirm_delete.html")]
+struct ConfirmDelete<'a> {
+    base: &'a str,
+    csrf: &'a str,
+    w: &'a Webhook,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    message: &'a str,
+}
+
+// ---------------------------------------------------------------- history
+
+struct HistoryRow {
+    a: store::AttemptRow,
+    when: When,
+}
+
+struct EventOption {
+    name: &'static str,
+    selected: bool,
+}
+
+#[derive(Template)]
+#[template(path = "history.html")]
+struct HistoryPage<'a> {
+    base: &'a str,
+    csrf: &'a str,
+    w: &'a Webhook,
+    rows: Vec<HistoryRow>,
+    status: &'a str,
+    event_options: Vec<EventOption>,
+    page: u32,
+    prev_link: Option<String>,
+    next_link: Option<String>,
+}
+
+fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<Response, DbError> {
+    let Some(w) = id.map(|i| store::get(host, i)).transpose()?.flatten() else {
+        return Ok(Response::NotFound);
+    };
+    let status = match req.q("status") {
+        Some("success") => "success",
+        Some("failed") => "failed",
+        _ => "",
+    };
+    let event = req.q("event").filter(|e| catalog::find(e).is_some()).map(str::to_owned);
+    let page_no = req.q("page").and_then(|p| p.parse::<u32>().ok()).filter(|p| *p >= 1 && *p <= 100_000).unwrap_or(1);
+    let filter = HistoryFilter {
+        success: match status {
+            "success" => Some(true),
+            "failed" => Some(false),
+            _ => None,
+        },
+        event_type: event.clone(),
+    };
+    let (rows, more) = store::history(host, w.id, &filter, page_no, PER_PAGE)?;
+    let now = host.now_ms();
+    let link = |p: u32| {
+        let mut q = vec![format!("page={p}")];
+        if !status.is_empty() {
+            q.push(format!("status={status}"));
+        }
+        if let Some(e) = &event {
+            q.push(format!("event={e}"));
+        }
+        format!("{base}/{}/history?{}", w.id, q.join("&"))
+    };
+    let t = HistoryPage {
+        base,
+        csrf: &req.csrf_token,
+        w: &w,
+        rows: rows.into_iter().map(|a| HistoryRow { when: When::new(a.attempted_at, now), a }).collect(),
+        status,
+        event_options: catalog::EVENTS
+            .iter()
+            .map(|e| EventOption { name: e.name, selected: event.as_deref() == Some(e.name) })
+            .collect(),
+        page: page_no,
+        prev_link: (page_no > 1).then(|| link(page_no - 1)),
+        next_link: more.then(|| link(page_no + 1)),
+    };
+    Ok(page(200, &format!("History of {}", w.name), render(&t), None))
+}
+
+// ---------------------------------------------------------------- delivery
+
+struct TryView {
+    t: store::AttemptDetail,
+    when: When,
+    body_note: Option<String>,
+}
+
+struct DeliveryView {
+    d: store::DeliveryDetail,
+    payload_pretty: String,
+    occurred: When,
+    next: Option<When>,
+    tries: Vec<TryView>,
+}
+
+impl DeliveryView {
+    fn new(d: &store::DeliveryDetail, now: u64) -> Self {
+        let payload = outbox::payload(&d.event_type, d.occurred_at, &d.data);
+        let payload_pretty = serde_json::from_str::<serde_json::Value>(&payload)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or(payload);
+        DeliveryView {
+            payload_pretty,
+            occurred: When::new(d.occurred_at, now),
+            next: d.next_attempt_at.filter(|_| d.state == "retrying" || d.state == "pending").map(|t| When::new(t, now)),
+            tries: d
+                .tries
+                .iter()
+                .map(|t| TryView {
+                    when: When::new(t.attempted_at, now),
+                    body_note: match (t.response_body.as_ref(), t.response_body_size) {
+                        (Some(b), Some(size)) if (b.len() as i64) < size => {
+                            Some(format!("Showing the first {} of {size} bytes.", b.len()))
+                        }
+                        _ => None,
+                    },
+                    t: t.clone(),
+                })
+                .collect(),
+            d: d.clone(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "delivery.html")]
+struct DeliveryPage<'a> {
+    base: &'a str,
+    csrf: &'a str,
+    w: &'a Webhook,
+    d: &'a DeliveryView,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_times() {
+        assert_eq!(relative(1000, 1000), "just now");
+        assert_eq!(relative(0, 5_000), "5 s ago");
+        assert_eq!(relative(0, 180_000), "3 min ago");
+        assert_eq!(relative(7_200_000, 0), "in 2 h");
+        assert_eq!(relative(0, 3 * 86_400_000), "3 d ago");
+    }
+}

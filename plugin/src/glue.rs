@@ -1,0 +1,354 @@
+//! The binding glue: WIT imports become a [`Host`], WIT exports call the
+//! logic modules. Nothing here decides anything.
+
+use crate::host::{self, DbError, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Value};
+use crate::outbox::MAX_STORED_BODY;
+use crate::{admin, catalog, outbox, schema};
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "panel:webhooks/webhooks",
+    generate_all,
+});
+
+use exports::panel::webhooks as ex;
+use panel::webhooks::{host_info, log as wlog, storage};
+use wasi::http::outgoing_handler;
+use wasi::http::types::{
+    ErrorCode, Fields, FutureIncomingResponse, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
+    RequestOptions, Scheme,
+};
+
+struct Component;
+export!(Component);
+
+/// The host as seen from inside the component.
+struct Wasm;
+
+fn to_wit(v: &Value) -> storage::Value {
+    match v {
+        Value::Null => storage::Value::Null,
+        Value::Integer(i) => storage::Value::Integer(*i),
+        Value::Real(r) => storage::Value::Real(*r),
+        Value::Text(t) => storage::Value::Text(t.clone()),
+        Value::Blob(b) => storage::Value::Blob(b.clone()),
+    }
+}
+
+fn from_wit(v: storage::Value) -> Value {
+    match v {
+        storage::Value::Null => Value::Null,
+        storage::Value::Integer(i) => Value::Integer(i),
+        storage::Value::Real(r) => Value::Real(r),
+        storage::Value::Text(t) => Value::Text(t),
+        storage::Value::Blob(b) => Value::Blob(b),
+    }
+}
+
+fn db_err(e: storage::Error) -> DbError {
+    match e {
+        storage::Error::Constraint(m) => DbError::Constraint(m),
+        storage::Error::Busy => DbError::Busy,
+        storage::Error::InvalidStatement(m) => DbError::InvalidStatement(m),
+        storage::Error::TooLarge => DbError::TooLarge,
+        storage::Error::Io(m) => DbError::Io(m),
+    }
+}
+
+impl Host for Wasm {
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        let p: Vec<_> = params.iter().map(to_wit).collect();
+        storage::execute(sql, &p).map_err(db_err)
+    }
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
+        let p: Vec<_> = params.iter().map(to_wit).collect();
+        let r = storage::query(sql, &p).map_err(db_err)?;
+        Ok(Rows { columns: r.columns, rows: r.rows.into_iter().map(|row| row.into_iter().map(from_wit).collect()).collect() })
+    }
+    fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
+        storage::execute_batch(sql).map_err(db_err)
+    }
+    fn begin(&self) -> Result<(), DbError> {
+        storage::begin().map_err(db_err)
+    }
+    fn commit(&self) -> Result<(), DbError> {
+        storage::commit().map_err(db_err)
+    }
+    fn rollback(&self) {
+        storage::rollback()
+    }
+    fn now_ms(&self) -> u64 {
+        let t = wasi::clocks::wall_clock::now();
+        t.seconds * 1000 + u64::from(t.nanoseconds / 1_000_000)
+    }
+    fn random_bytes(&self, n: usize) -> Vec<u8> {
+        wasi::random::random::get_random_bytes(n as u64)
+    }
+    fn log(&self, level: Level, message: &str) {
+        let l = match level {
+            Level::Debug => wlog::Level::Debug,
+            Level::Info => wlog::Level::Info,
+            Level::Warn => wlog::Level::Warn,
+            Level::Error => wlog::Level::Error,
+        };
+        wlog::log(l, message)
+    }
+    fn mount_path(&self) -> String {
+        host_info::mount_path()
+    }
+    fn settings(&self) -> Settings {
+        let s = host_info::get_settings();
+        Settings { retry_schedule_ms: s.retry_schedule_ms, attempt_timeout_ms: s.attempt_timeout_ms, lease_ms: s.lease_ms }
+    }
+    fn check_destination(&self, url: &str) -> Result<(), String> {
+        host_info::check_destination(url)
+    }
+    fn send_all(&self, requests: &[OutRequest]) -> Vec<Sent> {
+        send_all(self, requests)
+    }
+}
+
+fn monotonic_ms() -> u64 {
+    wasi::clocks::monotonic_clock::now() / 1_000_000
+}
+
+/// Starts one request: headers, `handle`, then the body (bodies over 4 KiB
+/// need `handle` first or the write blocks).
+fn start(r: &OutRequest) -> Result<FutureIncomingResponse, String> {
+    let url = url::Url::parse(&r.url).map_err(|e| format!("invalid URL: {e}"))?;
+    let scheme = match url.scheme() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        s => return Err(format!("unsupported scheme {s}")),
+    };
+    let host = url.host_str().ok_or("URL has no host")?;
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let fields = Fields::new();
+    for (k, v) in &r.headers {
+        fields.append(k, v.as_bytes()).map_err(|e| format!("header {k}: {e:?}"))?;
+    }
+    // Without content-length the body would go out chunked.
+    fields.append("content-length", r.body.len().to_string().as_bytes()).map_err(|e| format!("{e:?}"))?;
+    let req = OutgoingRequest::new(fields);
+    let _ = req.set_method(&Method::Post);
+    let _ = req.set_scheme(Some(&scheme));
+    req.set_authority(Some(&authority)).map_err(|()| "invalid authority".to_string())?;
+    req.set_path_with_query(Some(&path)).map_err(|()| "invalid path".to_string())?;
+    let opts = RequestOptions::new();
+    let ns = r.timeout_ms.saturating_mul(1_000_000);
+    let _ = opts.set_connect_timeout(Some(ns));
+    let _ = opts.set_first_byte_timeout(Some(ns));
+    let _ = opts.set_between_bytes_timeout(Some(ns));
+    let body = req.body().map_err(|()| "request body already taken".to_string())?;
+    let fut = outgoing_handler::handle(req, Some(opts)).map_err(|e| describe(&e))?;
+    {
+        let stream = body.write().map_err(|()| "request body stream unavailable".to_string())?;
+        for chunk in r.body.chunks(4096) {
+            stream.blocking_write_and_flush(chunk).map_err(|e| format!("writing the body: {e:?}"))?;
+        }
+        // The stream must go before the body is finished.
+    }
+    OutgoingBody::finish(body, None).map_err(|e| describe(&e))?;
+    Ok(fut)
+}
+
+/// Reads a response, keeping at most `MAX_STORED_BODY` bytes of the body.
+fn read(resp: IncomingResponse) -> OutResponse {
+    let status = resp.status();
+    let headers = resp
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    let mut body = Vec::new();
+    let mut size = 0u64;
+    if let Ok(incoming) = resp.consume() {
+        if let Ok(stream) = incoming.stream() {
+            while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+                size += chunk.len() as u64;
+                let room = MAX_STORED_BODY.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            drop(stream);
+        }
+        drop(incoming);
+    }
+    OutResponse { status, headers, body, body_size: size }
+}
+
+/// A sentence for the history from a wasi:http error code.
+fn describe(e: &ErrorCode) -> String {
+    match e {
+        // The host's egress puts its reason (policy refusals, timeouts) here.
+        ErrorCode::InternalError(Some(m)) => m.clone(),
+        ErrorCode::DnsError(p) => format!("DNS lookup failed{}", p.rcode.as_ref().map(|r| format!(": {r}")).unwrap_or_default()),
+        ErrorCode::DnsTimeout => "DNS lookup timed out".into(),
+        ErrorCode::DestinationIpProhibited => "refused: the destination address is not allowed".into(),
+        ErrorCode::ConnectionRefused => "connection refused".into(),
+        ErrorCode::ConnectionTimeout => "connection timed out".into(),
+        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => "timed out waiting for the response".into(),
+        ErrorCode::ConnectionTerminated => "the connection was closed before a response".into(),
+        ErrorCode::TlsCertificateError => "TLS certificate not valid".into(),
+        ErrorCode::TlsProtocolError => "TLS handshake failed".into(),
+        ErrorCode::HttpProtocolError => "the endpoint did not speak valid HTTP".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Sends every request at once and waits on all of them with wasi:io/poll.
+fn send_all(_host: &Wasm, requests: &[OutRequest]) -> Vec<Sent> {
+    let mut results: Vec<Option<Sent>> = vec![None; requests.len()];
+    let mut pending: Vec<Option<(FutureIncomingResponse, u64)>> = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        let t0 = monotonic_ms();
+        match start(r) {
+            Ok(f) => pending.push(Some((f, t0))),
+            Err(e) => {
+                results[i] = Some(Sent { result: Err(e), duration_ms: Some(monotonic_ms() - t0) });
+                pending.push(None);
+            }
+        }
+    }
+    loop {
+        let ready: Vec<usize> = {
+            let live: Vec<(usize, wasi::io::poll::Pollable)> = pending
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().map(|(f, _)| (i, f.subscribe())))
+                .collect();
+            if live.is_empty() {
+                break;
+            }
+            let refs: Vec<&wasi::io::poll::Pollable> = live.iter().map(|(_, p)| p).collect();
+            let hit = wasi::io::poll::poll(&refs);
+            // Pollables are children of the futures: they drop here, first.
+            hit.into_iter().map(|k| live[k as usize].0).collect()
+        };
+        for i in ready {
+            let Some((fut, t0)) = pending[i].take() else { continue };
+            let result = match fut.get() {
+                None => {
+                    pending[i] = Some((fut, t0));
+                    continue;
+                }
+                Some(Err(())) => Err("response already taken".to_string()),
+                Some(Ok(Err(code))) => Err(describe(&code)),
+                Some(Ok(Ok(resp))) => Ok(read(resp)),
+            };
+            results[i] = Some(Sent { result, duration_ms: Some(monotonic_ms() - t0) });
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Sent { result: Err("not sent".into()), duration_ms: None }))
+        .collect()
+}
+
+// ------------------------------------------------------------------ exports
+
+impl ex::plugin::Guest for Component {
+    fn describe() -> ex::plugin::Manifest {
+        ex::plugin::Manifest {
+            name: crate::NAME.into(),
+            version: crate::VERSION.into(),
+            menu: vec![ex::plugin::MenuEntry { section: "Integrations".into(), label: "Webhooks".into(), path: "/".into() }],
+            events: catalog::EVENTS
+                .iter()
+                .map(|e| ex::plugin::EventTypeInfo {
+                    name: e.name.into(),
+                    category: e.category.into(),
+                    description: e.description.into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn migrate() -> Result<u32, String> {
+        schema::migrate(&Wasm)
+    }
+}
+
+fn flash_to_wit(f: Option<admin::Flash>) -> Option<panel::webhooks::types::Flash> {
+    use panel::webhooks::types::{Flash, FlashKind};
+    f.map(|f| Flash {
+        kind: match f.kind {
+            admin::FlashKind::Success => FlashKind::Success,
+            admin::FlashKind::Info => FlashKind::Info,
+            admin::FlashKind::Error => FlashKind::Error,
+        },
+        message: f.message,
+    })
+}
+
+impl ex::admin::Guest for Component {
+    fn handle(req: ex::admin::Request) -> ex::admin::Response {
+        let r = admin::Request {
+            method: req.method,
+            path: req.path,
+            query: req.query,
+            form: req.form,
+            actor: req.actor,
+            csrf_token: req.csrf_token,
+        };
+        match admin::handle(&Wasm, &r) {
+            admin::Response::Page { status, title, fragment, flash } => {
+                ex::admin::Response::Page(ex::admin::Page { status, title, fragment, flash: flash_to_wit(flash) })
+            }
+            admin::Response::Redirect { location, flash } => {
+                ex::admin::Response::Redirect(ex::admin::Redirect { location, flash: flash_to_wit(flash) })
+            }
+            admin::Response::NotFound => ex::admin::Response::NotFound,
+        }
+    }
+}
+
+fn raise_err(e: outbox::RaiseError) -> ex::events::RaiseError {
+    match e {
+        outbox::RaiseError::UnknownType(m) => ex::events::RaiseError::UnknownType(m),
+        outbox::RaiseError::InvalidData(m) => ex::events::RaiseError::InvalidData(m),
+        outbox::RaiseError::Storage(m) => ex::events::RaiseError::Storage(m),
+    }
+}
+
+fn new_event(e: ex::events::Event) -> outbox::NewEvent {
+    outbox::NewEvent { id: e.id, event_type: e.event_type, occurred_at_ms: e.occurred_at_ms, data_json: e.data_json }
+}
+
+impl ex::events::Guest for Component {
+    fn raise(e: ex::events::Event) -> Result<ex::events::Raised, ex::events::RaiseError> {
+        let mut out = outbox::raise_batch(&Wasm, &[new_event(e)]).map_err(raise_err)?;
+        let r = out.pop().ok_or_else(|| ex::events::RaiseError::Storage("nothing raised".into()))?;
+        Ok(ex::events::Raised { event_id: r.event_id, queued: r.queued })
+    }
+
+    fn raise_batch(es: Vec<ex::events::Event>) -> Result<Vec<ex::events::Raised>, ex::events::RaiseError> {
+        let events: Vec<_> = es.into_iter().map(new_event).collect();
+        let out = outbox::raise_batch(&Wasm, &events).map_err(raise_err)?;
+        Ok(out.into_iter().map(|r| ex::events::Raised { event_id: r.event_id, queued: r.queued }).collect())
+    }
+}
+
+impl ex::deliveries::Guest for Component {
+    fn run_due(max: u32) -> ex::deliveries::Report {
+        match outbox::run_due(&Wasm, max) {
+            Ok(r) => ex::deliveries::Report { attempted: r.attempted, succeeded: r.succeeded, next_due_ms: r.next_due_ms },
+            Err(e) => {
+                Wasm.log(Level::Error, &format!("delivery run failed: {e}"));
+                // Retry soon: the rows stay due (or leased until their lease ends).
+                ex::deliveries::Report { attempted: 0, succeeded: 0, next_due_ms: Some(Wasm.now_ms() + 1000) }
+            }
+        }
+    }
+}
+
+// Silence "unused" for the re-export used only by the host trait.
+#[allow(dead_code)]
+fn _assert_host_object_safe(_: &dyn host::Host) {}

@@ -1,0 +1,213 @@
+//! What the plugin needs from its host, as plain Rust.
+//!
+//! The product logic is written against [`Host`] so that it builds and
+//! unit-tests on the native target; the wasm glue (`glue.rs`) implements it
+//! with the WIT imports. The types mirror `wit/webhooks.wit` one to one.
+
+use std::fmt;
+
+/// A SQL value (mirrors `storage.value`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Integer(v)
+    }
+}
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        // Times in ms and counts stay far below i64::MAX; saturate rather than wrap.
+        Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Value::Integer(i64::from(v))
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Integer(i64::from(v))
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// Result rows of a query (mirrors `storage.rows`).
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// One row, read by column index with typed getters.
+pub struct Row<'a>(pub &'a [Value]);
+
+impl Row<'_> {
+    pub fn i64(&self, i: usize) -> i64 {
+        match self.0.get(i) {
+            Some(Value::Integer(v)) => *v,
+            Some(Value::Real(v)) => *v as i64,
+            _ => 0,
+        }
+    }
+    pub fn opt_i64(&self, i: usize) -> Option<i64> {
+        match self.0.get(i) {
+            Some(Value::Integer(v)) => Some(*v),
+            _ => None,
+        }
+    }
+    pub fn u64(&self, i: usize) -> u64 {
+        u64::try_from(self.i64(i)).unwrap_or(0)
+    }
+    pub fn str(&self, i: usize) -> String {
+        self.opt_str(i).unwrap_or_default()
+    }
+    pub fn opt_str(&self, i: usize) -> Option<String> {
+        match self.0.get(i) {
+            Some(Value::Text(v)) => Some(v.clone()),
+            Some(Value::Blob(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+            _ => None,
+        }
+    }
+    pub fn bool(&self, i: usize) -> bool {
+        self.i64(i) != 0
+    }
+}
+
+impl Rows {
+    pub fn iter(&self) -> impl Iterator<Item = Row<'_>> {
+        self.rows.iter().map(|r| Row(r))
+    }
+    pub fn first(&self) -> Option<Row<'_>> {
+        self.rows.first().map(|r| Row(r))
+    }
+}
+
+/// Why a statement failed (mirrors `storage.error`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DbError {
+    Constraint(String),
+    Busy,
+    InvalidStatement(String),
+    TooLarge,
+    Io(String),
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbError::Constraint(m) => write!(f, "constraint violated: {m}"),
+            DbError::Busy => f.write_str("database busy"),
+            DbError::InvalidStatement(m) => write!(f, "invalid statement: {m}"),
+            DbError::TooLarge => f.write_str("result too large"),
+            DbError::Io(m) => write!(f, "storage error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// Log levels (mirrors `log.level`).
+#[derive(Debug, Clone, Copy)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Operator settings (mirrors `host-info.settings`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub retry_schedule_ms: Vec<u64>,
+    pub attempt_timeout_ms: u64,
+    pub lease_ms: u64,
+}
+
+/// One outgoing HTTP request the plugin wants sent.
+#[derive(Debug, Clone)]
+pub struct OutRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+/// What came back. Bodies are capped by the transport: `body` holds at most
+/// [`crate::outbox::MAX_STORED_BODY`] bytes and `body_size` counts them all.
+#[derive(Debug, Clone)]
+pub struct OutResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub body_size: u64,
+}
+
+/// The result of sending one request.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub result: Result<OutResponse, String>,
+    /// Time from sending to the end of the response, when measured.
+    pub duration_ms: Option<u64>,
+}
+
+/// Everything the plugin asks of its host.
+pub trait Host {
+    fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError>;
+    fn execute_batch(&self, sql: &str) -> Result<(), DbError>;
+    fn begin(&self) -> Result<(), DbError>;
+    fn commit(&self) -> Result<(), DbError>;
+    fn rollback(&self);
+    fn now_ms(&self) -> u64;
+    fn random_bytes(&self, n: usize) -> Vec<u8>;
+    fn log(&self, level: Level, message: &str);
+    fn mount_path(&self) -> String;
+    fn settings(&self) -> Settings;
+    /// The host egress policy's verdict on a URL's destination (no DNS).
+    fn check_destination(&self, url: &str) -> Result<(), String>;
+    /// Sends every request concurrently; results come back in request order.
+    fn send_all(&self, requests: &[OutRequest]) -> Vec<Sent>;
+}
+
+/// Runs `f` inside a write transaction: commit on `Ok`, roll back on `Err`.
+pub fn transaction<T, E: From<DbError>>(
+    host: &dyn Host,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    host.begin()?;
+    match f() {
+        Ok(v) => {
+            if let Err(e) = host.commit() {
+                host.rollback();
+                return Err(e.into());
+            }
+            Ok(v)
+        }
+        Err(e) => {
+            host.rollback();
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! The outbox: raising events into delivery rows, and the delivery work that
+//! sends due rows and records every attempt.
+//!
+//! Raising is one short transaction (event row + one delivery row per enabled
+//! subscriber) and never touches the network. Delivery claims rows with a
+//! lease, sends them concurrently through the host, then records all outcomes
+//! in one transaction; the write lock is never held across a network wait. A
+//! worker that dies leaves its lease to expire and the rows are claimed again
+//! with the same `webhook-id`: delivery is at-least-once.
+
+use base64::Engine as _;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::catalog;
+use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Row, Value, transaction};
+use crate::signing;
+
+/// Response bodies are stored up to this many bytes; the rest is counted.
+pub const MAX_STORED_BODY: usize = 64 * 1024;
+/// Largest `data` accepted for one event.
+pub const MAX_DATA: usize = 256 * 1024;
+/// Largest stored response header value and total header bytes.
+const MAX_HEADER_VALUE: usize = 1024;
+const MAX_HEADERS_TOTAL: usize = 16 * 1024;
+/// Upper bound for a receiver's `Retry-After`.
+const MAX_RETRY_AFTER_MS: u64 = 6 * 60 * 60 * 1000;
+
+/// An event as the panel raises it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    pub occurred_at_ms: u64,
+    pub data_json: String,
+}
+
+/// Why an event was refused; nothing was stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RaiseError {
+    UnknownType(String),
+    InvalidData(String),
+    Storage(String),
+}
+
+impl From<DbError> for RaiseError {
+    fn from(e: DbError) -> Self {
+        RaiseError::Storage(e.to_string())
+    }
+}
+
+/// What raising committed for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raised {
+    pub event_id: String,
+    pub queued: u32,
+}
+
+/// Checks one event without touching storage; answers its compact data.
+fn check(e: &NewEvent) -> Result<String, RaiseError> {
+    if catalog::find(&e.event_type).is_none() {
+        return Err(RaiseError::UnknownType(format!("unknown event type: {}", e.event_type)));
+    }
+    if e.id.is_empty() || e.id.len() > 128 || !e.id.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)) {
+        return Err(RaiseError::InvalidData(
+            "event id must be 1-128 characters of letters, digits, '_', '-', '.' or ':'".into(),
+        ));
+    }
+    if e.data_json.len() > MAX_DATA {
+        return Err(RaiseError::InvalidData(format!("data is larger than {MAX_DATA} bytes")));
+    }
+    match serde_json::from_str::<serde_json::Value>(&e.data_json) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v.to_string()),
+        Ok(_) => Err(RaiseError::InvalidData("data must be a JSON object".into())),
+        Err(err) => Err(RaiseError::InvalidData(format!("data is not valid JSON: {err}"))),
+    }
+}
+
+/// Raises events in one transaction: all are stored or none.
+pub fn raise_batch(host: &dyn Host, events: &[NewEvent]) -> Result<Vec<Raised>, RaiseError> {
+    let datas = events.iter().map(check).collect::<Result<Vec<_>, _>>()?;
+    let now = host.now_ms();
+    transaction(host, || {
+        let mut subscribers: Vec<(String, Vec<(i64, i64)>)> = Vec::new();
+        let mut out = Vec::with_capacity(events.len());
+        for (e, data) in events.iter().zip(datas) {
+            let inserted = host.execute(
+                "INSERT INTO events (id, type, occurred_at, data, raised_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[e.id.as_str().into(), e.event_type.as_str().into(), e.occurred_at_ms.into(), data.into(), now.into()],
+            )?;
+            if inserted == 0 {
+                // Raised before: the panel retried. Its deliveries exist already.
+                out.push(Raised { event_id: e.id.clone(), queued: 0 });
+                continue;
+            }
+            let subs = match subscribers.iter().find(|(t, _)| *t == e.event_type) {
+                Some((_, s)) => s.clone(),
+                None => {
+                    let s = subscribers_of(host, &e.event_type)?;
+                    subscribers.push((e.event_type.clone(), s.clone()));
+                    s
+                }
+            };
+            for (webhook_id, created_at) in &subs {
+                insert_delivery(host, &e.id, *webhook_id, *created_at, now, None)?;
+            }
+            out.push(Raised { event_id: e.id.clone(), queued: subs.len() as u32 });
+        }
+        Ok(out)
+    })
+}
+
+fn subscribers_of(host: &dyn Host, event_type: &str) -> Result<Vec<(i64, i64)>, DbError> {
+    let rows = host.query(
+        "SELECT w.id, w.created_at FROM webhooks w JOIN webhook_events s ON s.webhook_id = w.id \
+         WHERE s.event_type = ?1 AND w.enabled = 1 ORDER BY w.id",
+        &[event_type.into()],
+    )?;
+    Ok(rows.iter().map(|r| (r.i64(0), r.i64(1))).collect())
+}
+
+fn insert_delivery(
+    host: &dyn Host,
+    event_id: &str,
+    webhook_id: i64,
+    webhook_created_at: i64,
+    now: u64,
+    lease_until: Option<u64>,
+) -> Result<i64, DbError> {
+    let rows = host.query(
+        "INSERT INTO deliveries (webhook_id, event_id, msg_id, state, attempts, next_attempt_at, lease_until, created_at) \
+         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?4) RETURNING id",
+        &[
+            webhook_id.into(),
+            event_id.into(),
+            msg_id(event_id, webhook_id, webhook_created_at).into(),
+            now.into(),
+            lease_until.into(),
+        ],
+    )?;
+    Ok(rows.first().map(|r| r.i64(0)).unwrap_or_default())
+}
+
+/// The `webhook-id` of an (event, webhook) pair: stable on every retry and
+/// resend, and not reused when a deleted webhook's row id is taken again
+/// (the webhook's creation time is part of it).
+pub fn msg_id(event_id: &str, webhook_id: i64, webhook_created_at: i64) -> String {
+    let mut h = Sha256::new();
+    h.update(event_id.as_bytes());
+    h.update(b"\n");
+    h.update(webhook_id.to_le_bytes());
+    h.update(webhook_created_at.to_le_bytes());
+    let digest = h.finalize();
+    format!("msg_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18]))
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+/// The exact body bytes sent for an event.
+pub fn payload(event_type: &str, occurred_at_ms: u64, data_json: &str) -> String {
+    // `data_json` was stored compact by `check`; embed it as-is so the bytes
+    // signed are the bytes the panel's data became.
+    format!(
+        "{{\"type\":{},\"timestamp\":{},\"data\":{}}}",
+        json!(event_type),
+        json!(rfc3339(occurred_at_ms)),
+        data_json
+    )
+}
+
+/// A delay with ±20 % jitter; `r` is a uniformly random u32.
+pub fn jittered(delay_ms: u64, r: u32) -> u64 {
+    // factor in [0.8, 1.2]
+    let factor = 0.8 + 0.4 * (f64::from(r) / f64::from(u32::MAX));
+    (delay_ms as f64 * factor).round() as u64
+}
+
+/// What the report of one `run-due` holds.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Report {
+    pub attempted: u32,
+    pub succeeded: u32,
+    pub next_due_ms: Option<u64>,
+}
+
+/// How an attempt's failure is followed up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// The retry schedule applies.
+    Scheduled,
+    /// One attempt only (test sends, resends of finished deliveries).
+    Once,
+}
+
+/// One delivery loaded for an attempt.
+struct Job {
+    delivery_id: i64,
+    webhook_id: i64,
+    msg_id: String,
+    attempts: i64,
+    url: String,
+    secret: Option<String>,
+    event_type: String,
+    occurred_at: u64,
+    data: String,
+}
+
+/// The outcome of one attempt, as recorded.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub delivery_id: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub success: bool,
+}
+
+/// Claims up to `max` due deliveries, sends them, records the attempts.
+pub fn run_due(host: &dyn Host, max: u32) -> Result<Report, DbError> {
+    let now = host.now_ms();
+    let settings = host.settings();
+    let claimed = host.query(
+        "UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
+            SELECT d.id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+            WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ?2 \
+              AND (d.lease_until IS NULL OR d.lease_until <= ?2) AND w.enabled = 1 \
+            ORDER BY d.next_attempt_at, d.id LIMIT ?3) RETURNING id",
+        &[(now + settings.lease_ms).into(), now.into(), max.into()],
+    )?;
+    let ids: Vec<i64> = claimed.iter().map(|r| r.i64(0)).collect();
+    let mut report = Report::default();
+    if !ids.is_empty() {
+        let outcomes = attempt(host, &ids, Mode::Scheduled)?;
+        report.attempted = outcomes.len() as u32;
+        report.succeeded = outcomes.iter().filter(|o| o.success).count() as u32;
+    }
+    report.next_due_ms = next_due(host, host.now_ms())?;
+    Ok(report)
+}
+
+/// When the next delivery falls due, if any waits.
+fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
+    let rows = host.query(
+        "SELECT MIN(CASE WHEN d.lease_until IS NOT NULL AND d.lease_until > ?1 THEN d.lease_until ELSE d.next_attempt_at END) \
+         FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+         WHERE d.state IN ('pending', 'retrying') AND w.enabled = 1",
+        &[now.into()],
+    )?;
+    Ok(rows.first().and_then(|r| r.opt_i64(0)).map(|v| u64::try_from(v).unwrap_or(0)))
+}
+
+fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "SELECT d.id, d.webhook_id, d.msg_id, d.attempts, w.url, w.secret, e.type, e.occurred_at, e.data \
+         FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id \
+         WHERE d.id IN ({}) ORDER BY d.id",
+        placeholders.join(", ")
+    );
+    let params: Vec<Value> = ids.iter().map(|i| Value::from(*i)).collect();
+    let rows = host.query(&sql, &params)?;
+    Ok(rows
+        .iter()
+        .map(|r: Row<'_>| Job {
+            delivery_id: r.i64(0),
+            webhook_id: r.i64(1),
+            msg_id: r.str(2),
+            attempts: r.i64(3),
+            url: r.str(4),
+            secret: r.opt_str(5).filter(|s| !s.is_empty()),
+            event_type: r.str(6),
+            occurred_at: r.u64(7),
+            data: r.str(8),
+        })
+        .collect())
+}
+
+/// Sends the given (already leased) deliveries concurrently and records one
+/// attempt each. The caller holds no transaction.
+pub fn attempt(host: &dyn Host, ids: &[i64], mode: Mode) -> Result<Vec<Outcome>, DbError> {
+    let jobs = load_jobs(host, ids)?;
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let settings = host.settings();
+    let started = host.now_ms();
+    let ts = started / 1000;
+    let requests: Vec<OutRequest> = jobs
+        .iter()
+        .map(|j| {
+            let body = payload(&j.event_type, j.occurred_at, &j.data);
+            let mut headers = vec![
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("user-agent".to_owned(), concat!("panel-webhooks/", env!("CARGO_PKG_VERSION")).to_owned()),
+                ("webhook-id".to_owned(), j.msg_id.clone()),
+                ("webhook-timestamp".to_owned(), ts.to_string()),
+            ];
+            if let Some(secret) = &j.secret {
+                headers.push(("webhook-signature".to_owned(), signing::sign(secret, &j.msg_id, ts, body.as_bytes())));
+            }
+            OutRequest { url: j.url.clone(), headers, body: body.into_bytes(), timeout_ms: settings.attempt_timeout_ms }
+        })
+        .collect();
+    let results = host.send_all(&requests);
+    let finished = host.now_ms();
+
+    transaction(host, || {
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for ((job, req), sent) in jobs.iter().zip(&requests).zip(results) {
+            outcomes.push(record(host, job, req, sent, started, finished, mode, &settings.retry_schedule_ms)?);
+        }
+        Ok(outcomes)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    host: &dyn Host,
+    job: &Job,
+    req: &OutRequest,
+    sent: crate::host::Sent,
+    started: u64,
+    finished: u64,
+    mode: Mode,
+    schedule: &[u64],
+) -> Result<Outcome, DbError> {
+    let attempt_no = job.attempts + 1;
+    let duration = sent.duration_ms.unwrap_or(finished.saturating_sub(started));
+    let (status, error, resp_headers, body, body_size, retry_after) = match &sent.result {
+        Ok(resp) => (
+            Some(resp.status),
+            None,
+            Some(headers_json(&resp.headers)),
+            Some(String::from_utf8_lossy(&resp.body[..resp.body.len().min(MAX_STORED_BODY)]).into_owned()),
+            Some(resp.body_size),
+            retry_after_ms(resp),
+        ),
+        Err(e) => (None, Some(e.clone()), None, None, None, None),
+    };
+    let success = status.is_some_and(|s| (200..300).contains(&s));
+    let error = match (status, error) {
+        (Some(s), None) if (300..400).contains(&s) => Some(format!("HTTP {s}: redirects are not followed")),
+        (_, e) => e,
+    };
+    host.execute(
+        "INSERT INTO attempts (delivery_id, webhook_id, attempt_no, attempted_at, duration_ms, request_headers, \
+         response_status, response_headers, response_body, response_body_size, error, success) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        &[
+            job.delivery_id.into(),
+            job.webhook_id.into(),
+            attempt_no.into(),
+            started.into(),
+            duration.into(),
+            headers_json(&req.headers).into(),
+            status.map(|s| i64::from(s)).into(),
+            resp_headers.into(),
+            body.into(),
+            body_size.into(),
+            error.clone().into(),
+            success.into(),
+        ],
+    )?;
+
+    let gone = status == Some(410);
+    let (state, next_at) = if success {
+        ("succeeded", None)
+    } else if gone || mode == Mode::Once {
+        ("exhausted", None)
+    } else {
+        match schedule.get(usize::try_from(attempt_no).unwrap_or(usize::MAX)) {
+            Some(&delay) => {
+                let r = host.random_bytes(4);
+                let r = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+                let mut delay = jittered(delay, r);
+                if let Some(ra) = retry_after {
+                    delay = delay.max(ra.min(MAX_RETRY_AFTER_MS));
+                }
+                ("retrying", Some(finished + delay))
+            }
+            None => ("exhausted", None),
+        }
+    };
+    host.execute(
+        "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, lease_until = NULL, \
+         last_status = ?5, last_error = ?6 WHERE id = ?1",
+        &[
+            job.delivery_id.into(),
+            state.into(),
+            attempt_no.into(),
+            next_at.into(),
+            status.map(|s| i64::from(s)).into(),
+            error.clone().into(),
+        ],
+    )?;
+    host.execute(
+        "UPDATE webhooks SET last_event_type = ?2, last_event_at = ?3, last_status = ?4, last_ok = ?5 WHERE id = ?1",
+        &[job.webhook_id.into(), job.event_type.as_str().into(), started.into(), status.map(|s| i64::from(s)).into(), success.into()],
+    )?;
+    if gone {
+        host.execute(
+            "UPDATE webhooks SET enabled = 0, disabled_reason = ?2, disabled_at = ?3 WHERE id = ?1 AND enabled = 1",
+            &[job.webhook_id.into(), "The endpoint answered 410 Gone.".into(), finished.into()],
+        )?;
+        host.log(Level::Warn, &format!("webhook {} disabled: endpoint answered 410 Gone", job.webhook_id));
+    }
+    Ok(Outcome { delivery_id: job.delivery_id, status, error, success })
+}
+
+/// `Retry-After` in seconds on 429 and 503, in milliseconds.
+fn retry_after_ms(resp: &OutResponse) -> Option<u64> {
+    if resp.status != 429 && resp.status != 503 {
+        return None;
+    }
+    resp.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        .map(|s| s.saturating_mul(1000))
+}
+
+/// Headers as a JSON array of `[name, value]`, each value and the total capped.
+fn headers_json(headers: &[(String, String)]) -> String {
+    let mut total = 0;
+    let mut out = Vec::new();
+    for (k, v) in headers {
+        let v: String = if v.len() > MAX_HEADER_VALUE {
+            let mut end = MAX_HEADER_VALUE;
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}…", &v[..end])
+        } else {
+            v.clone()
+        };
+        total += k.len() + v.len();
+        if total > MAX_HEADERS_TOTAL {
+            out.push(json!(["…", "further headers not stored"]));
+            break;
+        }
+        out.push(json!([k, v]));
+    }
+    serde_json::Value::Array(out).to_string()
+}
+
+/// Sends `test.webhook` to one webhook now and records it; one attempt only.
+pub fn send_test(host: &dyn Host, webhook_id: i64, actor: &str) -> Result<Option<Outcome>, DbError> {
+    let now = host.now_ms();
+    let lease = now + host.settings().lease_ms;
+    let id = format!("evt_test_{}", hex(&host.random_bytes(8)));
+    let delivery = transaction(host, || {
+        let rows = host.query("SELECT created_at FROM webhooks WHERE id = ?1", &[webhook_id.into()])?;
+        let Some(created_at) = rows.first().map(|r| r.i64(0)) else {
+            return Ok(None);
+        };
+        let data = json!({
+            "webhook_id": webhook_id,
+            "message": "This is a test delivery sent from the panel's webhook settings.",
+            "sent_by": actor,
+        });
+        host.execute(
+            "INSERT INTO events (id, type, occurred_at, data, raised_at) VALUES (?1, ?2, ?3, ?4, ?3)",
+            &[id.as_str().into(), catalog::TEST_EVENT.into(), now.into(), data.to_string().into()],
+        )?;
+        // Leased at once so no worker picks it up while we send it here.
+        insert_delivery(host, &id, webhook_id, created_at, now, Some(lease)).map(Some)
+    })?;
+    let Some(delivery) = delivery else { return Ok(None) };
+    Ok(attempt(host, &[delivery], Mode::Once)?.into_iter().next())
+}
+
+/// Sends one delivery again now (same `webhook-id`). Answers `None` when the
+/// delivery does not belong to the webhook or is being sent right now.
+pub fn resend(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Option<Outcome>, DbError> {
+    let now = host.now_ms();
+    let lease = now + host.settings().lease_ms;
+    let leased = host.query(
+        "UPDATE deliveries SET lease_until = ?3 WHERE id = ?1 AND webhook_id = ?2 \
+         AND (lease_until IS NULL OR lease_until <= ?4) RETURNING state",
+        &[delivery_id.into(), webhook_id.into(), lease.into(), now.into()],
+    )?;
+    let Some(state) = leased.first().map(|r| r.str(0)) else {
+        return Ok(None);
+    };
+    // A delivery still on its schedule stays on it; a finished one gets one more try.
+    let mode = if state == "pending" || state == "retrying" { Mode::Scheduled } else { Mode::Once };
+    Ok(attempt(host, &[delivery_id], mode)?.into_iter().next())
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_shape() {
+        let p = payload("user.created", 1_700_000_000_123, r#"{"id":7}"#);
+        assert_eq!(p, r#"{"type":"user.created","timestamp":"2023-11-14T22:13:20.123Z","data":{"id":7}}"#);
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["data"]["id"], 7);
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        assert_eq!(jittered(1000, 0), 800);
+        assert_eq!(jittered(1000, u32::MAX), 1200);
+        assert_eq!(jittered(0, 12345), 0);
+        let mid = jittered(1000, u32::MAX / 2);
+        assert!((999..=1001).contains(&mid));
+    }
+
+    #[test]
+    fn msg_id_is_stable_and_distinct() {
+        assert_eq!(msg_id("e1", 1, 5), msg_id("e1", 1, 5));
+        assert_ne!(msg_id("e1", 1, 5), msg_id("e1", 2, 5));
+        assert_ne!(msg_id("e1", 1, 5), msg_id("e1", 1, 6));
+        assert!(msg_id("e1", 1, 5).starts_with("msg_"));
+    }
+
+    #[test]
+    fn event_checks() {
+        let ok = NewEvent { id: "evt_1".into(), event_type: "user.created".into(), occurred_at_ms: 0, data_json: "{ \"a\" : 1 }".into() };
+        assert_eq!(check(&ok).unwrap(), r#"{"a":1}"#);
+        let mut e = ok.clone();
+        e.event_type = "user.exploded".into();
+        assert!(matches!(check(&e), Err(RaiseError::UnknownType(_))));
+        let mut e = ok.clone();
+        e.data_json = "[1]".into();
+        assert!(matches!(check(&e), Err(RaiseError::InvalidData(_))));
+        let mut e = ok.clone();
+        e.data_json = "{".into();
+        assert!(matches!(check(&e), Err(RaiseError::InvalidData(_))));
+        let mut e = ok;
+        e.id = "has space".into();
+        assert!(matches!(check(&e), Err(RaiseError::InvalidData(_))));
+    }
+
+    #[test]
+    fn headers_are_capped() {
+        let big = vec![("x-big".to_owned(), "v".repeat(5000))];
+        let j = headers_json(&big);
+        assert!(j.len() < 1100);
+        let many: Vec<_> = (0..100).map(|i| (format!("h{i}"), "v".repeat(1000))).collect();
+        assert!(headers_json(&many).len() < MAX_HEADERS_TOTAL + 200);
+    }
+}

@@ -1,0 +1,119 @@
+//! The plugin's schema and its migrations.
+//!
+//! SQL here stays within what SQLite and PostgreSQL share (standard types,
+//! `RETURNING`, numbered `?N` parameters, partial indexes), so a PostgreSQL-backed
+//! host (rewriting `?N` to `$N`) can run the same component. Times are integer milliseconds since the
+//! Unix epoch.
+
+use crate::host::{Host, Value, transaction};
+
+/// Each entry upgrades the schema by one version; never edit a shipped one.
+const MIGRATIONS: &[&str] = &[
+    // 1: webhooks, events, the outbox and its attempts.
+    "
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        secret TEXT,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        disabled_reason TEXT,
+        disabled_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        last_event_type TEXT,
+        last_event_at INTEGER,
+        last_status INTEGER,
+        last_ok INTEGER
+    );
+    CREATE TABLE webhook_events (
+        webhook_id INTEGER NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        event_type TEXT NOT NULL,
+        PRIMARY KEY (webhook_id, event_type)
+    );
+    CREATE INDEX webhook_events_by_type ON webhook_events (event_type, webhook_id);
+    CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        occurred_at INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        raised_at INTEGER NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        webhook_id INTEGER NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        event_id TEXT NOT NULL REFERENCES events(id),
+        msg_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        lease_until INTEGER,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        UNIQUE (event_id, webhook_id)
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at)
+        WHERE state IN ('pending', 'retrying');
+    CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id, id);
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY,
+        delivery_id INTEGER NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+        webhook_id INTEGER NOT NULL,
+        attempt_no INTEGER NOT NULL,
+        attempted_at INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        request_headers TEXT NOT NULL,
+        response_status INTEGER,
+        response_headers TEXT,
+        response_body TEXT,
+        response_body_size INTEGER,
+        error TEXT,
+        success INTEGER NOT NULL
+    );
+    CREATE INDEX attempts_history ON attempts (webhook_id, attempted_at DESC, id DESC);
+    CREATE INDEX attempts_by_delivery ON attempts (delivery_id, id);
+    ",
+];
+
+/// Brings the schema to the newest version; answers that version.
+pub fn migrate(host: &dyn Host) -> Result<u32, String> {
+    host.execute_batch("CREATE TABLE IF NOT EXISTS plugin_schema (version INTEGER NOT NULL)")
+        .map_err(|e| e.to_string())?;
+    transaction(host, || -> Result<u32, Msg> {
+        let rows = host
+            .query("SELECT MAX(version) FROM plugin_schema", &[])
+            .map_err(|e| e.to_string())?;
+        let current = rows.first().and_then(|r| r.opt_i64(0)).unwrap_or(0);
+        let current = usize::try_from(current).map_err(|_| "negative schema version".to_string())?;
+        if current > MIGRATIONS.len() {
+            return Err(format!(
+                "the database has schema version {current}, newer than this plugin's {}; upgrade the plugin",
+                MIGRATIONS.len()
+            )
+            .into());
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            host.execute_batch(sql).map_err(|e| format!("migration {}: {e}", i + 1))?;
+            host.execute("INSERT INTO plugin_schema (version) VALUES (?1)", &[Value::from(i as i64 + 1)])
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(MIGRATIONS.len() as u32)
+    })
+    .map_err(|Msg(m)| m)
+}
+
+/// A migration failure as a message (what `plugin.migrate` returns).
+struct Msg(String);
+
+impl From<String> for Msg {
+    fn from(m: String) -> Self {
+        Msg(m)
+    }
+}
+
+impl From<crate::host::DbError> for Msg {
+    fn from(e: crate::host::DbError) -> Self {
+        Msg(e.to_string())
+    }
+}

@@ -1,0 +1,332 @@
+//! Webhook records and the history queries behind the admin pages.
+
+use crate::host::{DbError, Host, Row, Value, transaction};
+use crate::webhook::{MAX_WEBHOOKS, Valid};
+
+/// A webhook as the dashboard and forms show it. The secret itself never
+/// leaves this module except for signing; pages get `secret_hint`.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub has_secret: bool,
+    pub secret_hint: Option<String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<u64>,
+    pub events: Vec<String>,
+    pub last_event_type: Option<String>,
+    pub last_event_at: Option<u64>,
+    pub last_status: Option<i64>,
+    pub last_ok: Option<bool>,
+    /// Deliveries waiting for a retry, and the earliest retry time.
+    pub retrying: i64,
+    pub next_retry_at: Option<u64>,
+}
+
+const WEBHOOK_COLUMNS: &str = "w.id, w.name, w.url, w.secret, w.enabled, w.disabled_reason, w.disabled_at, \
+     w.last_event_type, w.last_event_at, w.last_status, w.last_ok, \
+     (SELECT COUNT(*) FROM deliveries d WHERE d.webhook_id = w.id AND d.state = 'retrying'), \
+     (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.webhook_id = w.id AND d.state = 'retrying')";
+
+fn webhook_from(r: &Row<'_>) -> Webhook {
+    let secret = r.opt_str(3).filter(|s| !s.is_empty());
+    Webhook {
+        id: r.i64(0),
+        name: r.str(1),
+        url: r.str(2),
+        has_secret: secret.is_some(),
+        secret_hint: secret.as_deref().map(crate::signing::mask),
+        enabled: r.bool(4),
+        disabled_reason: r.opt_str(5),
+        disabled_at: r.opt_i64(6).map(|v| v as u64),
+        events: Vec::new(),
+        last_event_type: r.opt_str(7),
+        last_event_at: r.opt_i64(8).map(|v| v as u64),
+        last_status: r.opt_i64(9),
+        last_ok: r.opt_i64(10).map(|v| v != 0),
+        retrying: r.i64(11),
+        next_retry_at: r.opt_i64(12).map(|v| v as u64),
+    }
+}
+
+fn attach_events(host: &dyn Host, hooks: &mut [Webhook]) -> Result<(), DbError> {
+    let rows = host.query("SELECT webhook_id, event_type FROM webhook_events ORDER BY webhook_id", &[])?;
+    for r in rows.iter() {
+        let id = r.i64(0);
+        if let Some(h) = hooks.iter_mut().find(|h| h.id == id) {
+            h.events.push(r.str(1));
+        }
+    }
+    for h in hooks.iter_mut() {
+        h.events.sort_by_key(|e| crate::catalog::EVENTS.iter().position(|c| c.name == e));
+    }
+    Ok(())
+}
+
+/// Every webhook, oldest first.
+pub fn list(host: &dyn Host) -> Result<Vec<Webhook>, DbError> {
+    let rows = host.query(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w ORDER BY w.id"), &[])?;
+    let mut hooks: Vec<Webhook> = rows.iter().map(|r| webhook_from(&r)).collect();
+    attach_events(host, &mut hooks)?;
+    Ok(hooks)
+}
+
+/// One webhook.
+pub fn get(host: &dyn Host, id: i64) -> Result<Option<Webhook>, DbError> {
+    let rows = host.query(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.id = ?1"), &[id.into()])?;
+    let Some(mut hook) = rows.first().map(|r| webhook_from(&r)) else {
+        return Ok(None);
+    };
+    let ev = host.query("SELECT event_type FROM webhook_events WHERE webhook_id = ?1", &[id.into()])?;
+    hook.events = ev.iter().map(|r| r.str(0)).collect();
+    hook.events.sort_by_key(|e| crate::catalog::EVENTS.iter().position(|c| c.name == e));
+    Ok(Some(hook))
+}
+
+/// Why a create was refused.
+#[derive(Debug)]
+pub enum CreateError {
+    TooMany,
+    Db(DbError),
+}
+
+impl From<DbError> for CreateError {
+    fn from(e: DbError) -> Self {
+        CreateError::Db(e)
+    }
+}
+
+/// Stores a new webhook; answers its id.
+pub fn create(host: &dyn Host, v: &Valid) -> Result<i64, CreateError> {
+    let now = host.now_ms();
+    transaction(host, || {
+        let count = host.query("SELECT COUNT(*) FROM webhooks", &[])?.first().map(|r| r.i64(0)).unwrap_or(0);
+        if count >= MAX_WEBHOOKS {
+            return Err(CreateError::TooMany);
+        }
+        let secret = v.secret.clone().flatten();
+        let rows = host.query(
+            "INSERT INTO webhooks (name, url, secret, enabled, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING id",
+            &[v.name.as_str().into(), v.url.as_str().into(), secret.into(), v.enabled.into(), now.into()],
+        )?;
+        let id = rows.first().map(|r| r.i64(0)).unwrap_or_default();
+        set_events(host, id, &v.events)?;
+        Ok(id)
+    })
+}
+
+/// Updates a webhook; answers false when it does not exist.
+pub fn update(host: &dyn Host, id: i64, v: &Valid) -> Result<bool, DbError> {
+    let now = host.now_ms();
+    transaction(host, || {
+        let mut sql = String::from(
+            "UPDATE webhooks SET name = ?2, url = ?3, updated_at = ?4, enabled = ?5, \
+             disabled_reason = CASE WHEN ?5 = 1 THEN NULL ELSE disabled_reason END, \
+             disabled_at = CASE WHEN ?5 = 1 THEN NULL ELSE disabled_at END",
+        );
+        let mut params: Vec<Value> =
+            vec![id.into(), v.name.as_str().into(), v.url.as_str().into(), now.into(), v.enabled.into()];
+        if let Some(secret) = &v.secret {
+            sql.push_str(", secret = ?6");
+            params.push(secret.clone().into());
+        }
+        sql.push_str(" WHERE id = ?1");
+        if host.execute(&sql, &params)? == 0 {
+            return Ok(false);
+        }
+        host.execute("DELETE FROM webhook_events WHERE webhook_id = ?1", &[id.into()])?;
+        set_events(host, id, &v.events)?;
+        Ok(true)
+    })
+}
+
+fn set_events(host: &dyn Host, id: i64, events: &[String]) -> Result<(), DbError> {
+    for e in events {
+        host.execute(
+            "INSERT INTO webhook_events (webhook_id, event_type) VALUES (?1, ?2)",
+            &[id.into(), e.as_str().into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Deletes a webhook with its deliveries and history; answers false when absent.
+pub fn delete(host: &dyn Host, id: i64) -> Result<bool, DbError> {
+    transaction(host, || {
+        // Explicit rather than relying on ON DELETE CASCADE, which needs a
+        // per-connection pragma a host might not set.
+        host.execute("DELETE FROM attempts WHERE webhook_id = ?1", &[id.into()])?;
+        host.execute("DELETE FROM deliveries WHERE webhook_id = ?1", &[id.into()])?;
+        host.execute("DELETE FROM webhook_events WHERE webhook_id = ?1", &[id.into()])?;
+        Ok(host.execute("DELETE FROM webhooks WHERE id = ?1", &[id.into()])? > 0)
+    })
+}
+
+/// Flips enabled; answers the new state, or None when absent.
+pub fn toggle(host: &dyn Host, id: i64) -> Result<Option<bool>, DbError> {
+    let now = host.now_ms();
+    let rows = host.query(
+        "UPDATE webhooks SET enabled = 1 - enabled, updated_at = ?2, \
+         disabled_reason = CASE WHEN enabled = 0 THEN NULL ELSE 'Disabled by an admin.' END, \
+         disabled_at = CASE WHEN enabled = 0 THEN NULL ELSE ?2 END \
+         WHERE id = ?1 RETURNING enabled",
+        &[id.into(), now.into()],
+    )?;
+    Ok(rows.first().map(|r| r.bool(0)))
+}
+
+/// The secret used for signing (never rendered).
+pub fn secret(host: &dyn Host, id: i64) -> Result<Option<String>, DbError> {
+    let rows = host.query("SELECT secret FROM webhooks WHERE id = ?1", &[id.into()])?;
+    Ok(rows.first().and_then(|r| r.opt_str(0)).filter(|s| !s.is_empty()))
+}
+
+/// One history row: an attempt with its event.
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub id: i64,
+    pub delivery_id: i64,
+    pub attempt_no: i64,
+    pub event_type: String,
+    pub event_id: String,
+    pub attempted_at: u64,
+    pub duration_ms: i64,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub success: bool,
+}
+
+/// History filters.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// `Some(true)` successes only, `Some(false)` failures only.
+    pub success: Option<bool>,
+    pub event_type: Option<String>,
+}
+
+/// A page of attempts, newest first; also answers whether more follow.
+pub fn history(
+    host: &dyn Host,
+    webhook_id: i64,
+    filter: &HistoryFilter,
+    page: u32,
+    per_page: u32,
+) -> Result<(Vec<AttemptRow>, bool), DbError> {
+    let mut sql = String::from(
+        "SELECT a.id, a.delivery_id, a.attempt_no, e.type, e.id, a.attempted_at, a.duration_ms, \
+         a.response_status, a.error, a.success \
+         FROM attempts a JOIN deliveries d ON d.id = a.delivery_id JOIN events e ON e.id = d.event_id \
+         WHERE a.webhook_id = ?1",
+    );
+    let mut params: Vec<Value> = vec![webhook_id.into()];
+    if let Some(s) = filter.success {
+        params.push(s.into());
+        sql.push_str(&format!(" AND a.success = ?{}", params.len()));
+    }
+    if let Some(t) = &filter.event_type {
+        params.push(t.as_str().into());
+        sql.push_str(&format!(" AND e.type = ?{}", params.len()));
+    }
+    params.push((per_page + 1).into());
+    sql.push_str(&format!(" ORDER BY a.attempted_at DESC, a.id DESC LIMIT ?{}", params.len()));
+    params.push((u64::from(page.saturating_sub(1)) * u64::from(per_page)).into());
+    sql.push_str(&format!(" OFFSET ?{}", params.len()));
+    let rows = host.query(&sql, &params)?;
+    let mut out: Vec<AttemptRow> = rows
+        .iter()
+        .map(|r| AttemptRow {
+            id: r.i64(0),
+            delivery_id: r.i64(1),
+            attempt_no: r.i64(2),
+            event_type: r.str(3),
+            event_id: r.str(4),
+            attempted_at: r.u64(5),
+            duration_ms: r.i64(6),
+            status: r.opt_i64(7),
+            error: r.opt_str(8),
+            success: r.bool(9),
+        })
+        .collect();
+    let more = out.len() > per_page as usize;
+    out.truncate(per_page as usize);
+    Ok((out, more))
+}
+
+/// A delivery with its event and every attempt, for the details page.
+#[derive(Debug, Clone)]
+pub struct DeliveryDetail {
+    pub id: i64,
+    pub msg_id: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<u64>,
+    pub event_id: String,
+    pub event_type: String,
+    pub occurred_at: u64,
+    pub data: String,
+    pub tries: Vec<AttemptDetail>,
+}
+
+/// One attempt with its request and response.
+#[derive(Debug, Clone)]
+pub struct AttemptDetail {
+    pub attempt_no: i64,
+    pub attempted_at: u64,
+    pub duration_ms: i64,
+    pub request_headers: Vec<(String, String)>,
+    pub status: Option<i64>,
+    pub response_headers: Vec<(String, String)>,
+    pub response_body: Option<String>,
+    pub response_body_size: Option<i64>,
+    pub error: Option<String>,
+    pub success: bool,
+}
+
+fn pairs(json: Option<String>) -> Vec<(String, String)> {
+    json.and_then(|j| serde_json::from_str::<Vec<(String, String)>>(&j).ok()).unwrap_or_default()
+}
+
+/// A delivery of this webhook, or None.
+pub fn delivery(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Option<DeliveryDetail>, DbError> {
+    let rows = host.query(
+        "SELECT d.id, d.msg_id, d.state, d.attempts, d.next_attempt_at, e.id, e.type, e.occurred_at, e.data \
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1 AND d.webhook_id = ?2",
+        &[delivery_id.into(), webhook_id.into()],
+    )?;
+    let Some(r) = rows.first() else { return Ok(None) };
+    let mut d = DeliveryDetail {
+        id: r.i64(0),
+        msg_id: r.str(1),
+        state: r.str(2),
+        attempts: r.i64(3),
+        next_attempt_at: r.opt_i64(4).map(|v| v as u64),
+        event_id: r.str(5),
+        event_type: r.str(6),
+        occurred_at: r.u64(7),
+        data: r.str(8),
+        tries: Vec::new(),
+    };
+    let rows = host.query(
+        "SELECT attempt_no, attempted_at, duration_ms, request_headers, response_status, response_headers, \
+         response_body, response_body_size, error, success FROM attempts WHERE delivery_id = ?1 ORDER BY id DESC",
+        &[delivery_id.into()],
+    )?;
+    d.tries = rows
+        .iter()
+        .map(|r| AttemptDetail {
+            attempt_no: r.i64(0),
+            attempted_at: r.u64(1),
+            duration_ms: r.i64(2),
+            request_headers: pairs(r.opt_str(3)),
+            status: r.opt_i64(4),
+            response_headers: pairs(r.opt_str(5)),
+            response_body: r.opt_str(6),
+            response_body_size: r.opt_i64(7),
+            error: r.opt_str(8),
+            success: r.bool(9),
+        })
+        .collect();
+    Ok(Some(d))
+}

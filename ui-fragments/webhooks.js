@@ -1,0 +1,92 @@
+// Progressive enhancement for the webhooks pages. Every action works without
+// this file (plain forms and links); with it: the status toggle flips without
+// a reload, delete asks in a dialog, details open in a modal, and "Select all"
+// works per event group. Served from the host's own origin (CSP script-src 'self').
+(function () {
+  "use strict";
+  function csrf() {
+    var m = document.querySelector('meta[name="csrf-token"]');
+    return m ? m.content : "";
+  }
+
+  // Status toggle without a full reload.
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (!form.classList || !form.classList.contains("wh-toggle-form")) return;
+    ev.preventDefault();
+    var btn = form.querySelector(".wh-switch");
+    var body = new URLSearchParams(new FormData(form));
+    fetch(form.action, { method: "POST", body: body, credentials: "same-origin", redirect: "manual" })
+      .then(function (r) {
+        if (r.type !== "opaqueredirect" && !r.ok) throw new Error("HTTP " + r.status);
+        var on = btn.getAttribute("aria-checked") !== "true";
+        btn.setAttribute("aria-checked", on ? "true" : "false");
+        var label = btn.querySelector(".wh-switch-label");
+        if (label) label.textContent = on ? "Enabled" : "Disabled";
+      })
+      .catch(function () { form.submit(); });
+  });
+
+  // Delete: confirm in a dialog, then post the same form the page would.
+  document.addEventListener("click", function (ev) {
+    var a = ev.target.closest && ev.target.closest("a[data-confirm-delete]");
+    if (!a || typeof HTMLDialogElement === "undefined") return;
+    ev.preventDefault();
+    var d = document.createElement("dialog");
+    d.className = "wh-dialog";
+    d.setAttribute("aria-labelledby", "wh-del-title");
+    var action = a.getAttribute("href").replace(/\/delete$/, "/delete");
+    d.innerHTML = '<div class="wh-dialog-head"><strong id="wh-del-title"></strong></div>' +
+      '<div class="wh-dialog-body"><p>This permanently deletes the webhook, its pending deliveries and its history. This cannot be undone.</p>' +
+      '<form method="post" class="wh-buttons"><input type="hidden" name="_csrf">' +
+      '<button type="submit" class="wh-btn wh-btn-danger">Delete permanently</button>' +
+      '<button type="button" class="wh-btn" data-close>Cancel</button></form></div>';
+    d.querySelector("#wh-del-title").textContent = "Delete " + a.getAttribute("data-confirm-delete") + "?";
+    var f = d.querySelector("form");
+    f.action = action;
+    f.querySelector('input[name="_csrf"]').value = csrf();
+    d.querySelector("[data-close]").addEventListener("click", function () { d.close(); });
+    d.addEventListener("close", function () { d.remove(); });
+    document.body.appendChild(d);
+    d.showModal();
+  });
+
+  // Delivery details in a modal.
+  document.addEventListener("click", function (ev) {
+    var a = ev.target.closest && ev.target.closest("a[data-details]");
+    if (!a || typeof HTMLDialogElement === "undefined") return;
+    ev.preventDefault();
+    fetch(a.href, { credentials: "same-origin" })
+      .then(function (r) { if (!r.ok) throw new Error(); return r.text(); })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var content = doc.querySelector(".wh-delivery");
+        if (!content) throw new Error();
+        var d = document.createElement("dialog");
+        d.className = "wh-dialog";
+        d.id = "wh-details";
+        d.setAttribute("aria-label", "Delivery details");
+        var head = document.createElement("div");
+        head.className = "wh-dialog-head";
+        head.innerHTML = '<strong>Delivery details</strong><button type="button" class="wh-btn" data-close>Close</button>';
+        var body = document.createElement("div");
+        body.className = "wh-dialog-body";
+        body.appendChild(document.importNode(content, true));
+        d.appendChild(head);
+        d.appendChild(body);
+        head.querySelector("[data-close]").addEventListener("click", function () { d.close(); });
+        d.addEventListener("close", function () { d.remove(); });
+        document.body.appendChild(d);
+        d.showModal();
+      })
+      .catch(function () { window.location = a.href; });
+  });
+
+  // "Select all" per event group.
+  document.addEventListener("change", function (ev) {
+    var t = ev.target;
+    if (!t.matches || !t.matches("input[data-select-all]")) return;
+    var group = t.closest(".wh-group");
+    group.querySelectorAll('input[name="events"]').forEach(function (c) { c.checked = t.checked; });
+  });
+})();

@@ -47,31 +47,37 @@ struct Layout<'a> {
     csrf: &'a str,
 }
 
-/// Wraps a fragment in the panel layout with the plugin's menu entries.
-pub fn render_page(
-    manifest: &Manifest,
-    mount: &str,
-    current_path: &str,
-    title: &str,
-    fragment: &str,
-    flash: Option<&Flash>,
-    actor: &str,
-    csrf: &str,
-) -> String {
-    let mut sections: Vec<Section> = Vec::new();
-    for m in &manifest.menu {
-        let href = if m.path == "/" { mount.to_owned() } else { format!("{mount}{}", m.path) };
-        let current = current_path == href || current_path.starts_with(&format!("{href}/"));
-        let entry = Entry { label: m.label.clone(), href, current };
-        match sections.iter_mut().find(|s| s.name == m.section) {
-            Some(s) => s.entries.push(entry),
-            None => sections.push(Section { name: m.section.clone(), entries: vec![entry] }),
+/// What every admin page of one request shares: the menu, where the plugin
+/// is mounted, who is acting, and the session's CSRF token.
+pub struct Frame<'a> {
+    /// The plugin's manifest (menu entries).
+    pub manifest: &'a Manifest,
+    /// The plugin's mount path.
+    pub mount: &'a str,
+    /// The acting admin.
+    pub actor: &'a str,
+    /// The session's CSRF token (for forms the layout itself renders and for scripts).
+    pub csrf: &'a str,
+}
+
+impl Frame<'_> {
+    /// Wraps a fragment in the panel layout with the plugin's menu entries.
+    pub fn render(&self, current_path: &str, title: &str, fragment: &str, flash: Option<&Flash>) -> String {
+        let mut sections: Vec<Section> = Vec::new();
+        for m in &self.manifest.menu {
+            let href = if m.path == "/" { self.mount.to_owned() } else { format!("{}{}", self.mount, m.path) };
+            let current = current_path == href || current_path.starts_with(&format!("{href}/"));
+            let entry = Entry { label: m.label.clone(), href, current };
+            match sections.iter_mut().find(|s| s.name == m.section) {
+                Some(s) => s.entries.push(entry),
+                None => sections.push(Section { name: m.section.clone(), entries: vec![entry] }),
+            }
         }
+        let flash = flash.map(|f| FlashView { kind: flash_kind(f.kind), message: f.message.clone() });
+        Layout { title, sections, flash, fragment, actor: self.actor, csrf: self.csrf }
+            .render()
+            .unwrap_or_else(|e| format!("layout error: {e}"))
     }
-    let flash = flash.map(|f| FlashView { kind: flash_kind(f.kind), message: f.message.clone() });
-    Layout { title, sections, flash, fragment, actor, csrf }
-        .render()
-        .unwrap_or_else(|e| format!("layout error: {e}"))
 }
 
 fn flash_kind(k: FlashKind) -> &'static str {

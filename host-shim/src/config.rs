@@ -19,6 +19,8 @@ pub const DEFAULT_RETRY_SCHEDULE: &str = "0s,5s,5m,30m,2h,5h,10h,10h";
 pub struct Config {
     /// Folder for the database, the compiled-component cache and keys.
     pub data_dir: PathBuf,
+    /// Where compiled components are cached; `<data_dir>/cache` when `None`.
+    pub cache_dir: Option<PathBuf>,
     /// URL path of the admin pages, without a trailing slash.
     pub mount_path: String,
     /// Egress allowlist: internal hosts or CIDRs opened on purpose. Empty by default.
@@ -48,6 +50,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
+            cache_dir: None,
             mount_path: DEFAULT_MOUNT.into(),
             allowed_hosts: Vec::new(),
             retry_schedule: parse_schedule(DEFAULT_RETRY_SCHEDULE).expect("default schedule parses"),
@@ -60,6 +63,11 @@ impl Config {
             clock: Arc::new(SystemClock),
             resolver: Arc::new(SystemResolver),
         }
+    }
+
+    /// The compiled-component cache folder.
+    pub fn cache_path(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache"))
     }
 
     /// The database file.
@@ -114,7 +122,10 @@ mod tests {
 
     #[test]
     fn schedules() {
-        assert_eq!(parse_schedule("0s,1s,2m").unwrap(), [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(120)]);
+        assert_eq!(
+            parse_schedule("0s,1s,2m").unwrap(),
+            [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(120)]
+        );
         assert_eq!(parse_schedule(DEFAULT_RETRY_SCHEDULE).unwrap().len(), 8);
         assert!(parse_schedule("5 parsecs").is_err());
         assert!(parse_schedule("").is_err());

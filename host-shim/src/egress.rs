@@ -213,10 +213,7 @@ impl Policy {
         if !named_ok {
             self.check_url(&format!("http://{bare}/"))?;
         }
-        let addrs = resolver
-            .lookup(bare, port)
-            .await
-            .map_err(|e| format!("DNS lookup for {bare} failed: {e}"))?;
+        let addrs = resolver.lookup(bare, port).await.map_err(|e| format!("DNS lookup for {bare} failed: {e}"))?;
         if addrs.is_empty() {
             return Err(format!("DNS lookup for {bare} returned no addresses"));
         }
@@ -466,8 +463,12 @@ impl WasiHttpHooks for Hooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<
-        dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>>
-            + Send,
+        dyn Future<
+                Output = Result<
+                    (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>),
+                    HttpError,
+                >,
+            > + Send,
     > {
         let egress = self.egress.clone();
         Box::new(async move {
@@ -498,10 +499,32 @@ mod tests {
     #[test]
     fn forbidden_ranges() {
         for ip in [
-            "127.0.0.1", "127.1.2.3", "0.0.0.0", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1",
-            "169.254.169.254", "224.0.0.1", "240.0.0.1", "255.255.255.255", "198.18.0.1", "192.0.2.1",
-            "::1", "::", "fe80::1", "fc00::1", "fd12::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:a9fe:a9fe",
-            "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:7f00:1::", "2001::1", "2001:db8::1",
+            "127.0.0.1",
+            "127.1.2.3",
+            "0.0.0.0",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.254.169.254",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd12::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:a9fe:a9fe",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+            "2001::1",
+            "2001:db8::1",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(forbidden_reason(ip).is_some(), "{ip} should be refused");

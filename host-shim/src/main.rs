@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use webhooks_host::Webhooks;
 use webhooks_host::config::{self, Config};
 use webhooks_host::egress;
 use webhooks_host::server::{self, App};
 use webhooks_host::storage::Durability;
-use webhooks_host::Webhooks;
 
 /// Webhooks for a self-hosted panel: signed deliveries, retries, history.
 #[derive(Parser)]
@@ -36,6 +36,9 @@ struct Serve {
     /// Folder for the database, compiled-component cache and keys.
     #[arg(long = "data", env = "WEBHOOKS_DATA_DIR", default_value = "./data")]
     data: PathBuf,
+    /// Folder for the compiled-component cache [default: DATA/cache].
+    #[arg(long, env = "WEBHOOKS_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
     /// Bearer token for /api/*; generated and saved in DATA/api-token when unset.
     #[arg(long, env = "WEBHOOKS_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -96,13 +99,14 @@ fn random(n: usize) -> Vec<u8> {
 
 async fn serve(s: Serve) -> anyhow::Result<()> {
     let mut cfg = Config::new(&s.data);
-    cfg.allowed_hosts = egress::parse_allowlist(&s.allowed_hosts)
-        .map_err(|e| anyhow::anyhow!("WEBHOOKS_ALLOWED_HOSTS: {e}"))?;
+    cfg.allowed_hosts =
+        egress::parse_allowlist(&s.allowed_hosts).map_err(|e| anyhow::anyhow!("WEBHOOKS_ALLOWED_HOSTS: {e}"))?;
     cfg.retry_schedule =
         config::parse_schedule(&s.retry_schedule).map_err(|e| anyhow::anyhow!("WEBHOOKS_RETRY_SCHEDULE: {e}"))?;
     cfg.attempt_timeout = s.attempt_timeout.into();
     cfg.lease = s.lease.into();
     cfg.durability = s.durability;
+    cfg.cache_dir = s.cache_dir.clone();
     cfg.delivery_workers = s.workers.clamp(1, 64);
     std::fs::create_dir_all(&s.data).with_context(|| format!("creating {}", s.data.display()))?;
 
@@ -123,7 +127,8 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
 
     let hooks = Webhooks::start(cfg).await?;
     let app = Arc::new(App { hooks, api_token, key });
-    let listener = tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
     let addr = listener.local_addr()?;
     println!("webhooks-host listening on http://{addr}");
     println!("admin pages: http://{addr}{}", app.hooks.config().mount_path);
@@ -142,7 +147,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -72,7 +72,11 @@ pub(crate) struct Shared {
 impl bindings::types::Host for State {}
 
 impl bindings::storage::Host for State {
-    async fn execute(&mut self, sql: String, params: Vec<bindings::storage::Value>) -> Result<u64, bindings::storage::Error> {
+    async fn execute(
+        &mut self,
+        sql: String,
+        params: Vec<bindings::storage::Value>,
+    ) -> Result<u64, bindings::storage::Error> {
         self.db.execute(&sql, params)
     }
     async fn query(
@@ -176,9 +180,10 @@ fn load_component(engine: &Engine, cache_dir: &Path) -> anyhow::Result<Component
             Err(e) => tracing::warn!("compiled-component cache unusable, recompiling: {e:#}"),
         }
     }
-    let bytes = engine.precompile_component(COMPONENT_WASM).map_err(anyhow::Error::from).context("compiling the component")?;
+    let bytes =
+        engine.precompile_component(COMPONENT_WASM).map_err(anyhow::Error::from).context("compiling the component")?;
     std::fs::create_dir_all(cache_dir).ok();
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
     if std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
         tracing::warn!("could not write the compiled-component cache in {}", cache_dir.display());
     }
@@ -189,10 +194,9 @@ fn load_component(engine: &Engine, cache_dir: &Path) -> anyhow::Result<Component
 impl Runtime {
     /// Loads the component and prepares instantiation.
     pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
         let engine = engine()?;
-        let component = load_component(&engine, &config.data_dir.join("cache"))?;
+        let component = load_component(&engine, &config.cache_path())?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -246,14 +250,19 @@ impl Runtime {
             table: ResourceTable::new(),
             hooks: Hooks::new(self.shared.egress.clone()),
             db: Storage::new(conn),
-            limits: StoreLimitsBuilder::new().memory_size(c.memory_limit).instances(16).trap_on_grow_failure(true).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(c.memory_limit)
+                .instances(16)
+                .trap_on_grow_failure(true)
+                .build(),
             shared: self.shared.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(ticks(QUICK_CALL));
-        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        let bindings =
+            self.pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         Ok(Worker { store, bindings })
     }
 

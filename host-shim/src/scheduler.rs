@@ -45,7 +45,9 @@ impl Scheduler {
                         Ok(r) if r.attempted >= batch => Duration::ZERO,
                         Ok(r) => {
                             let now = rt.config().clock.now_ms();
-                            r.next_due_ms.map_or(MAX_SLEEP, |due| Duration::from_millis(due.saturating_sub(now))).min(MAX_SLEEP)
+                            r.next_due_ms
+                                .map_or(MAX_SLEEP, |due| Duration::from_millis(due.saturating_sub(now)))
+                                .min(MAX_SLEEP)
                         }
                         // The component failed this run; its rows stay leased
                         // and come back when the lease ends.

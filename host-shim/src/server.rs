@@ -107,6 +107,7 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
     };
     let csrf = admin_ui::csrf_token(&app.key, &session);
     let actor = "admin";
+    let frame = admin_ui::Frame { manifest: app.hooks.manifest(), mount: &mount, actor, csrf: &csrf };
     let path = uri.path().strip_prefix(mount.as_str()).unwrap_or("");
     let path = if path.is_empty() { "/".to_owned() } else { path.to_owned() };
     let query: Vec<(String, String)> =
@@ -120,16 +121,9 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
         form = form_urlencoded::parse(&body).into_owned().collect();
         let submitted = form.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()).unwrap_or("");
         if fresh || !admin_ui::csrf_ok(&app.key, &session, submitted) {
-            let page = admin_ui::render_page(
-                app.hooks.manifest(),
-                &mount,
-                uri.path(),
-                "Form expired",
+            let page = frame.render(uri.path(), "Form expired",
                 "<div class=\"wh\"><h1>Form expired</h1><p>Nothing was changed. The form's security token did not match your session; go back, reload the page and submit again.</p></div>",
-                None,
-                actor,
-                &csrf,
-            );
+                None);
             return html(StatusCode::FORBIDDEN, page, &session, fresh, false);
         }
         form.retain(|(k, _)| k != "_csrf");
@@ -148,22 +142,14 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
     match app.hooks.admin(&req).await {
         Ok(wit_admin::Response::Page(p)) => {
             let flash = p.flash.or(incoming_flash);
-            let page = admin_ui::render_page(
-                app.hooks.manifest(),
-                &mount,
-                uri.path(),
-                &p.title,
-                &p.fragment,
-                flash.as_ref(),
-                actor,
-                &csrf,
-            );
+            let page = frame.render(uri.path(), &p.title, &p.fragment, flash.as_ref());
             let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::OK);
             html(status, page, &session, fresh, had_flash)
         }
         Ok(wit_admin::Response::Redirect(r)) => {
             // Only same-site paths: a plugin cannot send the admin elsewhere.
-            let location = if r.location.starts_with('/') && !r.location.starts_with("//") { r.location } else { mount.clone() };
+            let location =
+                if r.location.starts_with('/') && !r.location.starts_with("//") { r.location } else { mount.clone() };
             let mut resp = Response::builder()
                 .status(StatusCode::SEE_OTHER)
                 .header(header::LOCATION, location)
@@ -184,30 +170,16 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
             resp
         }
         Ok(wit_admin::Response::NotFound) => {
-            let page = admin_ui::render_page(
-                app.hooks.manifest(),
-                &mount,
-                uri.path(),
-                "Not found",
+            let page = frame.render(uri.path(), "Not found",
                 "<div class=\"wh\"><h1>Not found</h1><p>There is no such webhook or page. It may have been deleted.</p></div>",
-                None,
-                actor,
-                &csrf,
-            );
+                None);
             html(StatusCode::NOT_FOUND, page, &session, fresh, had_flash)
         }
         Err(e) => {
             let flash = Flash { kind: FlashKind::Error, message: format!("{e}. Nothing was changed; try again.") };
-            let page = admin_ui::render_page(
-                app.hooks.manifest(),
-                &mount,
-                uri.path(),
-                "Error",
+            let page = frame.render(uri.path(), "Error",
                 "<div class=\"wh\"><h1>The webhooks plugin failed</h1><p>The error was logged and the plugin was restarted.</p></div>",
-                Some(&flash),
-                actor,
-                &csrf,
-            );
+                Some(&flash));
             html(StatusCode::INTERNAL_SERVER_ERROR, page, &session, fresh, had_flash)
         }
     }
@@ -266,7 +238,12 @@ struct ApiEvent {
 
 impl ApiEvent {
     fn into_event(self) -> Event {
-        Event { id: self.id, event_type: self.event_type, occurred_at_ms: self.occurred_at_ms, data_json: self.data.to_string() }
+        Event {
+            id: self.id,
+            event_type: self.event_type,
+            occurred_at_ms: self.occurred_at_ms,
+            data_json: self.data.to_string(),
+        }
     }
 }
 
@@ -289,18 +266,34 @@ async fn read_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Bo
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         && len > MAX_BODY
     {
-        return Err(api_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {MAX_BODY} bytes"), None));
+        return Err(api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {MAX_BODY} bytes"),
+            None,
+        ));
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         api_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {MAX_BODY} bytes"), None)
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| api_error(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON for this endpoint: {e}"), None))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON for this endpoint: {e}"),
+            None,
+        )
+    })
 }
 
 async fn api_event(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     if !authorized(&app, &headers) {
-        return api_error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required", None);
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid 'Authorization: Bearer <token>' header is required",
+            None,
+        );
     }
     let ev: ApiEvent = match read_json(&headers, body).await {
         Ok(v) => v,
@@ -314,14 +307,24 @@ async fn api_event(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
 
 async fn api_batch(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     if !authorized(&app, &headers) {
-        return api_error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required", None);
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid 'Authorization: Bearer <token>' header is required",
+            None,
+        );
     }
     let batch: ApiBatch = match read_json(&headers, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
     if batch.events.is_empty() || batch.events.len() > MAX_BATCH {
-        return api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_batch", format!("send 1 to {MAX_BATCH} events"), Some("events"));
+        return api_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_batch",
+            format!("send 1 to {MAX_BATCH} events"),
+            Some("events"),
+        );
     }
     let events = batch.events.into_iter().map(ApiEvent::into_event).collect();
     match app.hooks.raise_batch(events).await {

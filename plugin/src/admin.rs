@@ -112,27 +112,40 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
             Ok(page(200, &format!("Delete {}", w.name), render(&t), None))
         }
         ([i, "delete"], _, true) => {
-            let Some(i) = id(i) else { return Ok(Response::NotFound) };
+            let Some(i) = id(i) else {
+                return Ok(Response::NotFound);
+            };
             let name = store::get(host, i)?.map(|w| w.name);
             if !store::delete(host, i)? {
                 return Ok(Response::NotFound);
             }
             host.log(Level::Info, &format!("{} deleted webhook {i}", req.actor));
-            Ok(redirect(&base, "", flash(FlashKind::Success, format!("Webhook \u{201c}{}\u{201d} was deleted.", name.unwrap_or_default()))))
+            Ok(redirect(
+                &base,
+                "",
+                flash(FlashKind::Success, format!("Webhook \u{201c}{}\u{201d} was deleted.", name.unwrap_or_default())),
+            ))
         }
         ([i, "toggle"], _, true) => {
-            let Some(i) = id(i) else { return Ok(Response::NotFound) };
+            let Some(i) = id(i) else {
+                return Ok(Response::NotFound);
+            };
             match store::toggle(host, i)? {
                 None => Ok(Response::NotFound),
                 Some(on) => {
-                    host.log(Level::Info, &format!("{} {} webhook {i}", req.actor, if on { "enabled" } else { "disabled" }));
+                    host.log(
+                        Level::Info,
+                        &format!("{} {} webhook {i}", req.actor, if on { "enabled" } else { "disabled" }),
+                    );
                     let msg = if on { "Webhook enabled." } else { "Webhook disabled." };
                     Ok(redirect(&base, "", flash(FlashKind::Success, msg)))
                 }
             }
         }
         ([i, "test"], _, true) => {
-            let Some(i) = id(i) else { return Ok(Response::NotFound) };
+            let Some(i) = id(i) else {
+                return Ok(Response::NotFound);
+            };
             match outbox::send_test(host, i, &req.actor)? {
                 None => Ok(Response::NotFound),
                 Some(o) => Ok(redirect(&base, &format!("/{i}/history"), Some(outcome_flash("Test", &o)))),
@@ -140,7 +153,9 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
         }
         ([i, "history"], true, _) => history(host, req, &base, id(i)),
         ([i, "deliveries", d], true, _) => {
-            let (Some(i), Some(d)) = (id(i), id(d)) else { return Ok(Response::NotFound) };
+            let (Some(i), Some(d)) = (id(i), id(d)) else {
+                return Ok(Response::NotFound);
+            };
             let (Some(w), Some(del)) = (store::get(host, i)?, store::delivery(host, i, d)?) else {
                 return Ok(Response::NotFound);
             };
@@ -149,13 +164,19 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
             Ok(page(200, &format!("Delivery {}", del.msg_id), render(&t), None))
         }
         ([i, "deliveries", d, "resend"], _, true) => {
-            let (Some(i), Some(d)) = (id(i), id(d)) else { return Ok(Response::NotFound) };
+            let (Some(i), Some(d)) = (id(i), id(d)) else {
+                return Ok(Response::NotFound);
+            };
             if store::delivery(host, i, d)?.is_none() {
                 return Ok(Response::NotFound);
             }
             let back = format!("/{i}/deliveries/{d}");
             match outbox::resend(host, i, d)? {
-                None => Ok(redirect(&base, &back, flash(FlashKind::Info, "This delivery is being sent right now; try again in a moment."))),
+                None => Ok(redirect(
+                    &base,
+                    &back,
+                    flash(FlashKind::Info, "This delivery is being sent right now; try again in a moment."),
+                )),
                 Some(o) => Ok(redirect(&base, &back, Some(outcome_flash("Resend", &o)))),
             }
         }
@@ -165,8 +186,12 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
 
 fn outcome_flash(what: &str, o: &Outcome) -> Flash {
     match (o.success, o.status, &o.error) {
-        (true, Some(s), _) => Flash { kind: FlashKind::Success, message: format!("{what} delivered: the endpoint answered HTTP {s}.") },
-        (false, Some(s), _) => Flash { kind: FlashKind::Error, message: format!("{what} failed: the endpoint answered HTTP {s}.") },
+        (true, Some(s), _) => {
+            Flash { kind: FlashKind::Success, message: format!("{what} delivered: the endpoint answered HTTP {s}.") }
+        }
+        (false, Some(s), _) => {
+            Flash { kind: FlashKind::Error, message: format!("{what} failed: the endpoint answered HTTP {s}.") }
+        }
         (_, None, Some(e)) => Flash { kind: FlashKind::Error, message: format!("{what} failed: {e}") },
         _ => Flash { kind: FlashKind::Error, message: format!("{what} failed.") },
     }
@@ -318,7 +343,11 @@ fn form_page(
             events: catalog::EVENTS
                 .iter()
                 .filter(|e| e.category == *c)
-                .map(|e| EventBox { name: e.name, description: e.description, checked: v.events.iter().any(|x| x == e.name) })
+                .map(|e| EventBox {
+                    name: e.name,
+                    description: e.description,
+                    checked: v.events.iter().any(|x| x == e.name),
+                })
                 .collect(),
         })
         .collect();
@@ -332,7 +361,8 @@ fn form_page(
         None => "Create webhook".to_owned(),
     };
     let t = FormPage { base, csrf: &req.csrf_token, action, editing, v, groups, errors, generated };
-    let fl = (status == 422).then(|| Flash { kind: FlashKind::Error, message: "Please correct the fields marked below.".into() });
+    let fl = (status == 422)
+        .then(|| Flash { kind: FlashKind::Error, message: "Please correct the fields marked below.".into() });
     page(status, &title, render(&t), fl)
 }
 
@@ -372,7 +402,13 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
         }
         _ => Some(values.secret.clone()),
     };
-    let input = Input { name: values.name.clone(), url: values.url.clone(), secret, events: values.events.clone(), enabled: values.enabled };
+    let input = Input {
+        name: values.name.clone(),
+        url: values.url.clone(),
+        secret,
+        events: values.events.clone(),
+        enabled: values.enabled,
+    };
     let valid = match webhook::validate(host, &input) {
         Ok(v) if errors.is_empty() => v,
         Ok(_) => {
@@ -387,10 +423,17 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
         None => match store::create(host, &valid) {
             Ok(new_id) => {
                 host.log(Level::Info, &format!("{} created webhook {new_id}", req.actor));
-                Ok(redirect(base, "", flash(FlashKind::Success, format!("Webhook \u{201c}{}\u{201d} was created.", valid.name))))
+                Ok(redirect(
+                    base,
+                    "",
+                    flash(FlashKind::Success, format!("Webhook \u{201c}{}\u{201d} was created.", valid.name)),
+                ))
             }
             Err(store::CreateError::TooMany) => {
-                let e = vec![FieldError { field: "name", message: format!("At most {} webhooks can exist; delete one first.", webhook::MAX_WEBHOOKS) }];
+                let e = vec![FieldError {
+                    field: "name",
+                    message: format!("At most {} webhooks can exist; delete one first.", webhook::MAX_WEBHOOKS),
+                }];
                 Ok(form_page(host, req, base, None, values, e, 422))
             }
             Err(store::CreateError::Db(e)) => Err(e),
@@ -398,7 +441,11 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
         Some(i) => {
             store::update(host, i, &valid)?;
             host.log(Level::Info, &format!("{} updated webhook {i}", req.actor));
-            Ok(redirect(base, "", flash(FlashKind::Success, format!("Webhook \u{201c}{}\u{201d} was saved.", valid.name))))
+            Ok(redirect(
+                base,
+                "",
+                flash(FlashKind::Success, format!("Webhook \u{201c}{}\u{201d} was saved.", valid.name)),
+            ))
         }
     }
 }
@@ -519,7 +566,10 @@ impl DeliveryView {
         DeliveryView {
             payload_pretty,
             occurred: When::new(d.occurred_at, now),
-            next: d.next_attempt_at.filter(|_| d.state == "retrying" || d.state == "pending").map(|t| When::new(t, now)),
+            next: d
+                .next_attempt_at
+                .filter(|_| d.state == "retrying" || d.state == "pending")
+                .map(|t| When::new(t, now)),
             tries: d
                 .tries
                 .iter()

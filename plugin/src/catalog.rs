@@ -50,9 +50,18 @@ mod tests {
     fn catalog_has_every_issue_event_once() {
         let names: Vec<_> = EVENTS.iter().map(|e| e.name).collect();
         for n in [
-            "user.created", "user.updated", "user.deleted", "server.created", "server.deleted",
-            "transaction.created", "transaction.success", "transaction.failed",
-            "transaction.refunded", "ticket.created", "ticket.closed", "ticket.reopened",
+            "user.created",
+            "user.updated",
+            "user.deleted",
+            "server.created",
+            "server.deleted",
+            "transaction.created",
+            "transaction.success",
+            "transaction.failed",
+            "transaction.refunded",
+            "ticket.created",
+            "ticket.closed",
+            "ticket.reopened",
             "test.webhook",
         ] {
             assert_eq!(names.iter().filter(|x| **x == n).count(), 1, "{n}");

@@ -15,8 +15,8 @@ use exports::panel::webhooks as ex;
 use panel::webhooks::{host_info, log as wlog, storage};
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
-    ErrorCode, Fields, FutureIncomingResponse, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
-    RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions,
+    Scheme,
 };
 
 struct Component;
@@ -63,7 +63,10 @@ impl Host for Wasm {
     fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
         let p: Vec<_> = params.iter().map(to_wit).collect();
         let r = storage::query(sql, &p).map_err(db_err)?;
-        Ok(Rows { columns: r.columns, rows: r.rows.into_iter().map(|row| row.into_iter().map(from_wit).collect()).collect() })
+        Ok(Rows {
+            columns: r.columns,
+            rows: r.rows.into_iter().map(|row| row.into_iter().map(from_wit).collect()).collect(),
+        })
     }
     fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
         storage::execute_batch(sql).map_err(db_err)
@@ -98,7 +101,11 @@ impl Host for Wasm {
     }
     fn settings(&self) -> Settings {
         let s = host_info::get_settings();
-        Settings { retry_schedule_ms: s.retry_schedule_ms, attempt_timeout_ms: s.attempt_timeout_ms, lease_ms: s.lease_ms }
+        Settings {
+            retry_schedule_ms: s.retry_schedule_ms,
+            attempt_timeout_ms: s.attempt_timeout_ms,
+            lease_ms: s.lease_ms,
+        }
     }
     fn check_destination(&self, url: &str) -> Result<(), String> {
         host_info::check_destination(url)
@@ -162,12 +169,8 @@ fn start(r: &OutRequest) -> Result<FutureIncomingResponse, String> {
 /// Reads a response, keeping at most `MAX_STORED_BODY` bytes of the body.
 fn read(resp: IncomingResponse) -> OutResponse {
     let status = resp.status();
-    let headers = resp
-        .headers()
-        .entries()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-        .collect();
+    let headers =
+        resp.headers().entries().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect();
     let mut body = Vec::new();
     let mut size = 0u64;
     if let Ok(incoming) = resp.consume() {
@@ -189,12 +192,16 @@ fn describe(e: &ErrorCode) -> String {
     match e {
         // The host's egress puts its reason (policy refusals, timeouts) here.
         ErrorCode::InternalError(Some(m)) => m.clone(),
-        ErrorCode::DnsError(p) => format!("DNS lookup failed{}", p.rcode.as_ref().map(|r| format!(": {r}")).unwrap_or_default()),
+        ErrorCode::DnsError(p) => {
+            format!("DNS lookup failed{}", p.rcode.as_ref().map(|r| format!(": {r}")).unwrap_or_default())
+        }
         ErrorCode::DnsTimeout => "DNS lookup timed out".into(),
         ErrorCode::DestinationIpProhibited => "refused: the destination address is not allowed".into(),
         ErrorCode::ConnectionRefused => "connection refused".into(),
         ErrorCode::ConnectionTimeout => "connection timed out".into(),
-        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => "timed out waiting for the response".into(),
+        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
+            "timed out waiting for the response".into()
+        }
         ErrorCode::ConnectionTerminated => "the connection was closed before a response".into(),
         ErrorCode::TlsCertificateError => "TLS certificate not valid".into(),
         ErrorCode::TlsProtocolError => "TLS handshake failed".into(),
@@ -219,11 +226,8 @@ fn send_all(_host: &Wasm, requests: &[OutRequest]) -> Vec<Sent> {
     }
     loop {
         let ready: Vec<usize> = {
-            let live: Vec<(usize, wasi::io::poll::Pollable)> = pending
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| p.as_ref().map(|(f, _)| (i, f.subscribe())))
-                .collect();
+            let live: Vec<(usize, wasi::io::poll::Pollable)> =
+                pending.iter().enumerate().filter_map(|(i, p)| p.as_ref().map(|(f, _)| (i, f.subscribe()))).collect();
             if live.is_empty() {
                 break;
             }
@@ -233,7 +237,9 @@ fn send_all(_host: &Wasm, requests: &[OutRequest]) -> Vec<Sent> {
             hit.into_iter().map(|k| live[k as usize].0).collect()
         };
         for i in ready {
-            let Some((fut, t0)) = pending[i].take() else { continue };
+            let Some((fut, t0)) = pending[i].take() else {
+                continue;
+            };
             let result = match fut.get() {
                 None => {
                     pending[i] = Some((fut, t0));
@@ -246,10 +252,7 @@ fn send_all(_host: &Wasm, requests: &[OutRequest]) -> Vec<Sent> {
             results[i] = Some(Sent { result, duration_ms: Some(monotonic_ms() - t0) });
         }
     }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or(Sent { result: Err("not sent".into()), duration_ms: None }))
-        .collect()
+    results.into_iter().map(|r| r.unwrap_or(Sent { result: Err("not sent".into()), duration_ms: None })).collect()
 }
 
 // ------------------------------------------------------------------ exports
@@ -259,7 +262,11 @@ impl ex::plugin::Guest for Component {
         ex::plugin::Manifest {
             name: crate::NAME.into(),
             version: crate::VERSION.into(),
-            menu: vec![ex::plugin::MenuEntry { section: "Integrations".into(), label: "Webhooks".into(), path: "/".into() }],
+            menu: vec![ex::plugin::MenuEntry {
+                section: "Integrations".into(),
+                label: "Webhooks".into(),
+                path: "/".into(),
+            }],
             events: catalog::EVENTS
                 .iter()
                 .map(|e| ex::plugin::EventTypeInfo {
@@ -339,7 +346,9 @@ impl ex::events::Guest for Component {
 impl ex::deliveries::Guest for Component {
     fn run_due(max: u32) -> ex::deliveries::Report {
         match outbox::run_due(&Wasm, max) {
-            Ok(r) => ex::deliveries::Report { attempted: r.attempted, succeeded: r.succeeded, next_due_ms: r.next_due_ms },
+            Ok(r) => {
+                ex::deliveries::Report { attempted: r.attempted, succeeded: r.succeeded, next_due_ms: r.next_due_ms }
+            }
             Err(e) => {
                 Wasm.log(Level::Error, &format!("delivery run failed: {e}"));
                 // Retry soon: the rows stay due (or leased until their lease ends).
@@ -349,6 +358,3 @@ impl ex::deliveries::Guest for Component {
     }
 }
 
-// Silence "unused" for the re-export used only by the host trait.
-#[allow(dead_code)]
-fn _assert_host_object_safe(_: &dyn host::Host) {}

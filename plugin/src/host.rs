@@ -192,10 +192,7 @@ pub trait Host {
 }
 
 /// Runs `f` inside a write transaction: commit on `Ok`, roll back on `Err`.
-pub fn transaction<T, E: From<DbError>>(
-    host: &dyn Host,
-    f: impl FnOnce() -> Result<T, E>,
-) -> Result<T, E> {
+pub fn transaction<T, E: From<DbError>>(host: &dyn Host, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     host.begin()?;
     match f() {
         Ok(v) => {

@@ -356,7 +356,7 @@ fn record(
             started.into(),
             duration.into(),
             headers_json(&req.headers).into(),
-            status.map(|s| i64::from(s)).into(),
+            status.map(i64::from).into(),
             resp_headers.into(),
             body.into(),
             body_size.into(),
@@ -392,13 +392,19 @@ fn record(
             state.into(),
             attempt_no.into(),
             next_at.into(),
-            status.map(|s| i64::from(s)).into(),
+            status.map(i64::from).into(),
             error.clone().into(),
         ],
     )?;
     host.execute(
         "UPDATE webhooks SET last_event_type = ?2, last_event_at = ?3, last_status = ?4, last_ok = ?5 WHERE id = ?1",
-        &[job.webhook_id.into(), job.event_type.as_str().into(), started.into(), status.map(|s| i64::from(s)).into(), success.into()],
+        &[
+            job.webhook_id.into(),
+            job.event_type.as_str().into(),
+            started.into(),
+            status.map(i64::from).into(),
+            success.into(),
+        ],
     )?;
     if gone {
         host.execute(
@@ -468,7 +474,9 @@ pub fn send_test(host: &dyn Host, webhook_id: i64, actor: &str) -> Result<Option
         // Leased at once so no worker picks it up while we send it here.
         insert_delivery(host, &id, webhook_id, created_at, now, Some(lease)).map(Some)
     })?;
-    let Some(delivery) = delivery else { return Ok(None) };
+    let Some(delivery) = delivery else {
+        return Ok(None);
+    };
     Ok(attempt(host, &[delivery], Mode::Once)?.into_iter().next())
 }
 
@@ -526,7 +534,12 @@ mod tests {
 
     #[test]
     fn event_checks() {
-        let ok = NewEvent { id: "evt_1".into(), event_type: "user.created".into(), occurred_at_ms: 0, data_json: "{ \"a\" : 1 }".into() };
+        let ok = NewEvent {
+            id: "evt_1".into(),
+            event_type: "user.created".into(),
+            occurred_at_ms: 0,
+            data_json: "{ \"a\" : 1 }".into(),
+        };
         assert_eq!(check(&ok).unwrap(), r#"{"a":1}"#);
         let mut e = ok.clone();
         e.event_type = "user.exploded".into();

@@ -81,9 +81,7 @@ pub fn migrate(host: &dyn Host) -> Result<u32, String> {
     host.execute_batch("CREATE TABLE IF NOT EXISTS plugin_schema (version INTEGER NOT NULL)")
         .map_err(|e| e.to_string())?;
     transaction(host, || -> Result<u32, Msg> {
-        let rows = host
-            .query("SELECT MAX(version) FROM plugin_schema", &[])
-            .map_err(|e| e.to_string())?;
+        let rows = host.query("SELECT MAX(version) FROM plugin_schema", &[]).map_err(|e| e.to_string())?;
         let current = rows.first().and_then(|r| r.opt_i64(0)).unwrap_or(0);
         let current = usize::try_from(current).map_err(|_| "negative schema version".to_string())?;
         if current > MIGRATIONS.len() {

@@ -27,9 +27,7 @@ pub fn key_bytes(secret: &str) -> Vec<u8> {
 /// Whether a `whsec_…` secret decodes to a usable key (what save-time
 /// validation checks).
 pub fn is_valid_whsec(secret: &str) -> bool {
-    secret
-        .strip_prefix(PREFIX)
-        .is_some_and(|b64| STANDARD.decode(b64).is_ok_and(|b| !b.is_empty()))
+    secret.strip_prefix(PREFIX).is_some_and(|b64| STANDARD.decode(b64).is_ok_and(|b| !b.is_empty()))
 }
 
 /// The `whsec_` form of a secret, as verification libraries expect it.
@@ -78,10 +76,7 @@ mod tests {
 
     #[test]
     fn verifies_with_standardwebhooks_crate_for_raw_and_whsec_secrets() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         for secret in [SECRET, "not a whsec secret: raw bytes"] {
             let sig = sign(secret, ID, now, BODY.as_bytes());
             let wh = standardwebhooks::Webhook::new(&whsec_form(secret)).unwrap();

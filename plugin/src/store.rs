@@ -295,7 +295,9 @@ pub fn delivery(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Op
          FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1 AND d.webhook_id = ?2",
         &[delivery_id.into(), webhook_id.into()],
     )?;
-    let Some(r) = rows.first() else { return Ok(None) };
+    let Some(r) = rows.first() else {
+        return Ok(None);
+    };
     let mut d = DeliveryDetail {
         id: r.i64(0),
         msg_id: r.str(1),

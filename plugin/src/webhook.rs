@@ -98,11 +98,7 @@ pub fn validate(host: &dyn Host, input: &Input) -> Result<Valid, Vec<FieldError>
     // Keep catalog order so pages and payloads are stable.
     events.sort_by_key(|e| catalog::EVENTS.iter().position(|c| c.name == e));
 
-    if errors.is_empty() {
-        Ok(Valid { name, url, secret, events, enabled: input.enabled })
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(Valid { name, url, secret, events, enabled: input.enabled }) } else { Err(errors) }
 }
 
 /// Syntax rules a URL must pass before the host's policy is asked; answers

@@ -1,0 +1,314 @@
+//! Test harness: the real `webhooks-host` binary on a temp data dir, a real
+//! HTTP receiver on 127.0.0.1, and an admin browser-less client (cookies +
+//! CSRF like a browser). Nothing here stands in for our own parts.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// One request the receiver saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> String {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("receiver got JSON")
+    }
+}
+
+#[derive(Default)]
+struct RecvState {
+    seen: Mutex<Vec<Seen>>,
+    counts: Mutex<HashMap<String, u32>>,
+}
+
+/// A real HTTP receiver on 127.0.0.1 with programmable answers by path:
+/// `/ok/..` 200; `/status/{code}/..` that code; `/flaky/{n}/..` 500 for the
+/// first n hits then 200; `/slow/{ms}/..` waits then 200; `/html/..` answers
+/// HTML with script in body and headers; `/retry-after/{s}/..` 429 once.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<RecvState>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+async fn receive(
+    State(st): State<Arc<RecvState>>,
+    UrlPath(path): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/{path}");
+    st.seen.lock().unwrap().push(Seen { path: path.clone(), headers, body });
+    let hits = {
+        let mut c = st.counts.lock().unwrap();
+        let n = c.entry(path.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["status", code, ..] => {
+            let code = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK);
+            (code, [("x-receiver", "status")], format!("answered {code}")).into_response()
+        }
+        ["flaky", n, ..] => {
+            if hits <= n.parse::<u32>().unwrap_or(0) {
+                (StatusCode::INTERNAL_SERVER_ERROR, "not yet").into_response()
+            } else {
+                (StatusCode::OK, "finally").into_response()
+            }
+        }
+        ["slow", ms, ..] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            (StatusCode::OK, "slow ok").into_response()
+        }
+        ["html", ..] => (
+            StatusCode::OK,
+            [("content-type", "text/html"), ("x-evil", "<script>alert('hdr')</script>")],
+            "<script>alert('body')</script><img src=x onerror=alert(2)>",
+        )
+            .into_response(),
+        ["retry-after", s, ..] => {
+            if hits == 1 {
+                (StatusCode::TOO_MANY_REQUESTS, [("retry-after", s.to_string())], "slow down").into_response()
+            } else {
+                (StatusCode::OK, "ok").into_response()
+            }
+        }
+        _ => (StatusCode::OK, [("x-receiver", "ok")], "thanks").into_response(),
+    }
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let state = Arc::new(RecvState::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new().route("/{*path}", post(receive)).with_state(st);
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                axum::serve(l, app).await.unwrap();
+            });
+        });
+        let addr = rx.recv().unwrap();
+        Receiver { addr, state, _thread: thread }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    pub fn seen_at(&self, path: &str) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.path == path).collect()
+    }
+
+    /// Waits until `n` requests arrived at `path`.
+    pub fn wait_for(&self, path: &str, n: usize, within: Duration) -> Vec<Seen> {
+        let t = Instant::now();
+        loop {
+            let s = self.seen_at(path);
+            if s.len() >= n {
+                return s;
+            }
+            assert!(t.elapsed() < within, "waited {within:?} for {n} requests at {path}, saw {}", s.len());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The real `webhooks-host serve` process.
+pub struct Host {
+    pub child: Child,
+    pub base: String,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn host_with(env: &[(&str, &str)]) -> Host {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut h = spawn_host(&data, env);
+    h._tmp = Some(tmp);
+    h
+}
+
+pub fn host() -> Host {
+    host_with(&[])
+}
+
+/// Starts the binary on `data` (kept by the caller).
+pub fn spawn_host(data: &Path, env: &[(&str, &str)]) -> Host {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhooks-host"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env_remove("RUST_LOG")
+        .env("WEBHOOKS_API_TOKEN", TOKEN)
+        .env("WEBHOOKS_ALLOWED_HOSTS", "127.0.0.1")
+        .env("WEBHOOKS_RETRY_SCHEDULE", "0s,300ms,300ms")
+        .env("WEBHOOKS_ATTEMPT_TIMEOUT", "3s")
+        // One compile for the whole suite: the cache is keyed by the component.
+        .env("WEBHOOKS_CACHE_DIR", concat!(env!("CARGO_TARGET_TMPDIR"), "/cwasm-cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start webhooks-host");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(Ok(l)) = lines.next() {
+            if let Some(a) = l.strip_prefix("webhooks-host listening on ") {
+                let _ = tx.send(a.to_owned());
+            }
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let log_path = data.with_extension("log");
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut f = std::fs::File::create(log_path).ok();
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(f) = f.as_mut() {
+                let _ = writeln!(f, "{l}");
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(120)).expect("host printed its address");
+    Host { child, base, data: data.to_owned(), _tmp: None }
+}
+
+impl Host {
+    pub fn db(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(self.data.join("webhooks.db")).unwrap();
+        c.busy_timeout(Duration::from_secs(5)).unwrap();
+        c
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+
+    pub fn admin(&self) -> Admin {
+        let client = reqwest::blocking::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut a = Admin { client, base: self.base.clone(), csrf: String::new() };
+        let page = a.get("/admin/integrations/webhooks");
+        a.csrf = csrf_of(&page.1);
+        a
+    }
+
+    pub fn api(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::new()
+    }
+
+    /// POST /api/events with the token; answers (status, JSON).
+    pub fn raise(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.api().post(format!("{}/api/events", self.base)).bearer_auth(TOKEN).json(&body).send().unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().unwrap_or(serde_json::Value::Null))
+    }
+}
+
+pub fn csrf_of(html: &str) -> String {
+    let m = "name=\"csrf-token\" content=\"";
+    let i = html.find(m).expect("page has a csrf meta") + m.len();
+    html[i..i + 64].to_owned()
+}
+
+/// An admin with a session, like a browser.
+pub struct Admin {
+    pub client: reqwest::blocking::Client,
+    pub base: String,
+    pub csrf: String,
+}
+
+pub const MOUNT: &str = "/admin/integrations/webhooks";
+
+impl Admin {
+    /// GET; answers (status, body). Follows one redirect.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let r = self.client.get(format!("{}{path}", self.base)).send().unwrap();
+        let s = r.status().as_u16();
+        (s, r.text().unwrap())
+    }
+
+    /// POST a form with the CSRF token; answers (status, location, body).
+    pub fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+        let mut f: Vec<(&str, &str)> = form.to_vec();
+        f.push(("_csrf", &self.csrf));
+        self.post_raw(path, &f)
+    }
+
+    pub fn post_raw(&self, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+        let r = self.client.post(format!("{}{path}", self.base)).form(form).send().unwrap();
+        let s = r.status().as_u16();
+        let loc = r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        (s, loc, r.text().unwrap())
+    }
+
+    /// Creates a webhook; answers its id (from the database order).
+    pub fn create(&self, name: &str, url: &str, secret: &str, events: &[&str], enabled: bool) -> (u16, String, String) {
+        let mut f = vec![("name", name), ("url", url), ("secret", secret)];
+        for e in events {
+            f.push(("events", e));
+        }
+        if enabled {
+            f.push(("enabled", "on"));
+        }
+        self.post(MOUNT, &f)
+    }
+}
+
+/// Polls `f` until it answers true.
+pub fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < within, "timed out after {within:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

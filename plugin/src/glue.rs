@@ -1,7 +1,7 @@
 //! The binding glue: WIT imports become a [`Host`], WIT exports call the
 //! logic modules. Nothing here decides anything.
 
-use crate::host::{self, DbError, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Value};
+use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Value};
 use crate::outbox::MAX_STORED_BODY;
 use crate::{admin, catalog, outbox, schema};
 

@@ -31,6 +31,14 @@ pub struct Config {
     pub attempt_timeout: Duration,
     /// How long a claimed delivery is leased before another worker may take it. Default 60 s.
     pub lease: Duration,
+    /// Disable a webhook whose deliveries fail without a success this long. Default 5 days.
+    pub auto_disable_after: Duration,
+    /// Prune history older than this. Default 30 days.
+    pub retention: Duration,
+    /// Requests in flight to one webhook across all workers. Default 16.
+    pub per_webhook_concurrency: u32,
+    /// How often history is pruned. Default 1 hour.
+    pub maintenance_every: Duration,
     /// SQLite `synchronous` setting.
     pub durability: Durability,
     /// Delivery workers, each with its own instance and connection. Default 2.
@@ -56,6 +64,10 @@ impl Config {
             retry_schedule: parse_schedule(DEFAULT_RETRY_SCHEDULE).expect("default schedule parses"),
             attempt_timeout: Duration::from_secs(15),
             lease: Duration::from_secs(60),
+            auto_disable_after: Duration::from_secs(5 * 86_400),
+            retention: Duration::from_secs(30 * 86_400),
+            per_webhook_concurrency: 16,
+            maintenance_every: Duration::from_secs(3600),
             durability: Durability::Normal,
             delivery_workers: 2,
             batch_size: 64,

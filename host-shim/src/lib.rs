@@ -165,6 +165,18 @@ impl Webhooks {
         r
     }
 
+    /// Wakes the delivery workers (after a clock change, for example).
+    pub fn wake(&self) {
+        self.scheduler.wake();
+    }
+
+    /// Prunes history older than the retention period now (the scheduler
+    /// also does it every `maintenance_every`).
+    pub async fn maintain(&self) -> Result<(u64, u64, u64), CallError> {
+        let p = self.rt.maintain().await?;
+        Ok((p.attempts, p.deliveries, p.events))
+    }
+
     /// Stops the workers, letting attempts in flight finish for up to 20 s.
     pub async fn shutdown(self) {
         self.scheduler.shutdown(Duration::from_secs(20)).await;

@@ -55,6 +55,15 @@ struct Serve {
     /// How long a claimed delivery is leased (crash recovery).
     #[arg(long, env = "WEBHOOKS_LEASE", default_value = "60s")]
     lease: humantime::Duration,
+    /// Disable a webhook whose deliveries fail without a success for this long.
+    #[arg(long, env = "WEBHOOKS_AUTO_DISABLE_AFTER", default_value = "5days")]
+    auto_disable_after: humantime::Duration,
+    /// Prune delivery history older than this.
+    #[arg(long, env = "WEBHOOKS_RETENTION", default_value = "30days")]
+    retention: humantime::Duration,
+    /// Requests in flight to one webhook at once, across workers.
+    #[arg(long, env = "WEBHOOKS_PER_WEBHOOK_CONCURRENCY", default_value_t = 16)]
+    per_webhook_concurrency: u32,
     /// SQLite durability: normal (safe against crashes) or full (safe against power loss).
     #[arg(long, env = "WEBHOOKS_DURABILITY", value_enum, default_value_t = Durability::Normal)]
     durability: Durability,
@@ -106,6 +115,9 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     cfg.attempt_timeout = s.attempt_timeout.into();
     cfg.lease = s.lease.into();
     cfg.durability = s.durability;
+    cfg.auto_disable_after = s.auto_disable_after.into();
+    cfg.retention = s.retention.into();
+    cfg.per_webhook_concurrency = s.per_webhook_concurrency.clamp(1, 1024);
     cfg.cache_dir = s.cache_dir.clone();
     cfg.delivery_workers = s.workers.clamp(1, 64);
     std::fs::create_dir_all(&s.data).with_context(|| format!("creating {}", s.data.display()))?;

@@ -67,6 +67,8 @@ impl WasiHttpView for State {
 pub(crate) struct Shared {
     pub config: Config,
     pub egress: Egress,
+    /// Set on shutdown; `run-due` stops claiming when it sees it.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl bindings::types::Host for State {}
@@ -124,10 +126,16 @@ impl bindings::host_info::Host for State {
             retry_schedule_ms: c.retry_schedule.iter().map(|d| d.as_millis() as u64).collect(),
             attempt_timeout_ms: c.attempt_timeout.as_millis() as u64,
             lease_ms: c.lease.as_millis() as u64,
+            auto_disable_after_ms: c.auto_disable_after.as_millis() as u64,
+            retention_ms: c.retention.as_millis() as u64,
+            per_webhook_concurrency: c.per_webhook_concurrency,
         }
     }
     async fn check_destination(&mut self, url: String) -> Result<(), String> {
         self.shared.egress.policy().check_url(&url)
+    }
+    async fn draining(&mut self) -> bool {
+        self.shared.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -213,7 +221,7 @@ impl Runtime {
         let rt = Arc::new(Runtime {
             engine: engine.clone(),
             pre,
-            shared: Arc::new(Shared { config, egress }),
+            shared: Arc::new(Shared { config, egress, draining: Default::default() }),
             idle: Mutex::new(Vec::new()),
         });
         // The epoch ticker: deadlines are counted in its ticks. It stops when
@@ -326,6 +334,18 @@ impl Runtime {
     ) -> Result<Result<Vec<bindings::ex::events::Raised>, bindings::ex::events::RaiseError>, CallError> {
         let mut w = self.checkout(QUICK_CALL).await?;
         let r = w.bindings.panel_webhooks_events().call_raise_batch(&mut w.store, events).await;
+        self.finish(w, r)
+    }
+
+    /// Tells running and future `run-due` calls to stop claiming work.
+    pub fn start_draining(&self) {
+        self.shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `deliveries.maintain`.
+    pub async fn maintain(&self) -> Result<bindings::ex::deliveries::Pruned, CallError> {
+        let mut w = self.checkout(Duration::from_secs(120)).await?;
+        let r = w.bindings.panel_webhooks_deliveries().call_maintain(&mut w.store).await;
         self.finish(w, r)
     }
 

@@ -22,6 +22,7 @@ pub struct Scheduler {
     wake: watch::Sender<u64>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    rt: Arc<Runtime>,
 }
 
 impl Scheduler {
@@ -67,7 +68,29 @@ impl Scheduler {
                 }
             });
         }
-        Scheduler { wake, stop, tasks }
+        // History pruning, off the delivery workers.
+        {
+            let rt = rt.clone();
+            let mut stop_rx = stop.subscribe();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(rt.config().maintenance_every) => {}
+                        _ = stop_rx.changed() => break,
+                    }
+                    match rt.maintain().await {
+                        Ok(p) => tracing::info!(
+                            attempts = p.attempts,
+                            deliveries = p.deliveries,
+                            events = p.events,
+                            "pruned history"
+                        ),
+                        Err(e) => tracing::error!("pruning history failed: {e}"),
+                    }
+                }
+            });
+        }
+        Scheduler { wake, stop, tasks, rt }
     }
 
     /// Wakes every worker (after events were raised).
@@ -78,6 +101,7 @@ impl Scheduler {
     /// Stops taking new work and waits up to `grace` for runs in progress;
     /// unfinished rows stay leased and resume on the next start.
     pub async fn shutdown(mut self, grace: Duration) {
+        self.rt.start_draining();
         let _ = self.stop.send(true);
         let all = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, all).await.is_err() {

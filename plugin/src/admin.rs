@@ -152,6 +152,25 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
             }
         }
         ([i, "history"], true, _) => history(host, req, &base, id(i)),
+        ([i, "retry-failed"], _, true) => {
+            let Some(i) = id(i) else { return Ok(Response::NotFound) };
+            if store::get(host, i)?.is_none() {
+                return Ok(Response::NotFound);
+            }
+            let back = format!("/{i}/history");
+            let Some(window) = req.f("since").and_then(since_window) else {
+                return Ok(redirect(&base, &back, flash(FlashKind::Error, "Choose how far back to retry.")));
+            };
+            let since = host.now_ms().saturating_sub(window);
+            let n = outbox::retry_failed_since(host, i, since)?;
+            host.log(Level::Info, &format!("{} queued {n} failed deliveries of webhook {i} again", req.actor));
+            let msg = match n {
+                0 => "No failed deliveries in that period.".to_owned(),
+                1 => "1 failed delivery will be sent again now.".to_owned(),
+                n => format!("{n} failed deliveries will be sent again now."),
+            };
+            Ok(redirect(&base, &back, flash(FlashKind::Success, msg)))
+        }
         ([i, "deliveries", d], true, _) => {
             let (Some(i), Some(d)) = (id(i), id(d)) else {
                 return Ok(Response::NotFound);
@@ -182,6 +201,19 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
         }
         _ => Ok(Response::NotFound),
     }
+}
+
+/// The "retry failed since" choices, in milliseconds back from now.
+pub const SINCE_CHOICES: &[(&str, &str, u64)] = &[
+    ("1h", "the last hour", 3_600_000),
+    ("24h", "the last 24 hours", 86_400_000),
+    ("7d", "the last 7 days", 7 * 86_400_000),
+    ("30d", "the last 30 days", 30 * 86_400_000),
+    ("all", "all time", u64::MAX),
+];
+
+fn since_window(v: &str) -> Option<u64> {
+    SINCE_CHOICES.iter().find(|(k, _, _)| *k == v).map(|(_, _, ms)| *ms)
 }
 
 fn outcome_flash(what: &str, o: &Outcome) -> Flash {
@@ -231,6 +263,17 @@ pub fn relative(ms: u64, now: u64) -> String {
         format!("in {amount}")
     } else {
         format!("{amount} ago")
+    }
+}
+
+/// "5 days", "3 h", "40 s": a duration for sentences.
+pub fn duration_words(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
     }
 }
 
@@ -490,6 +533,8 @@ struct HistoryPage<'a> {
     page: u32,
     prev_link: Option<String>,
     next_link: Option<String>,
+    since_choices: &'static [(&'static str, &'static str, u64)],
+    failed_count: i64,
 }
 
 fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<Response, DbError> {
@@ -536,6 +581,8 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
         page: page_no,
         prev_link: (page_no > 1).then(|| link(page_no - 1)),
         next_link: more.then(|| link(page_no + 1)),
+        since_choices: SINCE_CHOICES,
+        failed_count: store::exhausted_count(host, w.id)?,
     };
     Ok(page(200, &format!("History of {}", w.name), render(&t), None))
 }

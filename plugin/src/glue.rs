@@ -1,7 +1,9 @@
 //! The binding glue: WIT imports become a [`Host`], WIT exports call the
 //! logic modules. Nothing here decides anything.
 
-use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Value};
+use std::cell::RefCell;
+
+use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Ticket, Value};
 use crate::outbox::MAX_STORED_BODY;
 use crate::{admin, catalog, outbox, schema};
 
@@ -105,13 +107,22 @@ impl Host for Wasm {
             retry_schedule_ms: s.retry_schedule_ms,
             attempt_timeout_ms: s.attempt_timeout_ms,
             lease_ms: s.lease_ms,
+            auto_disable_after_ms: s.auto_disable_after_ms,
+            retention_ms: s.retention_ms,
+            per_webhook_concurrency: s.per_webhook_concurrency,
         }
     }
     fn check_destination(&self, url: &str) -> Result<(), String> {
         host_info::check_destination(url)
     }
-    fn send_all(&self, requests: &[OutRequest]) -> Vec<Sent> {
-        send_all(self, requests)
+    fn http_start(&self, request: &OutRequest) -> Result<Ticket, String> {
+        http_start(request)
+    }
+    fn http_wait(&self, timeout_ms: u64) -> Vec<(Ticket, Sent)> {
+        http_wait(timeout_ms)
+    }
+    fn draining(&self) -> bool {
+        host_info::draining()
     }
 }
 
@@ -210,49 +221,63 @@ fn describe(e: &ErrorCode) -> String {
     }
 }
 
-/// Sends every request at once and waits on all of them with wasi:io/poll.
-fn send_all(_host: &Wasm, requests: &[OutRequest]) -> Vec<Sent> {
-    let mut results: Vec<Option<Sent>> = vec![None; requests.len()];
-    let mut pending: Vec<Option<(FutureIncomingResponse, u64)>> = Vec::with_capacity(requests.len());
-    for (i, r) in requests.iter().enumerate() {
-        let t0 = monotonic_ms();
-        match start(r) {
-            Ok(f) => pending.push(Some((f, t0))),
-            Err(e) => {
-                results[i] = Some(Sent { result: Err(e), duration_ms: Some(monotonic_ms() - t0) });
-                pending.push(None);
-            }
+/// Requests in flight in this instance: ticket, response future, start time.
+struct Flights {
+    next: Ticket,
+    live: Vec<(Ticket, FutureIncomingResponse, u64)>,
+}
+
+thread_local! {
+    static FLIGHTS: RefCell<Flights> = const { RefCell::new(Flights { next: 1, live: Vec::new() }) };
+}
+
+fn http_start(r: &OutRequest) -> Result<Ticket, String> {
+    let t0 = monotonic_ms();
+    let fut = start(r)?;
+    Ok(FLIGHTS.with_borrow_mut(|f| {
+        let t = f.next;
+        f.next = f.next.wrapping_add(1).max(1);
+        f.live.push((t, fut, t0));
+        t
+    }))
+}
+
+/// Waits on every future in flight plus a timer with wasi:io/poll.
+fn http_wait(timeout_ms: u64) -> Vec<(Ticket, Sent)> {
+    let ready: Vec<usize> = FLIGHTS.with_borrow(|f| {
+        if f.live.is_empty() {
+            return Vec::new();
         }
-    }
-    loop {
-        let ready: Vec<usize> = {
-            let live: Vec<(usize, wasi::io::poll::Pollable)> =
-                pending.iter().enumerate().filter_map(|(i, p)| p.as_ref().map(|(f, _)| (i, f.subscribe()))).collect();
-            if live.is_empty() {
-                break;
-            }
-            let refs: Vec<&wasi::io::poll::Pollable> = live.iter().map(|(_, p)| p).collect();
-            let hit = wasi::io::poll::poll(&refs);
-            // Pollables are children of the futures: they drop here, first.
-            hit.into_iter().map(|k| live[k as usize].0).collect()
-        };
-        for i in ready {
-            let Some((fut, t0)) = pending[i].take() else {
-                continue;
-            };
+        let timer = wasi::clocks::monotonic_clock::subscribe_duration(timeout_ms.saturating_mul(1_000_000));
+        let subs: Vec<wasi::io::poll::Pollable> = f.live.iter().map(|(_, fut, _)| fut.subscribe()).collect();
+        let mut refs: Vec<&wasi::io::poll::Pollable> = subs.iter().collect();
+        refs.push(&timer);
+        let hit = wasi::io::poll::poll(&refs);
+        // Pollables are children of the futures: they drop here, first.
+        hit.into_iter().map(|k| k as usize).filter(|k| *k < f.live.len()).collect()
+    });
+    let mut done = Vec::new();
+    FLIGHTS.with_borrow_mut(|f| {
+        let mut taken: Vec<(Ticket, FutureIncomingResponse, u64)> = Vec::new();
+        let mut sorted = ready;
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        for i in sorted {
+            taken.push(f.live.swap_remove(i));
+        }
+        for (t, fut, t0) in taken {
             let result = match fut.get() {
                 None => {
-                    pending[i] = Some((fut, t0));
+                    f.live.push((t, fut, t0));
                     continue;
                 }
                 Some(Err(())) => Err("response already taken".to_string()),
                 Some(Ok(Err(code))) => Err(describe(&code)),
                 Some(Ok(Ok(resp))) => Ok(read(resp)),
             };
-            results[i] = Some(Sent { result, duration_ms: Some(monotonic_ms() - t0) });
+            done.push((t, Sent { result, duration_ms: Some(monotonic_ms().saturating_sub(t0)) }));
         }
-    }
-    results.into_iter().map(|r| r.unwrap_or(Sent { result: Err("not sent".into()), duration_ms: None })).collect()
+    });
+    done
 }
 
 // ------------------------------------------------------------------ exports
@@ -356,5 +381,14 @@ impl ex::deliveries::Guest for Component {
             }
         }
     }
-}
 
+    fn maintain() -> ex::deliveries::Pruned {
+        match outbox::maintain(&Wasm) {
+            Ok(p) => ex::deliveries::Pruned { attempts: p.attempts, deliveries: p.deliveries, events: p.events },
+            Err(e) => {
+                Wasm.log(Level::Error, &format!("pruning history failed: {e}"));
+                ex::deliveries::Pruned { attempts: 0, deliveries: 0, events: 0 }
+            }
+        }
+    }
+}

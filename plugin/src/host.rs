@@ -143,6 +143,9 @@ pub struct Settings {
     pub retry_schedule_ms: Vec<u64>,
     pub attempt_timeout_ms: u64,
     pub lease_ms: u64,
+    pub auto_disable_after_ms: u64,
+    pub retention_ms: u64,
+    pub per_webhook_concurrency: u32,
 }
 
 /// One outgoing HTTP request the plugin wants sent.
@@ -163,6 +166,9 @@ pub struct OutResponse {
     pub body: Vec<u8>,
     pub body_size: u64,
 }
+
+/// Identifies a request in flight.
+pub type Ticket = u32;
 
 /// The result of sending one request.
 #[derive(Debug, Clone)]
@@ -187,8 +193,13 @@ pub trait Host {
     fn settings(&self) -> Settings;
     /// The host egress policy's verdict on a URL's destination (no DNS).
     fn check_destination(&self, url: &str) -> Result<(), String>;
-    /// Sends every request concurrently; results come back in request order.
-    fn send_all(&self, requests: &[OutRequest]) -> Vec<Sent>;
+    /// Starts sending a request; answers a ticket to wait on.
+    fn http_start(&self, request: &OutRequest) -> Result<Ticket, String>;
+    /// Waits until at least one started request finishes, or `timeout_ms`
+    /// passes; answers the finished ones. Answers at once when none is in flight.
+    fn http_wait(&self, timeout_ms: u64) -> Vec<(Ticket, Sent)>;
+    /// Whether the host is shutting down (stop claiming new work).
+    fn draining(&self) -> bool;
 }
 
 /// Runs `f` inside a write transaction: commit on `Ok`, roll back on `Err`.

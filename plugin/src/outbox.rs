@@ -13,7 +13,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::catalog;
-use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Row, Value, transaction};
+use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Row, Sent, Value, transaction};
 use crate::signing;
 
 /// Response bodies are stored up to this many bytes; the rest is counted.
@@ -180,11 +180,12 @@ pub fn jittered(delay_ms: u64, r: u32) -> u64 {
 }
 
 /// What the report of one `run-due` holds.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone)]
 pub struct Report {
     pub attempted: u32,
     pub succeeded: u32,
     pub next_due_ms: Option<u64>,
+    pub outcomes: Vec<Outcome>,
 }
 
 /// How an attempt's failure is followed up.
@@ -218,27 +219,138 @@ pub struct Outcome {
     pub success: bool,
 }
 
-/// Claims up to `max` due deliveries, sends them, records the attempts.
+/// How long one `run-due` keeps claiming new work before it drains and returns.
+pub const RUN_BUDGET_MS: u64 = 10_000;
+/// How long to wait for responses before looking for newly due rows.
+const CLAIM_EVERY_MS: u64 = 50;
+/// Due rows considered per claim, as a multiple of the free slots; the
+/// per-webhook bound is applied among them.
+const CANDIDATES_FACTOR: u32 = 8;
+
+/// Keeps up to `max` deliveries in flight for a bounded time; see the WIT.
 pub fn run_due(host: &dyn Host, max: u32) -> Result<Report, DbError> {
-    let now = host.now_ms();
-    let settings = host.settings();
-    let claimed = host.query(
-        "UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
-            SELECT d.id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
-            WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ?2 \
-              AND (d.lease_until IS NULL OR d.lease_until <= ?2) AND w.enabled = 1 \
-            ORDER BY d.next_attempt_at, d.id LIMIT ?3) RETURNING id",
-        &[(now + settings.lease_ms).into(), now.into(), max.into()],
-    )?;
-    let ids: Vec<i64> = claimed.iter().map(|r| r.i64(0)).collect();
-    let mut report = Report::default();
-    if !ids.is_empty() {
-        let outcomes = attempt(host, &ids, Mode::Scheduled)?;
-        report.attempted = outcomes.len() as u32;
-        report.succeeded = outcomes.iter().filter(|o| o.success).count() as u32;
-    }
+    let started = host.now_ms();
+    let mut report = drive(host, Vec::new(), Some(max.max(1)), Mode::Scheduled, started)?;
     report.next_due_ms = next_due(host, host.now_ms())?;
     Ok(report)
+}
+
+/// Claims up to `n` due rows, oldest first, at most `per-webhook-concurrency`
+/// in flight per webhook across all workers.
+fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) -> Result<Vec<i64>, DbError> {
+    let rows = host.query(
+        "UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
+            SELECT id FROM (\
+                SELECT c.id, c.next_attempt_at, \
+                    ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.next_attempt_at, c.id) \
+                    + (SELECT COUNT(*) FROM deliveries f WHERE f.webhook_id = c.webhook_id \
+                       AND f.state IN ('pending', 'retrying') AND f.lease_until > ?2) AS slot \
+                FROM (SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d \
+                      JOIN webhooks w ON w.id = d.webhook_id \
+                      WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ?2 \
+                        AND (d.lease_until IS NULL OR d.lease_until <= ?2) AND w.enabled = 1 \
+                      ORDER BY d.next_attempt_at, d.id LIMIT ?4) c\
+            ) ranked WHERE slot <= ?5 ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id",
+        &[lease_until.into(), now.into(), n.into(), (n * CANDIDATES_FACTOR).into(), per_webhook.into()],
+    )?;
+    Ok(rows.iter().map(|r| r.i64(0)).collect())
+}
+
+/// A request in flight.
+struct Flight {
+    ticket: crate::host::Ticket,
+    job: Job,
+    request: OutRequest,
+    started: u64,
+}
+
+/// The delivery pipeline: sends `initial` (already leased), and with
+/// `claim_max` also claims due rows to keep that many in flight, recording
+/// each outcome as it arrives. Returns when nothing is left in flight.
+fn drive(
+    host: &dyn Host,
+    initial: Vec<i64>,
+    claim_max: Option<u32>,
+    mode: Mode,
+    run_started: u64,
+) -> Result<Report, DbError> {
+    let settings = host.settings();
+    let mut flying: Vec<Flight> = Vec::new();
+    let mut report = Report::default();
+    let mut outcomes_done: Vec<Outcome> = Vec::new();
+    let launch =
+        |ids: &[i64], flying: &mut Vec<Flight>, failed: &mut Vec<(Job, OutRequest, Sent)>| -> Result<(), DbError> {
+            let now = host.now_ms();
+            for job in load_jobs(host, ids)? {
+                let request = build_request(&job, now, settings.attempt_timeout_ms);
+                match host.http_start(&request) {
+                    Ok(ticket) => flying.push(Flight { ticket, job, request, started: now }),
+                    Err(e) => failed.push((job, request, Sent { result: Err(e), duration_ms: Some(0) })),
+                }
+            }
+            Ok(())
+        };
+    let mut failed_to_start = Vec::new();
+    if !initial.is_empty() {
+        launch(&initial, &mut flying, &mut failed_to_start)?;
+    }
+    loop {
+        let now = host.now_ms();
+        let claiming = claim_max.is_some() && !host.draining() && now.saturating_sub(run_started) < RUN_BUDGET_MS;
+        if let Some(max) = claim_max.filter(|_| claiming) {
+            let free = max.saturating_sub(flying.len() as u32);
+            if free > 0 {
+                let ids = claim(host, free, now, now + settings.lease_ms, settings.per_webhook_concurrency.max(1))?;
+                if !ids.is_empty() {
+                    launch(&ids, &mut flying, &mut failed_to_start)?;
+                }
+            }
+        }
+        let mut finished: Vec<(Job, OutRequest, Sent, u64)> =
+            failed_to_start.drain(..).map(|(j, r, s)| (j, r, s, now)).collect();
+        if flying.is_empty() && finished.is_empty() {
+            break;
+        }
+        if !flying.is_empty() {
+            let wait = if claiming { CLAIM_EVERY_MS } else { settings.attempt_timeout_ms + 1000 };
+            for (ticket, sent) in host.http_wait(wait) {
+                if let Some(i) = flying.iter().position(|f| f.ticket == ticket) {
+                    let f = flying.swap_remove(i);
+                    finished.push((f.job, f.request, sent, f.started));
+                }
+            }
+        }
+        if finished.is_empty() {
+            continue;
+        }
+        let done = host.now_ms();
+        let outcomes = transaction(host, || {
+            finished
+                .iter()
+                .map(|(job, req, sent, started)| record(host, job, req, sent, *started, done, mode, &settings))
+                .collect::<Result<Vec<_>, DbError>>()
+        })?;
+        report.attempted += outcomes.len() as u32;
+        report.succeeded += outcomes.iter().filter(|o| o.success).count() as u32;
+        outcomes_done.extend(outcomes);
+    }
+    report.outcomes = outcomes_done;
+    Ok(report)
+}
+
+fn build_request(j: &Job, now: u64, timeout_ms: u64) -> OutRequest {
+    let ts = now / 1000;
+    let body = payload(&j.event_type, j.occurred_at, &j.data);
+    let mut headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("user-agent".to_owned(), concat!("panel-webhooks/", env!("CARGO_PKG_VERSION")).to_owned()),
+        ("webhook-id".to_owned(), j.msg_id.clone()),
+        ("webhook-timestamp".to_owned(), ts.to_string()),
+    ];
+    if let Some(secret) = &j.secret {
+        headers.push(("webhook-signature".to_owned(), signing::sign(secret, &j.msg_id, ts, body.as_bytes())));
+    }
+    OutRequest { url: j.url.clone(), headers, body: body.into_bytes(), timeout_ms }
 }
 
 /// When the next delivery falls due, if any waits.
@@ -278,42 +390,10 @@ fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {
         .collect())
 }
 
-/// Sends the given (already leased) deliveries concurrently and records one
-/// attempt each. The caller holds no transaction.
+/// Sends the given (already leased) deliveries now and records one attempt
+/// each; answers their outcomes. The caller holds no transaction.
 pub fn attempt(host: &dyn Host, ids: &[i64], mode: Mode) -> Result<Vec<Outcome>, DbError> {
-    let jobs = load_jobs(host, ids)?;
-    if jobs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let settings = host.settings();
-    let started = host.now_ms();
-    let ts = started / 1000;
-    let requests: Vec<OutRequest> = jobs
-        .iter()
-        .map(|j| {
-            let body = payload(&j.event_type, j.occurred_at, &j.data);
-            let mut headers = vec![
-                ("content-type".to_owned(), "application/json".to_owned()),
-                ("user-agent".to_owned(), concat!("panel-webhooks/", env!("CARGO_PKG_VERSION")).to_owned()),
-                ("webhook-id".to_owned(), j.msg_id.clone()),
-                ("webhook-timestamp".to_owned(), ts.to_string()),
-            ];
-            if let Some(secret) = &j.secret {
-                headers.push(("webhook-signature".to_owned(), signing::sign(secret, &j.msg_id, ts, body.as_bytes())));
-            }
-            OutRequest { url: j.url.clone(), headers, body: body.into_bytes(), timeout_ms: settings.attempt_timeout_ms }
-        })
-        .collect();
-    let results = host.send_all(&requests);
-    let finished = host.now_ms();
-
-    transaction(host, || {
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for ((job, req), sent) in jobs.iter().zip(&requests).zip(results) {
-            outcomes.push(record(host, job, req, sent, started, finished, mode, &settings.retry_schedule_ms)?);
-        }
-        Ok(outcomes)
-    })
+    Ok(drive(host, ids.to_vec(), None, mode, host.now_ms())?.outcomes)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -321,12 +401,13 @@ fn record(
     host: &dyn Host,
     job: &Job,
     req: &OutRequest,
-    sent: crate::host::Sent,
+    sent: &crate::host::Sent,
     started: u64,
     finished: u64,
     mode: Mode,
-    schedule: &[u64],
+    settings: &crate::host::Settings,
 ) -> Result<Outcome, DbError> {
+    let schedule = &settings.retry_schedule_ms;
     let attempt_no = job.attempts + 1;
     let duration = sent.duration_ms.unwrap_or(finished.saturating_sub(started));
     let (status, error, resp_headers, body, body_size, retry_after) = match &sent.result {
@@ -396,22 +477,42 @@ fn record(
             error.clone().into(),
         ],
     )?;
-    host.execute(
-        "UPDATE webhooks SET last_event_type = ?2, last_event_at = ?3, last_status = ?4, last_ok = ?5 WHERE id = ?1",
-        &[
-            job.webhook_id.into(),
-            job.event_type.as_str().into(),
-            started.into(),
-            status.map(i64::from).into(),
-            success.into(),
-        ],
-    )?;
-    if gone {
-        host.execute(
+    // `failing_since` marks the first failure after the last success.
+    let failing_since = host
+        .query(
+            "UPDATE webhooks SET last_event_type = ?2, last_event_at = ?3, last_status = ?4, last_ok = ?5, \
+             failing_since = CASE WHEN ?5 = 1 THEN NULL ELSE COALESCE(failing_since, ?3) END \
+             WHERE id = ?1 RETURNING failing_since",
+            &[
+                job.webhook_id.into(),
+                job.event_type.as_str().into(),
+                started.into(),
+                status.map(i64::from).into(),
+                success.into(),
+            ],
+        )?
+        .first()
+        .and_then(|r| r.opt_i64(0))
+        .map(|v| v as u64);
+    let disable = if gone {
+        Some("The endpoint answered 410 Gone.".to_owned())
+    } else {
+        failing_since.filter(|since| finished.saturating_sub(*since) >= settings.auto_disable_after_ms).map(|since| {
+            format!(
+                "Every delivery failed for {} without a success (since {}).",
+                crate::admin::duration_words(finished - since),
+                rfc3339(since)
+            )
+        })
+    };
+    if let Some(reason) = disable {
+        let n = host.execute(
             "UPDATE webhooks SET enabled = 0, disabled_reason = ?2, disabled_at = ?3 WHERE id = ?1 AND enabled = 1",
-            &[job.webhook_id.into(), "The endpoint answered 410 Gone.".into(), finished.into()],
+            &[job.webhook_id.into(), reason.as_str().into(), finished.into()],
         )?;
-        host.log(Level::Warn, &format!("webhook {} disabled: endpoint answered 410 Gone", job.webhook_id));
+        if n > 0 {
+            host.log(Level::Warn, &format!("webhook {} disabled: {reason}", job.webhook_id));
+        }
     }
     Ok(Outcome { delivery_id: job.delivery_id, status, error, success })
 }
@@ -496,6 +597,65 @@ pub fn resend(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Opti
     // A delivery still on its schedule stays on it; a finished one gets one more try.
     let mode = if state == "pending" || state == "retrying" { Mode::Scheduled } else { Mode::Once };
     Ok(attempt(host, &[delivery_id], mode)?.into_iter().next())
+}
+
+/// Puts every exhausted delivery of a webhook created at or after `since_ms`
+/// back on the schedule, due now (one more attempt each). Answers how many.
+pub fn retry_failed_since(host: &dyn Host, webhook_id: i64, since_ms: u64) -> Result<u64, DbError> {
+    host.execute(
+        "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?3, lease_until = NULL \
+         WHERE webhook_id = ?1 AND state = 'exhausted' AND created_at >= ?2",
+        &[webhook_id.into(), since_ms.into(), host.now_ms().into()],
+    )
+}
+
+/// Rows deleted by one maintenance pass.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Pruned {
+    pub attempts: u64,
+    pub deliveries: u64,
+    pub events: u64,
+}
+
+/// Rows deleted per statement, so the write lock is held briefly.
+const PRUNE_BATCH: u32 = 2000;
+/// Statements per table per pass; the next pass continues.
+const PRUNE_ROUNDS: u32 = 50;
+
+/// Deletes history older than the retention period: attempts of finished
+/// deliveries, then finished deliveries without attempts, then events
+/// without deliveries. Pending and retrying work is never pruned.
+pub fn maintain(host: &dyn Host) -> Result<Pruned, DbError> {
+    let cutoff = host.now_ms().saturating_sub(host.settings().retention_ms);
+    let mut p = Pruned::default();
+    let steps: [(&str, &mut u64); 3] = [
+        (
+            "DELETE FROM attempts WHERE id IN (SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             WHERE a.attempted_at < ?1 AND d.state IN ('succeeded', 'exhausted') LIMIT ?2)",
+            &mut p.attempts,
+        ),
+        (
+            "DELETE FROM deliveries WHERE id IN (SELECT d.id FROM deliveries d WHERE d.created_at < ?1 \
+             AND d.state IN ('succeeded', 'exhausted') \
+             AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = d.id) LIMIT ?2)",
+            &mut p.deliveries,
+        ),
+        (
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.raised_at < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) LIMIT ?2)",
+            &mut p.events,
+        ),
+    ];
+    for (sql, count) in steps {
+        for _ in 0..PRUNE_ROUNDS {
+            let n = host.execute(sql, &[cutoff.into(), PRUNE_BATCH.into()])?;
+            *count += n;
+            if n < u64::from(PRUNE_BATCH) {
+                break;
+            }
+        }
+    }
+    Ok(p)
 }
 
 /// Lower-case hex.

@@ -74,6 +74,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX attempts_history ON attempts (webhook_id, attempted_at DESC, id DESC);
     CREATE INDEX attempts_by_delivery ON attempts (delivery_id, id);
     ",
+    // 2: auto-disable needs the start of the current failure streak.
+    "ALTER TABLE webhooks ADD COLUMN failing_since INTEGER;",
 ];
 
 /// Brings the schema to the newest version; answers that version.

@@ -124,7 +124,8 @@ pub fn update(host: &dyn Host, id: i64, v: &Valid) -> Result<bool, DbError> {
         let mut sql = String::from(
             "UPDATE webhooks SET name = ?2, url = ?3, updated_at = ?4, enabled = ?5, \
              disabled_reason = CASE WHEN ?5 = 1 THEN NULL ELSE disabled_reason END, \
-             disabled_at = CASE WHEN ?5 = 1 THEN NULL ELSE disabled_at END",
+             disabled_at = CASE WHEN ?5 = 1 THEN NULL ELSE disabled_at END, \
+             failing_since = CASE WHEN ?5 = 1 AND enabled = 0 THEN NULL ELSE failing_since END",
         );
         let mut params: Vec<Value> =
             vec![id.into(), v.name.as_str().into(), v.url.as_str().into(), now.into(), v.enabled.into()];
@@ -170,7 +171,8 @@ pub fn toggle(host: &dyn Host, id: i64) -> Result<Option<bool>, DbError> {
     let rows = host.query(
         "UPDATE webhooks SET enabled = 1 - enabled, updated_at = ?2, \
          disabled_reason = CASE WHEN enabled = 0 THEN NULL ELSE 'Disabled by an admin.' END, \
-         disabled_at = CASE WHEN enabled = 0 THEN NULL ELSE ?2 END \
+         disabled_at = CASE WHEN enabled = 0 THEN NULL ELSE ?2 END, \
+         failing_since = CASE WHEN enabled = 0 THEN NULL ELSE failing_since END \
          WHERE id = ?1 RETURNING enabled",
         &[id.into(), now.into()],
     )?;
@@ -331,4 +333,11 @@ pub fn delivery(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Op
         })
         .collect();
     Ok(Some(d))
+}
+
+/// Deliveries of a webhook that gave up (for the "retry failed" form).
+pub fn exhausted_count(host: &dyn Host, webhook_id: i64) -> Result<i64, DbError> {
+    let rows = host
+        .query("SELECT COUNT(*) FROM deliveries WHERE webhook_id = ?1 AND state = 'exhausted'", &[webhook_id.into()])?;
+    Ok(rows.first().map(|r| r.i64(0)).unwrap_or(0))
 }

@@ -99,7 +99,8 @@ impl From<CallError> for RaiseError {
 /// A running webhooks integration: the component, its workers and its database.
 pub struct Webhooks {
     rt: Arc<Runtime>,
-    scheduler: Scheduler,
+    waker: scheduler::Waker,
+    scheduler: std::sync::Mutex<Option<Scheduler>>,
     manifest: ex::plugin::Manifest,
 }
 
@@ -112,7 +113,8 @@ impl Webhooks {
         let manifest = rt.describe().await?;
         tracing::info!(plugin = %manifest.name, version = %manifest.version, schema = version, "plugin ready");
         let scheduler = Scheduler::start(rt.clone());
-        Ok(Webhooks { rt, scheduler, manifest })
+        let waker = scheduler.waker();
+        Ok(Webhooks { rt, waker, scheduler: std::sync::Mutex::new(Some(scheduler)), manifest })
     }
 
     /// The plugin's manifest: name, version, menu entries, event catalog.
@@ -149,7 +151,7 @@ impl Webhooks {
             ex::events::RaiseError::Storage(m) => RaiseError::Storage(m),
         })?;
         if out.iter().any(|r| r.queued > 0) {
-            self.scheduler.wake();
+            self.waker.wake();
         }
         Ok(out.into_iter().map(|r| Raised { event_id: r.event_id, queued: r.queued }).collect())
     }
@@ -160,14 +162,14 @@ impl Webhooks {
         let r = self.rt.admin(req).await;
         // A test send or resend may have changed what is due.
         if req.method.eq_ignore_ascii_case("POST") {
-            self.scheduler.wake();
+            self.waker.wake();
         }
         r
     }
 
     /// Wakes the delivery workers (after a clock change, for example).
     pub fn wake(&self) {
-        self.scheduler.wake();
+        self.waker.wake();
     }
 
     /// Prunes history older than the retention period now (the scheduler
@@ -177,9 +179,13 @@ impl Webhooks {
         Ok((p.attempts, p.deliveries, p.events))
     }
 
-    /// Stops the workers, letting attempts in flight finish for up to 20 s.
-    pub async fn shutdown(self) {
-        self.scheduler.shutdown(Duration::from_secs(20)).await;
+    /// Stops the workers, letting attempts in flight finish for up to 20 s;
+    /// what is left resumes on the next start. Later calls do nothing.
+    pub async fn shutdown(&self) {
+        let s = self.scheduler.lock().ok().and_then(|mut s| s.take());
+        if let Some(s) = s {
+            s.shutdown(Duration::from_secs(20)).await;
+        }
     }
 }
 

@@ -4,7 +4,6 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -148,10 +147,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
 
     server::serve(app.clone(), listener, shutdown_signal()).await?;
     tracing::info!("shutting down: finishing attempts in flight");
-    match Arc::try_unwrap(app) {
-        Ok(app) => app.hooks.shutdown().await,
-        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-    }
+    app.hooks.shutdown().await;
     Ok(())
 }
 

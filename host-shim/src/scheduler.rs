@@ -17,6 +17,17 @@ use crate::runtime::Runtime;
 /// lease expired after a crash, and clock changes).
 pub const MAX_SLEEP: Duration = Duration::from_secs(5);
 
+/// Wakes the delivery workers; cheap to clone and call.
+#[derive(Clone)]
+pub struct Waker(watch::Sender<u64>);
+
+impl Waker {
+    /// Wakes every worker.
+    pub fn wake(&self) {
+        self.0.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
 /// Running delivery workers.
 pub struct Scheduler {
     wake: watch::Sender<u64>,
@@ -93,9 +104,9 @@ impl Scheduler {
         Scheduler { wake, stop, tasks, rt }
     }
 
-    /// Wakes every worker (after events were raised).
-    pub fn wake(&self) {
-        self.wake.send_modify(|v| *v = v.wrapping_add(1));
+    /// A handle that wakes every worker (after events were raised).
+    pub fn waker(&self) -> Waker {
+        Waker(self.wake.clone())
     }
 
     /// Stops taking new work and waits up to `grace` for runs in progress;

@@ -238,19 +238,22 @@ pub fn run_due(host: &dyn Host, max: u32) -> Result<Report, DbError> {
 /// Claims up to `n` due rows, oldest first, at most `per-webhook-concurrency`
 /// in flight per webhook across all workers.
 fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) -> Result<Vec<i64>, DbError> {
+    // `CROSS JOIN` keeps SQLite walking the due index in order; `+webhook_id`
+    // keeps the in-flight count on the small index of leased rows. Both are
+    // plain SQL elsewhere.
     let rows = host.query(
-        "UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
-            SELECT id FROM (\
-                SELECT c.id, c.next_attempt_at, \
-                    ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.next_attempt_at, c.id) \
-                    + (SELECT COUNT(*) FROM deliveries f WHERE f.webhook_id = c.webhook_id \
-                       AND f.state IN ('pending', 'retrying') AND f.lease_until > ?2) AS slot \
-                FROM (SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d \
-                      JOIN webhooks w ON w.id = d.webhook_id \
-                      WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ?2 \
-                        AND (d.lease_until IS NULL OR d.lease_until <= ?2) AND w.enabled = 1 \
-                      ORDER BY d.next_attempt_at, d.id LIMIT ?4) c\
-            ) ranked WHERE slot <= ?5 ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id",
+        "WITH c AS (\
+            SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d CROSS JOIN webhooks w \
+            WHERE w.id = d.webhook_id AND d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ?2 \
+              AND (d.lease_until IS NULL OR d.lease_until <= ?2) AND w.enabled = 1 \
+            ORDER BY d.next_attempt_at, d.id LIMIT ?4), \
+         f AS (SELECT +webhook_id AS webhook_id, COUNT(*) AS n FROM deliveries \
+               WHERE lease_until > ?2 GROUP BY +webhook_id), \
+         ranked AS (SELECT c.id, c.next_attempt_at, \
+               ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.next_attempt_at, c.id) \
+               + COALESCE(f.n, 0) AS slot FROM c LEFT JOIN f ON f.webhook_id = c.webhook_id) \
+         UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
+            SELECT id FROM ranked WHERE slot <= ?5 ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id",
         &[lease_until.into(), now.into(), n.into(), (n * CANDIDATES_FACTOR).into(), per_webhook.into()],
     )?;
     Ok(rows.iter().map(|r| r.i64(0)).collect())
@@ -353,15 +356,22 @@ fn build_request(j: &Job, now: u64, timeout_ms: u64) -> OutRequest {
     OutRequest { url: j.url.clone(), headers, body: body.into_bytes(), timeout_ms }
 }
 
-/// When the next delivery falls due, if any waits.
+/// When the next delivery falls due, if any waits: the earliest unleased
+/// due time of an enabled webhook, or the earliest lease expiry.
 fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
-    let rows = host.query(
-        "SELECT MIN(CASE WHEN d.lease_until IS NOT NULL AND d.lease_until > ?1 THEN d.lease_until ELSE d.next_attempt_at END) \
-         FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
-         WHERE d.state IN ('pending', 'retrying') AND w.enabled = 1",
+    let due = host.query(
+        "SELECT d.next_attempt_at FROM deliveries d CROSS JOIN webhooks w \
+         WHERE w.id = d.webhook_id AND w.enabled = 1 AND d.state IN ('pending', 'retrying') \
+           AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
+         ORDER BY d.next_attempt_at LIMIT 1",
         &[now.into()],
     )?;
-    Ok(rows.first().and_then(|r| r.opt_i64(0)).map(|v| u64::try_from(v).unwrap_or(0)))
+    let lease = host.query("SELECT MIN(lease_until) FROM deliveries WHERE lease_until > ?1", &[now.into()])?;
+    let first = |r: &crate::host::Rows| r.first().and_then(|r| r.opt_i64(0)).map(|v| u64::try_from(v).unwrap_or(0));
+    Ok(match (first(&due), first(&lease)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }
 
 fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {

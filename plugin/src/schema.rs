@@ -76,6 +76,8 @@ const MIGRATIONS: &[&str] = &[
     ",
     // 2: auto-disable needs the start of the current failure streak.
     "ALTER TABLE webhooks ADD COLUMN failing_since INTEGER;",
+    // 3: leased rows are few; counting them per webhook must not scan the rest.
+    "CREATE INDEX deliveries_leased ON deliveries (lease_until) WHERE lease_until IS NOT NULL;",
 ];
 
 /// Brings the schema to the newest version; answers that version.

@@ -84,6 +84,11 @@ async fn receive(
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             (StatusCode::OK, "slow ok").into_response()
         }
+        ["hang", ..] => {
+            // Accepts the request and never answers.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            (StatusCode::OK, "too late").into_response()
+        }
         ["html", ..] => (
             StatusCode::OK,
             [("content-type", "text/html"), ("x-evil", "<script>alert('hdr')</script>")],

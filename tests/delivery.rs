@@ -1,0 +1,206 @@
+//! Delivery semantics against a real receiver: failures, 410, Retry-After,
+//! timeouts, a dead endpoint beside a healthy one, manual recovery,
+//! auto-disable, graceful shutdown. The real binary, component and SQLite file.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn id_of(h: &Host, name: &str) -> i64 {
+    h.db().query_row("SELECT id FROM webhooks WHERE name = ?1", [name], |r| r.get(0)).unwrap()
+}
+
+/// attempted_at, duration_ms, response_status, error, success
+type AttemptRow = (i64, i64, Option<i64>, Option<String>, bool);
+
+fn attempts(h: &Host) -> Vec<AttemptRow> {
+    let db = h.db();
+    let mut st = db
+        .prepare("SELECT attempted_at, duration_ms, response_status, error, success FROM attempts ORDER BY id")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn gone_410_disables_the_webhook_with_a_reason() {
+    let h = host();
+    let r = Receiver::start();
+    let a = h.admin();
+    a.create("Gone", &r.url("/status/410/g"), "", &["user.created"], true);
+    h.raise(json!({"type": "user.created", "data": {}}));
+    r.wait_for("/status/410/g", 1, WAIT);
+    eventually(WAIT, "webhook disabled", || h.count("SELECT COUNT(*) FROM webhooks WHERE enabled = 0") == 1);
+    assert_eq!(h.count("SELECT COUNT(*) FROM deliveries WHERE state = 'exhausted'"), 1);
+    let (_, page) = a.get(MOUNT);
+    assert!(page.contains("410 Gone"), "dashboard shows why");
+    // Disabled: a new event queues nothing for it.
+    h.raise(json!({"type": "user.created", "data": {}}));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(r.seen_at("/status/410/g").len(), 1);
+}
+
+#[test]
+fn redirects_are_failures_and_never_followed() {
+    let h = host();
+    let r = Receiver::start();
+    let a = h.admin();
+    a.create("Redirect", &r.url("/status/302/x"), "", &["user.created"], true);
+    h.raise(json!({"type": "user.created", "data": {}}));
+    r.wait_for("/status/302/x", 1, WAIT);
+    eventually(WAIT, "attempt recorded", || h.count("SELECT COUNT(*) FROM attempts") >= 1);
+    let at = attempts(&h);
+    assert_eq!(at[0].2, Some(302));
+    assert!(!at[0].4);
+    assert!(at[0].3.as_deref().unwrap_or("").contains("redirects are not followed"));
+}
+
+#[test]
+fn retry_after_on_429_is_honoured() {
+    let h = host();
+    let r = Receiver::start();
+    h.admin().create("Busy", &r.url("/retry-after/2/x"), "", &["user.created"], true);
+    h.raise(json!({"type": "user.created", "data": {}}));
+    r.wait_for("/retry-after/2/x", 2, WAIT);
+    eventually(WAIT, "two attempts", || h.count("SELECT COUNT(*) FROM attempts") == 2);
+    let at = attempts(&h);
+    assert_eq!(at[0].2, Some(429));
+    assert_eq!(at[1].2, Some(200));
+    let gap = at[1].0 - at[0].0;
+    // The schedule says 300 ms; the receiver asked for 2 s.
+    assert!(gap >= 1900, "second attempt {gap} ms after the first");
+}
+
+#[test]
+fn slow_and_silent_receivers_time_out_and_are_recorded() {
+    let h = host_with(&[("WEBHOOKS_ATTEMPT_TIMEOUT", "1s"), ("WEBHOOKS_RETRY_SCHEDULE", "0s")]);
+    let r = Receiver::start();
+    let a = h.admin();
+    a.create("Slow", &r.url("/slow/3000/x"), "", &["user.created"], true);
+    a.create("Silent", &r.url("/hang/x"), "", &["user.created"], true);
+    h.raise(json!({"type": "user.created", "data": {}}));
+    eventually(WAIT, "both attempts recorded", || h.count("SELECT COUNT(*) FROM attempts") == 2);
+    for (_, duration, status, error, ok) in attempts(&h) {
+        assert!(!ok);
+        assert_eq!(status, None);
+        assert!(error.as_deref().unwrap_or("").contains("timed out"), "{error:?}");
+        assert!((900..2500).contains(&duration), "took {duration} ms");
+    }
+    assert_eq!(h.count("SELECT COUNT(*) FROM deliveries WHERE state = 'exhausted'"), 2);
+}
+
+#[test]
+fn a_dead_endpoint_does_not_delay_a_healthy_one() {
+    let h = host_with(&[("WEBHOOKS_ATTEMPT_TIMEOUT", "5s"), ("WEBHOOKS_PER_WEBHOOK_CONCURRENCY", "4")]);
+    let r = Receiver::start();
+    let a = h.admin();
+    a.create("Dead", &r.url("/hang/dead"), "", &["user.created"], true);
+    a.create("Healthy", &r.url("/ok/healthy"), "", &["user.created"], true);
+    // The dead endpoint fills its slots first.
+    for i in 0..10 {
+        h.raise(json!({"type": "user.created", "data": {"i": i}}));
+    }
+    r.wait_for("/hang/dead", 4, WAIT);
+    r.wait_for("/ok/healthy", 10, WAIT);
+    // While the dead endpoint still hangs, new events reach the healthy one at once.
+    let t = Instant::now();
+    for i in 10..30 {
+        h.raise(json!({"type": "user.created", "data": {"i": i}}));
+    }
+    r.wait_for("/ok/healthy", 30, WAIT);
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(2500), "healthy deliveries took {took:?} beside a dead endpoint");
+    // The per-webhook bound held: at most 4 requests to the dead endpoint.
+    assert!(r.seen_at("/hang/dead").len() <= 4, "{}", r.seen_at("/hang/dead").len());
+    // Admin pages and event intake stay responsive too.
+    let t = Instant::now();
+    assert_eq!(a.get(MOUNT).0, 200);
+    assert_eq!(h.raise(json!({"type": "ticket.created", "data": {}})).0, 202);
+    assert!(t.elapsed() < Duration::from_millis(1000));
+}
+
+#[test]
+fn retry_failed_since_sends_exhausted_deliveries_again() {
+    let h = host_with(&[("WEBHOOKS_RETRY_SCHEDULE", "0s")]);
+    let r = Receiver::start();
+    let a = h.admin();
+    a.create("Down", &r.url("/status/500/a"), "", &["user.created"], true);
+    let id = id_of(&h, "Down");
+    for _ in 0..3 {
+        h.raise(json!({"type": "user.created", "data": {}}));
+    }
+    eventually(WAIT, "all exhausted", || h.count("SELECT COUNT(*) FROM deliveries WHERE state = 'exhausted'") == 3);
+    let (_, hist) = a.get(&format!("{MOUNT}/{id}/history"));
+    assert!(hist.contains("gave up after every retry") && hist.contains("Retry failed"));
+    let first_ids: Vec<String> = r.seen_at("/status/500/a").iter().map(|s| s.header("webhook-id")).collect();
+
+    // The endpoint is fixed; the admin retries everything from the last 24 hours.
+    let url = r.url("/ok/a");
+    a.post(
+        &format!("{MOUNT}/{id}"),
+        &[("name", "Down"), ("url", &url), ("secret_action", "keep"), ("events", "user.created"), ("enabled", "on")],
+    );
+    let (s, loc, _) = a.post(&format!("{MOUNT}/{id}/retry-failed"), &[("since", "24h")]);
+    assert_eq!(s, 303);
+    let (_, page) = a.get(&loc);
+    assert!(page.contains("3 failed deliveries will be sent again now"));
+    let again = r.wait_for("/ok/a", 3, WAIT);
+    let mut ids: Vec<String> = again.iter().map(|s| s.header("webhook-id")).collect();
+    let mut first = first_ids.clone();
+    ids.sort();
+    first.sort();
+    assert_eq!(ids, first, "same webhook-ids as the failed attempts");
+    eventually(WAIT, "succeeded", || h.count("SELECT COUNT(*) FROM deliveries WHERE state = 'succeeded'") == 3);
+}
+
+#[test]
+fn failing_without_success_for_the_configured_time_disables_until_re_enabled() {
+    let h = host_with(&[("WEBHOOKS_AUTO_DISABLE_AFTER", "1s"), ("WEBHOOKS_RETRY_SCHEDULE", "0s,600ms,600ms,600ms")]);
+    let r = Receiver::start();
+    let a = h.admin();
+    a.create("Broken", &r.url("/status/503/b"), "", &["user.created"], true);
+    let id = id_of(&h, "Broken");
+    h.raise(json!({"type": "user.created", "data": {}}));
+    eventually(WAIT, "auto-disabled", || h.count("SELECT COUNT(*) FROM webhooks WHERE enabled = 0") == 1);
+    let reason: String = h.db().query_row("SELECT disabled_reason FROM webhooks", [], |r| r.get(0)).unwrap();
+    assert!(reason.contains("failed for"), "{reason}");
+    let (_, page) = a.get(MOUNT);
+    assert!(page.contains("without a success"));
+    // While disabled, the pending retry waits.
+    let n = r.seen_at("/status/503/b").len();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(r.seen_at("/status/503/b").len(), n, "no attempts while disabled");
+    // Re-enabling resumes, with a fresh failure streak.
+    let url = r.url("/ok/b");
+    a.post(
+        &format!("{MOUNT}/{id}"),
+        &[("name", "Broken"), ("url", &url), ("secret_action", "keep"), ("events", "user.created"), ("enabled", "on")],
+    );
+    assert_eq!(h.count("SELECT COUNT(*) FROM webhooks WHERE enabled = 1 AND failing_since IS NULL"), 1);
+    r.wait_for("/ok/b", 1, WAIT);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_lets_attempts_in_flight_finish() {
+    let mut h = host_with(&[("WEBHOOKS_RETRY_SCHEDULE", "0s")]);
+    let r = Receiver::start();
+    h.admin().create("Slowish", &r.url("/slow/1500/s"), "", &["user.created"], true);
+    h.raise(json!({"type": "user.created", "data": {}}));
+    r.wait_for("/slow/1500/s", 1, WAIT);
+    let t = Instant::now();
+    let pid = h.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = h.child.wait().unwrap();
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // The attempt in flight finished and was recorded before exit.
+    assert_eq!(h.count("SELECT COUNT(*) FROM attempts WHERE success = 1"), 1);
+}

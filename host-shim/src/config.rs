@@ -19,6 +19,9 @@ pub const DEFAULT_RETRY_SCHEDULE: &str = "0s,5s,5m,30m,2h,5h,10h,10h";
 pub struct Config {
     /// Folder for the database, the compiled-component cache and keys.
     pub data_dir: PathBuf,
+    /// Key sealing webhook secrets at rest; `<data_dir>/secret.key` (created
+    /// on first start, mode 0600) when `None`.
+    pub secret_key: Option<crate::secrets::SecretKey>,
     /// Where compiled components are cached; `<data_dir>/cache` when `None`.
     pub cache_dir: Option<PathBuf>,
     /// URL path of the admin pages, without a trailing slash.
@@ -58,6 +61,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
+            secret_key: None,
             cache_dir: None,
             mount_path: DEFAULT_MOUNT.into(),
             allowed_hosts: Vec::new(),

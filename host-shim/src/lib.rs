@@ -10,6 +10,7 @@
 //! | [`storage`] | the plugin's SQLite database (rusqlite, WAL) |
 //! | [`egress`] | policed, pooled outbound HTTP for `wasi:http` |
 //! | [`scheduler`] | delivery workers woken by raised events |
+//! | [`secrets`] | webhook secrets sealed at rest with a host-held key |
 //! | [`admin_ui`] | the panel layout, menu, CSRF and flash messages around the plugin's pages |
 //! | [`server`] | `webhooks-host serve`: a minimal panel over HTTP |
 //!
@@ -32,6 +33,7 @@ pub mod config;
 pub mod egress;
 pub mod runtime;
 pub mod scheduler;
+pub mod secrets;
 pub mod server;
 pub mod storage;
 

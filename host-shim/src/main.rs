@@ -35,6 +35,9 @@ struct Serve {
     /// Folder for the database, compiled-component cache and keys.
     #[arg(long = "data", env = "WEBHOOKS_DATA_DIR", default_value = "./data")]
     data: PathBuf,
+    /// Key sealing webhook secrets at rest, 64 hex characters [default: DATA/secret.key, created on first start].
+    #[arg(long, env = "WEBHOOKS_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
     /// Folder for the compiled-component cache [default: DATA/cache].
     #[arg(long, env = "WEBHOOKS_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -118,6 +121,11 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     cfg.retention = s.retention.into();
     cfg.per_webhook_concurrency = s.per_webhook_concurrency.clamp(1, 1024);
     cfg.cache_dir = s.cache_dir.clone();
+    if let Some(k) = s.secret_key.as_deref().filter(|k| !k.is_empty()) {
+        cfg.secret_key = Some(
+            webhooks_host::secrets::SecretKey::from_hex(k).map_err(|e| anyhow::anyhow!("WEBHOOKS_SECRET_KEY: {e}"))?,
+        );
+    }
     cfg.delivery_workers = s.workers.clamp(1, 64);
     std::fs::create_dir_all(&s.data).with_context(|| format!("creating {}", s.data.display()))?;
 

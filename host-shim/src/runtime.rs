@@ -67,6 +67,8 @@ impl WasiHttpView for State {
 pub(crate) struct Shared {
     pub config: Config,
     pub egress: Egress,
+    /// Seals and opens webhook secrets.
+    pub key: crate::secrets::SecretKey,
     /// Set on shutdown; `run-due` stops claiming when it sees it.
     pub draining: std::sync::atomic::AtomicBool,
 }
@@ -99,6 +101,15 @@ impl bindings::storage::Host for State {
     }
     async fn rollback(&mut self) {
         self.db.rollback()
+    }
+}
+
+impl bindings::secrets::Host for State {
+    async fn seal(&mut self, plaintext: String) -> Vec<u8> {
+        self.shared.key.seal(&plaintext)
+    }
+    async fn open(&mut self, sealed: Vec<u8>) -> Result<String, String> {
+        self.shared.key.open(&sealed)
     }
 }
 
@@ -211,8 +222,14 @@ impl Runtime {
         bindings::types::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         bindings::storage::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         bindings::log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        bindings::secrets::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         bindings::host_info::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         let pre = WebhooksPre::new(linker.instantiate_pre(&component)?)?;
+        let key = match &config.secret_key {
+            Some(k) => k.clone(),
+            None => crate::secrets::SecretKey::load_or_create(&config.data_dir.join("secret.key"))
+                .context("reading or creating the secret key")?,
+        };
         let egress = Egress::new(
             Policy { allowed: config.allowed_hosts.clone() },
             config.resolver.clone(),
@@ -221,7 +238,7 @@ impl Runtime {
         let rt = Arc::new(Runtime {
             engine: engine.clone(),
             pre,
-            shared: Arc::new(Shared { config, egress, draining: Default::default() }),
+            shared: Arc::new(Shared { config, egress, key, draining: Default::default() }),
             idle: Mutex::new(Vec::new()),
         });
         // The epoch ticker: deadlines are counted in its ticks. It stops when

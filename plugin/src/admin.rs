@@ -362,6 +362,8 @@ struct FormPage<'a> {
     groups: Vec<Group>,
     errors: Vec<FieldError>,
     generated: bool,
+    secret_since: Option<When>,
+    rotation_until: Option<When>,
 }
 
 impl FormPage<'_> {
@@ -371,7 +373,7 @@ impl FormPage<'_> {
 }
 
 fn form_page(
-    _host: &dyn Host,
+    host: &dyn Host,
     req: &Request,
     base: &str,
     editing: Option<&Webhook>,
@@ -403,7 +405,21 @@ fn form_page(
         Some(w) => format!("Edit {}", w.name),
         None => "Create webhook".to_owned(),
     };
-    let t = FormPage { base, csrf: &req.csrf_token, action, editing, v, groups, errors, generated };
+    let now = host.now_ms();
+    let secret_since = editing.and_then(|w| w.secret_set_at).map(|t| When::new(t, now));
+    let rotation_until = editing.and_then(|w| w.previous_secret_until).filter(|t| *t > now).map(|t| When::new(t, now));
+    let t = FormPage {
+        base,
+        csrf: &req.csrf_token,
+        action,
+        editing,
+        v,
+        groups,
+        errors,
+        generated,
+        secret_since,
+        rotation_until,
+    };
     let fl = (status == 422)
         .then(|| Flash { kind: FlashKind::Error, message: "Please correct the fields marked below.".into() });
     page(status, &title, render(&t), fl)
@@ -431,7 +447,14 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
     // so it works without JavaScript.
     if req.f("generate").is_some() {
         values.secret = signing::generate_secret(&host.random_bytes(32));
-        values.secret_action = if existing.is_some() { "replace".into() } else { "generated".into() };
+        // On edit, a generated secret rotates: the old one keeps signing for a day.
+        values.secret_action = if existing.as_ref().is_some_and(|w| w.has_secret) {
+            "rotate".into()
+        } else if existing.is_some() {
+            "replace".into()
+        } else {
+            "generated".into()
+        };
         return Ok(form_page(host, req, base, existing.as_ref(), values, Vec::new(), 200));
     }
 
@@ -439,8 +462,11 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
     let secret = match action.as_str() {
         "keep" if existing.is_some() => None,
         "remove" if existing.is_some() => Some(String::new()),
-        "replace" if values.secret.trim().is_empty() => {
-            errors.push(FieldError { field: "secret", message: "Enter the new secret, or choose Keep.".into() });
+        "replace" | "rotate" if values.secret.trim().is_empty() => {
+            errors.push(FieldError {
+                field: "secret",
+                message: "Enter the new secret (or Generate one), or choose Keep.".into(),
+            });
             None
         }
         _ => Some(values.secret.clone()),
@@ -449,6 +475,7 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
         name: values.name.clone(),
         url: values.url.clone(),
         secret,
+        rotate: action == "rotate",
         events: values.events.clone(),
         enabled: values.enabled,
     };

@@ -112,6 +112,12 @@ impl Host for Wasm {
             per_webhook_concurrency: s.per_webhook_concurrency,
         }
     }
+    fn seal(&self, plaintext: &str) -> Vec<u8> {
+        panel::webhooks::secrets::seal(plaintext)
+    }
+    fn open(&self, sealed: &[u8]) -> Result<String, String> {
+        panel::webhooks::secrets::open(sealed)
+    }
     fn check_destination(&self, url: &str) -> Result<(), String> {
         host_info::check_destination(url)
     }

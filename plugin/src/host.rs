@@ -42,6 +42,11 @@ impl From<&str> for Value {
         Value::Text(v.to_owned())
     }
 }
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Blob(v)
+    }
+}
 impl From<String> for Value {
     fn from(v: String) -> Self {
         Value::Text(v)
@@ -87,6 +92,12 @@ impl Row<'_> {
         match self.0.get(i) {
             Some(Value::Text(v)) => Some(v.clone()),
             Some(Value::Blob(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+            _ => None,
+        }
+    }
+    pub fn opt_blob(&self, i: usize) -> Option<Vec<u8>> {
+        match self.0.get(i) {
+            Some(Value::Blob(v)) => Some(v.clone()),
             _ => None,
         }
     }
@@ -191,6 +202,10 @@ pub trait Host {
     fn log(&self, level: Level, message: &str);
     fn mount_path(&self) -> String;
     fn settings(&self) -> Settings;
+    /// Seals a secret with the host's key (AEAD).
+    fn seal(&self, plaintext: &str) -> Vec<u8>;
+    /// Opens what `seal` produced.
+    fn open(&self, sealed: &[u8]) -> Result<String, String>;
     /// The host egress policy's verdict on a URL's destination (no DNS).
     fn check_destination(&self, url: &str) -> Result<(), String>;
     /// Starts sending a request; answers a ticket to wait on.

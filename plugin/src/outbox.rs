@@ -204,7 +204,8 @@ struct Job {
     msg_id: String,
     attempts: i64,
     url: String,
-    secret: Option<String>,
+    /// Signing secrets, current first; the previous one while a rotation lasts.
+    secrets: Result<Vec<String>, String>,
     event_type: String,
     occurred_at: u64,
     data: String,
@@ -285,10 +286,16 @@ fn drive(
         |ids: &[i64], flying: &mut Vec<Flight>, failed: &mut Vec<(Job, OutRequest, Sent)>| -> Result<(), DbError> {
             let now = host.now_ms();
             for job in load_jobs(host, ids)? {
-                let request = build_request(&job, now, settings.attempt_timeout_ms);
-                match host.http_start(&request) {
-                    Ok(ticket) => flying.push(Flight { ticket, job, request, started: now }),
-                    Err(e) => failed.push((job, request, Sent { result: Err(e), duration_ms: Some(0) })),
+                match build_request(&job, now, settings.attempt_timeout_ms) {
+                    Ok(request) => match host.http_start(&request) {
+                        Ok(ticket) => flying.push(Flight { ticket, job, request, started: now }),
+                        Err(e) => failed.push((job, request, Sent { result: Err(e), duration_ms: Some(0) })),
+                    },
+                    Err(e) => {
+                        let request =
+                            OutRequest { url: job.url.clone(), headers: Vec::new(), body: Vec::new(), timeout_ms: 0 };
+                        failed.push((job, request, Sent { result: Err(e), duration_ms: Some(0) }));
+                    }
                 }
             }
             Ok(())
@@ -341,8 +348,9 @@ fn drive(
     Ok(report)
 }
 
-fn build_request(j: &Job, now: u64, timeout_ms: u64) -> OutRequest {
+fn build_request(j: &Job, now: u64, timeout_ms: u64) -> Result<OutRequest, String> {
     let ts = now / 1000;
+    let secrets = j.secrets.as_ref().map_err(|e| format!("not sent: the signing secret is unusable: {e}"))?;
     let body = payload(&j.event_type, j.occurred_at, &j.data);
     let mut headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
@@ -350,10 +358,12 @@ fn build_request(j: &Job, now: u64, timeout_ms: u64) -> OutRequest {
         ("webhook-id".to_owned(), j.msg_id.clone()),
         ("webhook-timestamp".to_owned(), ts.to_string()),
     ];
-    if let Some(secret) = &j.secret {
-        headers.push(("webhook-signature".to_owned(), signing::sign(secret, &j.msg_id, ts, body.as_bytes())));
+    if !secrets.is_empty() {
+        // Several signatures, space-separated, while a rotation lasts.
+        let sigs: Vec<String> = secrets.iter().map(|s| signing::sign(s, &j.msg_id, ts, body.as_bytes())).collect();
+        headers.push(("webhook-signature".to_owned(), sigs.join(" ")));
     }
-    OutRequest { url: j.url.clone(), headers, body: body.into_bytes(), timeout_ms }
+    Ok(OutRequest { url: j.url.clone(), headers, body: body.into_bytes(), timeout_ms })
 }
 
 /// When the next delivery falls due, if any waits: the earliest unleased
@@ -377,25 +387,33 @@ fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
 fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {
     let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("?{i}")).collect();
     let sql = format!(
-        "SELECT d.id, d.webhook_id, d.msg_id, d.attempts, w.url, w.secret, e.type, e.occurred_at, e.data \
+        "SELECT d.id, d.webhook_id, d.msg_id, d.attempts, w.url, e.type, e.occurred_at, e.data, \
+         w.secret_sealed, w.prev_secret_sealed, w.prev_secret_until \
          FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id \
          WHERE d.id IN ({}) ORDER BY d.id",
         placeholders.join(", ")
     );
     let params: Vec<Value> = ids.iter().map(|i| Value::from(*i)).collect();
     let rows = host.query(&sql, &params)?;
+    let now = host.now_ms();
     Ok(rows
         .iter()
-        .map(|r: Row<'_>| Job {
-            delivery_id: r.i64(0),
-            webhook_id: r.i64(1),
-            msg_id: r.str(2),
-            attempts: r.i64(3),
-            url: r.str(4),
-            secret: r.opt_str(5).filter(|s| !s.is_empty()),
-            event_type: r.str(6),
-            occurred_at: r.u64(7),
-            data: r.str(8),
+        .map(|r: Row<'_>| {
+            let mut sealed: Vec<Vec<u8>> = r.opt_blob(8).into_iter().collect();
+            if r.opt_i64(10).is_some_and(|until| until > now as i64) {
+                sealed.extend(r.opt_blob(9));
+            }
+            Job {
+                delivery_id: r.i64(0),
+                webhook_id: r.i64(1),
+                msg_id: r.str(2),
+                attempts: r.i64(3),
+                url: r.str(4),
+                event_type: r.str(5),
+                occurred_at: r.u64(6),
+                data: r.str(7),
+                secrets: sealed.iter().map(|s| host.open(s)).collect(),
+            }
         })
         .collect())
 }

@@ -78,6 +78,12 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE webhooks ADD COLUMN failing_since INTEGER;",
     // 3: leased rows are few; counting them per webhook must not scan the rest.
     "CREATE INDEX deliveries_leased ON deliveries (lease_until) WHERE lease_until IS NOT NULL;",
+    // 4: secrets sealed by the host (AEAD), and rotation. Plaintext `secret`
+    // values are sealed by `seal_plaintext_secrets` and cleared.
+    "ALTER TABLE webhooks ADD COLUMN secret_sealed BLOB;
+     ALTER TABLE webhooks ADD COLUMN secret_set_at INTEGER;
+     ALTER TABLE webhooks ADD COLUMN prev_secret_sealed BLOB;
+     ALTER TABLE webhooks ADD COLUMN prev_secret_until INTEGER;",
 ];
 
 /// Brings the schema to the newest version; answers that version.
@@ -100,9 +106,24 @@ pub fn migrate(host: &dyn Host) -> Result<u32, String> {
             host.execute("INSERT INTO plugin_schema (version) VALUES (?1)", &[Value::from(i as i64 + 1)])
                 .map_err(|e| e.to_string())?;
         }
+        seal_plaintext_secrets(host)?;
         Ok(MIGRATIONS.len() as u32)
     })
     .map_err(|Msg(m)| m)
+}
+
+/// Secrets stored before sealing existed are sealed now and their clear
+/// copies removed.
+fn seal_plaintext_secrets(host: &dyn Host) -> Result<(), crate::host::DbError> {
+    let rows = host.query("SELECT id, secret, updated_at FROM webhooks WHERE secret IS NOT NULL", &[])?;
+    for r in rows.iter() {
+        let sealed = host.seal(&r.str(1));
+        host.execute(
+            "UPDATE webhooks SET secret_sealed = ?2, secret_set_at = ?3, secret = NULL WHERE id = ?1",
+            &[r.i64(0).into(), sealed.into(), r.i64(2).into()],
+        )?;
+    }
+    Ok(())
 }
 
 /// A migration failure as a message (what `plugin.migrate` returns).

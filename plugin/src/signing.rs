@@ -53,13 +53,6 @@ pub fn sign(secret: &str, msg_id: &str, timestamp_s: u64, body: &[u8]) -> String
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
-/// A short, non-reversible hint of a secret for pages (`whsec_C2F…7oD`).
-pub fn mask(secret: &str) -> String {
-    let form = whsec_form(secret);
-    let tail: String = form.chars().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
-    format!("whsec_…{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,12 +91,5 @@ mod tests {
         assert!(!is_valid_whsec("whsec_***"));
         assert!(!is_valid_whsec("whsec_"));
         assert!(is_valid_whsec(SECRET));
-    }
-
-    #[test]
-    fn mask_never_contains_the_key() {
-        let m = mask(SECRET);
-        assert!(!m.contains("C2FVsBQIhrscChlQIMV"));
-        assert!(m.ends_with("7oD"));
     }
 }

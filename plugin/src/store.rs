@@ -3,15 +3,17 @@
 use crate::host::{DbError, Host, Row, Value, transaction};
 use crate::webhook::{MAX_WEBHOOKS, Valid};
 
-/// A webhook as the dashboard and forms show it. The secret itself never
-/// leaves this module except for signing; pages get `secret_hint`.
+/// A webhook as the dashboard and forms show it. Secrets are sealed by the
+/// host and never read here; pages learn only whether one is set.
 #[derive(Debug, Clone)]
 pub struct Webhook {
     pub id: i64,
     pub name: String,
     pub url: String,
     pub has_secret: bool,
-    pub secret_hint: Option<String>,
+    pub secret_set_at: Option<u64>,
+    /// While a rotation lasts, the previous secret also signs until then.
+    pub previous_secret_until: Option<u64>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<u64>,
@@ -25,19 +27,20 @@ pub struct Webhook {
     pub next_retry_at: Option<u64>,
 }
 
-const WEBHOOK_COLUMNS: &str = "w.id, w.name, w.url, w.secret, w.enabled, w.disabled_reason, w.disabled_at, \
+const WEBHOOK_COLUMNS: &str = "w.id, w.name, w.url, CASE WHEN w.secret_sealed IS NULL THEN 0 ELSE 1 END, w.enabled, w.disabled_reason, w.disabled_at, \
      w.last_event_type, w.last_event_at, w.last_status, w.last_ok, \
      (SELECT COUNT(*) FROM deliveries d WHERE d.webhook_id = w.id AND d.state = 'retrying'), \
-     (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.webhook_id = w.id AND d.state = 'retrying')";
+     (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.webhook_id = w.id AND d.state = 'retrying'), \
+     w.secret_set_at, w.prev_secret_until";
 
 fn webhook_from(r: &Row<'_>) -> Webhook {
-    let secret = r.opt_str(3).filter(|s| !s.is_empty());
     Webhook {
         id: r.i64(0),
         name: r.str(1),
         url: r.str(2),
-        has_secret: secret.is_some(),
-        secret_hint: secret.as_deref().map(crate::signing::mask),
+        has_secret: r.bool(3),
+        secret_set_at: r.opt_i64(13).map(|v| v as u64),
+        previous_secret_until: r.opt_i64(14).map(|v| v as u64),
         enabled: r.bool(4),
         disabled_reason: r.opt_str(5),
         disabled_at: r.opt_i64(6).map(|v| v as u64),
@@ -106,10 +109,19 @@ pub fn create(host: &dyn Host, v: &Valid) -> Result<i64, CreateError> {
         if count >= MAX_WEBHOOKS {
             return Err(CreateError::TooMany);
         }
-        let secret = v.secret.clone().flatten();
+        let sealed = v.secret.clone().flatten().map(|s| host.seal(&s));
+        let set_at = sealed.as_ref().map(|_| now);
         let rows = host.query(
-            "INSERT INTO webhooks (name, url, secret, enabled, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING id",
-            &[v.name.as_str().into(), v.url.as_str().into(), secret.into(), v.enabled.into(), now.into()],
+            "INSERT INTO webhooks (name, url, secret_sealed, secret_set_at, enabled, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
+            &[
+                v.name.as_str().into(),
+                v.url.as_str().into(),
+                sealed.into(),
+                set_at.into(),
+                v.enabled.into(),
+                now.into(),
+            ],
         )?;
         let id = rows.first().map(|r| r.i64(0)).unwrap_or_default();
         set_events(host, id, &v.events)?;
@@ -129,9 +141,26 @@ pub fn update(host: &dyn Host, id: i64, v: &Valid) -> Result<bool, DbError> {
         );
         let mut params: Vec<Value> =
             vec![id.into(), v.name.as_str().into(), v.url.as_str().into(), now.into(), v.enabled.into()];
-        if let Some(secret) = &v.secret {
-            sql.push_str(", secret = ?6");
-            params.push(secret.clone().into());
+        match &v.secret {
+            None => {}
+            Some(None) => sql.push_str(
+                ", secret_sealed = NULL, secret_set_at = NULL, prev_secret_sealed = NULL, prev_secret_until = NULL",
+            ),
+            Some(Some(new)) => {
+                params.push(host.seal(new).into());
+                if v.rotate {
+                    // The current secret keeps signing beside the new one.
+                    params.push((now + ROTATION_WINDOW_MS).into());
+                    sql.push_str(
+                        ", prev_secret_sealed = secret_sealed, prev_secret_until = CASE WHEN secret_sealed IS NULL \
+                         THEN NULL ELSE ?7 END, secret_sealed = ?6, secret_set_at = ?4",
+                    );
+                } else {
+                    sql.push_str(
+                        ", secret_sealed = ?6, secret_set_at = ?4, prev_secret_sealed = NULL, prev_secret_until = NULL",
+                    );
+                }
+            }
         }
         sql.push_str(" WHERE id = ?1");
         if host.execute(&sql, &params)? == 0 {
@@ -179,11 +208,8 @@ pub fn toggle(host: &dyn Host, id: i64) -> Result<Option<bool>, DbError> {
     Ok(rows.first().map(|r| r.bool(0)))
 }
 
-/// The secret used for signing (never rendered).
-pub fn secret(host: &dyn Host, id: i64) -> Result<Option<String>, DbError> {
-    let rows = host.query("SELECT secret FROM webhooks WHERE id = ?1", &[id.into()])?;
-    Ok(rows.first().and_then(|r| r.opt_str(0)).filter(|s| !s.is_empty()))
-}
+/// How long a rotated-out secret keeps signing beside the new one.
+pub const ROTATION_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// One history row: an attempt with its event.
 #[derive(Debug, Clone)]

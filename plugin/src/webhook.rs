@@ -17,6 +17,8 @@ pub struct Input {
     pub url: String,
     /// `None`: keep the stored secret (edit); `Some("")`: no secret.
     pub secret: Option<String>,
+    /// Keep the current secret valid beside the new one for a while.
+    pub rotate: bool,
     pub events: Vec<String>,
     pub enabled: bool,
 }
@@ -27,6 +29,7 @@ pub struct Valid {
     pub name: String,
     pub url: String,
     pub secret: Option<Option<String>>,
+    pub rotate: bool,
     pub events: Vec<String>,
     pub enabled: bool,
 }
@@ -98,7 +101,11 @@ pub fn validate(host: &dyn Host, input: &Input) -> Result<Valid, Vec<FieldError>
     // Keep catalog order so pages and payloads are stable.
     events.sort_by_key(|e| catalog::EVENTS.iter().position(|c| c.name == e));
 
-    if errors.is_empty() { Ok(Valid { name, url, secret, events, enabled: input.enabled }) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(Valid { name, url, secret, rotate: input.rotate, events, enabled: input.enabled })
+    } else {
+        Err(errors)
+    }
 }
 
 /// Syntax rules a URL must pass before the host's policy is asked; answers

@@ -1,0 +1,119 @@
+//! Secrets capability: webhook secrets are sealed at rest with an AEAD
+//! (ChaCha20-Poly1305) under a host-held key. The component asks to seal and
+//! open; it never sees the key, and the database never holds a secret in
+//! clear. A stolen database without the key reveals nothing.
+//!
+//! Format: `0x01 || nonce (12 bytes) || ciphertext+tag`. The key comes from
+//! `WEBHOOKS_SECRET_KEY` (64 hex characters) or from `<data>/secret.key`,
+//! created with mode 0600 on first start.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+
+const VERSION: u8 = 1;
+const NONCE: usize = 12;
+
+/// A 256-bit sealing key.
+#[derive(Clone)]
+pub struct SecretKey([u8; 32]);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.write_str("SecretKey(..)")
+    }
+}
+
+impl SecretKey {
+    /// A key from 32 bytes.
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        SecretKey(b)
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(s: &str) -> Result<Self, String> {
+        let v = hex::decode(s.trim()).map_err(|_| "the secret key must be 64 hex characters".to_string())?;
+        let b: [u8; 32] =
+            v.try_into().map_err(|_| "the secret key must be 32 bytes (64 hex characters)".to_string())?;
+        Ok(SecretKey(b))
+    }
+
+    /// Reads `path`, or creates it with a random key (mode 0600).
+    pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return Self::from_hex(&s).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+        }
+        let mut b = [0u8; 32];
+        getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        opts.open(path)?.write_all(hex::encode(b).as_bytes())?;
+        Ok(SecretKey(b))
+    }
+
+    /// Encrypts.
+    pub fn seal(&self, plaintext: &str) -> Vec<u8> {
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
+        let mut nonce = [0u8; NONCE];
+        getrandom::fill(&mut nonce).expect("the OS random source works");
+        let ct =
+            cipher.encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes()).expect("in-memory encryption cannot fail");
+        let mut out = Vec::with_capacity(1 + NONCE + ct.len());
+        out.push(VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Decrypts and authenticates.
+    pub fn open(&self, sealed: &[u8]) -> Result<String, String> {
+        if sealed.len() < 1 + NONCE + 16 || sealed[0] != VERSION {
+            return Err("not a sealed secret".into());
+        }
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
+        let pt = cipher
+            .decrypt(Nonce::from_slice(&sealed[1..1 + NONCE]), &sealed[1 + NONCE..])
+            .map_err(|_| "the secret could not be decrypted (altered, or the key changed)".to_string())?;
+        String::from_utf8(pt).map_err(|_| "the secret is not UTF-8".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_tamper_detection() {
+        let k = SecretKey::from_bytes([7; 32]);
+        let s = k.seal("whsec_abc");
+        assert!(!s.windows(9).any(|w| w == b"whsec_abc"), "no plaintext in the sealed bytes");
+        assert_eq!(k.open(&s).unwrap(), "whsec_abc");
+        assert_ne!(k.seal("whsec_abc"), s, "fresh nonce each time");
+        let mut bad = s.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(k.open(&bad).is_err());
+        assert!(SecretKey::from_bytes([8; 32]).open(&s).is_err());
+        assert!(k.open(b"short").is_err());
+        assert!(format!("{k:?}").contains(".."));
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret.key");
+        let a = SecretKey::load_or_create(&p).unwrap();
+        let b = SecretKey::load_or_create(&p).unwrap();
+        assert_eq!(b.open(&a.seal("x")).unwrap(), "x");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert!(SecretKey::from_hex("zz").is_err());
+    }
+}

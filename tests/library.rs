@@ -45,20 +45,20 @@ async fn create(hooks: &Webhooks, url: &str) {
 }
 
 async fn create_for(hooks: &Webhooks, url: &str, event: &str) {
+    post(hooks, "/", &[("name", "Lib"), ("url", url), ("events", event), ("enabled", "on")]).await;
+}
+
+async fn post(hooks: &Webhooks, path: &str, form: &[(&str, &str)]) {
     let req = Request {
         method: "POST".into(),
-        path: "/".into(),
+        path: path.into(),
         query: vec![],
-        form: vec![
-            ("name".into(), "Lib".into()),
-            ("url".into(), url.into()),
-            ("events".into(), event.into()),
-            ("enabled".into(), "on".into()),
-        ],
+        form: form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         actor: "test".into(),
         csrf_token: String::new(),
     };
-    assert!(matches!(hooks.admin(&req).await.unwrap(), Response::Redirect(_)));
+    let r = hooks.admin(&req).await.unwrap();
+    assert!(matches!(r, Response::Redirect(_)), "{r:?}");
 }
 
 fn db(dir: &tempfile::TempDir) -> rusqlite::Connection {
@@ -149,5 +149,111 @@ async fn history_older_than_retention_is_pruned_but_pending_work_is_kept() {
     assert_eq!(count(&dir, "SELECT COUNT(*) FROM attempts"), 1, "the waiting delivery keeps its attempt");
     assert_eq!(count(&dir, "SELECT COUNT(*) FROM deliveries WHERE state = 'retrying'"), 1);
     assert_eq!(count(&dir, "SELECT COUNT(*) FROM events"), 1, "only the waiting delivery's event is left");
+    hooks.shutdown().await;
+}
+
+fn sigs(s: &support::Seen) -> Vec<String> {
+    s.header("webhook-signature").split(' ').map(str::to_owned).collect()
+}
+
+fn expected_sig(secret: &str, s: &support::Seen) -> String {
+    let ts: i64 = s.header("webhook-timestamp").parse().unwrap();
+    standardwebhooks::Webhook::new(secret).unwrap().sign(&s.header("webhook-id"), ts, &s.body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_signs_with_both_secrets_for_24_hours_then_only_the_new_one() {
+    let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
+    let r = Receiver::start();
+    let (hooks, dir) = start(clock.clone()).await;
+    let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let new = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let url = r.url("/ok/rot");
+    post(
+        &hooks,
+        "/",
+        &[("name", "Rot"), ("url", &url), ("secret", old), ("events", "user.created"), ("enabled", "on")],
+    )
+    .await;
+    let id: i64 = db(&dir).query_row("SELECT id FROM webhooks", [], |r| r.get(0)).unwrap();
+    let edit = format!("/{id}");
+    let form = |action: &'static str, secret: &'static str| {
+        vec![
+            ("name", "Rot"),
+            ("url", url.as_str()),
+            ("secret_action", action),
+            ("secret", secret),
+            ("events", "user.created"),
+            ("enabled", "on"),
+        ]
+    };
+    post(&hooks, &edit, &form("rotate", new)).await;
+
+    hooks.raise(Event::new("user.created", "{}")).await.unwrap();
+    settle().await;
+    let got = r.seen_at("/ok/rot");
+    assert_eq!(got.len(), 1);
+    let s = sigs(&got[0]);
+    assert_eq!(s.len(), 2, "two signatures while rotating: {s:?}");
+    assert_eq!(s[0], expected_sig(new, &got[0]));
+    assert_eq!(s[1], expected_sig(old, &got[0]));
+
+    // After the 24-hour window only the new secret signs.
+    clock.advance(Duration::from_secs(24 * 3600 + 60));
+    hooks.raise(Event::new("user.created", "{}")).await.unwrap();
+    settle().await;
+    let got = r.seen_at("/ok/rot");
+    assert_eq!(got.len(), 2);
+    assert_eq!(sigs(&got[1]), [expected_sig(new, &got[1])]);
+
+    // The database never holds either secret in clear.
+    let mut bytes = std::fs::read(dir.path().join("data/webhooks.db")).unwrap();
+    bytes.extend(std::fs::read(dir.path().join("data/webhooks.db-wal")).unwrap_or_default());
+    for secret in [old, new] {
+        let needle = &secret.as_bytes()[6..20];
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "secret found in the database file");
+    }
+    hooks.shutdown().await;
+}
+
+/// A resolver under an attacker's control: every name answers 127.0.0.1.
+#[derive(Debug)]
+struct Rebinding(u16);
+
+impl webhooks_host::egress::Resolver for Rebinding {
+    fn lookup<'a>(
+        &'a self,
+        _host: &'a str,
+        _port: u16,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send + 'a>>
+    {
+        let port = self.0;
+        Box::pin(async move { Ok(vec![([93, 184, 216, 34], port).into(), ([127, 0, 0, 1], port).into()]) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_resolves_to_loopback_is_refused_at_send_time() {
+    let listener = support::Listener::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(tmp.path().join("data"));
+    cfg.cache_dir = Some(concat!(env!("CARGO_TARGET_TMPDIR"), "/cwasm-cache").into());
+    cfg.resolver = Arc::new(Rebinding(listener.port));
+    cfg.retry_schedule = vec![Duration::ZERO];
+    let hooks = Webhooks::start(cfg).await.unwrap();
+    // The name passes save-time checks: nothing in the URL shows it is internal.
+    create(&hooks, &format!("http://hooks.example.com:{}/in", listener.port)).await;
+    hooks.raise(Event::new("user.created", "{}")).await.unwrap();
+    let mut error = None;
+    for _ in 0..100 {
+        error = db(&tmp).query_row("SELECT error FROM attempts", [], |r| r.get::<_, String>(0)).ok();
+        if error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = error.expect("the attempt was recorded");
+    assert!(error.contains("127.0.0.1") && error.contains("refused by the egress policy"), "{error}");
+    assert_eq!(listener.connections(), 0);
     hooks.shutdown().await;
 }

@@ -50,6 +50,12 @@ pub struct Config {
     pub batch_size: u32,
     /// Linear memory one instance may use. Default 256 MiB.
     pub memory_limit: usize,
+    /// Deadline of a call that does no network I/O (raise, pages without a
+    /// send). Default 10 s. Calls that send add the attempt deadline.
+    pub call_timeout: Duration,
+    /// Load this component instead of the built-in one (a newer plugin build,
+    /// or a test component).
+    pub component_path: Option<PathBuf>,
     /// The clock the plugin and the scheduler read (replaceable in tests).
     pub clock: Arc<dyn Clock>,
     /// Name resolution for egress (replaceable in tests).
@@ -76,6 +82,8 @@ impl Config {
             delivery_workers: 2,
             batch_size: 64,
             memory_limit: 256 << 20,
+            call_timeout: Duration::from_secs(10),
+            component_path: None,
             clock: Arc::new(SystemClock),
             resolver: Arc::new(SystemResolver),
         }

@@ -11,6 +11,7 @@
 //! | [`egress`] | policed, pooled outbound HTTP for `wasi:http` |
 //! | [`scheduler`] | delivery workers woken by raised events |
 //! | [`secrets`] | webhook secrets sealed at rest with a host-held key |
+//! | [`auth`] | admin sign-in and sessions for `serve` |
 //! | [`admin_ui`] | the panel layout, menu, CSRF and flash messages around the plugin's pages |
 //! | [`server`] | `webhooks-host serve`: a minimal panel over HTTP |
 //!
@@ -28,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod admin_ui;
+pub mod auth;
 pub mod bindings;
 pub mod config;
 pub mod egress;

@@ -41,6 +41,12 @@ struct Serve {
     /// Folder for the compiled-component cache [default: DATA/cache].
     #[arg(long, env = "WEBHOOKS_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Admin user name for the sign-in page.
+    #[arg(long, env = "WEBHOOKS_ADMIN_USER", default_value = "admin")]
+    admin_user: String,
+    /// Admin password; when unset, one is generated on first start, printed once and stored only as an Argon2 hash.
+    #[arg(long, env = "WEBHOOKS_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
     /// Bearer token for /api/*; generated and saved in DATA/api-token when unset.
     #[arg(long, env = "WEBHOOKS_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
@@ -69,6 +75,15 @@ struct Serve {
     /// SQLite durability: normal (safe against crashes) or full (safe against power loss).
     #[arg(long, env = "WEBHOOKS_DURABILITY", value_enum, default_value_t = Durability::Normal)]
     durability: Durability,
+    /// Deadline of one call into the plugin that sends nothing.
+    #[arg(long, env = "WEBHOOKS_CALL_TIMEOUT", default_value = "10s")]
+    call_timeout: humantime::Duration,
+    /// Linear memory one plugin instance may use, in MiB.
+    #[arg(long, env = "WEBHOOKS_MEMORY_LIMIT_MIB", default_value_t = 256)]
+    memory_limit_mib: usize,
+    /// Load this plugin component instead of the built-in one.
+    #[arg(long, env = "WEBHOOKS_COMPONENT")]
+    component: Option<PathBuf>,
     /// Delivery workers.
     #[arg(long, env = "WEBHOOKS_WORKERS", default_value_t = 2)]
     workers: usize,
@@ -117,6 +132,9 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     cfg.attempt_timeout = s.attempt_timeout.into();
     cfg.lease = s.lease.into();
     cfg.durability = s.durability;
+    cfg.call_timeout = s.call_timeout.into();
+    cfg.memory_limit = s.memory_limit_mib.clamp(16, 4096) << 20;
+    cfg.component_path = s.component.clone();
     cfg.auto_disable_after = s.auto_disable_after.into();
     cfg.retention = s.retention.into();
     cfg.per_webhook_concurrency = s.per_webhook_concurrency.clamp(1, 1024);
@@ -144,8 +162,14 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
         }
     };
 
+    let (auth, generated) = webhooks_host::auth::Auth::load(s.admin_user.clone(), s.admin_password.clone(), &s.data)
+        .context("loading the admin account")?;
+    if let Some(p) = generated {
+        // Printed once, on the terminal of whoever started it; stored only hashed.
+        eprintln!("Generated the admin password for user {:?} (shown once): {p}", s.admin_user);
+    }
     let hooks = Webhooks::start(cfg).await?;
-    let app = Arc::new(App { hooks, api_token, key });
+    let app = Arc::new(App { hooks, api_token, key, auth });
     let listener =
         tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
     let addr = listener.local_addr()?;

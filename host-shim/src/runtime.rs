@@ -35,8 +35,6 @@ pub static COMPONENT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/web
 
 /// Epoch tick length; deadlines are counted in these.
 pub const TICK: Duration = Duration::from_millis(10);
-/// Deadline for calls that do no network I/O (raise, describe, pages).
-pub const QUICK_CALL: Duration = Duration::from_secs(10);
 /// Idle instances kept for reuse.
 const MAX_IDLE: usize = 16;
 
@@ -183,11 +181,11 @@ fn engine() -> anyhow::Result<Engine> {
 }
 
 /// Loads the compiled component from the cache, compiling and caching it on a miss.
-fn load_component(engine: &Engine, cache_dir: &Path) -> anyhow::Result<Component> {
+fn load_component(engine: &Engine, wasm: &[u8], cache_dir: &Path) -> anyhow::Result<Component> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     let mut key = Sha256::new();
-    key.update(COMPONENT_WASM);
+    key.update(wasm);
     key.update(h.finish().to_le_bytes());
     let key = hex::encode(&key.finalize()[..12]);
     let path = cache_dir.join(format!("webhooks-{key}.cwasm"));
@@ -199,8 +197,7 @@ fn load_component(engine: &Engine, cache_dir: &Path) -> anyhow::Result<Component
             Err(e) => tracing::warn!("compiled-component cache unusable, recompiling: {e:#}"),
         }
     }
-    let bytes =
-        engine.precompile_component(COMPONENT_WASM).map_err(anyhow::Error::from).context("compiling the component")?;
+    let bytes = engine.precompile_component(wasm).map_err(anyhow::Error::from).context("compiling the component")?;
     std::fs::create_dir_all(cache_dir).ok();
     let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
     if std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
@@ -215,7 +212,11 @@ impl Runtime {
     pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
         let engine = engine()?;
-        let component = load_component(&engine, &config.cache_path())?;
+        let custom = match &config.component_path {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading the component {}", p.display()))?),
+            None => None,
+        };
+        let component = load_component(&engine, custom.as_deref().unwrap_or(COMPONENT_WASM), &config.cache_path())?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -285,7 +286,7 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks(QUICK_CALL));
+        store.set_epoch_deadline(ticks(c.call_timeout));
         let bindings =
             self.pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         Ok(Worker { store, bindings })
@@ -324,7 +325,7 @@ impl Runtime {
 
     /// `plugin.describe`.
     pub async fn describe(&self) -> Result<bindings::ex::plugin::Manifest, CallError> {
-        let mut w = self.checkout(QUICK_CALL).await?;
+        let mut w = self.checkout(self.shared.config.call_timeout).await?;
         let r = w.bindings.panel_webhooks_plugin().call_describe(&mut w.store).await;
         self.finish(w, r)
     }
@@ -338,7 +339,7 @@ impl Runtime {
 
     /// `admin.handle`; may send a test delivery, so its deadline covers one attempt.
     pub async fn admin(&self, req: &bindings::ex::admin::Request) -> Result<bindings::ex::admin::Response, CallError> {
-        let deadline = QUICK_CALL + self.shared.config.attempt_timeout;
+        let deadline = self.shared.config.call_timeout + self.shared.config.attempt_timeout;
         let mut w = self.checkout(deadline).await?;
         let r = w.bindings.panel_webhooks_admin().call_handle(&mut w.store, req).await;
         self.finish(w, r)
@@ -349,7 +350,7 @@ impl Runtime {
         &self,
         events: &[bindings::types::Event],
     ) -> Result<Result<Vec<bindings::ex::events::Raised>, bindings::ex::events::RaiseError>, CallError> {
-        let mut w = self.checkout(QUICK_CALL).await?;
+        let mut w = self.checkout(self.shared.config.call_timeout).await?;
         let r = w.bindings.panel_webhooks_events().call_raise_batch(&mut w.store, events).await;
         self.finish(w, r)
     }
@@ -368,7 +369,8 @@ impl Runtime {
 
     /// `deliveries.run-due`.
     pub async fn run_due(&self, max: u32) -> Result<bindings::ex::deliveries::Report, CallError> {
-        let deadline = QUICK_CALL * 3 + self.shared.config.attempt_timeout;
+        // The pipeline claims for up to 10 s, then drains for one attempt deadline.
+        let deadline = self.shared.config.call_timeout + Duration::from_secs(10) + self.shared.config.attempt_timeout;
         let mut w = self.checkout(deadline).await?;
         let r = w.bindings.panel_webhooks_deliveries().call_run_due(&mut w.store, max).await;
         self.finish(w, r)

@@ -16,6 +16,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::admin_ui;
+use crate::auth::{Auth, LoginError};
 use crate::bindings::ex::admin as wit_admin;
 use crate::bindings::types::{Flash, FlashKind};
 use crate::{Event, RaiseError, Webhooks};
@@ -26,6 +27,7 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub const MAX_BATCH: usize = 1000;
 
 const SESSION_COOKIE: &str = "wh_session";
+const PRE_SESSION_COOKIE: &str = "wh_pre";
 const FLASH_COOKIE: &str = "wh_flash";
 
 /// What the HTTP server needs.
@@ -36,6 +38,8 @@ pub struct App {
     pub api_token: String,
     /// Key for CSRF tokens.
     pub key: Vec<u8>,
+    /// The admin account and sessions.
+    pub auth: Auth,
 }
 
 /// The panel's routes.
@@ -47,9 +51,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/static/panel.css", get(|| async { asset("text/css", admin_ui::PANEL_CSS) }))
         .route("/static/webhooks.css", get(|| async { asset("text/css", admin_ui::WEBHOOKS_CSS) }))
         .route("/static/webhooks.js", get(|| async { asset("text/javascript", admin_ui::WEBHOOKS_JS) }))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
         .route("/api/events", post(api_event))
         .route("/api/events/batch", post(api_batch))
         .route(&mount, get(admin).post(admin))
+        .route(&format!("{mount}/"), get(admin).post(admin))
         .route(&format!("{mount}/{{*rest}}"), get(admin).post(admin))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .with_state(app)
@@ -89,6 +96,16 @@ fn secure_headers(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
+fn see_other(to: &str) -> Response {
+    let mut resp = Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, to)
+        .body(Body::empty())
+        .unwrap_or_default();
+    secure_headers(resp.headers_mut());
+    resp
+}
+
 fn new_session() -> String {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).expect("the OS random source works");
@@ -101,12 +118,17 @@ fn valid_session(s: &str) -> bool {
 
 async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let mount = app.hooks.config().mount_path.clone();
-    let (session, fresh) = match cookie(&headers, SESSION_COOKIE).filter(|s| valid_session(s)) {
-        Some(s) => (s, false),
-        None => (new_session(), true),
+    let signed_in = cookie(&headers, SESSION_COOKIE)
+        .filter(|s| valid_session(s))
+        .and_then(|s| app.auth.session_user(&s).map(|u| (s, u)));
+    let Some((session, user)) = signed_in else {
+        // Nothing runs for an anonymous request: back to the sign-in page.
+        let next = if method == Method::GET { uri.to_string() } else { mount.clone() };
+        let to = format!("/login?next={}", form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+        return see_other(&to);
     };
     let csrf = admin_ui::csrf_token(&app.key, &session);
-    let actor = "admin";
+    let actor = user.as_str();
     let frame = admin_ui::Frame { manifest: app.hooks.manifest(), mount: &mount, actor, csrf: &csrf };
     let path = uri.path().strip_prefix(mount.as_str()).unwrap_or("");
     let path = if path.is_empty() { "/".to_owned() } else { path.to_owned() };
@@ -120,11 +142,11 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
         }
         form = form_urlencoded::parse(&body).into_owned().collect();
         let submitted = form.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()).unwrap_or("");
-        if fresh || !admin_ui::csrf_ok(&app.key, &session, submitted) {
+        if !admin_ui::csrf_ok(&app.key, &session, submitted) {
             let page = frame.render(uri.path(), "Form expired",
                 "<div class=\"wh\"><h1>Form expired</h1><p>Nothing was changed. The form's security token did not match your session; go back, reload the page and submit again.</p></div>",
                 None);
-            return html(StatusCode::FORBIDDEN, page, &session, fresh, false);
+            return html(StatusCode::FORBIDDEN, page, false);
         }
         form.retain(|(k, _)| k != "_csrf");
     }
@@ -144,7 +166,7 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
             let flash = p.flash.or(incoming_flash);
             let page = frame.render(uri.path(), &p.title, &p.fragment, flash.as_ref());
             let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::OK);
-            html(status, page, &session, fresh, had_flash)
+            html(status, page, had_flash)
         }
         Ok(wit_admin::Response::Redirect(r)) => {
             // Only same-site paths: a plugin cannot send the admin elsewhere.
@@ -164,39 +186,27 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
             {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
-            if fresh {
-                set_session(&mut resp, &session);
-            }
             resp
         }
         Ok(wit_admin::Response::NotFound) => {
             let page = frame.render(uri.path(), "Not found",
                 "<div class=\"wh\"><h1>Not found</h1><p>There is no such webhook or page. It may have been deleted.</p></div>",
                 None);
-            html(StatusCode::NOT_FOUND, page, &session, fresh, had_flash)
+            html(StatusCode::NOT_FOUND, page, had_flash)
         }
         Err(e) => {
             let flash = Flash { kind: FlashKind::Error, message: format!("{e}. Nothing was changed; try again.") };
             let page = frame.render(uri.path(), "Error",
                 "<div class=\"wh\"><h1>The webhooks plugin failed</h1><p>The error was logged and the plugin was restarted.</p></div>",
                 Some(&flash));
-            html(StatusCode::INTERNAL_SERVER_ERROR, page, &session, fresh, had_flash)
+            html(StatusCode::INTERNAL_SERVER_ERROR, page, had_flash)
         }
     }
 }
 
-fn set_session(resp: &mut Response, session: &str) {
-    if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict")) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
-}
-
-fn html(status: StatusCode, body: String, session: &str, fresh: bool, clear_flash: bool) -> Response {
+fn html(status: StatusCode, body: String, clear_flash: bool) -> Response {
     let mut resp = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
     secure_headers(resp.headers_mut());
-    if fresh {
-        set_session(&mut resp, session);
-    }
     if clear_flash {
         resp.headers_mut().append(
             header::SET_COOKIE,
@@ -334,4 +344,125 @@ async fn api_batch(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
         }
         Err(e) => raise_error(e),
     }
+}
+
+#[derive(askama::Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    csrf: &'a str,
+    next: &'a str,
+    username: &'a str,
+    error: Option<String>,
+}
+
+/// Where to go after signing in: only a path under the admin mount.
+fn safe_next(mount: &str, next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if (n == mount || n.starts_with(&format!("{mount}/")) || n.starts_with(&format!("{mount}?")))
+                && !n.contains("//")
+                && !n.contains('\\') =>
+        {
+            n.to_owned()
+        }
+        _ => mount.to_owned(),
+    }
+}
+
+fn login_response(
+    app: &App,
+    status: StatusCode,
+    pre: &str,
+    fresh: bool,
+    next: &str,
+    username: &str,
+    error: Option<String>,
+) -> Response {
+    use askama::Template;
+    let csrf = admin_ui::csrf_token(&app.key, &format!("pre:{pre}"));
+    let body = LoginPage { csrf: &csrf, next, username, error }.render().unwrap_or_default();
+    let mut resp = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
+    secure_headers(resp.headers_mut());
+    if fresh
+        && let Ok(v) = HeaderValue::from_str(&format!("{PRE_SESSION_COOKIE}={pre}; Path=/; HttpOnly; SameSite=Strict"))
+    {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+fn pre_session(headers: &HeaderMap) -> (String, bool) {
+    match cookie(headers, PRE_SESSION_COOKIE).filter(|s| valid_session(s)) {
+        Some(s) => (s, false),
+        None => (new_session(), true),
+    }
+}
+
+async fn login_page(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    let mount = app.hooks.config().mount_path.clone();
+    let next: Option<String> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned());
+    let next = safe_next(&mount, next.as_deref());
+    let (pre, fresh) = pre_session(&headers);
+    login_response(&app, StatusCode::OK, &pre, fresh, &next, "", None)
+}
+
+async fn login(
+    State(app): State<Arc<App>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mount = app.hooks.config().mount_path.clone();
+    if body.len() > MAX_BODY {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
+    }
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let field = |n: &str| form.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).unwrap_or("");
+    let next = safe_next(&mount, Some(field("next")));
+    let (pre, fresh) = pre_session(&headers);
+    if fresh || !admin_ui::csrf_ok(&app.key, &format!("pre:{pre}"), field("_csrf")) {
+        let msg = "The sign-in form expired; please try again.".to_owned();
+        return login_response(&app, StatusCode::FORBIDDEN, &pre, fresh, &next, field("username"), Some(msg));
+    }
+    match app.auth.login(&peer.ip().to_string(), field("username"), field("password")) {
+        Ok(session) => {
+            tracing::info!(user = field("username"), "admin signed in");
+            let mut resp = see_other(&next);
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict"))
+            {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Err(LoginError::Invalid) => {
+            tracing::warn!(client = %peer.ip(), "failed admin sign-in");
+            let msg = "Wrong user name or password.".to_owned();
+            login_response(&app, StatusCode::UNAUTHORIZED, &pre, false, &next, field("username"), Some(msg))
+        }
+        Err(LoginError::Locked(left)) => {
+            tracing::warn!(client = %peer.ip(), "admin sign-in refused: too many failures");
+            let msg = format!("Too many failed attempts. Try again in {} minutes.", left.as_secs() / 60 + 1);
+            login_response(&app, StatusCode::TOO_MANY_REQUESTS, &pre, false, &next, field("username"), Some(msg))
+        }
+    }
+}
+
+async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(session) = cookie(&headers, SESSION_COOKIE) {
+        let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+        let token = form.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()).unwrap_or("");
+        if !admin_ui::csrf_ok(&app.key, &session, token) {
+            return plain(StatusCode::FORBIDDEN, "The form expired; reload the page and try again.");
+        }
+        app.auth.logout(&session);
+    }
+    let mut resp = see_other("/login");
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("wh_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    resp
 }

@@ -360,14 +360,43 @@ fn new_event(e: ex::events::Event) -> outbox::NewEvent {
     outbox::NewEvent { id: e.id, event_type: e.event_type, occurred_at_ms: e.occurred_at_ms, data_json: e.data_json }
 }
 
+/// Sandbox test hooks: a `test.webhook` event whose data names a hook
+/// misbehaves on purpose. Compiled only with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
+fn test_hook(e: &ex::events::Event) {
+    if e.event_type != catalog::TEST_EVENT {
+        return;
+    }
+    if e.data_json.contains(r#""__hook":"loop""#) {
+        let mut n = 0u64;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+    if e.data_json.contains(r#""__hook":"grow""#) {
+        let mut v: Vec<Vec<u8>> = Vec::new();
+        loop {
+            v.push(vec![1u8; 1 << 20]);
+            std::hint::black_box(&v);
+        }
+    }
+    if e.data_json.contains(r#""__hook":"trap""#) {
+        panic!("test hook: trap");
+    }
+}
+
 impl ex::events::Guest for Component {
     fn raise(e: ex::events::Event) -> Result<ex::events::Raised, ex::events::RaiseError> {
+        #[cfg(feature = "test-hooks")]
+        test_hook(&e);
         let mut out = outbox::raise_batch(&Wasm, &[new_event(e)]).map_err(raise_err)?;
         let r = out.pop().ok_or_else(|| ex::events::RaiseError::Storage("nothing raised".into()))?;
         Ok(ex::events::Raised { event_id: r.event_id, queued: r.queued })
     }
 
     fn raise_batch(es: Vec<ex::events::Event>) -> Result<Vec<ex::events::Raised>, ex::events::RaiseError> {
+        #[cfg(feature = "test-hooks")]
+        es.iter().for_each(test_hook);
         let events: Vec<_> = es.into_iter().map(new_event).collect();
         let out = outbox::raise_batch(&Wasm, &events).map_err(raise_err)?;
         Ok(out.into_iter().map(|r| ex::events::Raised { event_id: r.event_id, queued: r.queued }).collect())

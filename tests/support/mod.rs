@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 pub const TOKEN: &str = "test-token-0123456789";
+pub const ADMIN_PASSWORD: &str = "test-password-123";
 
 /// One request the receiver saw.
 #[derive(Clone, Debug)]
@@ -95,6 +96,9 @@ async fn receive(
             "<script>alert('body')</script><img src=x onerror=alert(2)>",
         )
             .into_response(),
+        ["redirect-to", port, ..] => {
+            (StatusCode::FOUND, [("location", format!("http://127.0.0.1:{port}/internal"))], "moved").into_response()
+        }
         ["retry-after", s, ..] => {
             if hits == 1 {
                 (StatusCode::TOO_MANY_REQUESTS, [("retry-after", s.to_string())], "slow down").into_response()
@@ -184,6 +188,8 @@ pub fn spawn_host(data: &Path, env: &[(&str, &str)]) -> Host {
         .arg(data)
         .env_remove("RUST_LOG")
         .env("WEBHOOKS_API_TOKEN", TOKEN)
+        .env("WEBHOOKS_ADMIN_USER", "admin")
+        .env("WEBHOOKS_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("WEBHOOKS_ALLOWED_HOSTS", "127.0.0.1")
         .env("WEBHOOKS_RETRY_SCHEDULE", "0s,300ms,300ms")
         .env("WEBHOOKS_ATTEMPT_TIMEOUT", "3s")
@@ -235,16 +241,24 @@ impl Host {
         std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
     }
 
+    /// An admin signed in through the real sign-in page.
     pub fn admin(&self) -> Admin {
+        let mut a = self.anonymous();
+        let (s, loc, _) = a.sign_in("admin", ADMIN_PASSWORD);
+        assert_eq!((s, loc.as_str()), (303, MOUNT), "signed in");
+        let page = a.get(MOUNT);
+        a.csrf = csrf_of(&page.1);
+        a
+    }
+
+    /// A browser-like client that has not signed in.
+    pub fn anonymous(&self) -> Admin {
         let client = reqwest::blocking::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let mut a = Admin { client, base: self.base.clone(), csrf: String::new() };
-        let page = a.get("/admin/integrations/webhooks");
-        a.csrf = csrf_of(&page.1);
-        a
+        Admin { client, base: self.base.clone(), csrf: String::new() }
     }
 
     pub fn api(&self) -> reqwest::blocking::Client {
@@ -275,6 +289,13 @@ pub struct Admin {
 pub const MOUNT: &str = "/admin/integrations/webhooks";
 
 impl Admin {
+    /// Loads /login and submits it; answers (status, location, body).
+    pub fn sign_in(&self, user: &str, password: &str) -> (u16, String, String) {
+        let (_, page) = self.get("/login");
+        let csrf = csrf_of(&page);
+        self.post_raw("/login", &[("username", user), ("password", password), ("_csrf", &csrf), ("next", MOUNT)])
+    }
+
     /// GET; answers (status, body). Follows one redirect.
     pub fn get(&self, path: &str) -> (u16, String) {
         let r = self.client.get(format!("{}{path}", self.base)).send().unwrap();
@@ -316,4 +337,64 @@ pub fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
         assert!(t.elapsed() < within, "timed out after {within:?} waiting for: {what}");
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// A raw TCP listener on 127.0.0.1 that counts connections: an egress test
+/// passes only if it stays at zero.
+pub struct Listener {
+    pub port: u16,
+    count: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Listener {
+    pub fn start() -> Listener {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = count.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(s);
+            }
+        });
+        Listener { port, count }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Builds the plugin with its `test-hooks` feature (misbehaviour on demand)
+/// once per test binary; answers the component's path.
+pub fn hooks_component() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+            let target = root.join("target").join("plugin-test-hooks");
+            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.current_dir(&root)
+                .args([
+                    "build",
+                    "-p",
+                    "webhooks-plugin",
+                    "--features",
+                    "test-hooks",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--release",
+                ])
+                .arg("--target-dir")
+                .arg(&target);
+            for v in
+                ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_TARGET_DIR"]
+            {
+                cmd.env_remove(v);
+            }
+            assert!(cmd.status().unwrap().success(), "building the test-hooks component");
+            target.join("wasm32-wasip2/release/webhooks_plugin.wasm")
+        })
+        .clone()
 }

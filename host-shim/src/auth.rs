@@ -1,0 +1,186 @@
+//! Admin sign-in for `serve` (a panel embedding the library authenticates its
+//! own admins and passes the actor instead).
+//!
+//! - The password is kept only as an Argon2id hash: from
+//!   `WEBHOOKS_ADMIN_PASSWORD` (hashed at start, never written), or generated
+//!   on first start, printed once, and stored hashed in `<data>/admin-password.hash`.
+//! - Sessions are random 256-bit ids in an `HttpOnly; SameSite=Strict`
+//!   cookie, held in memory with an idle timeout; a new id is issued at sign-in
+//!   (no session fixation).
+//! - Failed sign-ins are limited per client address and per user name:
+//!   after [`MAX_FAILURES`] within [`FAILURE_WINDOW`], sign-in is refused for
+//!   that window, before the password is even checked.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use subtle::ConstantTimeEq;
+
+/// Failed sign-ins allowed per address or user name within the window.
+pub const MAX_FAILURES: u32 = 5;
+/// The failure-counting window and the lockout that follows.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// A session ends after this long without a request.
+pub const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
+
+/// The admin account and live sessions.
+pub struct Auth {
+    user: String,
+    hash: String,
+    sessions: Mutex<HashMap<String, (String, Instant)>>,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+/// Why a sign-in was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginError {
+    /// Wrong user name or password.
+    Invalid,
+    /// Too many failures; try again after this long.
+    Locked(Duration),
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    hex::encode(b)
+}
+
+/// Hashes a password with Argon2id and a random salt (PHC string).
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 hashes any password").to_string()
+}
+
+impl Auth {
+    /// An account with a known password hash.
+    pub fn new(user: impl Into<String>, hash: String) -> Self {
+        Auth { user: user.into(), hash, sessions: Mutex::default(), failures: Mutex::default() }
+    }
+
+    /// Loads the account for `serve`: the given password, or the stored hash,
+    /// or a new generated password (answered so the caller prints it once).
+    pub fn load(user: String, password: Option<String>, data: &Path) -> std::io::Result<(Self, Option<String>)> {
+        if let Some(p) = password.filter(|p| !p.is_empty()) {
+            return Ok((Auth::new(user, hash_password(&p)), None));
+        }
+        let path = data.join("admin-password.hash");
+        if let Ok(hash) = std::fs::read_to_string(&path) {
+            return Ok((Auth::new(user, hash.trim().to_owned()), None));
+        }
+        let generated = random_id()[..20].to_owned();
+        let hash = hash_password(&generated);
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        opts.open(&path)?.write_all(hash.as_bytes())?;
+        Ok((Auth::new(user, hash), Some(generated)))
+    }
+
+    fn locked(&self, key: &str) -> Option<Duration> {
+        let f = self.failures.lock().ok()?;
+        let (n, since) = f.get(key)?;
+        let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
+        (*n >= MAX_FAILURES).then_some(left)
+    }
+
+    fn fail(&self, key: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            let e = f.entry(key.to_owned()).or_insert((0, Instant::now()));
+            if e.1.elapsed() > FAILURE_WINDOW {
+                *e = (0, Instant::now());
+            }
+            e.0 += 1;
+        }
+    }
+
+    /// Checks credentials from `client`; answers a new session id.
+    pub fn login(&self, client: &str, user: &str, password: &str) -> Result<String, LoginError> {
+        let keys = [format!("addr:{client}"), format!("user:{}", user.to_lowercase())];
+        if let Some(left) = keys.iter().filter_map(|k| self.locked(k)).max() {
+            return Err(LoginError::Locked(left));
+        }
+        let user_ok = bool::from(user.as_bytes().ct_eq(self.user.as_bytes()));
+        // Verify even for a wrong user name so timing does not tell which was wrong.
+        let pass_ok = PasswordHash::new(&self.hash)
+            .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
+        if !(user_ok && pass_ok) {
+            for k in &keys {
+                self.fail(k);
+            }
+            return Err(LoginError::Invalid);
+        }
+        for k in &keys {
+            if let Ok(mut f) = self.failures.lock() {
+                f.remove(k);
+            }
+        }
+        let id = random_id();
+        if let Ok(mut s) = self.sessions.lock() {
+            s.retain(|_, (_, seen)| seen.elapsed() < SESSION_IDLE);
+            s.insert(id.clone(), (self.user.clone(), Instant::now()));
+        }
+        Ok(id)
+    }
+
+    /// The user of a live session (and refreshes its idle timer).
+    pub fn session_user(&self, id: &str) -> Option<String> {
+        let mut s = self.sessions.lock().ok()?;
+        let (user, seen) = s.get_mut(id)?;
+        if seen.elapsed() >= SESSION_IDLE {
+            s.remove(id);
+            return None;
+        }
+        *seen = Instant::now();
+        Some(user.clone())
+    }
+
+    /// Ends a session.
+    pub fn logout(&self, id: &str) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_password_never_creates_a_session_and_locks_out() {
+        let a = Auth::new("admin", hash_password("correct horse"));
+        assert_eq!(a.login("1.2.3.4", "admin", "nope"), Err(LoginError::Invalid));
+        assert_eq!(a.login("1.2.3.4", "root", "correct horse"), Err(LoginError::Invalid));
+        assert!(a.sessions.lock().unwrap().is_empty());
+        let id = a.login("1.2.3.4", "admin", "correct horse").unwrap();
+        assert_eq!(a.session_user(&id).as_deref(), Some("admin"));
+        a.logout(&id);
+        assert_eq!(a.session_user(&id), None);
+        for _ in 0..MAX_FAILURES {
+            let _ = a.login("5.6.7.8", "admin", "bad");
+        }
+        assert!(matches!(a.login("5.6.7.8", "admin", "correct horse"), Err(LoginError::Locked(_))));
+        // Another address is locked out for that user name too.
+        assert!(matches!(a.login("9.9.9.9", "admin", "correct horse"), Err(LoginError::Locked(_))));
+    }
+
+    #[test]
+    fn generated_password_is_stored_only_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, pw) = Auth::load("admin".into(), None, dir.path()).unwrap();
+        let pw = pw.unwrap();
+        let stored = std::fs::read_to_string(dir.path().join("admin-password.hash")).unwrap();
+        assert!(stored.starts_with("$argon2id$") && !stored.contains(&pw));
+        let (again, none) = Auth::load("admin".into(), None, dir.path()).unwrap();
+        assert!(none.is_none());
+        assert!(again.login("a", "admin", &pw).is_ok());
+    }
+}

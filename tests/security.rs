@@ -1,0 +1,277 @@
+//! Security: hostile webhook URLs refused at save time and at send time
+//! (counted at a real listener that must see zero connections), redirects
+//! never followed, DNS failures, the sandbox (a component that loops forever
+//! or grows without bound), secrets never shown, admin sign-in.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Hostile URLs; `{P}` is the counting listener's port on 127.0.0.1.
+const HOSTILE: &[&str] = &[
+    // Schemes
+    "file:///etc/passwd",
+    "gopher://x/",
+    "ftp://x/",
+    "javascript:alert(1)",
+    "data:,x",
+    // Loopback and unspecified, in every spelling
+    "http://127.0.0.1:{P}/",
+    "http://127.1:{P}/",
+    "http://0:{P}/",
+    "http://0.0.0.0:{P}/",
+    "http://localhost:{P}/",
+    "http://localhost.:{P}/",
+    "http://a.localhost:{P}/",
+    "http://[::1]:{P}/",
+    "http://[::]:{P}/",
+    "http://2130706433:{P}/",
+    "http://0x7f000001:{P}/",
+    "http://0177.0.0.1:{P}/",
+    "http://0x7f.1:{P}/",
+    // IPv6 embeddings of internal IPv4
+    "http://[::ffff:127.0.0.1]:{P}/",
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[64:ff9b::7f00:1]:{P}/",
+    "http://[fe80::1%25eth0]/",
+    "http://[fe80::1]/",
+    "http://[fc00::1]/",
+    "http://[fd00::1]/",
+    "http://[2002:7f00:1::]/",
+    "http://[2001::1]/",
+    "http://[ff02::1]/",
+    // Private, shared, link-local (cloud metadata), reserved ranges
+    "http://10.0.0.1/",
+    "http://172.16.0.1/",
+    "http://192.168.1.1/",
+    "http://100.64.0.1/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://192.0.0.1/",
+    "http://198.18.0.1/",
+    "http://192.0.2.1/",
+    "http://198.51.100.1/",
+    "http://203.0.113.1/",
+    "http://224.0.0.1/",
+    "http://240.0.0.1/",
+    "http://255.255.255.255/",
+    // Parser tricks
+    "http://good.example@127.0.0.1:{P}/",
+    "http://evil#@good.example/",
+    "http://good.example\\@127.0.0.1/",
+    "http://[example.com]/",
+    "http://example.com/\r\nX-Injected: 1",
+    "http://exa mple.com/",
+    "http://\0example.com/",
+    "http://",
+    "http://example.com:0/",
+    "http://example.com:65536/",
+];
+
+fn urls(port: u16) -> Vec<String> {
+    HOSTILE.iter().map(|u| u.replace("{P}", &port.to_string())).collect()
+}
+
+#[test]
+fn hostile_urls_are_refused_when_saved() {
+    let listener = Listener::start();
+    let h = host_with(&[("WEBHOOKS_ALLOWED_HOSTS", "")]);
+    let a = h.admin();
+    let mut all = urls(listener.port);
+    all.push(format!("https://example.com/{}", "a".repeat(2100)));
+    assert!(all.len() >= 50);
+    for url in &all {
+        let (s, _, body) = a.create("Hostile", url, "", &["user.created"], true);
+        assert_eq!(s, 422, "{url:?} was accepted");
+        assert!(body.contains("wh-err"), "{url:?}: a message next to the field");
+    }
+    assert_eq!(h.count("SELECT COUNT(*) FROM webhooks"), 0);
+    assert_eq!(listener.connections(), 0);
+}
+
+#[test]
+fn hostile_urls_are_refused_when_sent_with_no_connection_made() {
+    let listener = Listener::start();
+    let h = host_with(&[("WEBHOOKS_ALLOWED_HOSTS", ""), ("WEBHOOKS_RETRY_SCHEDULE", "0s")]);
+    // URLs that got into the database some other way (an older version, DNS
+    // that changed, a direct edit): the host checks again at send time.
+    let mut sendable: Vec<String> = urls(listener.port)
+        .into_iter()
+        .filter(|u| {
+            u.starts_with("http://") && url::Url::parse(u).is_ok_and(|p| p.host().is_some() && p.port() != Some(0))
+        })
+        .collect();
+    sendable.push("http://does-not-exist.invalid/".into());
+    assert!(sendable.len() >= 40, "{}", sendable.len());
+    {
+        let db = h.db();
+        for (i, u) in sendable.iter().enumerate() {
+            db.execute(
+                "INSERT INTO webhooks (name, url, enabled, created_at, updated_at) VALUES (?1, ?2, 1, 0, 0)",
+                rusqlite::params![format!("h{i}"), u],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO webhook_events (webhook_id, event_type) VALUES (last_insert_rowid(), 'user.created')",
+                [],
+            )
+            .unwrap();
+        }
+    }
+    assert_eq!(h.raise(json!({"type": "user.created", "data": {}})).0, 202);
+    let n = sendable.len() as i64;
+    eventually(WAIT, "every hostile delivery attempted", || h.count("SELECT COUNT(*) FROM attempts") == n);
+    let db = h.db();
+    let mut st =
+        db.prepare("SELECT w.url, a.error, a.success FROM attempts a JOIN webhooks w ON w.id = a.webhook_id").unwrap();
+    let rows: Vec<(String, Option<String>, bool)> =
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    for (url, error, ok) in rows {
+        let error = error.unwrap_or_default();
+        assert!(!ok, "{url} succeeded");
+        let why_ok = error.contains("refused by the egress policy") || error.contains("DNS lookup");
+        assert!(why_ok, "{url}: {error}");
+    }
+    assert_eq!(listener.connections(), 0, "the listener saw a connection");
+}
+
+#[test]
+fn redirects_to_internal_addresses_are_not_followed() {
+    let listener = Listener::start();
+    let r = Receiver::start();
+    // The receiver is allowed (127.0.0.1), so the listener is too: only the
+    // no-redirect rule stands between them.
+    let h = host_with(&[("WEBHOOKS_ALLOWED_HOSTS", "127.0.0.1"), ("WEBHOOKS_RETRY_SCHEDULE", "0s")]);
+    h.admin().create("Redir", &r.url(&format!("/redirect-to/{}/x", listener.port)), "", &["user.created"], true);
+    h.raise(json!({"type": "user.created", "data": {}}));
+    eventually(WAIT, "attempt", || h.count("SELECT COUNT(*) FROM attempts") == 1);
+    assert_eq!(h.count("SELECT response_status FROM attempts"), 302);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(listener.connections(), 0);
+}
+
+#[test]
+fn a_component_that_loops_or_grows_fails_that_call_only() {
+    let component = hooks_component();
+    let mut h = host_with(&[
+        ("WEBHOOKS_COMPONENT", component.to_str().unwrap()),
+        ("WEBHOOKS_CALL_TIMEOUT", "1s"),
+        ("WEBHOOKS_MEMORY_LIMIT_MIB", "64"),
+    ]);
+    for hook in ["loop", "grow", "trap"] {
+        let t = std::time::Instant::now();
+        let (s, body) = h.raise(json!({"type": "test.webhook", "data": {"__hook": hook}}));
+        assert_eq!(s, 503, "{hook}: {body}");
+        assert_eq!(body["error"]["code"], "plugin", "{hook}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{hook} took {:?}", t.elapsed());
+        // The host survives and answers the next request normally.
+        let (s, _) = h.raise(json!({"type": "user.created", "data": {"after": hook}}));
+        assert_eq!(s, 202, "after {hook}");
+        assert_eq!(h.admin().get(MOUNT).0, 200);
+    }
+    // Nothing of the failed calls was stored; the failures were recorded.
+    assert_eq!(h.count("SELECT COUNT(*) FROM events WHERE type = 'test.webhook'"), 0);
+    assert_eq!(h.count("SELECT COUNT(*) FROM events"), 3);
+    let log = h.log();
+    assert!(log.matches("plugin call failed").count() >= 3, "{log}");
+    assert!(h.child.try_wait().unwrap().is_none(), "the host is still running");
+}
+
+#[test]
+fn every_admin_route_refuses_anonymous_requests() {
+    let h = host();
+    let a = h.admin();
+    a.create("Mine", "https://example.com/h", "", &["user.created"], true);
+    let anon = h.anonymous();
+    for p in ["", "/", "/new", "/1/edit", "/1/history", "/1/deliveries/1", "/1/delete"] {
+        let (s, body) = anon.get(&format!("{MOUNT}{p}"));
+        assert_eq!(s, 303, "GET {p}");
+        assert!(!body.contains("Mine"));
+    }
+    for p in ["", "/1", "/1/toggle", "/1/test", "/1/delete", "/1/retry-failed", "/1/deliveries/1/resend"] {
+        let (s, loc, _) = anon.post_raw(&format!("{MOUNT}{p}"), &[("name", "x"), ("_csrf", &a.csrf)]);
+        assert_eq!(s, 303, "POST {p}");
+        assert!(loc.starts_with("/login"), "{loc}");
+    }
+    assert_eq!(h.count("SELECT COUNT(*) FROM webhooks WHERE name = 'Mine' AND enabled = 1"), 1, "nothing changed");
+    // The API wants its token.
+    let r = h.api().post(format!("{}/api/events/batch", h.base)).json(&json!({"events": []})).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+#[test]
+fn wrong_passwords_never_sign_in_and_are_limited() {
+    let h = host();
+    let anon = h.anonymous();
+    let (s, _, body) = anon.sign_in("admin", "wrong");
+    assert_eq!(s, 401);
+    assert!(body.contains("Wrong user name or password"));
+    assert_eq!(anon.get(MOUNT).0, 303, "no session was created");
+    let (s, _, _) = anon.sign_in("root", ADMIN_PASSWORD);
+    assert_eq!(s, 401);
+    for _ in 0..3 {
+        anon.sign_in("admin", "wrong");
+    }
+    // Five failures: even the right password is refused for a while.
+    let (s, _, body) = anon.sign_in("admin", ADMIN_PASSWORD);
+    assert_eq!(s, 429, "{body}");
+    assert!(body.contains("Too many failed attempts"));
+    assert_eq!(anon.get(MOUNT).0, 303);
+    assert!(!h.log().contains(ADMIN_PASSWORD));
+}
+
+#[test]
+fn sign_out_ends_the_session_and_cookies_are_strict() {
+    let h = host();
+    let anon = h.anonymous();
+    let (_, page) = anon.get("/login");
+    let csrf = csrf_of(&page);
+    let r = anon
+        .client
+        .post(format!("{}/login", h.base))
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD), ("_csrf", csrf.as_str()), ("next", MOUNT)])
+        .send()
+        .unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("wh_session=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let (_, page) = anon.get(MOUNT);
+    let token = csrf_of(&page);
+    let (s, loc, _) = anon.post_raw("/logout", &[("_csrf", &token)]);
+    assert_eq!((s, loc.as_str()), (303, "/login"));
+    assert_eq!(anon.get(MOUNT).0, 303);
+}
+
+#[test]
+fn secrets_never_appear_in_pages_logs_history_or_the_database_in_clear() {
+    let h = host();
+    let r = Receiver::start();
+    let a = h.admin();
+    let secret = "whsec_dGhpcyBpcyBhIHZlcnkgc2VjcmV0IGtleSEh";
+    let needle = "dGhpcyBpcyBhIHZlcnkgc2VjcmV0";
+    a.create("S", &r.url("/ok/s"), secret, &["user.created"], true);
+    h.raise(json!({"type": "user.created", "data": {}}));
+    r.wait_for("/ok/s", 1, WAIT);
+    eventually(WAIT, "attempt", || h.count("SELECT COUNT(*) FROM attempts") == 1);
+    let id: i64 = h.db().query_row("SELECT id FROM webhooks", [], |r| r.get(0)).unwrap();
+    let d: i64 = h.db().query_row("SELECT id FROM deliveries", [], |r| r.get(0)).unwrap();
+    for p in [
+        MOUNT.to_owned(),
+        format!("{MOUNT}/{id}/edit"),
+        format!("{MOUNT}/{id}/history"),
+        format!("{MOUNT}/{id}/deliveries/{d}"),
+    ] {
+        assert!(!a.get(&p).1.contains(needle), "{p}");
+    }
+    let mut bytes = std::fs::read(h.data.join("webhooks.db")).unwrap();
+    bytes.extend(std::fs::read(h.data.join("webhooks.db-wal")).unwrap_or_default());
+    assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "secret in the database file");
+    assert!(!h.log().contains(needle));
+    // The receiver still gets a signature that verifies.
+    let s = &r.seen_at("/ok/s")[0];
+    standardwebhooks::Webhook::new(secret).unwrap().verify(&s.body, &s.headers).unwrap();
+}

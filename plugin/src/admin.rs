@@ -101,6 +101,7 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
                 secret_action: "keep".into(),
                 events: w.events.clone(),
                 enabled: w.enabled,
+                generated: false,
             };
             Ok(form_page(host, req, &base, Some(&w), values, Vec::new(), 200))
         }
@@ -338,6 +339,8 @@ struct FormValues {
     secret_action: String,
     events: Vec<String>,
     enabled: bool,
+    /// The secret field holds a secret generated just now.
+    generated: bool,
 }
 
 struct EventBox {
@@ -400,7 +403,7 @@ fn form_page(
         Some(w) => format!("{base}/{}", w.id),
         None => base.to_owned(),
     };
-    let generated = v.secret_action == "generated";
+    let generated = v.generated;
     let title = match editing {
         Some(w) => format!("Edit {}", w.name),
         None => "Create webhook".to_owned(),
@@ -441,12 +444,14 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
         secret_action: action.clone(),
         events: req.f_all("events"),
         enabled: req.f("enabled").is_some_and(|v| v == "on" || v == "1" || v == "true"),
+        generated: false,
     };
 
     // "Generate" re-renders the form with a fresh secret and saves nothing,
     // so it works without JavaScript.
     if req.f("generate").is_some() {
         values.secret = signing::generate_secret(&host.random_bytes(32));
+        values.generated = true;
         // On edit, a generated secret rotates: the old one keeps signing for a day.
         values.secret_action = if existing.as_ref().is_some_and(|w| w.has_secret) {
             "rotate".into()

@@ -1,0 +1,332 @@
+//! The admin pages in a real browser: Debian's headless Chromium driven over
+//! WebDriver (chromedriver), against the real `webhooks-host` binary, with a
+//! real receiver. Clicks through create, toggle, send test, history, details
+//! modal, edit with secret rotation, delete with confirmation, XSS and CSRF,
+//! with JavaScript and without, and saves a screenshot of each page under
+//! `docs/screenshots/`.
+//!
+//! Needs `chromium` and `chromium-driver` (`.ci/run` installs them). Without
+//! them the test says so and passes only outside CI (`CI` unset).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use support::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn browsers_present() -> bool {
+    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the browser tests: install chromium and chromium-driver"
+        );
+        eprintln!("skipped: install Debian's chromium and chromium-driver to run the browser tests");
+    }
+    present
+}
+
+async fn browser(javascript: bool) -> (Driver, Client) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let driver = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver(driver);
+    let profile = tempfile::tempdir().unwrap().keep();
+    let mut args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--window-size=1280,900".into(),
+        "--hide-scrollbars".into(),
+    ];
+    args.push(format!("--user-data-dir={}", profile.display()));
+    let mut opts = json!({ "binary": CHROMIUM, "args": args });
+    if !javascript {
+        opts["prefs"] = json!({ "profile.managed_default_content_settings.javascript": 2 });
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), opts);
+    caps.insert("unhandledPromptBehavior".into(), json!("ignore"));
+    let mut last = None;
+    for _ in 0..50 {
+        let mut b = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        b.capabilities(caps.clone());
+        match b.connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(c) => return (driver, c),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not start a WebDriver session: {last:?}");
+}
+
+fn shots() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("docs/screenshots");
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.len() > 1000, "{name}: an actual picture");
+    std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(c: &Client) -> String {
+    // The page may be navigating: retry a stale read.
+    for _ in 0..50 {
+        if let Ok(b) = c.find(Locator::Css("body")).await
+            && let Ok(t) = b.text().await
+        {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("could not read the page");
+}
+
+async fn sign_in(c: &Client, base: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Id("username")).await.unwrap().send_keys("admin").await.unwrap();
+    c.find(Locator::Id("password")).await.unwrap().send_keys(ADMIN_PASSWORD).await.unwrap();
+    c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("h1")).await.unwrap();
+}
+
+async fn wait_text(c: &Client, needle: &str) {
+    for _ in 0..100 {
+        if text(c).await.contains(needle) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("page never showed {needle:?}: {}", text(c).await);
+}
+
+fn count(h: &Host, sql: &str) -> i64 {
+    h.count(sql)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_click_through_with_javascript() {
+    if !browsers_present() {
+        return;
+    }
+    let h = host();
+    let r = Receiver::start();
+    let (_driver, c) = browser(true).await;
+    let base = h.base.clone();
+
+    // Sign in.
+    c.goto(&format!("{base}{MOUNT}")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().starts_with("/login"), "anonymous → sign-in page");
+    shot(&c, "login").await;
+    sign_in(&c, &base).await;
+    wait_text(&c, "No webhooks yet").await;
+    shot(&c, "dashboard-empty").await;
+
+    // Create: one click from the dashboard, Generate a secret, select a whole group.
+    c.find(Locator::LinkText("Create webhook")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("wh-name")).await.unwrap();
+    c.find(Locator::Id("wh-name")).await.unwrap().send_keys("Billing CRM").await.unwrap();
+    c.find(Locator::Id("wh-url")).await.unwrap().send_keys(&r.url("/html/crm")).await.unwrap();
+    c.find(Locator::Css("button[name=generate]")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "A new secret was generated").await;
+    let secret = c.find(Locator::Id("wh-secret")).await.unwrap().prop("value").await.unwrap().unwrap();
+    assert!(secret.starts_with("whsec_") && secret.len() > 40, "{secret}");
+    assert_eq!(c.find(Locator::Id("wh-name")).await.unwrap().prop("value").await.unwrap().unwrap(), "Billing CRM");
+    c.find(Locator::Css("input[data-select-all=User]")).await.unwrap().click().await.unwrap();
+    let checked = c
+        .execute(
+            "return document.querySelectorAll('fieldset[data-group=User] input[name=events]:checked').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(checked, json!(3), "select all checks the whole group");
+    shot(&c, "create-form").await;
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was created").await;
+    assert!(text(&c).await.contains("Billing CRM"));
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM webhook_events"), 3);
+
+    // Toggle without a reload.
+    c.execute("window.__marker = 42", vec![]).await.unwrap();
+    let switch = c.find(Locator::Css(".wh-switch")).await.unwrap();
+    assert_eq!(switch.attr("aria-checked").await.unwrap().as_deref(), Some("true"));
+    switch.click().await.unwrap();
+    for _ in 0..100 {
+        if count(&h, "SELECT enabled FROM webhooks") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(count(&h, "SELECT enabled FROM webhooks"), 0);
+    assert_eq!(c.execute("return window.__marker", vec![]).await.unwrap(), json!(42), "no full reload");
+    assert_eq!(switch.attr("aria-checked").await.unwrap().as_deref(), Some("false"));
+    switch.click().await.unwrap();
+    for _ in 0..100 {
+        if count(&h, "SELECT enabled FROM webhooks") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    shot(&c, "dashboard").await;
+
+    // Send test → history with the outcome.
+    c.find(Locator::Css("form[action$='/test'] button")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "Test delivered").await;
+    assert_eq!(r.seen_at("/html/crm").len(), 1);
+    let sent = &r.seen_at("/html/crm")[0];
+    standardwebhooks::Webhook::new(&secret).unwrap().verify(&sent.body, &sent.headers).unwrap();
+    let page = text(&c).await;
+    assert!(page.contains("test.webhook") && page.contains("200") && page.contains("Success"));
+    shot(&c, "history").await;
+
+    // Details in a modal; the receiver's HTML stays inert.
+    c.find(Locator::Css("a[data-details]")).await.unwrap().click().await.unwrap();
+    let dialog = c.wait().for_element(Locator::Css("dialog#wh-details[open]")).await.unwrap();
+    let details = dialog.text().await.unwrap();
+    assert!(details.contains("webhook-signature") && details.contains("Payload"));
+    assert!(details.contains("<script>alert('body')</script>"), "shown as text");
+    assert!(!details.contains(&secret[6..]), "the secret is never shown");
+    assert!(c.get_alert_text().await.is_err(), "no script ran");
+    shot(&c, "delivery-details").await;
+    dialog.find(Locator::Css("[data-close]")).await.unwrap().click().await.unwrap();
+
+    // Edit: rotate the secret.
+    c.goto(&format!("{base}{MOUNT}")).await.unwrap();
+    c.find(Locator::LinkText("Edit")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("wh-secret-state")).await.unwrap();
+    assert!(!c.source().await.unwrap().contains(&secret[6..]), "the stored secret is not echoed back");
+    c.find(Locator::Css("button[name=generate]")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "A new secret was generated").await;
+    let rotate = c.find(Locator::Css("input[name=secret_action][value=rotate]")).await.unwrap();
+    assert_eq!(rotate.prop("checked").await.unwrap().as_deref(), Some("true"), "generating on edit rotates");
+    shot(&c, "edit-rotate").await;
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was saved").await;
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM webhooks WHERE prev_secret_until IS NOT NULL"), 1);
+
+    // XSS: a hostile name is text, nothing runs.
+    c.find(Locator::LinkText("Create webhook")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("wh-name")).await.unwrap();
+    c.find(Locator::Id("wh-name")).await.unwrap().send_keys("<img src=x onerror=\"window.__xss=1\">").await.unwrap();
+    c.find(Locator::Id("wh-url")).await.unwrap().send_keys("https://example.com/x").await.unwrap();
+    c.find(Locator::Css("input[name=events][value='ticket.closed']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was created").await;
+    assert!(text(&c).await.contains("<img src=x onerror=\"window.__xss=1\">"));
+    assert_eq!(c.execute("return window.__xss === undefined", vec![]).await.unwrap(), json!(true));
+
+    // CSRF: a tampered token changes nothing.
+    c.find(Locator::LinkText("Create webhook")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("wh-name")).await.unwrap();
+    c.find(Locator::Id("wh-name")).await.unwrap().send_keys("Forged").await.unwrap();
+    c.find(Locator::Id("wh-url")).await.unwrap().send_keys("https://example.com/f").await.unwrap();
+    c.find(Locator::Css("input[name=events][value='ticket.closed']")).await.unwrap().click().await.unwrap();
+    c.execute("document.querySelector('form.wh-form input[name=_csrf]').value = 'forged'", vec![]).await.unwrap();
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "Form expired").await;
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM webhooks WHERE name = 'Forged'"), 0);
+
+    // Delete with a confirmation dialog.
+    c.goto(&format!("{base}{MOUNT}")).await.unwrap();
+    c.find(Locator::Css("a[data-confirm-delete='Billing CRM']")).await.unwrap().click().await.unwrap();
+    let dialog = c.wait().for_element(Locator::Css("dialog[open]")).await.unwrap();
+    assert!(dialog.text().await.unwrap().contains("cannot be undone"));
+    shot(&c, "delete-confirm").await;
+    dialog.find(Locator::Css("button.wh-btn-danger")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was deleted").await;
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM webhooks WHERE name = 'Billing CRM'"), 0);
+
+    // Readable at 360 px: nothing wider than the screen but the scrolling table.
+    c.set_window_size(360, 800).await.unwrap();
+    c.goto(&format!("{base}{MOUNT}")).await.unwrap();
+    let overflow = c.execute("return document.documentElement.scrollWidth", vec![]).await.unwrap();
+    let wide = c
+        .execute(
+            "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 362)\
+               .slice(0, 8).map(e => e.tagName + '.' + e.className + ':' + Math.round(e.getBoundingClientRect().width))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(overflow.as_u64().unwrap() <= 360, "page is {overflow} px wide at 360: {wide}");
+    shot(&c, "dashboard-360px").await;
+
+    // Every visible input has a label.
+    c.set_window_size(1280, 900).await.unwrap();
+    c.goto(&format!("{base}{MOUNT}/new")).await.unwrap();
+    let unlabelled = c
+        .execute(
+            "return [...document.querySelectorAll('input:not([type=hidden]),select')]\
+               .filter(i => !(i.labels && i.labels.length) && !i.getAttribute('aria-label')).length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabelled, json!(0));
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_pages_work_without_javascript() {
+    if !browsers_present() {
+        return;
+    }
+    let h = host();
+    let r = Receiver::start();
+    let (_driver, c) = browser(false).await;
+    let base = h.base.clone();
+    sign_in(&c, &base).await;
+    c.goto(&format!("{base}{MOUNT}/new")).await.unwrap();
+    c.find(Locator::Id("wh-name")).await.unwrap().send_keys("No JS").await.unwrap();
+    c.find(Locator::Id("wh-url")).await.unwrap().send_keys(&r.url("/ok/nojs")).await.unwrap();
+    // Submitted without events: the form comes back with the message and the values.
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "Choose at least one event").await;
+    assert_eq!(c.find(Locator::Id("wh-name")).await.unwrap().prop("value").await.unwrap().unwrap(), "No JS");
+    shot(&c, "form-errors").await;
+    c.find(Locator::Css("input[name=events][value='user.created']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was created").await;
+    // The toggle is a plain form: a full round trip.
+    c.find(Locator::Css(".wh-switch")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "Webhook disabled").await;
+    assert_eq!(count(&h, "SELECT enabled FROM webhooks"), 0);
+    // Delete goes through a confirmation page.
+    c.find(Locator::LinkText("Delete")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "This cannot be undone").await;
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM webhooks"), 1);
+    c.find(Locator::Css("button.wh-btn-danger")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was deleted").await;
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM webhooks"), 0);
+    c.close().await.unwrap();
+}

@@ -44,7 +44,8 @@ pub struct Config {
     pub maintenance_every: Duration,
     /// SQLite `synchronous` setting.
     pub durability: Durability,
-    /// Delivery workers, each with its own instance and connection. Default 2.
+    /// Delivery workers, each with its own instance and connection. Default 2;
+    /// 0 makes an intake-only node (events are queued, another node delivers).
     pub delivery_workers: usize,
     /// Deliveries one worker claims and sends concurrently per run. Default 64.
     pub batch_size: u32,

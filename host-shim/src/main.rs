@@ -144,7 +144,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
             webhooks_host::secrets::SecretKey::from_hex(k).map_err(|e| anyhow::anyhow!("WEBHOOKS_SECRET_KEY: {e}"))?,
         );
     }
-    cfg.delivery_workers = s.workers.clamp(1, 64);
+    cfg.delivery_workers = s.workers.min(64);
     std::fs::create_dir_all(&s.data).with_context(|| format!("creating {}", s.data.display()))?;
 
     let (key, _) = secret_file(&s.data.join("host.key"), || random(32))?;
@@ -173,9 +173,11 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
     let addr = listener.local_addr()?;
-    println!("webhooks-host listening on http://{addr}");
-    println!("admin pages: http://{addr}{}", app.hooks.config().mount_path);
-    let _ = std::io::stdout().flush();
+    // Not println!: a closed stdout must not take the server down.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "webhooks-host listening on http://{addr}");
+    let _ = writeln!(out, "admin pages: http://{addr}{}", app.hooks.config().mount_path);
+    let _ = out.flush();
 
     server::serve(app.clone(), listener, shutdown_signal()).await?;
     tracing::info!("shutting down: finishing attempts in flight");

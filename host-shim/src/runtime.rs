@@ -79,23 +79,23 @@ impl bindings::storage::Host for State {
         sql: String,
         params: Vec<bindings::storage::Value>,
     ) -> Result<u64, bindings::storage::Error> {
-        self.db.execute(&sql, params)
+        storage::retry_busy(|| self.db.execute(&sql, &params)).await
     }
     async fn query(
         &mut self,
         sql: String,
         params: Vec<bindings::storage::Value>,
     ) -> Result<bindings::storage::Rows, bindings::storage::Error> {
-        self.db.query(&sql, params)
+        storage::retry_busy(|| self.db.query(&sql, &params)).await
     }
     async fn execute_batch(&mut self, sql: String) -> Result<(), bindings::storage::Error> {
-        self.db.execute_batch(&sql)
+        storage::retry_busy(|| self.db.execute_batch(&sql)).await
     }
     async fn begin(&mut self) -> Result<(), bindings::storage::Error> {
-        self.db.begin()
+        storage::retry_busy(|| self.db.begin()).await
     }
     async fn commit(&mut self) -> Result<(), bindings::storage::Error> {
-        self.db.commit()
+        storage::retry_busy(|| self.db.commit()).await
     }
     async fn rollback(&mut self) {
         self.db.rollback()

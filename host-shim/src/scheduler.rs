@@ -42,7 +42,7 @@ impl Scheduler {
         let (wake, _) = watch::channel(0u64);
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for n in 0..rt.config().delivery_workers.max(1) {
+        for n in 0..rt.config().delivery_workers {
             let rt = rt.clone();
             let mut wake_rx = wake.subscribe();
             let mut stop_rx = stop.subscribe();

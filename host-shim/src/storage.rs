@@ -7,7 +7,10 @@
 //!
 //! Limits (defaults set here):
 //! - a query returns at most [`MAX_ROWS`] rows and about [`MAX_RESULT_BYTES`];
-//! - a locked database is waited on for [`BUSY_TIMEOUT`] before `busy`.
+//! - a locked database is waited on for [`BUSY_TIMEOUT`] before `busy`. The
+//!   wait is asynchronous ([`retry_busy`]): SQLite's own busy handler sleeps
+//!   on the calling thread, which would stall an executor thread, and every
+//!   request in flight on it, while another worker commits.
 
 use std::path::Path;
 use std::time::Duration;
@@ -39,7 +42,8 @@ pub enum Durability {
 /// connection needs.
 pub fn open(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Busy waits happen in `retry_busy`, off the executor thread.
+    conn.busy_timeout(std::time::Duration::ZERO)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,
@@ -54,13 +58,36 @@ pub fn open(path: &Path, durability: Durability) -> rusqlite::Result<Connection>
     Ok(conn)
 }
 
-fn to_sql(v: Value) -> SqlValue {
-    match v {
-        Value::Null => SqlValue::Null,
-        Value::Integer(i) => SqlValue::Integer(i),
-        Value::Real(r) => SqlValue::Real(r),
-        Value::Text(t) => SqlValue::Text(t),
-        Value::Blob(b) => SqlValue::Blob(b),
+/// Binds a WIT value without copying it.
+struct Param<'a>(&'a Value);
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self.0 {
+            Value::Null => ToSqlOutput::Owned(SqlValue::Null),
+            Value::Integer(i) => ToSqlOutput::Owned(SqlValue::Integer(*i)),
+            Value::Real(r) => ToSqlOutput::Owned(SqlValue::Real(*r)),
+            Value::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            Value::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+/// Runs `op` until it is not `busy` or [`BUSY_TIMEOUT`] has passed, sleeping
+/// asynchronously (1 ms doubling to 10 ms) in between. A statement refused
+/// with `busy` did nothing, so running it again is safe.
+pub async fn retry_busy<T>(mut op: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut wait = Duration::from_millis(1);
+    loop {
+        match op() {
+            Err(Error::Busy) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(10));
+            }
+            r => return r,
+        }
     }
 }
 
@@ -110,18 +137,18 @@ impl Storage {
     }
 
     /// Runs one statement; answers rows changed.
-    pub fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, Error> {
+    pub fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(map_err)?;
-        let n = stmt.execute(params_from_iter(params.into_iter().map(to_sql))).map_err(map_err)?;
+        let n = stmt.execute(params_from_iter(params.iter().map(Param))).map_err(map_err)?;
         Ok(n as u64)
     }
 
     /// Runs one statement and collects its rows within the caps.
-    pub fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<Rows, Error> {
+    pub fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Error> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(map_err)?;
         let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
         let n = columns.len();
-        let mut rows = stmt.query(params_from_iter(params.into_iter().map(to_sql))).map_err(map_err)?;
+        let mut rows = stmt.query(params_from_iter(params.iter().map(Param))).map_err(map_err)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         while let Some(row) = rows.next().map_err(map_err)? {
@@ -199,19 +226,19 @@ mod tests {
         let n = s
             .execute(
                 "INSERT INTO t (b, c, d) VALUES (?1, ?2, ?3)",
-                vec![Value::Text("x".into()), Value::Real(1.5), Value::Blob(vec![1, 2])],
+                &[Value::Text("x".into()), Value::Real(1.5), Value::Blob(vec![1, 2])],
             )
             .unwrap();
         assert_eq!(n, 1);
-        let r = s.query("SELECT a, b, c, d FROM t", vec![]).unwrap();
+        let r = s.query("SELECT a, b, c, d FROM t", &[]).unwrap();
         assert_eq!(r.columns, ["a", "b", "c", "d"]);
         assert!(matches!(r.rows[0][1], Value::Text(ref t) if t == "x"));
         assert!(matches!(
-            s.execute("INSERT INTO t (b) VALUES (?1)", vec![Value::Text("x".into())]),
+            s.execute("INSERT INTO t (b) VALUES (?1)", &[Value::Text("x".into())]),
             Err(Error::Constraint(_))
         ));
-        assert!(matches!(s.query("SELEC nonsense", vec![]), Err(Error::InvalidStatement(_))));
-        assert!(matches!(s.execute("INSERT INTO t (b) VALUES (?1)", vec![]), Err(Error::InvalidStatement(_))));
+        assert!(matches!(s.query("SELEC nonsense", &[]), Err(Error::InvalidStatement(_))));
+        assert!(matches!(s.execute("INSERT INTO t (b) VALUES (?1)", &[]), Err(Error::InvalidStatement(_))));
     }
 
     #[test]
@@ -219,9 +246,9 @@ mod tests {
         let mut s = mem();
         s.execute_batch("CREATE TABLE t (a INTEGER)").unwrap();
         s.begin().unwrap();
-        s.execute("INSERT INTO t VALUES (1)", vec![]).unwrap();
+        s.execute("INSERT INTO t VALUES (1)", &[]).unwrap();
         assert!(s.end_call());
-        let r = s.query("SELECT COUNT(*) FROM t", vec![]).unwrap();
+        let r = s.query("SELECT COUNT(*) FROM t", &[]).unwrap();
         assert!(matches!(r.rows[0][0], Value::Integer(0)));
         assert!(!s.end_call());
     }
@@ -231,7 +258,7 @@ mod tests {
         let mut s = mem();
         let r = s.query(
             "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x <= ?1) SELECT x FROM n",
-            vec![Value::Integer(MAX_ROWS as i64 + 5)],
+            &[Value::Integer(MAX_ROWS as i64 + 5)],
         );
         assert!(matches!(r, Err(Error::TooLarge)));
     }

@@ -304,12 +304,21 @@ fn drive(
     if !initial.is_empty() {
         launch(&initial, &mut flying, &mut failed_to_start)?;
     }
+    let mut last_claim: Option<u64> = None;
     loop {
         let now = host.now_ms();
         let claiming = claim_max.is_some() && !host.draining() && now.saturating_sub(run_started) < RUN_BUDGET_MS;
         if let Some(max) = claim_max.filter(|_| claiming) {
             let free = max.saturating_sub(flying.len() as u32);
-            if free > 0 {
+            // A claim is a query over the due rows: make it when a quarter of
+            // the slots are free, or the pipeline ran dry, or now and then for
+            // rows that fell due meanwhile — not after every response.
+            let worth = free > 0
+                && (flying.is_empty()
+                    || free >= (max / 4).max(1)
+                    || last_claim.is_none_or(|t| now.saturating_sub(t) >= CLAIM_EVERY_MS));
+            if worth {
+                last_claim = Some(now);
                 let ids = claim(host, free, now, now + settings.lease_ms, settings.per_webhook_concurrency.max(1))?;
                 if !ids.is_empty() {
                     launch(&ids, &mut flying, &mut failed_to_start)?;

@@ -79,6 +79,39 @@ impl Scheduler {
                 }
             });
         }
+        // WAL checkpoints, off the commit path (see `storage::open`).
+        {
+            let rt = rt.clone();
+            let mut stop_rx = stop.subscribe();
+            tasks.spawn(async move {
+                let path = rt.config().db_path();
+                let durability = rt.config().durability;
+                let conn = match tokio::task::spawn_blocking(move || crate::storage::open(&path, durability)).await {
+                    Ok(Ok(c)) => std::sync::Arc::new(std::sync::Mutex::new(c)),
+                    _ => {
+                        tracing::error!("could not open the database for checkpoints");
+                        return;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(crate::storage::CHECKPOINT_EVERY) => {}
+                        _ = stop_rx.changed() => break,
+                    }
+                    let c = conn.clone();
+                    let r = tokio::task::spawn_blocking(move || c.lock().ok().map(|c| crate::storage::checkpoint(&c)))
+                        .await;
+                    if let Ok(Some(Err(e))) = r {
+                        tracing::debug!("checkpoint skipped: {e}");
+                    }
+                }
+                // A last checkpoint so a clean stop leaves a small WAL.
+                let _ = tokio::task::spawn_blocking(move || {
+                    conn.lock().ok().map(|c| crate::storage::checkpoint(&c).is_ok())
+                })
+                .await;
+            });
+        }
         // History pruning, off the delivery workers.
         {
             let rt = rt.clone();

@@ -223,7 +223,7 @@ pub struct Outcome {
 /// How long one `run-due` keeps claiming new work before it drains and returns.
 pub const RUN_BUDGET_MS: u64 = 10_000;
 /// How long to wait for responses before looking for newly due rows.
-const CLAIM_EVERY_MS: u64 = 50;
+const CLAIM_EVERY_MS: u64 = 5;
 /// Due rows considered per claim, as a multiple of the free slots; the
 /// per-webhook bound is applied among them.
 const CANDIDATES_FACTOR: u32 = 8;

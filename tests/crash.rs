@@ -14,20 +14,7 @@ use support::*;
 
 const EVENTS: usize = 10_000;
 const BATCH: usize = 500;
-const TYPES: [&str; 12] = [
-    "user.created",
-    "user.updated",
-    "user.deleted",
-    "server.created",
-    "server.deleted",
-    "transaction.created",
-    "transaction.success",
-    "transaction.failed",
-    "transaction.refunded",
-    "ticket.created",
-    "ticket.closed",
-    "ticket.reopened",
-];
+const TYPES: [&str; 12] = ALL_EVENTS;
 
 /// xorshift64*: enough randomness for kill points; the seed is printed.
 struct Rng(u64);

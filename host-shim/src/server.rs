@@ -296,16 +296,21 @@ async fn read_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Bo
     })
 }
 
-async fn api_event(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    if !authorized(&app, &headers) {
-        return api_error(
+/// The token check, then the JSON body: what every API call starts with.
+async fn api_body<T: serde::de::DeserializeOwned>(app: &App, headers: &HeaderMap, body: Body) -> Result<T, Response> {
+    if !authorized(app, headers) {
+        return Err(api_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid 'Authorization: Bearer <token>' header is required",
             None,
-        );
+        ));
     }
-    let ev: ApiEvent = match read_json(&headers, body).await {
+    read_json(headers, body).await
+}
+
+async fn api_event(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let ev: ApiEvent = match api_body(&app, &headers, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -316,15 +321,7 @@ async fn api_event(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
 }
 
 async fn api_batch(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    if !authorized(&app, &headers) {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid 'Authorization: Bearer <token>' header is required",
-            None,
-        );
-    }
-    let batch: ApiBatch = match read_json(&headers, body).await {
+    let batch: ApiBatch = match api_body(&app, &headers, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };

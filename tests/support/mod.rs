@@ -21,6 +21,23 @@ use axum::routing::post;
 pub const TOKEN: &str = "test-token-0123456789";
 pub const ADMIN_PASSWORD: &str = "test-password-123";
 
+/// Every subscribable event type, as the issue lists them (an expectation
+/// written independently of the plugin's catalog).
+pub const ALL_EVENTS: [&str; 12] = [
+    "user.created",
+    "user.updated",
+    "user.deleted",
+    "server.created",
+    "server.deleted",
+    "transaction.created",
+    "transaction.success",
+    "transaction.failed",
+    "transaction.refunded",
+    "ticket.created",
+    "ticket.closed",
+    "ticket.reopened",
+];
+
 /// One request the receiver saw.
 #[derive(Clone, Debug)]
 pub struct Seen {

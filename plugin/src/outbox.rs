@@ -454,7 +454,7 @@ fn record(
             Some(headers_json(&resp.headers)),
             Some(String::from_utf8_lossy(&resp.body[..resp.body.len().min(MAX_STORED_BODY)]).into_owned()),
             Some(resp.body_size),
-            retry_after_ms(resp),
+            retry_after_ms(resp, finished),
         ),
         Err(e) => (None, Some(e.clone()), None, None, None, None),
     };
@@ -554,16 +554,18 @@ fn record(
     Ok(Outcome { delivery_id: job.delivery_id, status, error, success })
 }
 
-/// `Retry-After` in seconds on 429 and 503, in milliseconds.
-fn retry_after_ms(resp: &OutResponse) -> Option<u64> {
+/// `Retry-After` on 429 and 503 — delay-seconds or an HTTP-date — as a
+/// delay in milliseconds from `now_ms`.
+fn retry_after_ms(resp: &OutResponse, now_ms: u64) -> Option<u64> {
     if resp.status != 429 && resp.status != 503 {
         return None;
     }
-    resp.headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
-        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-        .map(|s| s.saturating_mul(1000))
+    let v = resp.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))?.1.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(s.saturating_mul(1000));
+    }
+    let at = httpdate::parse_http_date(v).ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(at.saturating_sub(now_ms))
 }
 
 /// Headers as a JSON array of `[name, value]`, each value and the total capped.
@@ -750,6 +752,23 @@ mod tests {
         let mut e = ok;
         e.id = "has space".into();
         assert!(matches!(check(&e), Err(RaiseError::InvalidData(_))));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let resp = |status: u16, v: &str| OutResponse {
+            status,
+            headers: vec![("Retry-After".into(), v.into())],
+            body: Vec::new(),
+            body_size: 0,
+        };
+        assert_eq!(retry_after_ms(&resp(429, "7"), 0), Some(7000));
+        // Wed, 21 Oct 2015 07:28:00 GMT = 1445412480 s.
+        let now = 1_445_412_470_000;
+        assert_eq!(retry_after_ms(&resp(503, "Wed, 21 Oct 2015 07:28:00 GMT"), now), Some(10_000));
+        assert_eq!(retry_after_ms(&resp(503, "Wed, 21 Oct 2015 07:28:00 GMT"), now + 60_000), Some(0));
+        assert_eq!(retry_after_ms(&resp(500, "7"), 0), None);
+        assert_eq!(retry_after_ms(&resp(429, "soon"), 0), None);
     }
 
     #[test]

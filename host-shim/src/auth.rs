@@ -12,7 +12,6 @@
 //!   that window, before the password is even checked.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,6 +20,8 @@ use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use subtle::ConstantTimeEq;
+
+use crate::secrets::{random_hex, write_private};
 
 /// Failed sign-ins allowed per address or user name within the window.
 pub const MAX_FAILURES: u32 = 5;
@@ -46,12 +47,6 @@ pub enum LoginError {
     Locked(Duration),
 }
 
-fn random_id() -> String {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).expect("the OS random source works");
-    hex::encode(b)
-}
-
 /// Hashes a password with Argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);
@@ -74,13 +69,9 @@ impl Auth {
         if let Ok(hash) = std::fs::read_to_string(&path) {
             return Ok((Auth::new(user, hash.trim().to_owned()), None));
         }
-        let generated = random_id()[..20].to_owned();
+        let generated = random_hex(10);
         let hash = hash_password(&generated);
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        opts.open(&path)?.write_all(hash.as_bytes())?;
+        write_private(&path, hash.as_bytes())?;
         Ok((Auth::new(user, hash), Some(generated)))
     }
 
@@ -122,7 +113,7 @@ impl Auth {
                 f.remove(k);
             }
         }
-        let id = random_id();
+        let id = random_hex(32);
         if let Ok(mut s) = self.sessions.lock() {
             s.retain(|_, (_, seen)| seen.elapsed() < SESSION_IDLE);
             s.insert(id.clone(), (self.user.clone(), Instant::now()));

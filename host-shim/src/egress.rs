@@ -385,11 +385,6 @@ impl Egress {
         &self.policy
     }
 
-    /// The per-request deadline.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Sends one request under the policy and the deadline; reads the body.
     pub async fn fetch(&self, req: http::Request<Full<Bytes>>, timeout: Duration) -> Result<Fetched, String> {
         let scheme = req.uri().scheme_str().unwrap_or("");

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use webhooks_host::Webhooks;
 use webhooks_host::config::{self, Config};
 use webhooks_host::egress;
+use webhooks_host::secrets::{random_hex, write_private};
 use webhooks_host::server::{self, App};
 use webhooks_host::storage::Durability;
 
@@ -108,19 +109,8 @@ fn secret_file(path: &Path, make: impl FnOnce() -> Vec<u8>) -> anyhow::Result<(V
         return Ok((b, false));
     }
     let bytes = make();
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(&bytes)?;
+    write_private(path, &bytes).with_context(|| format!("creating {}", path.display()))?;
     Ok((bytes, true))
-}
-
-fn random(n: usize) -> Vec<u8> {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).expect("the OS random source works");
-    b
 }
 
 async fn serve(s: Serve) -> anyhow::Result<()> {
@@ -147,12 +137,12 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     cfg.delivery_workers = s.workers.min(64);
     std::fs::create_dir_all(&s.data).with_context(|| format!("creating {}", s.data.display()))?;
 
-    let (key, _) = secret_file(&s.data.join("host.key"), || random(32))?;
+    let (key, _) = secret_file(&s.data.join("host.key"), || random_hex(32).into_bytes())?;
     let api_token = match s.api_token.filter(|t| !t.is_empty()) {
         Some(t) => t,
         None => {
             let path = s.data.join("api-token");
-            let (t, created) = secret_file(&path, || hex::encode(random(24)).into_bytes())?;
+            let (t, created) = secret_file(&path, || random_hex(24).into_bytes())?;
             let t = String::from_utf8(t).context("api-token is not UTF-8")?.trim().to_owned();
             if created {
                 // Printed once, on the terminal of whoever started it; never logged.

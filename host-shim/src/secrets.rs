@@ -48,11 +48,7 @@ impl SecretKey {
         }
         let mut b = [0u8; 32];
         getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        opts.open(path)?.write_all(hex::encode(b).as_bytes())?;
+        write_private(path, hex::encode(b).as_bytes())?;
         Ok(SecretKey(b))
     }
 
@@ -81,6 +77,23 @@ impl SecretKey {
             .map_err(|_| "the secret could not be decrypted (altered, or the key changed)".to_string())?;
         String::from_utf8(pt).map_err(|_| "the secret is not UTF-8".into())
     }
+}
+
+/// Creates `path` with mode 0600 (never overwriting) and writes `bytes`:
+/// how every key, token and password hash reaches the disk.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(bytes)
+}
+
+/// `n` bytes from the OS CSPRNG, hex-encoded: session ids, tokens.
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    hex::encode(b)
 }
 
 #[cfg(test)]

@@ -106,12 +106,6 @@ fn see_other(to: &str) -> Response {
     resp
 }
 
-fn new_session() -> String {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).expect("the OS random source works");
-    hex::encode(b)
-}
-
 fn valid_session(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -172,12 +166,7 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
             // Only same-site paths: a plugin cannot send the admin elsewhere.
             let location =
                 if r.location.starts_with('/') && !r.location.starts_with("//") { r.location } else { mount.clone() };
-            let mut resp = Response::builder()
-                .status(StatusCode::SEE_OTHER)
-                .header(header::LOCATION, location)
-                .body(Body::empty())
-                .unwrap_or_default();
-            secure_headers(resp.headers_mut());
+            let mut resp = see_other(&location);
             if let Some(f) = r.flash
                 && let Ok(v) = HeaderValue::from_str(&format!(
                     "{FLASH_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=60",
@@ -391,7 +380,7 @@ fn login_response(
 fn pre_session(headers: &HeaderMap) -> (String, bool) {
     match cookie(headers, PRE_SESSION_COOKIE).filter(|s| valid_session(s)) {
         Some(s) => (s, false),
-        None => (new_session(), true),
+        None => (crate::secrets::random_hex(32), true),
     }
 }
 

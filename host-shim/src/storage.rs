@@ -152,11 +152,6 @@ impl Storage {
         Storage { conn }
     }
 
-    /// The underlying connection (host-side maintenance only).
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     /// Runs one statement; answers rows changed.
     pub fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(map_err)?;

@@ -4,9 +4,13 @@
 // works per event group. Served from the host's own origin (CSP script-src 'self').
 (function () {
   "use strict";
+  // The token and its field name come from a form the page already has, so
+  // the same script works inside a panel that names its CSRF field itself.
   function csrf() {
+    var i = document.querySelector("input[data-csrf]");
+    if (i) return { name: i.name, value: i.value };
     var m = document.querySelector('meta[name="csrf-token"]');
-    return m ? m.content : "";
+    return { name: "_csrf", value: m ? m.content : "" };
   }
 
   // Status toggle without a full reload.
@@ -38,13 +42,15 @@
     var action = a.getAttribute("href").replace(/\/delete$/, "/delete");
     d.innerHTML = '<div class="wh-dialog-head"><strong id="wh-del-title"></strong></div>' +
       '<div class="wh-dialog-body"><p>This permanently deletes the webhook, its pending deliveries and its history. This cannot be undone.</p>' +
-      '<form method="post" class="wh-buttons"><input type="hidden" name="_csrf">' +
+      '<form method="post" class="wh-buttons"><input type="hidden" data-csrf-slot>' +
       '<button type="submit" class="wh-btn wh-btn-danger">Delete permanently</button>' +
       '<button type="button" class="wh-btn" data-close>Cancel</button></form></div>';
     d.querySelector("#wh-del-title").textContent = "Delete " + a.getAttribute("data-confirm-delete") + "?";
     var f = d.querySelector("form");
     f.action = action;
-    f.querySelector('input[name="_csrf"]').value = csrf();
+    var t = csrf(), slot = f.querySelector("input[data-csrf-slot]");
+    slot.name = t.name;
+    slot.value = t.value;
     d.querySelector("[data-close]").addEventListener("click", function () { d.close(); });
     d.addEventListener("close", function () { d.remove(); });
     document.body.appendChild(d);

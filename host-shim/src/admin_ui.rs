@@ -80,6 +80,21 @@ impl Frame<'_> {
     }
 }
 
+#[derive(Template)]
+#[template(
+    source = r#"<div class="wh-flash wh-flash-{{ kind }}" role="status">{{ message }}</div>"#,
+    ext = "html"
+)]
+struct FlashFragment<'a> {
+    kind: &'static str,
+    message: &'a str,
+}
+
+/// A flash message as HTML (escaped), for fragments a panel wraps itself.
+pub fn flash_html(f: &Flash) -> String {
+    FlashFragment { kind: flash_kind(f.kind), message: &f.message }.render().unwrap_or_default()
+}
+
 fn flash_kind(k: FlashKind) -> &'static str {
     match k {
         FlashKind::Success => "success",

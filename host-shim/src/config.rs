@@ -101,6 +101,106 @@ impl Config {
     }
 }
 
+/// The `serve --config FILE` settings (TOML). Every key is optional; an
+/// environment variable or a command-line flag overrides it, and unknown
+/// keys are refused so a typo is not silently ignored. See
+/// `docs/webhooks.example.toml`.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// `listen = "127.0.0.1:8080"`
+    pub listen: Option<String>,
+    /// `data_dir = "./data"` (relative to the file's folder).
+    pub data_dir: Option<PathBuf>,
+    /// `cache_dir = "./data/cache"` (relative to the file's folder).
+    pub cache_dir: Option<PathBuf>,
+    /// `mount_path = "/admin/integrations/webhooks"`
+    pub mount_path: Option<String>,
+    /// `secret_key = "<64 hex>"`
+    pub secret_key: Option<String>,
+    /// `admin_user = "admin"`
+    pub admin_user: Option<String>,
+    /// `admin_password = "…"`
+    pub admin_password: Option<String>,
+    /// `api_token = "…"`
+    pub api_token: Option<String>,
+    /// `allowed_hosts = ["10.0.0.0/8", "hooks.internal"]` or one comma-separated string.
+    pub allowed_hosts: Option<StringList>,
+    /// `retry_schedule = ["0s", "5s", "5m"]` or `"0s,5s,5m"`.
+    pub retry_schedule: Option<StringList>,
+    /// `attempt_timeout = "15s"`
+    pub attempt_timeout: Option<String>,
+    /// `lease = "60s"`
+    pub lease: Option<String>,
+    /// `auto_disable_after = "5days"`
+    pub auto_disable_after: Option<String>,
+    /// `retention = "30days"`
+    pub retention: Option<String>,
+    /// `per_webhook_concurrency = 16`
+    pub per_webhook_concurrency: Option<u32>,
+    /// `durability = "normal"` or `"full"`.
+    pub durability: Option<Durability>,
+    /// `call_timeout = "10s"`
+    pub call_timeout: Option<String>,
+    /// `memory_limit_mib = 256`
+    pub memory_limit_mib: Option<usize>,
+    /// `component = "path/to/webhooks_plugin.wasm"` (relative to the file's folder).
+    pub component: Option<PathBuf>,
+    /// `workers = 2`
+    pub workers: Option<usize>,
+}
+
+/// A list written as a TOML array or as one comma-separated string.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum StringList {
+    /// `"a,b"`
+    One(String),
+    /// `["a", "b"]`
+    Many(Vec<String>),
+}
+
+impl StringList {
+    /// The comma-separated form the flags and environment use.
+    pub fn joined(&self) -> String {
+        match self {
+            StringList::One(s) => s.clone(),
+            StringList::Many(v) => v.join(","),
+        }
+    }
+}
+
+impl FileSettings {
+    /// Reads and parses a settings file; relative paths in it are made
+    /// relative to the file's folder, so the file means the same from anywhere.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let mut s: FileSettings = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        for p in [&mut s.data_dir, &mut s.cache_dir, &mut s.component].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Checks a mount path: absolute, no trailing slash, plain path characters.
+pub fn check_mount_path(p: &str) -> Result<(), String> {
+    let ok = p.starts_with('/')
+        && p.len() > 1
+        && !p.ends_with('/')
+        && !p.contains("//")
+        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+    if ok { Ok(()) } else { Err(format!("{p:?} must look like /admin/integrations/webhooks")) }
+}
+
+/// Parses a duration setting such as `15s` or `5days`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))
+}
+
 /// Parses `0s,5s,5m` into durations (humantime units: ms, s, m, h, d).
 pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
     let v: Vec<Duration> = s
@@ -154,5 +254,28 @@ mod tests {
         assert_eq!(parse_schedule(DEFAULT_RETRY_SCHEDULE).unwrap().len(), 8);
         assert!(parse_schedule("5 parsecs").is_err());
         assert!(parse_schedule("").is_err());
+    }
+
+    #[test]
+    fn example_settings_file_parses_and_resolves_paths() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/webhooks.example.toml");
+        let s = FileSettings::load(&path).unwrap();
+        assert_eq!(s.listen.as_deref(), Some("127.0.0.1:8080"));
+        assert!(s.data_dir.unwrap().ends_with("docs/./data"));
+        assert_eq!(parse_schedule(&s.retry_schedule.unwrap().joined()).unwrap().len(), 8);
+        assert_eq!(s.durability, Some(Durability::Normal));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_mounts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "listn = \"127.0.0.1:1\"\n").unwrap();
+        let e = FileSettings::load(&p).unwrap_err();
+        assert!(e.contains("unknown field `listn`"), "{e}");
+        assert!(check_mount_path("/admin/webhooks").is_ok());
+        for bad in ["admin", "/", "/admin/", "//evil", "/a b", "/a?b"] {
+            assert!(check_mount_path(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -442,12 +442,13 @@ fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
 /// arrives in `send_request`.
 pub struct Hooks {
     egress: Egress,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Hooks {
-    /// Hooks sending through `egress`.
-    pub fn new(egress: Egress) -> Self {
-        Hooks { egress }
+    /// Hooks sending through `egress`, timing each request into `metrics`.
+    pub fn new(egress: Egress, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Hooks { egress, metrics }
     }
 }
 
@@ -466,7 +467,9 @@ impl WasiHttpHooks for Hooks {
             > + Send,
     > {
         let egress = self.egress.clone();
+        let metrics = self.metrics.clone();
         Box::new(async move {
+            let started = std::time::Instant::now();
             // The component may ask for less time, never for more.
             let asked = options
                 .and_then(|o| [o.connect_timeout, o.first_byte_timeout].into_iter().flatten().max())
@@ -479,7 +482,9 @@ impl WasiHttpHooks for Hooks {
                 .map_err(|e| HttpError::InternalError(Some(format!("request body: {e}"))))?
                 .to_bytes();
             let req = http::Request::from_parts(parts, Full::new(body));
-            let fetched = egress.fetch(req, timeout).await.map_err(|m| HttpError::InternalError(Some(m)))?;
+            let fetched = egress.fetch(req, timeout).await;
+            metrics.attempt_finished(started.elapsed(), fetched.is_ok());
+            let fetched = fetched.map_err(|m| HttpError::InternalError(Some(m)))?;
             let body: HyperOutgoingBody = Full::new(fetched.body).map_err(|never| match never {}).boxed_unsync();
             let resp = http::Response::from_parts(fetched.head, body);
             Ok((resp, Box::new(async { Ok(()) }) as Box<dyn Future<Output = Result<(), HttpError>> + Send>))

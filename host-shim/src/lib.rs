@@ -10,6 +10,7 @@
 //! | [`storage`] | the plugin's SQLite database (rusqlite, WAL) |
 //! | [`egress`] | policed, pooled outbound HTTP for `wasi:http` |
 //! | [`scheduler`] | delivery workers woken by raised events |
+//! | [`metrics`] | Prometheus metrics for `/metrics` |
 //! | [`secrets`] | webhook secrets sealed at rest with a host-held key |
 //! | [`auth`] | admin sign-in and sessions for `serve` |
 //! | [`admin_ui`] | the panel layout, menu, CSRF and flash messages around the plugin's pages |
@@ -33,6 +34,7 @@ pub mod auth;
 pub mod bindings;
 pub mod config;
 pub mod egress;
+pub mod metrics;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;
@@ -43,9 +45,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{Clock, Config, SystemClock};
+pub use runtime::CallError;
 
 use bindings::ex;
-use runtime::{CallError, Runtime};
+use runtime::Runtime;
 use scheduler::Scheduler;
 
 /// An event the panel raises.
@@ -121,7 +124,17 @@ impl Webhooks {
         Ok(Webhooks { rt, waker, scheduler: std::sync::Mutex::new(Some(scheduler)), manifest })
     }
 
-    /// The plugin's manifest: name, version, menu entries, event catalog.
+    /// The plugin's manifest: name, version, the entries for your admin menu
+    /// (paths relative to [`Config::mount_path`]) and the event catalog with
+    /// each event's JSON Schema and example.
+    ///
+    /// ```no_run
+    /// # fn demo(hooks: &webhooks_host::Webhooks) {
+    /// for m in &hooks.manifest().menu {
+    ///     println!("{} → {}: {}{}", m.section, m.label, hooks.config().mount_path, m.path);
+    /// }
+    /// # }
+    /// ```
     pub fn manifest(&self) -> &ex::plugin::Manifest {
         &self.manifest
     }
@@ -132,14 +145,39 @@ impl Webhooks {
     }
 
     /// Raises one event: commits its deliveries and wakes the workers.
+    /// Raising an id again queues nothing (`queued == 0`).
+    ///
+    /// ```no_run
+    /// # async fn demo(hooks: &webhooks_host::Webhooks) -> Result<(), webhooks_host::RaiseError> {
+    /// use webhooks_host::Event;
+    /// let mut e = Event::new("transaction.success", r#"{"id": "txn_1", "amount": 1999, "currency": "EUR"}"#);
+    /// e.id = Some("txn_1-paid".into()); // your own idempotency key
+    /// let raised = hooks.raise(e).await?;
+    /// assert_eq!(raised.event_id, "txn_1-paid");
+    /// # Ok(()) }
+    /// ```
     pub async fn raise(&self, event: Event) -> Result<Raised, RaiseError> {
         let mut v = self.raise_batch(vec![event]).await?;
         v.pop().ok_or_else(|| RaiseError::Plugin("nothing raised".into()))
     }
 
     /// Raises several events in one transaction: all or nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(hooks: &webhooks_host::Webhooks) -> Result<(), webhooks_host::RaiseError> {
+    /// use webhooks_host::Event;
+    /// let raised = hooks
+    ///     .raise_batch(vec![
+    ///         Event::new("ticket.created", r#"{"id": 5012, "user_id": 42, "subject": "Help", "status": "open"}"#),
+    ///         Event::new("ticket.closed", r#"{"id": 5011, "user_id": 42, "status": "closed"}"#),
+    ///     ])
+    ///     .await?;
+    /// assert_eq!(raised.len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn raise_batch(&self, events: Vec<Event>) -> Result<Vec<Raised>, RaiseError> {
         let now = self.rt.config().clock.now_ms();
+        let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
         let wit: Vec<_> = events
             .into_iter()
             .map(|e| bindings::types::Event {
@@ -154,6 +192,9 @@ impl Webhooks {
             ex::events::RaiseError::InvalidData(m) => RaiseError::InvalidData(m),
             ex::events::RaiseError::Storage(m) => RaiseError::Storage(m),
         })?;
+        for t in &types {
+            self.rt.metrics().event_raised(t);
+        }
         if out.iter().any(|r| r.queued > 0) {
             self.waker.wake();
         }
@@ -161,7 +202,28 @@ impl Webhooks {
     }
 
     /// Hands one admin request (already authenticated and CSRF-checked) to
-    /// the plugin; answers its page, redirect or not-found.
+    /// the plugin; answers its page (an HTML fragment and a title for your
+    /// layout), a redirect, or not-found.
+    ///
+    /// ```no_run
+    /// # async fn demo(hooks: &webhooks_host::Webhooks) -> anyhow::Result<()> {
+    /// use webhooks_host::bindings::ex::admin::{Request, Response};
+    /// let req = Request {
+    ///     method: "GET".into(),
+    ///     path: "/".into(), // below the mount path
+    ///     query: vec![],
+    ///     form: vec![],
+    ///     actor: "alice".into(),
+    ///     csrf_token: "your-panel's-token".into(),
+    ///     csrf_field: "_token".into(),
+    /// };
+    /// match hooks.admin(&req).await? {
+    ///     Response::Page(p) => println!("<title>{}</title>{}", p.title, p.fragment),
+    ///     Response::Redirect(r) => println!("303 to {}", r.location),
+    ///     Response::NotFound => println!("404"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn admin(&self, req: &ex::admin::Request) -> Result<ex::admin::Response, CallError> {
         let r = self.rt.admin(req).await;
         // A test send or resend may have changed what is due.
@@ -169,6 +231,49 @@ impl Webhooks {
             self.waker.wake();
         }
         r
+    }
+
+    /// One call to the JSON management API (what `serve` exposes under
+    /// `/api`; see `docs/openapi.json`). Answers the status and JSON body.
+    ///
+    /// ```no_run
+    /// # async fn demo(hooks: &webhooks_host::Webhooks) -> anyhow::Result<()> {
+    /// use webhooks_host::bindings::ex::management::ApiRequest;
+    /// let resp = hooks
+    ///     .api(&ApiRequest {
+    ///         method: "POST".into(),
+    ///         path: "/webhooks".into(),
+    ///         query: vec![],
+    ///         body: r#"{"name": "CRM", "url": "https://crm.example.com/hooks", "events": ["user.created"]}"#.into(),
+    ///         actor: "provisioning-script".into(),
+    ///     })
+    ///     .await?;
+    /// assert_eq!(resp.status, 201);
+    /// # Ok(()) }
+    /// ```
+    pub async fn api(&self, req: &ex::management::ApiRequest) -> Result<ex::management::ApiResponse, CallError> {
+        let r = self.rt.api(req).await;
+        if !req.method.eq_ignore_ascii_case("GET") {
+            self.waker.wake();
+        }
+        r
+    }
+
+    /// The Prometheus text exposition (OpenMetrics) of this integration:
+    /// events raised, delivery attempts by outcome, attempt latency, queue
+    /// depth and the oldest waiting delivery's age.
+    ///
+    /// ```no_run
+    /// # async fn demo(hooks: &webhooks_host::Webhooks) -> anyhow::Result<()> {
+    /// let text = hooks.metrics_text().await?;
+    /// assert!(text.contains("webhooks_queue_depth"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn metrics_text(&self) -> Result<String, CallError> {
+        let s = self.rt.stats().await?;
+        let now = self.rt.config().clock.now_ms();
+        let age = s.oldest_waiting_ms.map(|t| Duration::from_millis(now.saturating_sub(t)));
+        Ok(self.rt.metrics().render(s.pending, s.retrying, age))
     }
 
     /// Wakes the delivery workers (after a clock change, for example).

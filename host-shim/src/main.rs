@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -28,66 +29,147 @@ enum Command {
     Serve(Serve),
 }
 
-#[derive(Parser)]
+/// Every setting comes from, in order: a flag, its environment variable, the
+/// `--config` file, the default shown.
+#[derive(Parser, Default)]
 struct Serve {
-    /// Address to listen on.
-    #[arg(long, env = "WEBHOOKS_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Folder for the database, compiled-component cache and keys.
-    #[arg(long = "data", env = "WEBHOOKS_DATA_DIR", default_value = "./data")]
-    data: PathBuf,
+    /// TOML settings file (keys as in docs/webhooks.example.toml); flags and environment override it.
+    #[arg(long, env = "WEBHOOKS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "WEBHOOKS_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Folder for the database, compiled-component cache and keys [default: ./data].
+    #[arg(long = "data", env = "WEBHOOKS_DATA_DIR")]
+    data: Option<PathBuf>,
+    /// Where the admin pages are mounted [default: /admin/integrations/webhooks].
+    #[arg(long, env = "WEBHOOKS_MOUNT_PATH")]
+    mount_path: Option<String>,
     /// Key sealing webhook secrets at rest, 64 hex characters [default: DATA/secret.key, created on first start].
     #[arg(long, env = "WEBHOOKS_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
     /// Folder for the compiled-component cache [default: DATA/cache].
     #[arg(long, env = "WEBHOOKS_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
-    /// Admin user name for the sign-in page.
-    #[arg(long, env = "WEBHOOKS_ADMIN_USER", default_value = "admin")]
-    admin_user: String,
+    /// Admin user name for the sign-in page [default: admin].
+    #[arg(long, env = "WEBHOOKS_ADMIN_USER")]
+    admin_user: Option<String>,
     /// Admin password; when unset, one is generated on first start, printed once and stored only as an Argon2 hash.
     #[arg(long, env = "WEBHOOKS_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
-    /// Bearer token for /api/*; generated and saved in DATA/api-token when unset.
+    /// Bearer token for /api/*, /metrics and panels acting for their admins; generated and saved in DATA/api-token when unset.
     #[arg(long, env = "WEBHOOKS_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
     /// Internal hosts or CIDRs webhooks may reach on purpose, comma-separated
-    /// (e.g. "127.0.0.1,10.0.0.0/8,hooks.internal"). Empty by default.
-    #[arg(long, env = "WEBHOOKS_ALLOWED_HOSTS", default_value = "")]
-    allowed_hosts: String,
-    /// Delay before each attempt, comma-separated.
-    #[arg(long, env = "WEBHOOKS_RETRY_SCHEDULE", default_value = config::DEFAULT_RETRY_SCHEDULE)]
-    retry_schedule: String,
-    /// Deadline of one attempt: connect, response and body.
-    #[arg(long, env = "WEBHOOKS_ATTEMPT_TIMEOUT", default_value = "15s")]
-    attempt_timeout: humantime::Duration,
-    /// How long a claimed delivery is leased (crash recovery).
-    #[arg(long, env = "WEBHOOKS_LEASE", default_value = "60s")]
-    lease: humantime::Duration,
-    /// Disable a webhook whose deliveries fail without a success for this long.
-    #[arg(long, env = "WEBHOOKS_AUTO_DISABLE_AFTER", default_value = "5days")]
-    auto_disable_after: humantime::Duration,
-    /// Prune delivery history older than this.
-    #[arg(long, env = "WEBHOOKS_RETENTION", default_value = "30days")]
-    retention: humantime::Duration,
-    /// Requests in flight to one webhook at once, across workers.
-    #[arg(long, env = "WEBHOOKS_PER_WEBHOOK_CONCURRENCY", default_value_t = 16)]
-    per_webhook_concurrency: u32,
-    /// SQLite durability: normal (safe against crashes) or full (safe against power loss).
-    #[arg(long, env = "WEBHOOKS_DURABILITY", value_enum, default_value_t = Durability::Normal)]
-    durability: Durability,
-    /// Deadline of one call into the plugin that sends nothing.
-    #[arg(long, env = "WEBHOOKS_CALL_TIMEOUT", default_value = "10s")]
-    call_timeout: humantime::Duration,
-    /// Linear memory one plugin instance may use, in MiB.
-    #[arg(long, env = "WEBHOOKS_MEMORY_LIMIT_MIB", default_value_t = 256)]
-    memory_limit_mib: usize,
+    /// (e.g. "127.0.0.1,10.0.0.0/8,hooks.internal") [default: none].
+    #[arg(long, env = "WEBHOOKS_ALLOWED_HOSTS")]
+    allowed_hosts: Option<String>,
+    /// Delay before each attempt, comma-separated [default: 0s,5s,5m,30m,2h,5h,10h,10h].
+    #[arg(long, env = "WEBHOOKS_RETRY_SCHEDULE")]
+    retry_schedule: Option<String>,
+    /// Deadline of one attempt: connect, response and body [default: 15s].
+    #[arg(long, env = "WEBHOOKS_ATTEMPT_TIMEOUT")]
+    attempt_timeout: Option<humantime::Duration>,
+    /// How long a claimed delivery is leased (crash recovery) [default: 60s].
+    #[arg(long, env = "WEBHOOKS_LEASE")]
+    lease: Option<humantime::Duration>,
+    /// Disable a webhook whose deliveries fail without a success for this long [default: 5days].
+    #[arg(long, env = "WEBHOOKS_AUTO_DISABLE_AFTER")]
+    auto_disable_after: Option<humantime::Duration>,
+    /// Prune delivery history older than this [default: 30days].
+    #[arg(long, env = "WEBHOOKS_RETENTION")]
+    retention: Option<humantime::Duration>,
+    /// Requests in flight to one webhook at once, across workers [default: 16].
+    #[arg(long, env = "WEBHOOKS_PER_WEBHOOK_CONCURRENCY")]
+    per_webhook_concurrency: Option<u32>,
+    /// SQLite durability: normal (safe against crashes) or full (safe against power loss) [default: normal].
+    #[arg(long, env = "WEBHOOKS_DURABILITY", value_enum)]
+    durability: Option<Durability>,
+    /// Deadline of one call into the plugin that sends nothing [default: 10s].
+    #[arg(long, env = "WEBHOOKS_CALL_TIMEOUT")]
+    call_timeout: Option<humantime::Duration>,
+    /// Linear memory one plugin instance may use, in MiB [default: 256].
+    #[arg(long, env = "WEBHOOKS_MEMORY_LIMIT_MIB")]
+    memory_limit_mib: Option<usize>,
     /// Load this plugin component instead of the built-in one.
     #[arg(long, env = "WEBHOOKS_COMPONENT")]
     component: Option<PathBuf>,
-    /// Delivery workers.
-    #[arg(long, env = "WEBHOOKS_WORKERS", default_value_t = 2)]
-    workers: usize,
+    /// Delivery workers [default: 2].
+    #[arg(long, env = "WEBHOOKS_WORKERS")]
+    workers: Option<usize>,
+}
+
+/// A duration from a flag/env value, else from the file, else the default.
+fn duration(
+    name: &str,
+    flag: Option<humantime::Duration>,
+    file: Option<&str>,
+    default: Duration,
+) -> anyhow::Result<Duration> {
+    match (flag, file) {
+        (Some(d), _) => Ok(d.into()),
+        (None, Some(f)) => config::parse_duration(f).map_err(|e| anyhow::anyhow!("{name}: {e}")),
+        (None, None) => Ok(default),
+    }
+}
+
+/// Settings after layering flags and environment over the file over defaults.
+struct Resolved {
+    cfg: Config,
+    listen: SocketAddr,
+    data: PathBuf,
+    admin_user: String,
+    admin_password: Option<String>,
+    api_token: Option<String>,
+}
+
+fn resolve(s: Serve) -> anyhow::Result<Resolved> {
+    let f = match &s.config {
+        Some(p) => config::FileSettings::load(p).map_err(|e| anyhow::anyhow!("--config: {e}"))?,
+        None => config::FileSettings::default(),
+    };
+    let listen = match (s.listen, f.listen.as_deref()) {
+        (Some(l), _) => l,
+        (None, Some(l)) => l.parse().map_err(|e| anyhow::anyhow!("listen: {l:?}: {e}"))?,
+        (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+    };
+    let data = s.data.or(f.data_dir.clone()).unwrap_or_else(|| PathBuf::from("./data"));
+    let mut cfg = Config::new(&data);
+    if let Some(m) = s.mount_path.or(f.mount_path.clone()) {
+        config::check_mount_path(&m).map_err(|e| anyhow::anyhow!("mount_path: {e}"))?;
+        cfg.mount_path = m;
+    }
+    let allowed = s.allowed_hosts.or(f.allowed_hosts.as_ref().map(config::StringList::joined)).unwrap_or_default();
+    cfg.allowed_hosts = egress::parse_allowlist(&allowed).map_err(|e| anyhow::anyhow!("allowed_hosts: {e}"))?;
+    if let Some(r) = s.retry_schedule.or(f.retry_schedule.as_ref().map(config::StringList::joined)) {
+        cfg.retry_schedule = config::parse_schedule(&r).map_err(|e| anyhow::anyhow!("retry_schedule: {e}"))?;
+    }
+    cfg.attempt_timeout =
+        duration("attempt_timeout", s.attempt_timeout, f.attempt_timeout.as_deref(), cfg.attempt_timeout)?;
+    cfg.lease = duration("lease", s.lease, f.lease.as_deref(), cfg.lease)?;
+    cfg.auto_disable_after =
+        duration("auto_disable_after", s.auto_disable_after, f.auto_disable_after.as_deref(), cfg.auto_disable_after)?;
+    cfg.retention = duration("retention", s.retention, f.retention.as_deref(), cfg.retention)?;
+    cfg.call_timeout = duration("call_timeout", s.call_timeout, f.call_timeout.as_deref(), cfg.call_timeout)?;
+    cfg.durability = s.durability.or(f.durability).unwrap_or_default();
+    cfg.memory_limit = s.memory_limit_mib.or(f.memory_limit_mib).unwrap_or(256).clamp(16, 4096) << 20;
+    cfg.component_path = s.component.or(f.component.clone());
+    cfg.per_webhook_concurrency = s.per_webhook_concurrency.or(f.per_webhook_concurrency).unwrap_or(16).clamp(1, 1024);
+    cfg.cache_dir = s.cache_dir.or(f.cache_dir.clone());
+    cfg.delivery_workers = s.workers.or(f.workers).unwrap_or(2).min(64);
+    if let Some(k) = s.secret_key.or(f.secret_key.clone()).filter(|k| !k.is_empty()) {
+        cfg.secret_key = Some(
+            webhooks_host::secrets::SecretKey::from_hex(&k).map_err(|e| anyhow::anyhow!("secret_key: {e}"))?,
+        );
+    }
+    Ok(Resolved {
+        cfg,
+        listen,
+        data,
+        admin_user: s.admin_user.or(f.admin_user.clone()).unwrap_or_else(|| "admin".into()),
+        admin_password: s.admin_password.or(f.admin_password.clone()).filter(|p| !p.is_empty()),
+        api_token: s.api_token.or(f.api_token.clone()).filter(|t| !t.is_empty()),
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -114,34 +196,13 @@ fn secret_file(path: &Path, make: impl FnOnce() -> Vec<u8>) -> anyhow::Result<(V
 }
 
 async fn serve(s: Serve) -> anyhow::Result<()> {
-    let mut cfg = Config::new(&s.data);
-    cfg.allowed_hosts =
-        egress::parse_allowlist(&s.allowed_hosts).map_err(|e| anyhow::anyhow!("WEBHOOKS_ALLOWED_HOSTS: {e}"))?;
-    cfg.retry_schedule =
-        config::parse_schedule(&s.retry_schedule).map_err(|e| anyhow::anyhow!("WEBHOOKS_RETRY_SCHEDULE: {e}"))?;
-    cfg.attempt_timeout = s.attempt_timeout.into();
-    cfg.lease = s.lease.into();
-    cfg.durability = s.durability;
-    cfg.call_timeout = s.call_timeout.into();
-    cfg.memory_limit = s.memory_limit_mib.clamp(16, 4096) << 20;
-    cfg.component_path = s.component.clone();
-    cfg.auto_disable_after = s.auto_disable_after.into();
-    cfg.retention = s.retention.into();
-    cfg.per_webhook_concurrency = s.per_webhook_concurrency.clamp(1, 1024);
-    cfg.cache_dir = s.cache_dir.clone();
-    if let Some(k) = s.secret_key.as_deref().filter(|k| !k.is_empty()) {
-        cfg.secret_key = Some(
-            webhooks_host::secrets::SecretKey::from_hex(k).map_err(|e| anyhow::anyhow!("WEBHOOKS_SECRET_KEY: {e}"))?,
-        );
-    }
-    cfg.delivery_workers = s.workers.min(64);
-    std::fs::create_dir_all(&s.data).with_context(|| format!("creating {}", s.data.display()))?;
-
-    let (key, _) = secret_file(&s.data.join("host.key"), || random_hex(32).into_bytes())?;
-    let api_token = match s.api_token.filter(|t| !t.is_empty()) {
+    let Resolved { cfg, listen, data, admin_user, admin_password, api_token } = resolve(s)?;
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let (key, _) = secret_file(&data.join("host.key"), || random_hex(32).into_bytes())?;
+    let api_token = match api_token {
         Some(t) => t,
         None => {
-            let path = s.data.join("api-token");
+            let path = data.join("api-token");
             let (t, created) = secret_file(&path, || random_hex(24).into_bytes())?;
             let t = String::from_utf8(t).context("api-token is not UTF-8")?.trim().to_owned();
             if created {
@@ -152,16 +213,16 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
         }
     };
 
-    let (auth, generated) = webhooks_host::auth::Auth::load(s.admin_user.clone(), s.admin_password.clone(), &s.data)
+    let (auth, generated) = webhooks_host::auth::Auth::load(admin_user.clone(), admin_password, &data)
         .context("loading the admin account")?;
     if let Some(p) = generated {
         // Printed once, on the terminal of whoever started it; stored only hashed.
-        eprintln!("Generated the admin password for user {:?} (shown once): {p}", s.admin_user);
+        eprintln!("Generated the admin password for user {admin_user:?} (shown once): {p}");
     }
     let hooks = Webhooks::start(cfg).await?;
     let app = Arc::new(App { hooks, api_token, key, auth });
     let listener =
-        tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     // Not println!: a closed stdout must not take the server down.
     let mut out = std::io::stdout();

@@ -26,6 +26,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::{self, Webhooks, WebhooksPre};
+use crate::metrics::Metrics;
 use crate::config::{Config, WasiClock};
 use crate::egress::{Egress, Hooks, Policy};
 use crate::storage::{self, Storage};
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     pub key: crate::secrets::SecretKey,
     /// Set on shutdown; `run-due` stops claiming when it sees it.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Fed by the egress and the scheduler, read by `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl bindings::types::Host for State {}
@@ -239,7 +242,7 @@ impl Runtime {
         let rt = Arc::new(Runtime {
             engine: engine.clone(),
             pre,
-            shared: Arc::new(Shared { config, egress, key, draining: Default::default() }),
+            shared: Arc::new(Shared { config, egress, key, draining: Default::default(), metrics: Default::default() }),
             idle: Mutex::new(Vec::new()),
         });
         // The epoch ticker: deadlines are counted in its ticks. It stops when
@@ -274,7 +277,7 @@ impl Runtime {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: Hooks::new(self.shared.egress.clone()),
+            hooks: Hooks::new(self.shared.egress.clone(), self.shared.metrics.clone()),
             db: Storage::new(conn),
             limits: StoreLimitsBuilder::new()
                 .memory_size(c.memory_limit)
@@ -343,6 +346,30 @@ impl Runtime {
         let mut w = self.checkout(deadline).await?;
         let r = w.bindings.panel_webhooks_admin().call_handle(&mut w.store, req).await;
         self.finish(w, r)
+    }
+
+    /// `management.handle`; a test send or resend is one attempt, so its
+    /// deadline covers one.
+    pub async fn api(
+        &self,
+        req: &bindings::ex::management::ApiRequest,
+    ) -> Result<bindings::ex::management::ApiResponse, CallError> {
+        let deadline = self.shared.config.call_timeout + self.shared.config.attempt_timeout;
+        let mut w = self.checkout(deadline).await?;
+        let r = w.bindings.panel_webhooks_management().call_handle(&mut w.store, req).await;
+        self.finish(w, r)
+    }
+
+    /// `deliveries.stats`.
+    pub async fn stats(&self) -> Result<bindings::ex::deliveries::QueueStats, CallError> {
+        let mut w = self.checkout(self.shared.config.call_timeout).await?;
+        let r = w.bindings.panel_webhooks_deliveries().call_stats(&mut w.store).await;
+        self.finish(w, r)
+    }
+
+    /// The metrics this runtime's calls and requests feed.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
     }
 
     /// `events.raise-batch`.

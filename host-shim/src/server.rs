@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use crate::admin_ui;
 use crate::auth::{Auth, LoginError};
 use crate::bindings::ex::admin as wit_admin;
+use crate::bindings::ex::management::ApiRequest;
 use crate::bindings::types::{Flash, FlashKind};
 use crate::{Event, RaiseError, Webhooks};
 
@@ -25,6 +26,9 @@ use crate::{Event, RaiseError, Webhooks};
 pub const MAX_BODY: usize = 256 * 1024;
 /// Most events in one batch call.
 pub const MAX_BATCH: usize = 1000;
+
+/// The HTTP API's OpenAPI 3.1 description, checked in at `docs/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 const SESSION_COOKIE: &str = "wh_session";
 const PRE_SESSION_COOKIE: &str = "wh_pre";
@@ -46,7 +50,10 @@ pub struct App {
 pub fn router(app: Arc<App>) -> Router {
     let mount = app.hooks.config().mount_path.clone();
     Router::new()
-        .route("/", get(|| async { axum::response::Redirect::to(crate::config::DEFAULT_MOUNT) }))
+        .route("/", get({
+            let to = mount.clone();
+            move || async move { axum::response::Redirect::to(&to) }
+        }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/static/panel.css", get(|| async { asset("text/css", admin_ui::PANEL_CSS) }))
         .route("/static/webhooks.css", get(|| async { asset("text/css", admin_ui::WEBHOOKS_CSS) }))
@@ -55,6 +62,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/logout", post(logout))
         .route("/api/events", post(api_event))
         .route("/api/events/batch", post(api_batch))
+        .route("/api/openapi.json", get(|| async { asset("application/json", OPENAPI) }))
+        .route("/api/event-types", axum::routing::any(api_management))
+        .route("/api/webhooks", axum::routing::any(api_management))
+        .route("/api/webhooks/{*rest}", axum::routing::any(api_management))
+        .route("/metrics", get(metrics))
         .route(&mount, get(admin).post(admin))
         .route(&format!("{mount}/"), get(admin).post(admin))
         .route(&format!("{mount}/{{*rest}}"), get(admin).post(admin))
@@ -110,20 +122,87 @@ fn valid_session(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Headers a panel in front of `serve` sends to act for a signed-in admin
+/// (see docs/EMBEDDING.md). They count only with the API token.
+pub const ACTOR_HEADER: &str = "x-webhooks-actor";
+/// The panel's own CSRF token, already checked by the panel, to put in forms.
+pub const CSRF_TOKEN_HEADER: &str = "x-webhooks-csrf-token";
+/// The form field name of the panel's CSRF token (default `_csrf`).
+pub const CSRF_FIELD_HEADER: &str = "x-webhooks-csrf-field";
+/// `1`: answer the fragment alone, for a panel that wraps it in its layout.
+pub const FRAGMENT_HEADER: &str = "x-webhooks-fragment";
+/// The page title of a fragment answer, percent-encoded UTF-8.
+pub const TITLE_HEADER: &str = "x-webhooks-title";
+
+/// Who is acting on an admin request, and how its forms are protected.
+struct Acting {
+    actor: String,
+    csrf: String,
+    csrf_field: String,
+    /// The panel checked CSRF itself (it sent its token): we do not.
+    panel_checks_csrf: bool,
+    fragment: bool,
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
+}
+
+/// A panel acting for its admin: the API token plus the actor header.
+fn trusted_panel(app: &App, headers: &HeaderMap) -> Result<Option<Acting>, Response> {
+    if headers.get(header::AUTHORIZATION).is_none() {
+        return Ok(None);
+    }
+    if !authorized(app, headers) {
+        return Err(plain(StatusCode::UNAUTHORIZED, "The API token is not valid."));
+    }
+    let actor = header_str(headers, ACTOR_HEADER).unwrap_or("");
+    if actor.is_empty() || actor.len() > 100 || actor.chars().any(char::is_control) {
+        return Err(plain(StatusCode::BAD_REQUEST, "X-Webhooks-Actor must name the acting admin (1-100 characters)."));
+    }
+    let field = header_str(headers, CSRF_FIELD_HEADER).unwrap_or("_csrf");
+    if field.len() > 64 || !field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(plain(StatusCode::BAD_REQUEST, "X-Webhooks-Csrf-Field must be a plain form field name."));
+    }
+    let panel_token = header_str(headers, CSRF_TOKEN_HEADER).filter(|t| t.len() <= 512);
+    let acting = Acting {
+        actor: actor.to_owned(),
+        // Without the panel's token we protect our own forms, with a token
+        // bound to the actor (a proxy such as nginx cannot check CSRF).
+        csrf: panel_token.map_or_else(|| admin_ui::csrf_token(&app.key, &format!("actor:{actor}")), str::to_owned),
+        csrf_field: field.to_owned(),
+        panel_checks_csrf: panel_token.is_some(),
+        fragment: header_str(headers, FRAGMENT_HEADER) == Some("1"),
+    };
+    Ok(Some(acting))
+}
+
 async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let mount = app.hooks.config().mount_path.clone();
-    let signed_in = cookie(&headers, SESSION_COOKIE)
-        .filter(|s| valid_session(s))
-        .and_then(|s| app.auth.session_user(&s).map(|u| (s, u)));
-    let Some((session, user)) = signed_in else {
-        // Nothing runs for an anonymous request: back to the sign-in page.
-        let next = if method == Method::GET { uri.to_string() } else { mount.clone() };
-        let to = format!("/login?next={}", form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
-        return see_other(&to);
+    let acting = match trusted_panel(&app, &headers) {
+        Err(resp) => return resp,
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            let signed_in = cookie(&headers, SESSION_COOKIE)
+                .filter(|s| valid_session(s))
+                .and_then(|s| app.auth.session_user(&s).map(|u| (s, u)));
+            let Some((session, user)) = signed_in else {
+                // Nothing runs for an anonymous request: back to the sign-in page.
+                let next = if method == Method::GET { uri.to_string() } else { mount.clone() };
+                let to =
+                    format!("/login?next={}", form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+                return see_other(&to);
+            };
+            Acting {
+                actor: user,
+                csrf: admin_ui::csrf_token(&app.key, &session),
+                csrf_field: "_csrf".into(),
+                panel_checks_csrf: false,
+                fragment: false,
+            }
+        }
     };
-    let csrf = admin_ui::csrf_token(&app.key, &session);
-    let actor = user.as_str();
-    let frame = admin_ui::Frame { manifest: app.hooks.manifest(), mount: &mount, actor, csrf: &csrf };
+    let frame = admin_ui::Frame { manifest: app.hooks.manifest(), mount: &mount, actor: &acting.actor, csrf: &acting.csrf };
     let path = uri.path().strip_prefix(mount.as_str()).unwrap_or("");
     let path = if path.is_empty() { "/".to_owned() } else { path.to_owned() };
     let query: Vec<(String, String)> =
@@ -135,14 +214,20 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
             return plain(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
         }
         form = form_urlencoded::parse(&body).into_owned().collect();
-        let submitted = form.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()).unwrap_or("");
-        if !admin_ui::csrf_ok(&app.key, &session, submitted) {
-            let page = frame.render(uri.path(), "Form expired",
-                "<div class=\"wh\"><h1>Form expired</h1><p>Nothing was changed. The form's security token did not match your session; go back, reload the page and submit again.</p></div>",
-                None);
-            return html(StatusCode::FORBIDDEN, page, false);
+        let submitted =
+            form.iter().find(|(k, _)| *k == acting.csrf_field).map(|(_, v)| v.as_str()).unwrap_or("").to_owned();
+        let ok = acting.panel_checks_csrf || {
+            use subtle::ConstantTimeEq;
+            acting.csrf.len() == submitted.len() && bool::from(acting.csrf.as_bytes().ct_eq(submitted.as_bytes()))
+        };
+        if !ok {
+            let body = "<div class=\"wh\"><h1>Form expired</h1><p>Nothing was changed. The form's security token did not match your session; go back, reload the page and submit again.</p></div>";
+            if acting.fragment {
+                return fragment_response(StatusCode::FORBIDDEN, "Form expired", body.to_owned(), false);
+            }
+            return html(StatusCode::FORBIDDEN, frame.render(uri.path(), "Form expired", body, None), false);
         }
-        form.retain(|(k, _)| k != "_csrf");
+        form.retain(|(k, _)| *k != acting.csrf_field);
     }
 
     let req = wit_admin::Request {
@@ -150,17 +235,16 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
         path,
         query,
         form,
-        actor: actor.to_owned(),
-        csrf_token: csrf.clone(),
+        actor: acting.actor.clone(),
+        csrf_token: acting.csrf.clone(),
+        csrf_field: acting.csrf_field.clone(),
     };
     let incoming_flash = cookie(&headers, FLASH_COOKIE).and_then(|v| admin_ui::parse_flash_cookie(&v));
     let had_flash = incoming_flash.is_some();
-    match app.hooks.admin(&req).await {
+    let (status, title, fragment, flash) = match app.hooks.admin(&req).await {
         Ok(wit_admin::Response::Page(p)) => {
             let flash = p.flash.or(incoming_flash);
-            let page = frame.render(uri.path(), &p.title, &p.fragment, flash.as_ref());
-            let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::OK);
-            html(status, page, had_flash)
+            (StatusCode::from_u16(p.status).unwrap_or(StatusCode::OK), p.title, p.fragment, flash)
         }
         Ok(wit_admin::Response::Redirect(r)) => {
             // Only same-site paths: a plugin cannot send the admin elsewhere.
@@ -175,22 +259,42 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
             {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
-            resp
+            return resp;
         }
-        Ok(wit_admin::Response::NotFound) => {
-            let page = frame.render(uri.path(), "Not found",
-                "<div class=\"wh\"><h1>Not found</h1><p>There is no such webhook or page. It may have been deleted.</p></div>",
-                None);
-            html(StatusCode::NOT_FOUND, page, had_flash)
-        }
-        Err(e) => {
-            let flash = Flash { kind: FlashKind::Error, message: format!("{e}. Nothing was changed; try again.") };
-            let page = frame.render(uri.path(), "Error",
-                "<div class=\"wh\"><h1>The webhooks plugin failed</h1><p>The error was logged and the plugin was restarted.</p></div>",
-                Some(&flash));
-            html(StatusCode::INTERNAL_SERVER_ERROR, page, had_flash)
-        }
+        Ok(wit_admin::Response::NotFound) => (
+            StatusCode::NOT_FOUND,
+            "Not found".to_owned(),
+            "<div class=\"wh\"><h1>Not found</h1><p>There is no such webhook or page. It may have been deleted.</p></div>".to_owned(),
+            None,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Error".to_owned(),
+            "<div class=\"wh\"><h1>The webhooks plugin failed</h1><p>The error was logged and the plugin was restarted.</p></div>".to_owned(),
+            Some(Flash { kind: FlashKind::Error, message: format!("{e}. Nothing was changed; try again.") }),
+        ),
+    };
+    if acting.fragment {
+        let body = match &flash {
+            Some(f) => format!("{}{fragment}", admin_ui::flash_html(f)),
+            None => fragment,
+        };
+        return fragment_response(status, &title, body, had_flash);
     }
+    html(status, frame.render(uri.path(), &title, &fragment, flash.as_ref()), had_flash)
+}
+
+/// A fragment for the panel's own layout; the title travels in a header.
+fn fragment_response(status: StatusCode, title: &str, body: String, clear_flash: bool) -> Response {
+    let mut resp = html(status, body, clear_flash);
+    // The panel sets its own page policy around our fragment.
+    resp.headers_mut().remove("content-security-policy");
+    resp.headers_mut().remove("x-frame-options");
+    let encoded: String = form_urlencoded::byte_serialize(title.as_bytes()).collect();
+    if let Ok(v) = HeaderValue::from_str(&encoded.replace('+', "%20")) {
+        resp.headers_mut().insert(TITLE_HEADER, v);
+    }
+    resp
 }
 
 fn html(status: StatusCode, body: String, clear_flash: bool) -> Response {
@@ -288,14 +392,77 @@ async fn read_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Bo
 /// The token check, then the JSON body: what every API call starts with.
 async fn api_body<T: serde::de::DeserializeOwned>(app: &App, headers: &HeaderMap, body: Body) -> Result<T, Response> {
     if !authorized(app, headers) {
-        return Err(api_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid 'Authorization: Bearer <token>' header is required",
-            None,
-        ));
+        return Err(unauthorized());
     }
     read_json(headers, body).await
+}
+
+fn unauthorized() -> Response {
+    api_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid 'Authorization: Bearer <token>' header is required",
+        None,
+    )
+}
+
+/// `/api/webhooks…` and `/api/event-types`: authenticated here, answered by
+/// the plugin's management interface.
+async fn api_management(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is larger than {MAX_BODY} bytes"),
+                None,
+            );
+        }
+    };
+    let Ok(body) = String::from_utf8(body.to_vec()) else {
+        return api_error(StatusCode::BAD_REQUEST, "invalid_json", "the body is not UTF-8", None);
+    };
+    let req = ApiRequest {
+        method: method.as_str().to_owned(),
+        path: uri.path().strip_prefix("/api").unwrap_or("/").to_owned(),
+        query: form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
+        body,
+        actor: header_str(&headers, ACTOR_HEADER).unwrap_or("api").chars().take(100).collect(),
+    };
+    match app.hooks.api(&req).await {
+        Ok(r) => {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if r.body.is_empty() {
+                return status.into_response();
+            }
+            (status, [(header::CONTENT_TYPE, "application/json")], r.body).into_response()
+        }
+        Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", e.to_string(), None),
+    }
+}
+
+/// Prometheus metrics, behind the API token (they name event types and volumes).
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if !authorized(&app, &headers) {
+        return unauthorized();
+    }
+    match app.hooks.metrics_text().await {
+        Ok(text) => {
+            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                .into_response()
+        }
+        Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", e.to_string(), None),
+    }
 }
 
 async fn api_event(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {

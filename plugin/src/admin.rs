@@ -19,6 +19,8 @@ pub struct Request {
     pub form: Vec<(String, String)>,
     pub actor: String,
     pub csrf_token: String,
+    /// The form field carrying `csrf_token` (`_csrf`, or the panel's own).
+    pub csrf_field: String,
 }
 
 impl Request {
@@ -109,7 +111,7 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
             let Some(w) = id(i).map(|i| store::get(host, i)).transpose()?.flatten() else {
                 return Ok(Response::NotFound);
             };
-            let t = ConfirmDelete { base: &base, csrf: &req.csrf_token, w: &w };
+            let t = ConfirmDelete { base: &base, csrf: &req.csrf_token, csrf_field: &req.csrf_field, w: &w };
             Ok(page(200, &format!("Delete {}", w.name), render(&t), None))
         }
         ([i, "delete"], _, true) => {
@@ -180,7 +182,7 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
                 return Ok(Response::NotFound);
             };
             let view = DeliveryView::new(&del, host.now_ms());
-            let t = DeliveryPage { base: &base, csrf: &req.csrf_token, w: &w, d: &view };
+            let t = DeliveryPage { base: &base, csrf: &req.csrf_token, csrf_field: &req.csrf_field, w: &w, d: &view };
             Ok(page(200, &format!("Delivery {}", del.msg_id), render(&t), None))
         }
         ([i, "deliveries", d, "resend"], _, true) => {
@@ -306,6 +308,7 @@ struct Row<'a> {
 struct Dashboard<'a> {
     base: &'a str,
     csrf: &'a str,
+    csrf_field: &'a str,
     rows: Vec<Row<'a>>,
 }
 
@@ -325,7 +328,7 @@ fn dashboard(host: &dyn Host, req: &Request, base: &str) -> Result<Response, DbE
             disabled_at: w.disabled_at.map(|t| When::new(t, now)),
         })
         .collect();
-    let t = Dashboard { base, csrf: &req.csrf_token, rows };
+    let t = Dashboard { base, csrf: &req.csrf_token, csrf_field: &req.csrf_field, rows };
     Ok(page(200, "Webhooks", render(&t), None))
 }
 
@@ -347,6 +350,8 @@ struct EventBox {
     name: &'static str,
     description: &'static str,
     checked: bool,
+    /// The whole body a receiver gets for this event, pretty-printed.
+    example: String,
 }
 
 struct Group {
@@ -359,6 +364,7 @@ struct Group {
 struct FormPage<'a> {
     base: &'a str,
     csrf: &'a str,
+    csrf_field: &'a str,
     action: String,
     editing: Option<&'a Webhook>,
     v: FormValues,
@@ -395,6 +401,7 @@ fn form_page(
                     name: e.name,
                     description: e.description,
                     checked: v.events.iter().any(|x| x == e.name),
+                    example: example_payload(e),
                 })
                 .collect(),
         })
@@ -413,7 +420,7 @@ fn form_page(
     let rotation_until = editing.and_then(|w| w.previous_secret_until).filter(|t| *t > now).map(|t| When::new(t, now));
     let t = FormPage {
         base,
-        csrf: &req.csrf_token,
+        csrf: &req.csrf_token, csrf_field: &req.csrf_field,
         action,
         editing,
         v,
@@ -427,6 +434,19 @@ fn form_page(
         .then(|| Flash { kind: FlashKind::Error, message: "Please correct the fields marked below.".into() });
     page(status, &title, render(&t), fl)
 }
+
+/// An event's example as the body a receiver gets (the same envelope as
+/// `outbox::payload`), pretty-printed.
+fn example_payload(e: &catalog::EventType) -> String {
+    let body = outbox::payload(e.name, EXAMPLE_TIME_MS, &e.example());
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(body)
+}
+
+/// 2026-11-28T09:14:03Z: a fixed time, so examples do not change per view.
+const EXAMPLE_TIME_MS: u64 = 1_795_857_243_000;
 
 fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<Response, DbError> {
     let existing = match id {
@@ -532,6 +552,7 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
 struct ConfirmDelete<'a> {
     base: &'a str,
     csrf: &'a str,
+    csrf_field: &'a str,
     w: &'a Webhook,
 }
 
@@ -558,6 +579,7 @@ struct EventOption {
 struct HistoryPage<'a> {
     base: &'a str,
     csrf: &'a str,
+    csrf_field: &'a str,
     w: &'a Webhook,
     rows: Vec<HistoryRow>,
     status: &'a str,
@@ -602,7 +624,7 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
     };
     let t = HistoryPage {
         base,
-        csrf: &req.csrf_token,
+        csrf: &req.csrf_token, csrf_field: &req.csrf_field,
         w: &w,
         rows: rows.into_iter().map(|a| HistoryRow { when: When::new(a.attempted_at, now), a }).collect(),
         status,
@@ -673,6 +695,7 @@ impl DeliveryView {
 struct DeliveryPage<'a> {
     base: &'a str,
     csrf: &'a str,
+    csrf_field: &'a str,
     w: &'a Webhook,
     d: &'a DeliveryView,
 }

@@ -6,6 +6,36 @@ pub struct EventType {
     pub name: &'static str,
     pub category: &'static str,
     pub description: &'static str,
+    /// JSON Schema (2020-12) of the event's `data`, from `plugin/events/`;
+    /// its first `examples` entry is the example shown to admins.
+    pub schema: &'static str,
+}
+
+impl EventType {
+    /// The example `data` object from the schema, compact JSON.
+    pub fn example(&self) -> String {
+        self.example_value().to_string()
+    }
+
+    /// The example `data` object as a value.
+    pub fn example_value(&self) -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(self.schema)
+            .ok()
+            .and_then(|mut s| s.get_mut("examples")?.get_mut(0).map(serde_json::Value::take))
+            .unwrap_or_else(|| serde_json::json!({}))
+    }
+}
+
+/// One catalog entry; the schema file is named after the event.
+macro_rules! event {
+    ($name:literal, $category:expr, $description:literal) => {
+        EventType {
+            name: $name,
+            category: $category,
+            description: $description,
+            schema: include_str!(concat!("../events/", $name, ".json")),
+        }
+    };
 }
 
 /// The event sent by "Send test"; not subscribable, always delivered to the
@@ -14,19 +44,19 @@ pub const TEST_EVENT: &str = "test.webhook";
 
 /// Every event type, in the order the admin form shows them.
 pub const EVENTS: &[EventType] = &[
-    EventType { name: "user.created", category: "User", description: "A user account was created." },
-    EventType { name: "user.updated", category: "User", description: "A user's profile or settings changed." },
-    EventType { name: "user.deleted", category: "User", description: "A user account was deleted." },
-    EventType { name: "server.created", category: "Server", description: "A server was provisioned." },
-    EventType { name: "server.deleted", category: "Server", description: "A server was removed." },
-    EventType { name: "transaction.created", category: "Transaction", description: "A payment was started." },
-    EventType { name: "transaction.success", category: "Transaction", description: "A payment succeeded." },
-    EventType { name: "transaction.failed", category: "Transaction", description: "A payment failed." },
-    EventType { name: "transaction.refunded", category: "Transaction", description: "A payment was refunded." },
-    EventType { name: "ticket.created", category: "Ticket", description: "A support ticket was opened." },
-    EventType { name: "ticket.closed", category: "Ticket", description: "A support ticket was closed." },
-    EventType { name: "ticket.reopened", category: "Ticket", description: "A closed support ticket was reopened." },
-    EventType { name: TEST_EVENT, category: "Test", description: "Sent by \"Send test\" to check an endpoint." },
+    event!("user.created", "User", "A user account was created."),
+    event!("user.updated", "User", "A user's profile or settings changed."),
+    event!("user.deleted", "User", "A user account was deleted."),
+    event!("server.created", "Server", "A server was provisioned."),
+    event!("server.deleted", "Server", "A server was removed."),
+    event!("transaction.created", "Transaction", "A payment was started."),
+    event!("transaction.success", "Transaction", "A payment succeeded."),
+    event!("transaction.failed", "Transaction", "A payment failed."),
+    event!("transaction.refunded", "Transaction", "A payment was refunded."),
+    event!("ticket.created", "Ticket", "A support ticket was opened."),
+    event!("ticket.closed", "Ticket", "A support ticket was closed."),
+    event!("ticket.reopened", "Ticket", "A closed support ticket was reopened."),
+    event!("test.webhook", "Test", "Sent by \"Send test\" to check an endpoint."),
 ];
 
 /// Categories in display order.
@@ -69,6 +99,21 @@ mod tests {
         assert_eq!(names.len(), 13);
         for e in EVENTS.iter().filter(|e| e.name != TEST_EVENT) {
             assert!(CATEGORIES.contains(&e.category), "{}", e.name);
+        }
+    }
+
+    #[test]
+    fn every_example_matches_its_schema() {
+        for e in EVENTS {
+            let schema: serde_json::Value = serde_json::from_str(e.schema).unwrap_or_else(|err| panic!("{}: {err}", e.name));
+            assert_eq!(schema["$id"], format!("urn:panel-webhooks:event:{}", e.name));
+            let v = jsonschema::validator_for(&schema).unwrap_or_else(|err| panic!("{}: {err}", e.name));
+            let example = e.example_value();
+            assert!(example.as_object().is_some_and(|o| !o.is_empty()), "{} has no example", e.name);
+            let errors: Vec<String> = v.iter_errors(&example).map(|x| x.to_string()).collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", e.name);
+            // And the schema does say something: an empty object fails it.
+            assert!(!v.is_valid(&serde_json::json!({})), "{} requires nothing", e.name);
         }
     }
 

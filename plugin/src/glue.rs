@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Ticket, Value};
 use crate::outbox::MAX_STORED_BODY;
-use crate::{admin, catalog, outbox, schema};
+use crate::{admin, api, catalog, outbox, schema};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -304,6 +304,8 @@ impl ex::plugin::Guest for Component {
                     name: e.name.into(),
                     category: e.category.into(),
                     description: e.description.into(),
+                    data_schema: e.schema.into(),
+                    example: e.example(),
                 })
                 .collect(),
         }
@@ -335,6 +337,7 @@ impl ex::admin::Guest for Component {
             form: req.form,
             actor: req.actor,
             csrf_token: req.csrf_token,
+            csrf_field: req.csrf_field,
         };
         match admin::handle(&Wasm, &r) {
             admin::Response::Page { status, title, fragment, flash } => {
@@ -345,6 +348,14 @@ impl ex::admin::Guest for Component {
             }
             admin::Response::NotFound => ex::admin::Response::NotFound,
         }
+    }
+}
+
+impl ex::management::Guest for Component {
+    fn handle(req: ex::management::ApiRequest) -> ex::management::ApiResponse {
+        let r = api::Request { method: req.method, path: req.path, query: req.query, body: req.body, actor: req.actor };
+        let out = api::handle(&Wasm, &r);
+        ex::management::ApiResponse { status: out.status, body: out.body }
     }
 }
 
@@ -406,13 +417,37 @@ impl ex::events::Guest for Component {
 impl ex::deliveries::Guest for Component {
     fn run_due(max: u32) -> ex::deliveries::Report {
         match outbox::run_due(&Wasm, max) {
-            Ok(r) => {
-                ex::deliveries::Report { attempted: r.attempted, succeeded: r.succeeded, next_due_ms: r.next_due_ms }
-            }
+            Ok(r) => ex::deliveries::Report {
+                attempted: r.attempted,
+                succeeded: r.succeeded,
+                retrying: r.retrying,
+                exhausted: r.exhausted,
+                next_due_ms: r.next_due_ms,
+            },
             Err(e) => {
                 Wasm.log(Level::Error, &format!("delivery run failed: {e}"));
                 // Retry soon: the rows stay due (or leased until their lease ends).
-                ex::deliveries::Report { attempted: 0, succeeded: 0, next_due_ms: Some(Wasm.now_ms() + 1000) }
+                ex::deliveries::Report {
+                    attempted: 0,
+                    succeeded: 0,
+                    retrying: 0,
+                    exhausted: 0,
+                    next_due_ms: Some(Wasm.now_ms() + 1000),
+                }
+            }
+        }
+    }
+
+    fn stats() -> ex::deliveries::QueueStats {
+        match outbox::stats(&Wasm) {
+            Ok(s) => ex::deliveries::QueueStats {
+                pending: s.pending,
+                retrying: s.retrying,
+                oldest_waiting_ms: s.oldest_waiting_ms,
+            },
+            Err(e) => {
+                Wasm.log(Level::Error, &format!("reading queue stats failed: {e}"));
+                ex::deliveries::QueueStats { pending: 0, retrying: 0, oldest_waiting_ms: None }
             }
         }
     }

@@ -6,6 +6,7 @@
 //! only module that knows about wit-bindgen.
 
 pub mod admin;
+pub mod api;
 pub mod catalog;
 pub mod host;
 pub mod outbox;

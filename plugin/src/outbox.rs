@@ -184,6 +184,8 @@ pub fn jittered(delay_ms: u64, r: u32) -> u64 {
 pub struct Report {
     pub attempted: u32,
     pub succeeded: u32,
+    pub retrying: u32,
+    pub exhausted: u32,
     pub next_due_ms: Option<u64>,
     pub outcomes: Vec<Outcome>,
 }
@@ -218,6 +220,8 @@ pub struct Outcome {
     pub status: Option<u16>,
     pub error: Option<String>,
     pub success: bool,
+    /// The delivery state after this attempt: `succeeded`, `retrying` or `exhausted`.
+    pub state: &'static str,
 }
 
 /// How long one `run-due` keeps claiming new work before it drains and returns.
@@ -351,6 +355,8 @@ fn drive(
         })?;
         report.attempted += outcomes.len() as u32;
         report.succeeded += outcomes.iter().filter(|o| o.success).count() as u32;
+        report.retrying += outcomes.iter().filter(|o| o.state == "retrying").count() as u32;
+        report.exhausted += outcomes.iter().filter(|o| o.state == "exhausted").count() as u32;
         outcomes_done.extend(outcomes);
     }
     report.outcomes = outcomes_done;
@@ -551,7 +557,7 @@ fn record(
             host.log(Level::Warn, &format!("webhook {} disabled: {reason}", job.webhook_id));
         }
     }
-    Ok(Outcome { delivery_id: job.delivery_id, status, error, success })
+    Ok(Outcome { delivery_id: job.delivery_id, status, error, success, state })
 }
 
 /// `Retry-After` on 429 and 503 — delay-seconds or an HTTP-date — as a
@@ -646,6 +652,32 @@ pub fn retry_failed_since(host: &dyn Host, webhook_id: i64, since_ms: u64) -> Re
          WHERE webhook_id = ?1 AND state = 'exhausted' AND created_at >= ?2",
         &[webhook_id.into(), since_ms.into(), host.now_ms().into()],
     )
+}
+
+/// What waits in the outbox (see `deliveries.queue-stats`).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct QueueStats {
+    pub pending: u64,
+    pub retrying: u64,
+    pub oldest_waiting_ms: Option<u64>,
+}
+
+/// Counts waiting deliveries; served by the partial `deliveries_due` index.
+pub fn stats(host: &dyn Host) -> Result<QueueStats, DbError> {
+    let rows = host.query(
+        "SELECT COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0), \
+         COALESCE(SUM(CASE WHEN state = 'retrying' THEN 1 ELSE 0 END), 0), MIN(created_at) \
+         FROM deliveries WHERE state IN ('pending', 'retrying')",
+        &[],
+    )?;
+    Ok(rows
+        .first()
+        .map(|r| QueueStats {
+            pending: r.u64(0),
+            retrying: r.u64(1),
+            oldest_waiting_ms: r.opt_i64(2).map(|v| v as u64),
+        })
+        .unwrap_or_default())
 }
 
 /// Rows deleted by one maintenance pass.

@@ -367,3 +367,83 @@ pub fn exhausted_count(host: &dyn Host, webhook_id: i64) -> Result<i64, DbError>
         .query("SELECT COUNT(*) FROM deliveries WHERE webhook_id = ?1 AND state = 'exhausted'", &[webhook_id.into()])?;
     Ok(rows.first().map(|r| r.i64(0)).unwrap_or(0))
 }
+
+/// One delivery in a list: its event, state and latest attempt.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub msg_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub state: String,
+    pub attempts: i64,
+    pub created_at: u64,
+    pub next_attempt_at: Option<u64>,
+    pub last_attempt_at: Option<u64>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Delivery list filters.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only these states (`pending`, `retrying`, `succeeded`, `exhausted`).
+    pub states: Vec<&'static str>,
+    pub event_type: Option<String>,
+    /// Only deliveries with a smaller id (the cursor of the previous page).
+    pub before: Option<i64>,
+}
+
+/// Deliveries of a webhook, newest first, at most `limit`; also answers
+/// whether more follow. Keyset paging on the id stays fast deep in history.
+pub fn deliveries(
+    host: &dyn Host,
+    webhook_id: i64,
+    filter: &DeliveryFilter,
+    limit: u32,
+) -> Result<(Vec<DeliveryRow>, bool), DbError> {
+    let mut sql = String::from(
+        "SELECT d.id, d.msg_id, e.id, e.type, d.state, d.attempts, d.created_at, d.next_attempt_at, \
+         (SELECT MAX(a.attempted_at) FROM attempts a WHERE a.delivery_id = d.id), d.last_status, d.last_error \
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.webhook_id = ?1",
+    );
+    let mut params: Vec<Value> = vec![webhook_id.into()];
+    if let Some(b) = filter.before {
+        params.push(b.into());
+        sql.push_str(&format!(" AND d.id < ?{}", params.len()));
+    }
+    if !filter.states.is_empty() {
+        let mut marks = Vec::new();
+        for s in &filter.states {
+            params.push((*s).into());
+            marks.push(format!("?{}", params.len()));
+        }
+        sql.push_str(&format!(" AND d.state IN ({})", marks.join(", ")));
+    }
+    if let Some(t) = &filter.event_type {
+        params.push(t.as_str().into());
+        sql.push_str(&format!(" AND e.type = ?{}", params.len()));
+    }
+    params.push((limit + 1).into());
+    sql.push_str(&format!(" ORDER BY d.id DESC LIMIT ?{}", params.len()));
+    let rows = host.query(&sql, &params)?;
+    let mut out: Vec<DeliveryRow> = rows
+        .iter()
+        .map(|r| DeliveryRow {
+            id: r.i64(0),
+            msg_id: r.str(1),
+            event_id: r.str(2),
+            event_type: r.str(3),
+            state: r.str(4),
+            attempts: r.i64(5),
+            created_at: r.u64(6),
+            next_attempt_at: r.opt_i64(7).map(|v| v as u64),
+            last_attempt_at: r.opt_i64(8).map(|v| v as u64),
+            last_status: r.opt_i64(9),
+            last_error: r.opt_str(10),
+        })
+        .collect();
+    let more = out.len() > limit as usize;
+    out.truncate(limit as usize);
+    Ok((out, more))
+}

@@ -1,0 +1,133 @@
+//! Observability capability: Prometheus metrics for `/metrics`.
+//!
+//! Counters are bumped where the host already sees the fact (events it
+//! raised, run reports, requests its egress sent); the queue gauges are read
+//! from the plugin (`deliveries.stats`) when scraped, so they are never stale
+//! and cost nothing between scrapes.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = [(&'static str, String); 1];
+
+/// The integration's metrics, one registry per [`crate::Webhooks`].
+pub struct Metrics {
+    registry: Registry,
+    events_raised: Family<Labels, Counter>,
+    attempts: Family<Labels, Counter>,
+    attempt_duration: Family<Labels, Histogram>,
+    queue_depth: Family<Labels, Gauge>,
+    oldest_waiting: Gauge<f64, AtomicU64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Attempt latency buckets, seconds: 5 ms to 30 s (the attempt deadline's range).
+const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Empty metrics, registered under the `webhooks_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("webhooks");
+        let events_raised = Family::<Labels, Counter>::default();
+        registry.register("events_raised", "Events accepted from the panel, by event type", events_raised.clone());
+        let attempts = Family::<Labels, Counter>::default();
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts by outcome: succeeded, retrying (failed, another attempt is scheduled), \
+             exhausted (failed for the last time)",
+            attempts.clone(),
+        );
+        let attempt_duration =
+            Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(BUCKETS.iter().copied()));
+        registry.register_with_unit(
+            "attempt_duration",
+            "Time from sending a delivery to its whole response (or error), by result: response or error",
+            prometheus_client::registry::Unit::Seconds,
+            attempt_duration.clone(),
+        );
+        let queue_depth = Family::<Labels, Gauge>::default();
+        registry.register("queue_depth", "Deliveries waiting, by state: pending or retrying", queue_depth.clone());
+        let oldest_waiting = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "oldest_waiting_age",
+            "Age of the oldest waiting delivery (0 when none waits)",
+            prometheus_client::registry::Unit::Seconds,
+            oldest_waiting.clone(),
+        );
+        Metrics { registry, events_raised, attempts, attempt_duration, queue_depth, oldest_waiting }
+    }
+
+    /// One event accepted.
+    pub fn event_raised(&self, event_type: &str) {
+        self.events_raised.get_or_create(&[("type", event_type.to_owned())]).inc();
+    }
+
+    /// Outcomes of a delivery run.
+    pub fn attempts(&self, succeeded: u32, retrying: u32, exhausted: u32) {
+        for (outcome, n) in [("succeeded", succeeded), ("retrying", retrying), ("exhausted", exhausted)] {
+            // Created even at zero so every series exists from the first scrape.
+            self.attempts.get_or_create(&[("outcome", outcome.to_owned())]).inc_by(u64::from(n));
+        }
+    }
+
+    /// One request through the egress: how long, and whether a response came.
+    pub fn attempt_finished(&self, took: Duration, response: bool) {
+        let result = if response { "response" } else { "error" };
+        self.attempt_duration.get_or_create(&[("result", result.to_owned())]).observe(took.as_secs_f64());
+    }
+
+    /// The text exposition, after setting the queue gauges from `stats`.
+    pub fn render(&self, pending: u64, retrying: u64, oldest_waiting_age: Option<Duration>) -> String {
+        self.queue_depth.get_or_create(&[("state", "pending".to_owned())]).set(clamp(pending));
+        self.queue_depth.get_or_create(&[("state", "retrying".to_owned())]).set(clamp(retrying));
+        self.oldest_waiting.set(oldest_waiting_age.map_or(0.0, |d| d.as_secs_f64()));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_and_values() {
+        let m = Metrics::new();
+        m.event_raised("user.created");
+        m.event_raised("user.created");
+        m.attempts(3, 1, 0);
+        m.attempt_finished(Duration::from_millis(30), true);
+        let text = m.render(5, 2, Some(Duration::from_secs(90)));
+        assert!(text.contains("webhooks_events_raised_total{type=\"user.created\"} 2"), "{text}");
+        assert!(text.contains("webhooks_delivery_attempts_total{outcome=\"succeeded\"} 3"), "{text}");
+        assert!(text.contains("webhooks_delivery_attempts_total{outcome=\"exhausted\"} 0"), "{text}");
+        assert!(text.contains("webhooks_attempt_duration_seconds_bucket{le=\"0.05\",result=\"response\"} 1"), "{text}");
+        assert!(text.contains("webhooks_queue_depth{state=\"pending\"} 5"), "{text}");
+        assert!(text.contains("webhooks_oldest_waiting_age_seconds 90.0"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

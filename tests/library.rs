@@ -56,6 +56,7 @@ async fn post(hooks: &Webhooks, path: &str, form: &[(&str, &str)]) {
         form: form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         actor: "test".into(),
         csrf_token: String::new(),
+        csrf_field: "_token".into(),
     };
     let r = hooks.admin(&req).await.unwrap();
     assert!(matches!(r, Response::Redirect(_)), "{r:?}");

@@ -81,10 +81,7 @@ impl Frame<'_> {
 }
 
 #[derive(Template)]
-#[template(
-    source = r#"<div class="wh-flash wh-flash-{{ kind }}" role="status">{{ message }}</div>"#,
-    ext = "html"
-)]
+#[template(source = r#"<div class="wh-flash wh-flash-{{ kind }}" role="status">{{ message }}</div>"#, ext = "html")]
 struct FlashFragment<'a> {
     kind: &'static str,
     message: &'a str,

@@ -13,4 +13,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::panel::webhooks as ex;
-pub use panel::webhooks::{host_info, log, secrets, storage, types};
+pub use panel::webhooks::{host_info, log, secrets, storage, telemetry, types};

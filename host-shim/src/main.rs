@@ -158,9 +158,8 @@ fn resolve(s: Serve) -> anyhow::Result<Resolved> {
     cfg.cache_dir = s.cache_dir.or(f.cache_dir.clone());
     cfg.delivery_workers = s.workers.or(f.workers).unwrap_or(2).min(64);
     if let Some(k) = s.secret_key.or(f.secret_key.clone()).filter(|k| !k.is_empty()) {
-        cfg.secret_key = Some(
-            webhooks_host::secrets::SecretKey::from_hex(&k).map_err(|e| anyhow::anyhow!("secret_key: {e}"))?,
-        );
+        cfg.secret_key =
+            Some(webhooks_host::secrets::SecretKey::from_hex(&k).map_err(|e| anyhow::anyhow!("secret_key: {e}"))?);
     }
     Ok(Resolved {
         cfg,
@@ -221,8 +220,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
     }
     let hooks = Webhooks::start(cfg).await?;
     let app = Arc::new(App { hooks, api_token, key, auth });
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     // Not println!: a closed stdout must not take the server down.
     let mut out = std::io::stdout();

@@ -26,9 +26,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::{self, Webhooks, WebhooksPre};
-use crate::metrics::Metrics;
 use crate::config::{Config, WasiClock};
 use crate::egress::{Egress, Hooks, Policy};
+use crate::metrics::Metrics;
 use crate::storage::{self, Storage};
 
 /// The component, built from `plugin/` by this crate's build script.
@@ -125,6 +125,12 @@ impl bindings::log::Host for State {
             Level::Warn => tracing::warn!(target: "webhooks::plugin", "{message}"),
             Level::Error => tracing::error!(target: "webhooks::plugin", "{message}"),
         }
+    }
+}
+
+impl bindings::telemetry::Host for State {
+    async fn attempts_recorded(&mut self, succeeded: u32, retrying: u32, exhausted: u32) {
+        self.shared.metrics.attempts(succeeded, retrying, exhausted);
     }
 }
 
@@ -228,6 +234,7 @@ impl Runtime {
         bindings::log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         bindings::secrets::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         bindings::host_info::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        bindings::telemetry::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         let pre = WebhooksPre::new(linker.instantiate_pre(&component)?)?;
         let key = match &config.secret_key {
             Some(k) => k.clone(),

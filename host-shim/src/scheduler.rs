@@ -53,11 +53,7 @@ impl Scheduler {
                         break;
                     }
                     let batch = rt.config().batch_size;
-                    let run = rt.run_due(batch).await;
-                    if let Ok(r) = &run {
-                        rt.metrics().attempts(r.succeeded, r.retrying, r.exhausted);
-                    }
-                    let sleep = match run {
+                    let sleep = match rt.run_due(batch).await {
                         Ok(r) if r.attempted >= batch => Duration::ZERO,
                         Ok(r) => {
                             let now = rt.config().clock.now_ms();

@@ -50,10 +50,13 @@ pub struct App {
 pub fn router(app: Arc<App>) -> Router {
     let mount = app.hooks.config().mount_path.clone();
     Router::new()
-        .route("/", get({
-            let to = mount.clone();
-            move || async move { axum::response::Redirect::to(&to) }
-        }))
+        .route(
+            "/",
+            get({
+                let to = mount.clone();
+                move || async move { axum::response::Redirect::to(&to) }
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/static/panel.css", get(|| async { asset("text/css", admin_ui::PANEL_CSS) }))
         .route("/static/webhooks.css", get(|| async { asset("text/css", admin_ui::WEBHOOKS_CSS) }))
@@ -202,7 +205,8 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
             }
         }
     };
-    let frame = admin_ui::Frame { manifest: app.hooks.manifest(), mount: &mount, actor: &acting.actor, csrf: &acting.csrf };
+    let frame =
+        admin_ui::Frame { manifest: app.hooks.manifest(), mount: &mount, actor: &acting.actor, csrf: &acting.csrf };
     let path = uri.path().strip_prefix(mount.as_str()).unwrap_or("");
     let path = if path.is_empty() { "/".to_owned() } else { path.to_owned() };
     let query: Vec<(String, String)> =
@@ -457,10 +461,8 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         return unauthorized();
     }
     match app.hooks.metrics_text().await {
-        Ok(text) => {
-            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-                .into_response()
-        }
+        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response(),
         Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", e.to_string(), None),
     }
 }

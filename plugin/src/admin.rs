@@ -420,7 +420,8 @@ fn form_page(
     let rotation_until = editing.and_then(|w| w.previous_secret_until).filter(|t| *t > now).map(|t| When::new(t, now));
     let t = FormPage {
         base,
-        csrf: &req.csrf_token, csrf_field: &req.csrf_field,
+        csrf: &req.csrf_token,
+        csrf_field: &req.csrf_field,
         action,
         editing,
         v,
@@ -624,7 +625,8 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
     };
     let t = HistoryPage {
         base,
-        csrf: &req.csrf_token, csrf_field: &req.csrf_field,
+        csrf: &req.csrf_token,
+        csrf_field: &req.csrf_field,
         w: &w,
         rows: rows.into_iter().map(|a| HistoryRow { when: When::new(a.attempted_at, now), a }).collect(),
         status,

@@ -92,9 +92,7 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, ApiError> {
     let segs: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let m = req.method.to_ascii_uppercase();
     let id = |s: &str| s.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| not_found("webhook"));
-    let allow = |allowed: &str| {
-        error(405, "method_not_allowed", format!("Use {allowed} on this path."), None)
-    };
+    let allow = |allowed: &str| error(405, "method_not_allowed", format!("Use {allowed} on this path."), None);
     match (segs.as_slice(), m.as_str()) {
         (["event-types"], "GET") => event_types(),
         (["event-types"], _) => Err(allow("GET")),

@@ -105,7 +105,8 @@ mod tests {
     #[test]
     fn every_example_matches_its_schema() {
         for e in EVENTS {
-            let schema: serde_json::Value = serde_json::from_str(e.schema).unwrap_or_else(|err| panic!("{}: {err}", e.name));
+            let schema: serde_json::Value =
+                serde_json::from_str(e.schema).unwrap_or_else(|err| panic!("{}: {err}", e.name));
             assert_eq!(schema["$id"], format!("urn:panel-webhooks:event:{}", e.name));
             let v = jsonschema::validator_for(&schema).unwrap_or_else(|err| panic!("{}: {err}", e.name));
             let example = e.example_value();

@@ -130,6 +130,9 @@ impl Host for Wasm {
     fn draining(&self) -> bool {
         host_info::draining()
     }
+    fn attempts_recorded(&self, succeeded: u32, retrying: u32, exhausted: u32) {
+        panel::webhooks::telemetry::attempts_recorded(succeeded, retrying, exhausted)
+    }
 }
 
 fn monotonic_ms() -> u64 {
@@ -417,23 +420,13 @@ impl ex::events::Guest for Component {
 impl ex::deliveries::Guest for Component {
     fn run_due(max: u32) -> ex::deliveries::Report {
         match outbox::run_due(&Wasm, max) {
-            Ok(r) => ex::deliveries::Report {
-                attempted: r.attempted,
-                succeeded: r.succeeded,
-                retrying: r.retrying,
-                exhausted: r.exhausted,
-                next_due_ms: r.next_due_ms,
-            },
+            Ok(r) => {
+                ex::deliveries::Report { attempted: r.attempted, succeeded: r.succeeded, next_due_ms: r.next_due_ms }
+            }
             Err(e) => {
                 Wasm.log(Level::Error, &format!("delivery run failed: {e}"));
                 // Retry soon: the rows stay due (or leased until their lease ends).
-                ex::deliveries::Report {
-                    attempted: 0,
-                    succeeded: 0,
-                    retrying: 0,
-                    exhausted: 0,
-                    next_due_ms: Some(Wasm.now_ms() + 1000),
-                }
+                ex::deliveries::Report { attempted: 0, succeeded: 0, next_due_ms: Some(Wasm.now_ms() + 1000) }
             }
         }
     }

@@ -215,6 +215,8 @@ pub trait Host {
     fn http_wait(&self, timeout_ms: u64) -> Vec<(Ticket, Sent)>;
     /// Whether the host is shutting down (stop claiming new work).
     fn draining(&self) -> bool;
+    /// Attempt outcomes just committed, for the host's metrics.
+    fn attempts_recorded(&self, succeeded: u32, retrying: u32, exhausted: u32);
 }
 
 /// Runs `f` inside a write transaction: commit on `Ok`, roll back on `Err`.

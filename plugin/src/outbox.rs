@@ -184,8 +184,6 @@ pub fn jittered(delay_ms: u64, r: u32) -> u64 {
 pub struct Report {
     pub attempted: u32,
     pub succeeded: u32,
-    pub retrying: u32,
-    pub exhausted: u32,
     pub next_due_ms: Option<u64>,
     pub outcomes: Vec<Outcome>,
 }
@@ -355,8 +353,8 @@ fn drive(
         })?;
         report.attempted += outcomes.len() as u32;
         report.succeeded += outcomes.iter().filter(|o| o.success).count() as u32;
-        report.retrying += outcomes.iter().filter(|o| o.state == "retrying").count() as u32;
-        report.exhausted += outcomes.iter().filter(|o| o.state == "exhausted").count() as u32;
+        let count = |state: &str| outcomes.iter().filter(|o| o.state == state).count() as u32;
+        host.attempts_recorded(count("succeeded"), count("retrying"), count("exhausted"));
         outcomes_done.extend(outcomes);
     }
     report.outcomes = outcomes_done;

@@ -135,8 +135,9 @@ pub fn update(host: &dyn Host, id: i64, v: &Valid) -> Result<bool, DbError> {
     transaction(host, || {
         let mut sql = String::from(
             "UPDATE webhooks SET name = ?2, url = ?3, updated_at = ?4, enabled = ?5, \
-             disabled_reason = CASE WHEN ?5 = 1 THEN NULL ELSE disabled_reason END, \
-             disabled_at = CASE WHEN ?5 = 1 THEN NULL ELSE disabled_at END, \
+             disabled_reason = CASE WHEN ?5 = 1 THEN NULL WHEN enabled = 1 THEN 'Disabled by an admin.' \
+             ELSE disabled_reason END, \
+             disabled_at = CASE WHEN ?5 = 1 THEN NULL WHEN enabled = 1 THEN ?4 ELSE disabled_at END, \
              failing_since = CASE WHEN ?5 = 1 AND enabled = 0 THEN NULL ELSE failing_since END",
         );
         let mut params: Vec<Value> =

@@ -1,0 +1,376 @@
+//! The HTTP API against its OpenAPI document: every documented operation is
+//! called on the real `webhooks-host serve`, every documented status (but
+//! 503) is produced, and every answer's body is validated against the
+//! documented schema. Along the way, the management API's behaviour: the
+//! pages' validation rules, nothing stored on refusal, secrets shown once,
+//! rotation, paging, test sends, resends and deletes.
+
+mod support;
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Receiver, TOKEN, eventually, host};
+
+const DOC: &str = include_str!("../docs/openapi.json");
+
+/// Calls the API and checks each answer against the document.
+struct Spec<'h> {
+    doc: Value,
+    host: &'h support::Host,
+    seen: RefCell<BTreeSet<(String, String, u16)>>,
+}
+
+struct Answer {
+    status: u16,
+    json: Value,
+    text: String,
+}
+
+impl<'h> Spec<'h> {
+    fn new(host: &'h support::Host) -> Self {
+        Spec { doc: serde_json::from_str(DOC).unwrap(), host, seen: RefCell::default() }
+    }
+
+    /// `template` is the documented path; `path` the concrete one (with query).
+    fn call(&self, method: &str, template: &str, path: &str, token: bool, body: Option<String>) -> Answer {
+        let url = format!("{}{path}", self.host.base);
+        let c = self.host.api();
+        let mut rb = c.request(method.parse().unwrap(), url);
+        if token {
+            rb = rb.bearer_auth(TOKEN);
+        }
+        if let Some(b) = body {
+            rb = rb.header("content-type", "application/json").body(b);
+        }
+        let r = rb.send().unwrap();
+        let status = r.status().as_u16();
+        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let text = r.text().unwrap();
+        let op = &self.doc["paths"][template][method.to_ascii_lowercase()];
+        assert!(op.is_object(), "{method} {template} is not documented");
+        let doc_resp = &op["responses"][status.to_string()];
+        assert!(doc_resp.is_object(), "{method} {path} answered {status}, not documented: {text}");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match doc_resp.get("content").and_then(Value::as_object) {
+            None => assert!(text.is_empty(), "{method} {path} {status}: documented without a body: {text}"),
+            Some(content) => {
+                let media = ct.split(';').next().unwrap_or("").trim();
+                let entry = content.get(media).unwrap_or_else(|| {
+                    panic!("{method} {path} {status}: content-type {ct:?} not documented ({:?})", content.keys())
+                });
+                if media == "application/json" {
+                    self.validate(&entry["schema"], &json, &format!("{method} {path} {status}"));
+                }
+            }
+        }
+        self.seen.borrow_mut().insert((method.to_ascii_lowercase(), template.to_owned(), status));
+        Answer { status, json, text }
+    }
+
+    fn validate(&self, schema: &Value, instance: &Value, what: &str) {
+        let mut root = schema.clone();
+        root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+        root["components"] = self.doc["components"].clone();
+        let v = jsonschema::options().should_validate_formats(true).build(&root).unwrap();
+        let errors: Vec<String> = v.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+        assert!(errors.is_empty(), "{what}: the body does not match the document: {errors:#?}\n{instance:#}");
+    }
+
+    /// Every documented operation answered every documented status but 503.
+    fn assert_covered(&self) {
+        let seen = self.seen.borrow();
+        let mut missing = Vec::new();
+        for (path, item) in self.doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if method == "parameters" {
+                    continue;
+                }
+                for status in op["responses"].as_object().unwrap().keys() {
+                    let s: u16 = status.parse().unwrap();
+                    if s != 503 && !seen.contains(&(method.clone(), path.clone(), s)) {
+                        missing.push(format!("{method} {path} {s}"));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "documented but never produced: {missing:#?}");
+    }
+}
+
+fn big() -> String {
+    format!("{{\"name\":\"{}\"}}", "x".repeat(300 * 1024))
+}
+
+#[test]
+fn every_route_answers_as_documented() {
+    let h = host();
+    let rx = Receiver::start();
+    let api = Spec::new(&h);
+    let served = api.call("GET", "/api/openapi.json", "/api/openapi.json", false, None);
+    assert_eq!(serde_json::from_str::<Value>(&served.text).unwrap(), api.doc, "served = checked-in document");
+    assert_eq!(api.doc["openapi"], "3.1.0");
+    assert_eq!(api.call("GET", "/healthz", "/healthz", false, None).text, "ok");
+
+    // ---- event catalog
+    assert_eq!(api.call("GET", "/api/event-types", "/api/event-types", false, None).status, 401);
+    let types = api.call("GET", "/api/event-types", "/api/event-types", true, None).json;
+    let types = types["data"].as_array().unwrap();
+    assert_eq!(types.len(), 13);
+    let uc = types.iter().find(|t| t["name"] == "user.created").unwrap();
+    assert_eq!(uc["schema"]["examples"][0], uc["example"]);
+    assert_eq!(types.iter().filter(|t| t["subscribable"] == false).count(), 1, "only test.webhook");
+
+    // ---- create: refusals change nothing
+    let w = "/api/webhooks";
+    assert_eq!(api.call("POST", w, w, false, Some("{}".into())).status, 401);
+    assert_eq!(api.call("POST", w, w, true, Some("not json".into())).json["error"]["code"], "invalid_json");
+    assert_eq!(api.call("POST", w, w, true, Some("[]".into())).status, 400);
+    assert_eq!(api.call("POST", w, w, true, Some(big())).json["error"]["code"], "too_large");
+    let bad = api.call("POST", w, w, true, Some(json!({"name": "", "url": "ftp://x", "events": []}).to_string()));
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.json["error"]["code"], "validation_failed");
+    let fields: Vec<&str> =
+        bad.json["error"]["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["name", "url", "events"], "every problem, not just the first");
+    let unknown = api.call("POST", w, w, true, Some(json!({"name": "a", "colour": "red"}).to_string()));
+    assert_eq!(
+        (unknown.json["error"]["code"].as_str(), unknown.json["error"]["field"].as_str()),
+        (Some("unknown_field"), Some("colour"))
+    );
+    let typed = api.call("POST", w, w, true, Some(json!({"name": 5}).to_string()));
+    assert_eq!(
+        (typed.json["error"]["code"].as_str(), typed.json["error"]["field"].as_str()),
+        (Some("invalid_type"), Some("name"))
+    );
+    let both = api.call(
+        "POST",
+        w,
+        w,
+        true,
+        Some(json!({"name": "a", "url": rx.url("/ok"), "events": ["user.created"], "secret": "abcdefgh1", "generate_secret": true}).to_string()),
+    );
+    assert_eq!(both.json["error"]["code"], "conflicting_fields");
+    let metadata = api.call(
+        "POST",
+        w,
+        w,
+        true,
+        Some(
+            json!({"name": "a", "url": "http://169.254.169.254/latest/meta-data/", "events": ["user.created"]})
+                .to_string(),
+        ),
+    );
+    assert_eq!((metadata.status, metadata.json["error"]["field"].as_str()), (422, Some("url")));
+    assert_eq!(h.count("SELECT COUNT(*) FROM webhooks"), 0, "refused creates store nothing");
+
+    // ---- create A (generated secret) and B (slow receiver, for the in-flight resend)
+    let a = api.call(
+        "POST",
+        w,
+        w,
+        true,
+        Some(json!({"name": "CRM", "url": rx.url("/ok"), "events": ["user.created", "ticket.closed"], "generate_secret": true}).to_string()),
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
+    let first_secret = a.json["secret"].as_str().unwrap().to_owned();
+    assert!(first_secret.starts_with("whsec_"));
+    assert_eq!(a.json["has_secret"], true);
+    assert_eq!(a.json["events"], json!(["user.created", "ticket.closed"]));
+    let a_id = a.json["id"].as_i64().unwrap();
+    let b = api.call(
+        "POST",
+        w,
+        w,
+        true,
+        Some(json!({"name": "Slow", "url": rx.url("/slow/2500"), "events": ["server.created"]}).to_string()),
+    );
+    assert_eq!((b.status, b.json["has_secret"].as_bool()), (201, Some(false)));
+    assert!(b.json.get("secret").is_none(), "no secret unless generated");
+    let b_id = b.json["id"].as_i64().unwrap();
+
+    let list = api.call("GET", w, w, true, None);
+    assert_eq!(list.json["data"].as_array().unwrap().len(), 2);
+    assert!(!list.text.contains(&first_secret), "a secret is shown once");
+    assert_eq!(api.call("GET", w, w, false, None).status, 401);
+
+    let one = "/api/webhooks/{id}";
+    let a_path = format!("/api/webhooks/{a_id}");
+    assert_eq!(api.call("GET", one, &a_path, true, None).json["name"], "CRM");
+    assert_eq!(api.call("GET", one, "/api/webhooks/9999", true, None).status, 404);
+    assert_eq!(api.call("GET", one, "/api/webhooks/abc", true, None).status, 404);
+    assert_eq!(api.call("GET", one, &a_path, false, None).status, 401);
+
+    // ---- update: partial, validated, atomic
+    assert_eq!(api.call("PATCH", one, &a_path, false, Some("{}".into())).status, 401);
+    assert_eq!(api.call("PATCH", one, &a_path, true, Some("{".into())).status, 400);
+    assert_eq!(api.call("PATCH", one, &a_path, true, Some(big())).status, 413);
+    assert_eq!(api.call("PATCH", one, "/api/webhooks/9999", true, Some("{}".into())).status, 404);
+    let refused = api.call("PATCH", one, &a_path, true, Some(json!({"name": "New", "events": ["nope"]}).to_string()));
+    assert_eq!((refused.status, refused.json["error"]["field"].as_str()), (422, Some("events")));
+    let private = api.call("PATCH", one, &a_path, true, Some(json!({"url": "http://10.0.0.1/"}).to_string()));
+    assert_eq!((private.status, private.json["error"]["field"].as_str()), (422, Some("url")));
+    let lonely = api.call("PATCH", one, &a_path, true, Some(json!({"rotate_secret": true}).to_string()));
+    assert_eq!(lonely.json["error"]["code"], "conflicting_fields");
+    assert_eq!(api.call("GET", one, &a_path, true, None).json["name"], "CRM", "refused patches change nothing");
+    let off = api.call("PATCH", one, &a_path, true, Some(json!({"enabled": false}).to_string()));
+    assert_eq!((off.json["enabled"].as_bool(), off.json["name"].as_str()), (Some(false), Some("CRM")));
+    assert_eq!(off.json["disabled_reason"], "Disabled by an admin.");
+    let on = api.call("PATCH", one, &a_path, true, Some(json!({"enabled": true}).to_string()));
+    assert_eq!((on.json["enabled"].as_bool(), on.json["disabled_reason"].is_null()), (Some(true), true));
+    let rotated = api.call(
+        "PATCH",
+        one,
+        &a_path,
+        true,
+        Some(json!({"generate_secret": true, "rotate_secret": true}).to_string()),
+    );
+    assert_eq!(rotated.status, 200);
+    let new_secret = rotated.json["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, first_secret);
+    assert!(rotated.json["previous_secret_valid_until"].is_string(), "{}", rotated.text);
+
+    // ---- events
+    let ev = "/api/events";
+    assert_eq!(api.call("POST", ev, ev, false, Some("{}".into())).status, 401);
+    assert_eq!(api.call("POST", ev, ev, true, Some("nope".into())).status, 400);
+    assert_eq!(api.call("POST", ev, ev, true, Some(big())).status, 413);
+    let unknown_type = api.call("POST", ev, ev, true, Some(json!({"type": "user.exploded", "data": {}}).to_string()));
+    assert_eq!(unknown_type.json["error"]["code"], "unknown_type");
+    let raised = api.call(
+        "POST",
+        ev,
+        ev,
+        true,
+        Some(
+            json!({"type": "user.created", "id": "user-42-created", "data": {"id": 42, "email": "ada@example.com"}})
+                .to_string(),
+        ),
+    );
+    assert_eq!((raised.status, raised.json["queued"].as_u64()), (202, Some(1)));
+    let batch = "/api/events/batch";
+    assert_eq!(api.call("POST", batch, batch, false, Some("{}".into())).status, 401);
+    assert_eq!(api.call("POST", batch, batch, true, Some("[".into())).status, 400);
+    assert_eq!(api.call("POST", batch, batch, true, Some(big())).status, 413);
+    assert_eq!(api.call("POST", batch, batch, true, Some(json!({"events": []}).to_string())).status, 422);
+    let two = api.call(
+        "POST",
+        batch,
+        batch,
+        true,
+        Some(
+            json!({"events": [
+                {"type": "ticket.closed", "data": {"id": 1, "user_id": 42, "status": "closed"}},
+                {"type": "server.created", "data": {"id": 7, "user_id": 42, "status": "active"}},
+            ]})
+            .to_string(),
+        ),
+    );
+    assert_eq!(two.json["events"].as_array().unwrap().len(), 2);
+
+    // The new (rotated) secret signs what A receives: the secret returned is the real one.
+    let got = rx.wait_for("/ok", 2, Duration::from_secs(15));
+    let wh = standardwebhooks::Webhook::new(&new_secret).unwrap();
+    for s in &got {
+        let mut hm = http::HeaderMap::new();
+        for k in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            hm.insert(k, s.header(k).parse().unwrap());
+        }
+        wh.verify(&s.body, &hm).expect("signed with the rotated-in secret");
+    }
+
+    // ---- test send
+    let t = "/api/webhooks/{id}/test";
+    let test = api.call("POST", t, &format!("{a_path}/test"), true, None);
+    assert_eq!((test.json["success"].as_bool(), test.json["status"].as_u64()), (Some(true), Some(200)));
+    assert_eq!(api.call("POST", t, "/api/webhooks/9999/test", true, None).status, 404);
+    assert_eq!(api.call("POST", t, &format!("{a_path}/test"), false, None).status, 401);
+
+    // ---- deliveries: list, filters, keyset paging
+    let d = "/api/webhooks/{id}/deliveries";
+    eventually(Duration::from_secs(10), "A's deliveries recorded", || {
+        h.count(&format!("SELECT COUNT(*) FROM deliveries WHERE webhook_id = {a_id} AND state = 'succeeded'")) == 3
+    });
+    let all = api.call("GET", d, &format!("{a_path}/deliveries"), true, None);
+    let rows = all.json["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["event_type"], "test.webhook", "newest first");
+    let page1 = api.call("GET", d, &format!("{a_path}/deliveries?limit=2&state=succeeded"), true, None);
+    assert_eq!((page1.json["data"].as_array().unwrap().len(), page1.json["has_more"].as_bool()), (2, Some(true)));
+    let before = page1.json["next_before"].as_i64().unwrap();
+    let page2 = api.call("GET", d, &format!("{a_path}/deliveries?limit=2&before={before}"), true, None);
+    assert_eq!((page2.json["data"].as_array().unwrap().len(), page2.json["has_more"].as_bool()), (1, Some(false)));
+    assert_eq!(page2.json["data"][0]["event_type"], "user.created");
+    let by_type = api.call("GET", d, &format!("{a_path}/deliveries?event_type=ticket.closed"), true, None);
+    assert_eq!(by_type.json["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        api.call("GET", d, &format!("{a_path}/deliveries?state=lost"), true, None).json["error"]["field"],
+        "state"
+    );
+    assert_eq!(api.call("GET", d, &format!("{a_path}/deliveries?limit=0"), true, None).status, 422);
+    assert_eq!(api.call("GET", d, &format!("{a_path}/deliveries?colour=1"), true, None).status, 422);
+    assert_eq!(api.call("GET", d, "/api/webhooks/9999/deliveries", true, None).status, 404);
+    assert_eq!(api.call("GET", d, &format!("{a_path}/deliveries"), false, None).status, 401);
+
+    let dd = "/api/webhooks/{id}/deliveries/{delivery_id}";
+    let first_id = page2.json["data"][0]["id"].as_i64().unwrap();
+    let detail = api.call("GET", dd, &format!("{a_path}/deliveries/{first_id}"), true, None);
+    assert_eq!(detail.json["event"]["id"], "user-42-created");
+    let payload: Value = serde_json::from_str(detail.json["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["data"]["email"], "ada@example.com");
+    let attempt = &detail.json["attempts"][0];
+    assert_eq!(attempt["response"]["status"], 200);
+    assert!(attempt["request_headers"].as_array().unwrap().iter().any(|p| p[0] == "webhook-signature"));
+    assert!(!detail.text.contains(&new_secret) && !detail.text.contains(&first_secret), "no secret in history");
+    assert_eq!(api.call("GET", dd, &format!("{a_path}/deliveries/99999"), true, None).status, 404);
+    assert_eq!(api.call("GET", dd, &format!("/api/webhooks/{b_id}/deliveries/{first_id}"), true, None).status, 404);
+    assert_eq!(api.call("GET", dd, &format!("{a_path}/deliveries/{first_id}"), false, None).status, 401);
+
+    // ---- resend, including one that is being sent right now
+    let rs = "/api/webhooks/{id}/deliveries/{delivery_id}/resend";
+    let again = api.call("POST", rs, &format!("{a_path}/deliveries/{first_id}/resend"), true, None);
+    assert_eq!((again.json["success"].as_bool(), again.json["delivery_id"].as_i64()), (Some(true), Some(first_id)));
+    let msg_id = detail.json["msg_id"].as_str().unwrap().to_owned();
+    let same = rx.seen_at("/ok").iter().filter(|s| s.header("webhook-id") == msg_id).count();
+    assert_eq!(same, 2, "a resend keeps the webhook-id");
+    assert_eq!(api.call("POST", rs, &format!("{a_path}/deliveries/99999/resend"), true, None).status, 404);
+    assert_eq!(api.call("POST", rs, &format!("{a_path}/deliveries/{first_id}/resend"), false, None).status, 401);
+    let slow =
+        json!({"type": "server.created", "id": "srv-slow", "data": {"id": 8, "user_id": 42, "status": "active"}});
+    assert_eq!(h.raise(slow).0, 202);
+    let leased = "SELECT COUNT(*) FROM deliveries WHERE event_id = 'srv-slow' AND lease_until IS NOT NULL";
+    eventually(Duration::from_secs(10), "B's delivery in flight", || h.count(leased) == 1);
+    let b_delivery: i64 =
+        h.db().query_row("SELECT id FROM deliveries WHERE event_id = 'srv-slow'", [], |r| r.get(0)).unwrap();
+    let busy = api.call("POST", rs, &format!("/api/webhooks/{b_id}/deliveries/{b_delivery}/resend"), true, None);
+    assert_eq!((busy.status, busy.json["error"]["code"].as_str()), (409, Some("in_flight")));
+
+    // ---- metrics
+    assert_eq!(api.call("GET", "/metrics", "/metrics", false, None).status, 401);
+    let m = api.call("GET", "/metrics", "/metrics", true, None).text;
+    assert!(m.contains("webhooks_events_raised_total{type=\"user.created\"} 1"), "{m}");
+    assert!(m.contains("webhooks_events_raised_total{type=\"ticket.closed\"} 1"), "{m}");
+    let succeeded = metric(&m, "webhooks_delivery_attempts_total{outcome=\"succeeded\"}");
+    assert!(succeeded >= 2.0, "{m}");
+    assert!(metric(&m, "webhooks_attempt_duration_seconds_count{result=\"response\"}") >= 4.0, "{m}");
+    assert!(m.contains("webhooks_queue_depth{state=\"pending\"}"), "{m}");
+    assert!(m.contains("webhooks_oldest_waiting_age_seconds"), "{m}");
+
+    // ---- delete
+    assert_eq!(api.call("DELETE", one, &a_path, false, None).status, 401);
+    assert_eq!(api.call("DELETE", one, &a_path, true, None).status, 204);
+    assert_eq!(api.call("DELETE", one, &a_path, true, None).status, 404);
+    assert_eq!(h.count(&format!("SELECT COUNT(*) FROM deliveries WHERE webhook_id = {a_id}")), 0);
+
+    assert!(!h.log().contains(&new_secret) && !h.log().contains(&first_secret), "no secret in the log");
+    api.assert_covered();
+}
+
+/// The value of one sample line.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().unwrap()))
+        .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+}

@@ -109,6 +109,7 @@ async fn create_webhooks(hooks: &Webhooks, addr: SocketAddr, k: usize) {
             ],
             actor: "bench".into(),
             csrf_token: String::new(),
+            csrf_field: "_csrf".into(),
         };
         assert!(matches!(hooks.admin(&req).await.unwrap(), Response::Redirect(_)));
     }

@@ -152,20 +152,20 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// A panel acting for its admin: the API token plus the actor header.
-fn trusted_panel(app: &App, headers: &HeaderMap) -> Result<Option<Acting>, Response> {
+fn trusted_panel(app: &App, headers: &HeaderMap) -> Result<Option<Acting>, (StatusCode, &'static str)> {
     if headers.get(header::AUTHORIZATION).is_none() {
         return Ok(None);
     }
     if !authorized(app, headers) {
-        return Err(plain(StatusCode::UNAUTHORIZED, "The API token is not valid."));
+        return Err((StatusCode::UNAUTHORIZED, "The API token is not valid."));
     }
     let actor = header_str(headers, ACTOR_HEADER).unwrap_or("");
     if actor.is_empty() || actor.len() > 100 || actor.chars().any(char::is_control) {
-        return Err(plain(StatusCode::BAD_REQUEST, "X-Webhooks-Actor must name the acting admin (1-100 characters)."));
+        return Err((StatusCode::BAD_REQUEST, "X-Webhooks-Actor must name the acting admin (1-100 characters)."));
     }
     let field = header_str(headers, CSRF_FIELD_HEADER).unwrap_or("_csrf");
     if field.len() > 64 || !field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(plain(StatusCode::BAD_REQUEST, "X-Webhooks-Csrf-Field must be a plain form field name."));
+        return Err((StatusCode::BAD_REQUEST, "X-Webhooks-Csrf-Field must be a plain form field name."));
     }
     let panel_token = header_str(headers, CSRF_TOKEN_HEADER).filter(|t| t.len() <= 512);
     let acting = Acting {
@@ -183,7 +183,7 @@ fn trusted_panel(app: &App, headers: &HeaderMap) -> Result<Option<Acting>, Respo
 async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let mount = app.hooks.config().mount_path.clone();
     let acting = match trusted_panel(&app, &headers) {
-        Err(resp) => return resp,
+        Err((status, msg)) => return plain(status, msg),
         Ok(Some(a)) => a,
         Ok(None) => {
             let signed_in = cookie(&headers, SESSION_COOKIE)

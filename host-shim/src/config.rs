@@ -148,6 +148,8 @@ pub struct FileSettings {
     pub component: Option<PathBuf>,
     /// `workers = 2`
     pub workers: Option<usize>,
+    /// `log_format = "text"` or `"json"`.
+    pub log_format: Option<String>,
 }
 
 /// A list written as a TOML array or as one comma-separated string.

@@ -97,6 +97,20 @@ struct Serve {
     /// Delivery workers [default: 2].
     #[arg(long, env = "WEBHOOKS_WORKERS")]
     workers: Option<usize>,
+    /// Log lines as text or JSON; RUST_LOG picks what is logged [default: text].
+    #[arg(long, env = "WEBHOOKS_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A duration from a flag/env value, else from the file, else the default.
@@ -121,6 +135,7 @@ struct Resolved {
     admin_user: String,
     admin_password: Option<String>,
     api_token: Option<String>,
+    log_format: LogFormat,
 }
 
 fn resolve(s: Serve) -> anyhow::Result<Resolved> {
@@ -168,19 +183,34 @@ fn resolve(s: Serve) -> anyhow::Result<Resolved> {
         admin_user: s.admin_user.or(f.admin_user.clone()).unwrap_or_else(|| "admin".into()),
         admin_password: s.admin_password.or(f.admin_password.clone()).filter(|p| !p.is_empty()),
         api_token: s.api_token.or(f.api_token.clone()).filter(|t| !t.is_empty()),
+        log_format: match (s.log_format, f.log_format.as_deref()) {
+            (Some(l), _) => l,
+            (None, Some("json")) => LogFormat::Json,
+            (None, Some("text") | None) => LogFormat::Text,
+            (None, Some(other)) => anyhow::bail!("log_format: {other:?} must be \"text\" or \"json\""),
+        },
     })
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(s) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(s)),
+        Command::Serve(s) => {
+            let r = resolve(s)?;
+            init_logging(r.log_format);
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(r))
+        }
+    }
+}
+
+/// `RUST_LOG` picks what is logged (default `info`); the format is text for
+/// people or JSON lines for log shippers.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 
@@ -194,8 +224,8 @@ fn secret_file(path: &Path, make: impl FnOnce() -> Vec<u8>) -> anyhow::Result<(V
     Ok((bytes, true))
 }
 
-async fn serve(s: Serve) -> anyhow::Result<()> {
-    let Resolved { cfg, listen, data, admin_user, admin_password, api_token } = resolve(s)?;
+async fn serve(r: Resolved) -> anyhow::Result<()> {
+    let Resolved { cfg, listen, data, admin_user, admin_password, api_token, log_format: _ } = r;
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let (key, _) = secret_file(&data.join("host.key"), || random_hex(32).into_bytes())?;
     let api_token = match api_token {

@@ -203,20 +203,25 @@ pub fn spawn_host(data: &Path, env: &[(&str, &str)]) -> Host {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhooks-host"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
-        .env_remove("RUST_LOG")
         .env("WEBHOOKS_API_TOKEN", TOKEN)
         .env("WEBHOOKS_ADMIN_USER", "admin")
         .env("WEBHOOKS_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("WEBHOOKS_ALLOWED_HOSTS", "127.0.0.1")
         .env("WEBHOOKS_RETRY_SCHEDULE", "0s,300ms,300ms")
-        .env("WEBHOOKS_ATTEMPT_TIMEOUT", "3s")
+        .env("WEBHOOKS_ATTEMPT_TIMEOUT", "3s");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    spawn(cmd, data)
+}
+
+/// Starts a prepared `webhooks-host serve` command; its log goes next to `data`.
+pub fn spawn(mut cmd: Command, data: &Path) -> Host {
+    cmd.env_remove("RUST_LOG")
         // One compile for the whole suite: the cache is keyed by the component.
         .env("WEBHOOKS_CACHE_DIR", concat!(env!("CARGO_TARGET_TMPDIR"), "/cwasm-cache"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
     let mut child = cmd.spawn().expect("start webhooks-host");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();

@@ -298,6 +298,11 @@ impl Webhooks {
     }
 }
 
+// The Rust guide's snippets run as doc tests, so the guide cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guides/rust.md")]
+struct RustGuide;
+
 /// `evt_` + 16 random bytes in hex.
 pub fn new_event_id() -> String {
     let mut b = [0u8; 16];

@@ -125,3 +125,85 @@ mod tests {
         assert!(!is_subscribable("user.exploded"));
     }
 }
+
+/// `docs/EVENTS.md`, generated from this catalog and the schemas so the
+/// document cannot drift; `cargo test` fails when it is stale and
+/// `UPDATE_DOCS=1 cargo test -p webhooks-plugin` rewrites it.
+#[cfg(test)]
+mod events_doc {
+    use super::*;
+    use serde_json::Value;
+    use std::fmt::Write as _;
+
+    fn type_of(p: &Value) -> String {
+        let t = match &p["type"] {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" or "),
+            _ => "any".into(),
+        };
+        match (p.get("format").and_then(Value::as_str), p.get("enum").and_then(Value::as_array)) {
+            (_, Some(e)) => format!(
+                "{t}: {}",
+                e.iter().map(|v| format!("`{}`", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(", ")
+            ),
+            (Some(f), _) => format!("{t} ({f})"),
+            _ => t,
+        }
+    }
+
+    fn render() -> String {
+        let mut out = String::from(
+            "# Events\n\n\
+             <!-- Generated from plugin/src/catalog.rs and plugin/events/*.json by \
+             `UPDATE_DOCS=1 cargo test -p webhooks-plugin`; do not edit by hand. -->\n\n\
+             Every delivery is an HTTP `POST` with a JSON body and the\n\
+             [Standard Webhooks](https://www.standardwebhooks.com/) headers:\n\n\
+             | Header | Value |\n|---|---|\n\
+             | `webhook-id` | `msg_…`: the same on every retry and resend of one event to one webhook; use it to drop duplicates |\n\
+             | `webhook-timestamp` | Unix seconds when this attempt was signed |\n\
+             | `webhook-signature` | `v1,<base64 HMAC-SHA256 of id.timestamp.body>`; two, space-separated, while a secret rotation lasts |\n\
+             | `content-type` | `application/json` |\n\n\
+             The body is `{\"type\", \"timestamp\", \"data\"}`: the event type, when it happened\n\
+             (RFC 3339, UTC) and the event's data, as the panel raised it. Each event's\n\
+             `data` is described by a JSON Schema (2020-12) in `plugin/events/` and served\n\
+             by `GET /api/event-types`; the schemas list what receivers can rely on, and\n\
+             panels may send more fields. Delivery is at least once; order is best-effort\n\
+             oldest-first per webhook. Verify and parse as shown in `docs/guides/`.\n",
+        );
+        for category in CATEGORIES.iter().chain(std::iter::once(&"Test")) {
+            let _ = write!(out, "\n## {category}\n");
+            for e in EVENTS.iter().filter(|e| e.category == *category) {
+                let schema: Value = serde_json::from_str(e.schema).expect("schema parses");
+                let _ = write!(out, "\n### `{}`\n\n{}\n\n", e.name, schema["description"].as_str().unwrap_or(e.description));
+                out.push_str("| Field | Type | Required | Meaning |\n|---|---|---|---|\n");
+                let required: Vec<&str> =
+                    schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                for (name, p) in schema["properties"].as_object().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "| `{name}` | {} | {} | {} |",
+                        type_of(p),
+                        if required.contains(&name.as_str()) { "yes" } else { "" },
+                        p["description"].as_str().unwrap_or("")
+                    );
+                }
+                let body = crate::outbox::payload(e.name, 1_795_857_243_000, &e.example());
+                let pretty = serde_json::to_string_pretty(&serde_json::from_str::<Value>(&body).expect("payload parses"))
+                    .expect("prints");
+                let _ = write!(out, "\nExample body:\n\n```json\n{pretty}\n```\n");
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn events_md_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/EVENTS.md");
+        let want = render();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &want).expect("write docs/EVENTS.md");
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(have == want, "docs/EVENTS.md is stale: run UPDATE_DOCS=1 cargo test -p webhooks-plugin");
+    }
+}

@@ -113,6 +113,19 @@ fn every_route_answers_as_documented() {
     assert_eq!(serde_json::from_str::<Value>(&served.text).unwrap(), api.doc, "served = checked-in document");
     assert_eq!(api.doc["openapi"], "3.1.0");
     assert_eq!(api.call("GET", "/healthz", "/healthz", false, None).text, "ok");
+    // Outside the documented operations, the API still answers in its error shape.
+    for (method, path, status, code) in [
+        ("GET", "/api/events", 405, "method_not_allowed"),
+        ("GET", "/api/nothing-here", 404, "not_found"),
+        ("PUT", "/api/webhooks", 405, "method_not_allowed"),
+    ] {
+        let r =
+            h.api().request(method.parse().unwrap(), format!("{}{path}", h.base)).bearer_auth(TOKEN).send().unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let body: Value = r.json().unwrap();
+        api.validate(&json!({"$ref": "#/components/schemas/Error"}), &body, path);
+        assert_eq!(body["error"]["code"], code, "{method} {path}");
+    }
 
     // ---- event catalog
     assert_eq!(api.call("GET", "/api/event-types", "/api/event-types", false, None).status, 401);

@@ -170,6 +170,24 @@ async fn admin_click_through_with_javascript() {
         .await
         .unwrap();
     assert_eq!(checked, json!(3), "select all checks the whole group");
+    // Each event shows an example body beside its checkbox, folded until asked for.
+    let examples = c.find_all(Locator::Css(".wh-example")).await.unwrap();
+    assert_eq!(examples.len(), 12, "one example per subscribable event");
+    let pre = c.find(Locator::Css("fieldset[data-group=Transaction] .wh-example pre")).await.unwrap();
+    assert!(!pre.is_displayed().await.unwrap(), "folded");
+    c.find(Locator::Css("fieldset[data-group=Transaction] .wh-example summary")).await.unwrap().click().await.unwrap();
+    assert!(pre.is_displayed().await.unwrap(), "unfolded on click");
+    let example: serde_json::Value = serde_json::from_str(&pre.text().await.unwrap()).unwrap();
+    assert_eq!(example["type"], "transaction.created");
+    assert_eq!(example["data"]["currency"], "EUR");
+    let still = c
+        .execute(
+            "return document.querySelectorAll('fieldset[data-group=Transaction] input[name=events]:checked').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(still, json!(0), "opening an example does not tick the event");
     shot(&c, "create-form").await;
     c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
     wait_text(&c, "was created").await;

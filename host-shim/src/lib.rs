@@ -16,14 +16,38 @@
 //! | [`admin_ui`] | the panel layout, menu, CSRF and flash messages around the plugin's pages |
 //! | [`server`] | `webhooks-host serve`: a minimal panel over HTTP |
 //!
-//! A Rust panel embeds [`Webhooks`] directly:
+//! A Rust panel embeds [`Webhooks`] directly (this example runs in `cargo test --doc`):
 //!
-//! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
+//! ```
+//! # #[tokio::main] async fn main() -> anyhow::Result<()> {
+//! use webhooks_host::bindings::ex::admin::{Request, Response};
 //! use webhooks_host::{Config, Event, Webhooks};
-//! let hooks = Webhooks::start(Config::new("./data")).await?;
-//! let raised = hooks.raise(Event::new("user.created", r#"{"id": 42}"#)).await?;
-//! println!("queued {} deliveries for {}", raised.queued, raised.event_id);
+//!
+//! let dir = tempfile::tempdir()?; // your panel's data folder
+//! let hooks = Webhooks::start(Config::new(dir.path())).await?;
+//!
+//! // Your admin menu gets the plugin's entries.
+//! let menu = &hooks.manifest().menu;
+//! assert_eq!((menu[0].section.as_str(), menu[0].label.as_str()), ("Integrations", "Webhooks"));
+//!
+//! // Something happened: commit it; deliveries go out in the background.
+//! let raised = hooks.raise(Event::new("user.created", r#"{"id": 42, "email": "ada@example.com"}"#)).await?;
+//! assert_eq!(raised.queued, 0); // no webhook subscribed yet
+//!
+//! // An admin opens the dashboard: the plugin answers a fragment for your layout.
+//! let req = Request {
+//!     method: "GET".into(),
+//!     path: "/".into(),
+//!     query: vec![],
+//!     form: vec![],
+//!     actor: "alice".into(),
+//!     csrf_token: "token-from-your-session".into(),
+//!     csrf_field: "_token".into(),
+//! };
+//! let Response::Page(page) = hooks.admin(&req).await? else { unreachable!() };
+//! assert_eq!((page.status, page.title.as_str()), (200, "Webhooks"));
+//! assert!(page.fragment.contains("Create webhook"));
+//!
 //! hooks.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -114,6 +138,18 @@ pub struct Webhooks {
 impl Webhooks {
     /// Loads the component (compiled artifact cached under the data folder),
     /// migrates the schema and starts the delivery workers.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> anyhow::Result<()> {
+    /// use std::time::Duration;
+    /// use webhooks_host::{Config, Webhooks};
+    /// let mut config = Config::new("/var/lib/panel/webhooks");
+    /// config.retry_schedule = webhooks_host::config::parse_schedule("0s,10s,10m,1h").map_err(anyhow::Error::msg)?;
+    /// config.attempt_timeout = Duration::from_secs(10);
+    /// config.allowed_hosts = webhooks_host::egress::parse_allowlist("10.0.0.0/8").map_err(anyhow::Error::msg)?;
+    /// let hooks = Webhooks::start(config).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let rt = Runtime::new(config)?;
         let version = rt.migrate().await?.map_err(|e| anyhow::anyhow!("migrating the plugin's schema: {e}"))?;

@@ -73,7 +73,22 @@ pub fn router(app: Arc<App>) -> Router {
         .route(&mount, get(admin).post(admin))
         .route(&format!("{mount}/"), get(admin).post(admin))
         .route(&format!("{mount}/{{*rest}}"), get(admin).post(admin))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .fallback(|uri: Uri| async move {
+            // API clients get the API's error shape; browsers get text.
+            if uri.path().starts_with("/api/") {
+                api_error(StatusCode::NOT_FOUND, "not_found", format!("No API route {}.", uri.path()), None)
+            } else {
+                (StatusCode::NOT_FOUND, "not found").into_response()
+            }
+        })
+        .method_not_allowed_fallback(|uri: Uri| async move {
+            api_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} does not take this method.", uri.path()),
+                None,
+            )
+        })
         .with_state(app)
 }
 

@@ -174,10 +174,17 @@ mod events_doc {
             let _ = write!(out, "\n## {category}\n");
             for e in EVENTS.iter().filter(|e| e.category == *category) {
                 let schema: Value = serde_json::from_str(e.schema).expect("schema parses");
-                let _ = write!(out, "\n### `{}`\n\n{}\n\n", e.name, schema["description"].as_str().unwrap_or(e.description));
+                let _ = write!(
+                    out,
+                    "\n### `{}`\n\n{}\n\n",
+                    e.name,
+                    schema["description"].as_str().unwrap_or(e.description)
+                );
                 out.push_str("| Field | Type | Required | Meaning |\n|---|---|---|---|\n");
-                let required: Vec<&str> =
-                    schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                let required: Vec<&str> = schema["required"]
+                    .as_array()
+                    .map(|r| r.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
                 for (name, p) in schema["properties"].as_object().into_iter().flatten() {
                     let _ = writeln!(
                         out,
@@ -188,8 +195,9 @@ mod events_doc {
                     );
                 }
                 let body = crate::outbox::payload(e.name, 1_795_857_243_000, &e.example());
-                let pretty = serde_json::to_string_pretty(&serde_json::from_str::<Value>(&body).expect("payload parses"))
-                    .expect("prints");
+                let pretty =
+                    serde_json::to_string_pretty(&serde_json::from_str::<Value>(&body).expect("payload parses"))
+                        .expect("prints");
                 let _ = write!(out, "\nExample body:\n\n```json\n{pretty}\n```\n");
             }
         }

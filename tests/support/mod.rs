@@ -217,11 +217,14 @@ pub fn spawn_host(data: &Path, env: &[(&str, &str)]) -> Host {
 
 /// Starts a prepared `webhooks-host serve` command; its log goes next to `data`.
 pub fn spawn(mut cmd: Command, data: &Path) -> Host {
-    cmd.env_remove("RUST_LOG")
+    if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+        cmd.env_remove("RUST_LOG");
+    }
+    if !cmd.get_envs().any(|(k, _)| k == "WEBHOOKS_CACHE_DIR") {
         // One compile for the whole suite: the cache is keyed by the component.
-        .env("WEBHOOKS_CACHE_DIR", concat!(env!("CARGO_TARGET_TMPDIR"), "/cwasm-cache"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.env("WEBHOOKS_CACHE_DIR", concat!(env!("CARGO_TARGET_TMPDIR"), "/cwasm-cache"));
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start webhooks-host");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();

@@ -64,7 +64,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults with the given data folder.
+    /// Defaults with the given data folder; change any field before
+    /// [`crate::Webhooks::start`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut c = webhooks_host::Config::new("/var/lib/panel/webhooks");
+    /// c.mount_path = "/admin/webhooks".into();
+    /// c.retention = Duration::from_secs(7 * 86_400);
+    /// assert_eq!(c.db_path(), std::path::Path::new("/var/lib/panel/webhooks/webhooks.db"));
+    /// assert_eq!(c.retry_schedule.len(), 8); // 0s, 5s, 5m, 30m, 2h, 5h, 10h, 10h
+    /// ```
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),

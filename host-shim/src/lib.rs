@@ -90,6 +90,13 @@ pub struct Event {
 
 impl Event {
     /// An event of `event_type` with `data_json`, id and time chosen for you.
+    ///
+    /// ```
+    /// let mut e = webhooks_host::Event::new("ticket.closed", r#"{"id": 5012, "user_id": 42, "status": "closed"}"#);
+    /// e.id = Some("ticket-5012-closed-1".into()); // idempotency key: raising it twice queues once
+    /// e.occurred_at_ms = Some(1_795_857_243_000); // when it happened, if not now
+    /// assert_eq!(e.event_type, "ticket.closed");
+    /// ```
     pub fn new(event_type: impl Into<String>, data_json: impl Into<String>) -> Self {
         Event { id: None, event_type: event_type.into(), occurred_at_ms: None, data_json: data_json.into() }
     }

@@ -111,9 +111,13 @@ pub fn csrf_token(key: &[u8], session: &str) -> String {
 
 /// Constant-time check of a submitted token.
 pub fn csrf_ok(key: &[u8], session: &str, submitted: &str) -> bool {
+    same_secret(&csrf_token(key, session), submitted)
+}
+
+/// Compares a secret with what was submitted in constant time (for equal lengths).
+pub fn same_secret(want: &str, given: &str) -> bool {
     use subtle::ConstantTimeEq;
-    let want = csrf_token(key, session);
-    want.len() == submitted.len() && bool::from(want.as_bytes().ct_eq(submitted.as_bytes()))
+    want.len() == given.len() && bool::from(want.as_bytes().ct_eq(given.as_bytes()))
 }
 
 /// Flash messages survive one redirect in a cookie: `kind:message`,

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use crate::admin_ui;
 use crate::auth::{Auth, LoginError};
@@ -235,10 +234,7 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
         form = form_urlencoded::parse(&body).into_owned().collect();
         let submitted =
             form.iter().find(|(k, _)| *k == acting.csrf_field).map(|(_, v)| v.as_str()).unwrap_or("").to_owned();
-        let ok = acting.panel_checks_csrf || {
-            use subtle::ConstantTimeEq;
-            acting.csrf.len() == submitted.len() && bool::from(acting.csrf.as_bytes().ct_eq(submitted.as_bytes()))
-        };
+        let ok = acting.panel_checks_csrf || admin_ui::same_secret(&acting.csrf, &submitted);
         if !ok {
             let body = "<div class=\"wh\"><h1>Form expired</h1><p>Nothing was changed. The form's security token did not match your session; go back, reload the page and submit again.</p></div>";
             if acting.fragment {
@@ -343,8 +339,7 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let want = app.api_token.as_bytes();
-    given.len() == want.len() && bool::from(given.as_bytes().ct_eq(want))
+    admin_ui::same_secret(&app.api_token, given)
 }
 
 #[derive(Deserialize)]

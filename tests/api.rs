@@ -378,6 +378,7 @@ fn every_route_answers_as_documented() {
     assert_eq!(h.count(&format!("SELECT COUNT(*) FROM deliveries WHERE webhook_id = {a_id}")), 0);
 
     assert!(!h.log().contains(&new_secret) && !h.log().contains(&first_secret), "no secret in the log");
+    assert!(h.log().contains("INFO") && !h.log().contains('\u{1b}'), "plain text lines, no terminal colours in a file");
     api.assert_covered();
 }
 

@@ -71,20 +71,15 @@ log_format = "json"
 
     // The file's retry schedule: two attempts, then exhausted.
     let rx = Receiver::start();
-    let created = c
-        .post(format!("{}/api/webhooks", h.base))
-        .bearer_auth(ENV_TOKEN)
-        .json(&json!({"name": "Down", "url": rx.url("/status/500"), "events": ["ticket.created"]}))
-        .send()
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let ok = c
-        .post(format!("{}/api/webhooks", h.base))
-        .bearer_auth(ENV_TOKEN)
-        .json(&json!({"name": "Up", "url": rx.url("/ok"), "events": ["ticket.created"]}))
-        .send()
-        .unwrap();
-    assert_eq!(ok.status(), 201);
+    for (name, path) in [("Down", "/status/500"), ("Up", "/ok")] {
+        let created = c
+            .post(format!("{}/api/webhooks", h.base))
+            .bearer_auth(ENV_TOKEN)
+            .json(&json!({"name": name, "url": rx.url(path), "events": ["ticket.created"]}))
+            .send()
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
     let raised = c
         .post(format!("{}/api/events", h.base))
         .bearer_auth(ENV_TOKEN)

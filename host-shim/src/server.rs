@@ -379,20 +379,22 @@ fn raise_error(e: RaiseError) -> Response {
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, Response> {
+/// An API body of at most [`MAX_BODY`] bytes; refused early when the
+/// declared length is already too large.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let too_large = || {
+        api_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {MAX_BODY} bytes"), None)
+    };
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         && len > MAX_BODY
     {
-        return Err(api_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the body is larger than {MAX_BODY} bytes"),
-            None,
-        ));
+        return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        api_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {MAX_BODY} bytes"), None)
-    })?;
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| too_large())
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, Response> {
+    let bytes = read_body(headers, body).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         api_error(
             StatusCode::BAD_REQUEST,
@@ -432,16 +434,9 @@ async fn api_management(
     if !authorized(&app, &headers) {
         return unauthorized();
     }
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let body = match read_body(&headers, body).await {
         Ok(b) => b,
-        Err(_) => {
-            return api_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the body is larger than {MAX_BODY} bytes"),
-                None,
-            );
-        }
+        Err(resp) => return resp,
     };
     let Ok(body) = String::from_utf8(body.to_vec()) else {
         return api_error(StatusCode::BAD_REQUEST, "invalid_json", "the body is not UTF-8", None);

@@ -439,15 +439,8 @@ fn form_page(
 /// An event's example as the body a receiver gets (the same envelope as
 /// `outbox::payload`), pretty-printed.
 fn example_payload(e: &catalog::EventType) -> String {
-    let body = outbox::payload(e.name, EXAMPLE_TIME_MS, &e.example());
-    serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or(body)
+    outbox::payload_pretty(e.name, catalog::EXAMPLE_TIME_MS, &e.example())
 }
-
-/// 2026-11-28T09:14:03Z: a fixed time, so examples do not change per view.
-const EXAMPLE_TIME_MS: u64 = 1_795_857_243_000;
 
 fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<Response, DbError> {
     let existing = match id {
@@ -661,11 +654,7 @@ struct DeliveryView {
 
 impl DeliveryView {
     fn new(d: &store::DeliveryDetail, now: u64) -> Self {
-        let payload = outbox::payload(&d.event_type, d.occurred_at, &d.data);
-        let payload_pretty = serde_json::from_str::<serde_json::Value>(&payload)
-            .ok()
-            .and_then(|v| serde_json::to_string_pretty(&v).ok())
-            .unwrap_or(payload);
+        let payload_pretty = outbox::payload_pretty(&d.event_type, d.occurred_at, &d.data);
         DeliveryView {
             payload_pretty,
             occurred: When::new(d.occurred_at, now),

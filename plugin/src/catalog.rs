@@ -59,6 +59,10 @@ pub const EVENTS: &[EventType] = &[
     event!("test.webhook", "Test", "Sent by \"Send test\" to check an endpoint."),
 ];
 
+/// 2026-11-28T09:14:03Z: the fixed time of example bodies, so they do not
+/// change from one view (or doc build) to the next.
+pub const EXAMPLE_TIME_MS: u64 = 1_795_857_243_000;
+
 /// Categories in display order.
 pub const CATEGORIES: &[&str] = &["User", "Server", "Transaction", "Ticket"];
 
@@ -194,10 +198,7 @@ mod events_doc {
                         p["description"].as_str().unwrap_or("")
                     );
                 }
-                let body = crate::outbox::payload(e.name, 1_795_857_243_000, &e.example());
-                let pretty =
-                    serde_json::to_string_pretty(&serde_json::from_str::<Value>(&body).expect("payload parses"))
-                        .expect("prints");
+                let pretty = crate::outbox::payload_pretty(e.name, EXAMPLE_TIME_MS, &e.example());
                 let _ = write!(out, "\nExample body:\n\n```json\n{pretty}\n```\n");
             }
         }

@@ -172,6 +172,15 @@ pub fn payload(event_type: &str, occurred_at_ms: u64, data_json: &str) -> String
     )
 }
 
+/// `payload`, pretty-printed for people (pages, docs); the bytes sent stay compact.
+pub fn payload_pretty(event_type: &str, occurred_at_ms: u64, data_json: &str) -> String {
+    let body = payload(event_type, occurred_at_ms, data_json);
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(body)
+}
+
 /// A delay with ±20 % jitter; `r` is a uniformly random u32.
 pub fn jittered(delay_ms: u64, r: u32) -> u64 {
     // factor in [0.8, 1.2]

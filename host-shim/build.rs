@@ -20,6 +20,8 @@ fn main() {
         return;
     }
 
+    ensure_wasm_target();
+
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Its own target dir: the outer cargo holds the lock on ours.
     let target_dir = root.join("target").join("plugin");
@@ -43,8 +45,60 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("run cargo for the plugin");
-    assert!(status.success(), "building the webhooks plugin for wasm32-wasip2 failed");
+    let status = match cmd.status() {
+        Ok(status) => status,
+        Err(e) => fail(&format!("could not run cargo to build the webhooks plugin: {e}")),
+    };
+    if !status.success() {
+        fail("building the webhooks plugin for wasm32-wasip2 failed (its compiler errors are above)");
+    }
     let built = target_dir.join("wasm32-wasip2").join("release").join("webhooks_plugin.wasm");
     std::fs::copy(&built, &out).expect("copy the built component");
+}
+
+const TARGET: &str = "wasm32-wasip2";
+
+/// `rust-toolchain.toml` lists the target, but rustup installs a toolchain
+/// file's targets only when it installs the toolchain itself; on a machine that
+/// already has the toolchain the target never arrives. Install it here (once)
+/// when rustup is present; otherwise name the one command to run.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = |sysroot: &PathBuf| sysroot.join("lib").join("rustlib").join(TARGET).join("lib").is_dir();
+    let Some(sysroot) = sysroot else {
+        fail(&format!("could not ask {rustc} for its sysroot; install the target with: rustup target add {TARGET}"));
+    };
+    if installed(&sysroot) {
+        return;
+    }
+    let rustup_present = Command::new("rustup").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !rustup_present {
+        fail(&format!(
+            "the {TARGET} target is not installed and rustup is not available; install the Rust standard library for {TARGET} (with rustup: rustup target add {TARGET})"
+        ));
+    }
+    // RUSTUP_TOOLCHAIN is set by rustup's proxies, so the target lands in the
+    // toolchain this build runs on.
+    println!("cargo:warning=installing the {TARGET} target with `rustup target add {TARGET}` (first build only)");
+    let added = Command::new("rustup").args(["target", "add", TARGET]).output();
+    match added {
+        Ok(o) if o.status.success() && installed(&sysroot) => {}
+        Ok(o) => fail(&format!(
+            "`rustup target add {TARGET}` failed ({}); run it yourself and build again",
+            String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("no message").trim()
+        )),
+        Err(e) => fail(&format!("could not run `rustup target add {TARGET}` ({e}); run it yourself and build again")),
+    }
+}
+
+/// One line on stderr and a non-zero exit: no panic, no backtrace.
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
 }

@@ -385,6 +385,29 @@ impl Egress {
         &self.policy
     }
 
+    /// The attempt deadline (connect, response and body).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `POST`s a body the component built (the delivery pipeline's path; the
+    /// component's own wasi:http requests arrive in [`Hooks`]) under the
+    /// policy and the deadline, `timeout` shortening it at most.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Fetched, String> {
+        let mut req = http::Request::post(url);
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| format!("the request is not valid: {e}"))?;
+        self.fetch(req, timeout.min(self.timeout)).await
+    }
+
     /// Sends one request under the policy and the deadline; reads the body.
     pub async fn fetch(&self, req: http::Request<Full<Bytes>>, timeout: Duration) -> Result<Fetched, String> {
         let scheme = req.uri().scheme_str().unwrap_or("");

@@ -9,7 +9,8 @@
 //! | [`runtime`] | compile (cached), instantiate, call under deadlines and memory limits |
 //! | [`storage`] | the plugin's SQLite database (rusqlite, WAL) |
 //! | [`egress`] | policed, pooled outbound HTTP for `wasi:http` |
-//! | [`scheduler`] | delivery workers woken by raised events |
+//! | [`scheduler`] | the delivery engine: workers that drive `deliveries.step` and send through the egress |
+//! | [`intake`] | group commit of events raised one at a time |
 //! | [`metrics`] | Prometheus metrics for `/metrics` |
 //! | [`secrets`] | webhook secrets sealed at rest with a host-held key |
 //! | [`auth`] | admin sign-in and sessions for `serve` |
@@ -58,6 +59,7 @@ pub mod auth;
 pub mod bindings;
 pub mod config;
 pub mod egress;
+pub mod intake;
 pub mod metrics;
 pub mod runtime;
 pub mod scheduler;
@@ -138,6 +140,7 @@ impl From<CallError> for RaiseError {
 pub struct Webhooks {
     rt: Arc<Runtime>,
     waker: scheduler::Waker,
+    intake: intake::Intake,
     scheduler: std::sync::Mutex<Option<Scheduler>>,
     manifest: ex::plugin::Manifest,
 }
@@ -164,7 +167,8 @@ impl Webhooks {
         tracing::info!(plugin = %manifest.name, version = %manifest.version, schema = version, "plugin ready");
         let scheduler = Scheduler::start(rt.clone());
         let waker = scheduler.waker();
-        Ok(Webhooks { rt, waker, scheduler: std::sync::Mutex::new(Some(scheduler)), manifest })
+        let intake = intake::Intake::start(rt.clone(), waker.clone());
+        Ok(Webhooks { rt, waker, intake, scheduler: std::sync::Mutex::new(Some(scheduler)), manifest })
     }
 
     /// The plugin's manifest: name, version, the entries for your admin menu
@@ -188,7 +192,8 @@ impl Webhooks {
     }
 
     /// Raises one event: commits its deliveries and wakes the workers.
-    /// Raising an id again queues nothing (`queued == 0`).
+    /// Raising an id again queues nothing (`queued == 0`). Concurrent calls
+    /// share one transaction (group commit); each is answered on its own.
     ///
     /// ```no_run
     /// # async fn demo(hooks: &webhooks_host::Webhooks) -> Result<(), webhooks_host::RaiseError> {
@@ -200,8 +205,19 @@ impl Webhooks {
     /// # Ok(()) }
     /// ```
     pub async fn raise(&self, event: Event) -> Result<Raised, RaiseError> {
-        let mut v = self.raise_batch(vec![event]).await?;
-        v.pop().ok_or_else(|| RaiseError::Plugin("nothing raised".into()))
+        let event_type = event.event_type.clone();
+        let r = self.intake.raise(self.to_wit(event)).await?.map_err(raise_error)?;
+        self.rt.metrics().event_raised(&event_type);
+        Ok(Raised { event_id: r.event_id, queued: r.queued })
+    }
+
+    fn to_wit(&self, e: Event) -> bindings::types::Event {
+        bindings::types::Event {
+            id: e.id.unwrap_or_else(new_event_id),
+            event_type: e.event_type,
+            occurred_at_ms: e.occurred_at_ms.unwrap_or_else(|| self.rt.config().clock.now_ms()),
+            data_json: e.data_json,
+        }
     }
 
     /// Raises several events in one transaction: all or nothing.
@@ -219,22 +235,9 @@ impl Webhooks {
     /// # Ok(()) }
     /// ```
     pub async fn raise_batch(&self, events: Vec<Event>) -> Result<Vec<Raised>, RaiseError> {
-        let now = self.rt.config().clock.now_ms();
         let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
-        let wit: Vec<_> = events
-            .into_iter()
-            .map(|e| bindings::types::Event {
-                id: e.id.unwrap_or_else(new_event_id),
-                event_type: e.event_type,
-                occurred_at_ms: e.occurred_at_ms.unwrap_or(now),
-                data_json: e.data_json,
-            })
-            .collect();
-        let out = self.rt.raise_batch(&wit).await?.map_err(|e| match e {
-            ex::events::RaiseError::UnknownType(m) => RaiseError::UnknownType(m),
-            ex::events::RaiseError::InvalidData(m) => RaiseError::InvalidData(m),
-            ex::events::RaiseError::Storage(m) => RaiseError::Storage(m),
-        })?;
+        let wit: Vec<_> = events.into_iter().map(|e| self.to_wit(e)).collect();
+        let out = self.rt.raise_batch(wit).await?.map_err(raise_error)?;
         for t in &types {
             self.rt.metrics().event_raised(t);
         }
@@ -268,7 +271,7 @@ impl Webhooks {
     /// # Ok(()) }
     /// ```
     pub async fn admin(&self, req: &ex::admin::Request) -> Result<ex::admin::Response, CallError> {
-        let r = self.rt.admin(req).await;
+        let r = self.rt.admin(req.clone()).await;
         // A test send or resend may have changed what is due.
         if req.method.eq_ignore_ascii_case("POST") {
             self.waker.wake();
@@ -295,7 +298,7 @@ impl Webhooks {
     /// # Ok(()) }
     /// ```
     pub async fn api(&self, req: &ex::management::ApiRequest) -> Result<ex::management::ApiResponse, CallError> {
-        let r = self.rt.api(req).await;
+        let r = self.rt.api(req.clone()).await;
         if !req.method.eq_ignore_ascii_case("GET") {
             self.waker.wake();
         }
@@ -338,6 +341,14 @@ impl Webhooks {
         if let Some(s) = s {
             s.shutdown(Duration::from_secs(20)).await;
         }
+    }
+}
+
+fn raise_error(e: ex::events::RaiseError) -> RaiseError {
+    match e {
+        ex::events::RaiseError::UnknownType(m) => RaiseError::UnknownType(m),
+        ex::events::RaiseError::InvalidData(m) => RaiseError::InvalidData(m),
+        ex::events::RaiseError::Storage(m) => RaiseError::Storage(m),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Observability capability: Prometheus metrics for `/metrics`.
 //!
 //! Counters are bumped where the host already sees the fact (events it
-//! raised, run reports, requests its egress sent); the queue gauges are read
+//! raised, outcomes the plugin reports, requests its egress sent, plugin
+//! calls that failed, delivery workers restarted); the queue gauges are read
 //! from the plugin (`deliveries.stats`) when scraped, so they are never stale
 //! and cost nothing between scrapes.
 
@@ -25,6 +26,8 @@ pub struct Metrics {
     attempt_duration: Family<Labels, Histogram>,
     queue_depth: Family<Labels, Gauge>,
     oldest_waiting: Gauge<f64, AtomicU64>,
+    plugin_errors: Family<Labels, Counter>,
+    worker_restarts: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -72,7 +75,28 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             oldest_waiting.clone(),
         );
-        Metrics { registry, events_raised, attempts, attempt_duration, queue_depth, oldest_waiting }
+        let plugin_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "plugin_errors",
+            "Plugin calls that failed (a trap, a deadline, or an error the plugin answered), by call",
+            plugin_errors.clone(),
+        );
+        let worker_restarts = Family::<Labels, Counter>::default();
+        registry.register(
+            "worker_restarts",
+            "Delivery workers restarted, by reason: panic (the worker task panicked) or plugin (its plugin call failed)",
+            worker_restarts.clone(),
+        );
+        Metrics {
+            registry,
+            events_raised,
+            attempts,
+            attempt_duration,
+            queue_depth,
+            oldest_waiting,
+            plugin_errors,
+            worker_restarts,
+        }
     }
 
     /// One event accepted.
@@ -80,12 +104,22 @@ impl Metrics {
         self.events_raised.get_or_create(&[("type", event_type.to_owned())]).inc();
     }
 
-    /// Outcomes of a delivery run.
+    /// Outcomes the plugin just committed, by the state each left its delivery in.
     pub fn attempts(&self, succeeded: u32, retrying: u32, exhausted: u32) {
         for (outcome, n) in [("succeeded", succeeded), ("retrying", retrying), ("exhausted", exhausted)] {
             // Created even at zero so every series exists from the first scrape.
             self.attempts.get_or_create(&[("outcome", outcome.to_owned())]).inc_by(u64::from(n));
         }
+    }
+
+    /// A plugin call (`call` names it, e.g. `step`) failed.
+    pub fn plugin_error(&self, call: &'static str) {
+        self.plugin_errors.get_or_create(&[("call", call.to_owned())]).inc();
+    }
+
+    /// A delivery worker was restarted.
+    pub fn worker_restarted(&self, reason: &'static str) {
+        self.worker_restarts.get_or_create(&[("reason", reason.to_owned())]).inc();
     }
 
     /// One request through the egress: how long, and whether a response came.

@@ -5,9 +5,18 @@
 //! - the compiled artifact is cached in `<data>/cache/` keyed by the component
 //!   bytes and the engine's compatibility hash, so a restart does not
 //!   recompile;
-//! - every call runs under an epoch deadline and a memory limit; a trap or a
-//!   limit hit fails that one call and the instance is thrown away (the next
-//!   call gets a fresh one);
+//! - **no plugin call runs on an async executor thread.** Each call runs on a
+//!   blocking-pool thread of its own ([`Runtime::call`]), driven by
+//!   `Handle::block_on`: the component's code and its SQLite statements
+//!   (synchronous, on that thread) can never hold a tokio worker, so the HTTP
+//!   server, the egress and other calls go on whatever a call does. Host
+//!   futures it awaits (wasi:http, timers) still run on the runtime's I/O
+//!   driver;
+//! - every call has a hard deadline and a memory limit. The epoch ticks every
+//!   [`TICK`]; at each tick guest code yields (`UpdateDeadline::Yield`) and the
+//!   deadline is checked, so a runaway call is interrupted, never a busy loop
+//!   that nobody can stop. A trap or a limit hit fails that one call and the
+//!   instance is thrown away (the next call gets a fresh one);
 //! - WASI gets no filesystem, no environment, no arguments, no stdio and no
 //!   sockets: the only ways out are the imports in `wit/webhooks.wit` and
 //!   `wasi:http`, which goes through [`crate::egress`];
@@ -16,12 +25,12 @@
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -34,8 +43,8 @@ use crate::storage::{self, Storage};
 /// The component, built from `plugin/` by this crate's build script.
 pub static COMPONENT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/webhooks_plugin.wasm"));
 
-/// Epoch tick length; deadlines are counted in these.
-pub const TICK: Duration = Duration::from_millis(10);
+/// Epoch tick: how often guest code yields and its deadline is checked.
+pub const TICK: Duration = Duration::from_millis(5);
 /// Idle instances kept for reuse.
 const MAX_IDLE: usize = 16;
 
@@ -48,6 +57,8 @@ pub struct State {
     pub(crate) db: Storage,
     limits: StoreLimits,
     shared: Arc<Shared>,
+    /// When the current call is interrupted.
+    deadline: Instant,
 }
 
 impl WasiView for State {
@@ -66,39 +77,46 @@ impl WasiHttpView for State {
 pub(crate) struct Shared {
     pub config: Config,
     pub egress: Egress,
-    /// Seals and opens webhook secrets.
+    /// Seals webhook signing keys and signs with them.
     pub key: crate::secrets::SecretKey,
-    /// Set on shutdown; `run-due` stops claiming when it sees it.
-    pub draining: std::sync::atomic::AtomicBool,
     /// Fed by the egress and the scheduler, read by `/metrics`.
     pub metrics: Arc<Metrics>,
 }
 
 impl bindings::types::Host for State {}
 
+// Synchronous on purpose: plugin calls run on blocking threads (see the
+// module comment), and SQLite statements here take microseconds.
 impl bindings::storage::Host for State {
     async fn execute(
         &mut self,
         sql: String,
         params: Vec<bindings::storage::Value>,
     ) -> Result<u64, bindings::storage::Error> {
-        storage::retry_busy(|| self.db.execute(&sql, &params)).await
+        self.db.execute(&sql, &params)
     }
     async fn query(
         &mut self,
         sql: String,
         params: Vec<bindings::storage::Value>,
     ) -> Result<bindings::storage::Rows, bindings::storage::Error> {
-        storage::retry_busy(|| self.db.query(&sql, &params)).await
+        self.db.query(&sql, &params)
+    }
+    async fn execute_many(
+        &mut self,
+        sql: String,
+        rows: Vec<Vec<bindings::storage::Value>>,
+    ) -> Result<Vec<u64>, bindings::storage::Error> {
+        self.db.execute_many(&sql, &rows)
     }
     async fn execute_batch(&mut self, sql: String) -> Result<(), bindings::storage::Error> {
-        storage::retry_busy(|| self.db.execute_batch(&sql)).await
+        self.db.execute_batch(&sql)
     }
     async fn begin(&mut self) -> Result<(), bindings::storage::Error> {
-        storage::retry_busy(|| self.db.begin()).await
+        self.db.begin()
     }
     async fn commit(&mut self) -> Result<(), bindings::storage::Error> {
-        storage::retry_busy(|| self.db.commit()).await
+        self.db.commit()
     }
     async fn rollback(&mut self) {
         self.db.rollback()
@@ -106,10 +124,13 @@ impl bindings::storage::Host for State {
 }
 
 impl bindings::secrets::Host for State {
-    async fn seal(&mut self, plaintext: String) -> Vec<u8> {
+    async fn seal(&mut self, plaintext: Vec<u8>) -> Vec<u8> {
         self.shared.key.seal(&plaintext)
     }
-    async fn open(&mut self, sealed: Vec<u8>) -> Result<String, String> {
+    async fn sign(&mut self, sealed: Vec<u8>, message: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.shared.key.sign(&sealed, &message)
+    }
+    async fn open(&mut self, sealed: Vec<u8>) -> Result<Vec<u8>, String> {
         self.shared.key.open(&sealed)
     }
 }
@@ -152,9 +173,6 @@ impl bindings::host_info::Host for State {
     async fn check_destination(&mut self, url: String) -> Result<(), String> {
         self.shared.egress.policy().check_url(&url)
     }
-    async fn draining(&mut self) -> bool {
-        self.shared.draining.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 /// One instance with its store.
@@ -164,7 +182,7 @@ pub struct Worker {
 }
 
 /// Why a call into the component failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     /// The component trapped, ran past its deadline or over its memory.
     #[error("the plugin failed: {0}")]
@@ -172,6 +190,9 @@ pub enum CallError {
     /// A new instance could not be made (database could not open, …).
     #[error("the plugin could not start: {0}")]
     Instantiate(String),
+    /// The plugin answered an error (its database refused, …).
+    #[error("the plugin reported an error: {0}")]
+    Failed(String),
 }
 
 /// The loaded component and its instance pool.
@@ -249,7 +270,7 @@ impl Runtime {
         let rt = Arc::new(Runtime {
             engine: engine.clone(),
             pre,
-            shared: Arc::new(Shared { config, egress, key, draining: Default::default(), metrics: Default::default() }),
+            shared: Arc::new(Shared { config, egress, key, metrics: Default::default() }),
             idle: Mutex::new(Vec::new()),
         });
         // The epoch ticker: deadlines are counted in its ticks. It stops when
@@ -292,11 +313,16 @@ impl Runtime {
                 .trap_on_grow_failure(true)
                 .build(),
             shared: self.shared.clone(),
+            deadline: Instant::now() + c.call_timeout,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks(c.call_timeout));
+        // Every tick: past the call's deadline, interrupt (a trap); otherwise
+        // yield to whatever drives the call and run on for another tick.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.set_epoch_deadline(1);
         let bindings =
             self.pre.instantiate_async(&mut store).await.map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         Ok(Worker { store, bindings })
@@ -308,7 +334,8 @@ impl Runtime {
             Some(w) => w,
             None => self.instantiate().await?,
         };
-        w.store.set_epoch_deadline(ticks(deadline));
+        w.store.data_mut().deadline = Instant::now() + deadline;
+        w.store.set_epoch_deadline(1);
         Ok(w)
     }
 
@@ -333,45 +360,78 @@ impl Runtime {
         }
     }
 
+    /// Runs one plugin call on a blocking-pool thread of its own (see the
+    /// module comment) with a pooled instance and `deadline`. `f` makes the
+    /// call; it gets the instance and the handle to drive it with.
+    async fn call<R, F>(self: &Arc<Self>, name: &'static str, deadline: Duration, f: F) -> Result<R, CallError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Worker, &tokio::runtime::Handle) -> wasmtime::Result<R> + Send + 'static,
+    {
+        let rt = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut w = handle.block_on(rt.checkout(deadline))?;
+            let r = f(&mut w, &handle);
+            rt.finish(w, r)
+        })
+        .await
+        .unwrap_or_else(|e| Err(CallError::Trap(format!("the plugin call panicked in the host: {e}"))));
+        if r.is_err() {
+            self.shared.metrics.plugin_error(name);
+        }
+        r
+    }
+
     /// `plugin.describe`.
-    pub async fn describe(&self) -> Result<bindings::ex::plugin::Manifest, CallError> {
-        let mut w = self.checkout(self.shared.config.call_timeout).await?;
-        let r = w.bindings.panel_webhooks_plugin().call_describe(&mut w.store).await;
-        self.finish(w, r)
+    pub async fn describe(self: &Arc<Self>) -> Result<bindings::ex::plugin::Manifest, CallError> {
+        self.call("describe", self.shared.config.call_timeout, |w, h| {
+            h.block_on(w.bindings.panel_webhooks_plugin().call_describe(&mut w.store))
+        })
+        .await
     }
 
     /// `plugin.migrate`.
-    pub async fn migrate(&self) -> Result<Result<u32, String>, CallError> {
-        let mut w = self.checkout(Duration::from_secs(60)).await?;
-        let r = w.bindings.panel_webhooks_plugin().call_migrate(&mut w.store).await;
-        self.finish(w, r)
+    pub async fn migrate(self: &Arc<Self>) -> Result<Result<u32, String>, CallError> {
+        self.call("migrate", Duration::from_secs(60), |w, h| {
+            h.block_on(w.bindings.panel_webhooks_plugin().call_migrate(&mut w.store))
+        })
+        .await
     }
 
     /// `admin.handle`; may send a test delivery, so its deadline covers one attempt.
-    pub async fn admin(&self, req: &bindings::ex::admin::Request) -> Result<bindings::ex::admin::Response, CallError> {
+    pub async fn admin(
+        self: &Arc<Self>,
+        req: bindings::ex::admin::Request,
+    ) -> Result<bindings::ex::admin::Response, CallError> {
         let deadline = self.shared.config.call_timeout + self.shared.config.attempt_timeout;
-        let mut w = self.checkout(deadline).await?;
-        let r = w.bindings.panel_webhooks_admin().call_handle(&mut w.store, req).await;
-        self.finish(w, r)
+        self.call("admin", deadline, move |w, h| {
+            h.block_on(w.bindings.panel_webhooks_admin().call_handle(&mut w.store, &req))
+        })
+        .await
     }
 
     /// `management.handle`; a test send or resend is one attempt, so its
     /// deadline covers one.
     pub async fn api(
-        &self,
-        req: &bindings::ex::management::ApiRequest,
+        self: &Arc<Self>,
+        req: bindings::ex::management::ApiRequest,
     ) -> Result<bindings::ex::management::ApiResponse, CallError> {
         let deadline = self.shared.config.call_timeout + self.shared.config.attempt_timeout;
-        let mut w = self.checkout(deadline).await?;
-        let r = w.bindings.panel_webhooks_management().call_handle(&mut w.store, req).await;
-        self.finish(w, r)
+        self.call("api", deadline, move |w, h| {
+            h.block_on(w.bindings.panel_webhooks_management().call_handle(&mut w.store, &req))
+        })
+        .await
     }
 
     /// `deliveries.stats`.
-    pub async fn stats(&self) -> Result<bindings::ex::deliveries::QueueStats, CallError> {
-        let mut w = self.checkout(self.shared.config.call_timeout).await?;
-        let r = w.bindings.panel_webhooks_deliveries().call_stats(&mut w.store).await;
-        self.finish(w, r)
+    pub async fn stats(self: &Arc<Self>) -> Result<bindings::ex::deliveries::QueueStats, CallError> {
+        let r = self
+            .call("stats", self.shared.config.call_timeout, |w, h| {
+                h.block_on(w.bindings.panel_webhooks_deliveries().call_stats(&mut w.store))
+            })
+            .await?;
+        self.answered("stats", r)
     }
 
     /// The metrics this runtime's calls and requests feed.
@@ -379,38 +439,64 @@ impl Runtime {
         &self.shared.metrics
     }
 
-    /// `events.raise-batch`.
-    pub async fn raise_batch(
-        &self,
-        events: &[bindings::types::Event],
-    ) -> Result<Result<Vec<bindings::ex::events::Raised>, bindings::ex::events::RaiseError>, CallError> {
-        let mut w = self.checkout(self.shared.config.call_timeout).await?;
-        let r = w.bindings.panel_webhooks_events().call_raise_batch(&mut w.store, events).await;
-        self.finish(w, r)
+    /// The policed egress every request goes through.
+    pub fn egress(&self) -> &Egress {
+        &self.shared.egress
     }
 
-    /// Tells running and future `run-due` calls to stop claiming work.
-    pub fn start_draining(&self) {
-        self.shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    /// `events.raise-batch`.
+    pub async fn raise_batch(
+        self: &Arc<Self>,
+        events: Vec<bindings::types::Event>,
+    ) -> Result<Result<Vec<bindings::ex::events::Raised>, bindings::ex::events::RaiseError>, CallError> {
+        self.call("raise-batch", self.shared.config.call_timeout, move |w, h| {
+            h.block_on(w.bindings.panel_webhooks_events().call_raise_batch(&mut w.store, &events))
+        })
+        .await
+    }
+
+    /// `events.raise-each`.
+    pub async fn raise_each(
+        self: &Arc<Self>,
+        events: Vec<bindings::types::Event>,
+    ) -> Result<Vec<Result<bindings::ex::events::Raised, bindings::ex::events::RaiseError>>, CallError> {
+        self.call("raise-each", self.shared.config.call_timeout, move |w, h| {
+            h.block_on(w.bindings.panel_webhooks_events().call_raise_each(&mut w.store, &events))
+        })
+        .await
     }
 
     /// `deliveries.maintain`.
-    pub async fn maintain(&self) -> Result<bindings::ex::deliveries::Pruned, CallError> {
-        let mut w = self.checkout(Duration::from_secs(120)).await?;
-        let r = w.bindings.panel_webhooks_deliveries().call_maintain(&mut w.store).await;
-        self.finish(w, r)
+    pub async fn maintain(self: &Arc<Self>) -> Result<bindings::ex::deliveries::Pruned, CallError> {
+        let r = self
+            .call("maintain", Duration::from_secs(120), |w, h| {
+                h.block_on(w.bindings.panel_webhooks_deliveries().call_maintain(&mut w.store))
+            })
+            .await?;
+        self.answered("maintain", r)
     }
 
-    /// `deliveries.run-due`.
-    pub async fn run_due(&self, max: u32) -> Result<bindings::ex::deliveries::Report, CallError> {
-        // The pipeline claims for up to 10 s, then drains for one attempt deadline.
-        let deadline = self.shared.config.call_timeout + Duration::from_secs(10) + self.shared.config.attempt_timeout;
-        let mut w = self.checkout(deadline).await?;
-        let r = w.bindings.panel_webhooks_deliveries().call_run_due(&mut w.store, max).await;
-        self.finish(w, r)
+    /// `deliveries.step`: records `finished`, claims up to `claim_max`.
+    pub async fn step(
+        self: &Arc<Self>,
+        finished: Vec<bindings::ex::deliveries::Sent>,
+        claim_max: u32,
+    ) -> Result<bindings::ex::deliveries::StepReport, CallError> {
+        let r = self
+            .call("step", self.shared.config.call_timeout, move |w, h| {
+                h.block_on(w.bindings.panel_webhooks_deliveries().call_step(&mut w.store, &finished, claim_max))
+            })
+            .await?;
+        self.answered("step", r)
     }
-}
 
-fn ticks(d: Duration) -> u64 {
-    (d.as_millis() / TICK.as_millis()).max(1) as u64
+    /// An error the plugin answered (a database failure) is a failed call:
+    /// logged and counted like a trap, never read as "nothing to do".
+    fn answered<T>(&self, name: &'static str, r: Result<T, String>) -> Result<T, CallError> {
+        r.map_err(|e| {
+            tracing::error!(call = name, "plugin call answered an error: {e}");
+            self.shared.metrics.plugin_error(name);
+            CallError::Failed(e)
+        })
+    }
 }

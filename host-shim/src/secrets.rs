@@ -1,7 +1,9 @@
 //! Secrets capability: webhook secrets are sealed at rest with an AEAD
-//! (ChaCha20-Poly1305) under a host-held key. The component asks to seal and
-//! open; it never sees the key, and the database never holds a secret in
-//! clear. A stolen database without the key reveals nothing.
+//! (ChaCha20-Poly1305) under a host-held key. The component seals a signing
+//! key once and then asks the host to sign with it ([`SecretKey::sign`]): it
+//! never sees the host key, a sealed signing key is opened only here, and the
+//! database never holds a secret in clear. A stolen database without the key
+//! reveals nothing.
 //!
 //! Format: `0x01 || nonce (12 bytes) || ciphertext+tag`. The key comes from
 //! `WEBHOOKS_SECRET_KEY` (64 hex characters) or from `<data>/secret.key`,
@@ -53,12 +55,11 @@ impl SecretKey {
     }
 
     /// Encrypts.
-    pub fn seal(&self, plaintext: &str) -> Vec<u8> {
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
         let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
         let mut nonce = [0u8; NONCE];
         getrandom::fill(&mut nonce).expect("the OS random source works");
-        let ct =
-            cipher.encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes()).expect("in-memory encryption cannot fail");
+        let ct = cipher.encrypt(Nonce::from_slice(&nonce), plaintext).expect("in-memory encryption cannot fail");
         let mut out = Vec::with_capacity(1 + NONCE + ct.len());
         out.push(VERSION);
         out.extend_from_slice(&nonce);
@@ -66,8 +67,18 @@ impl SecretKey {
         out
     }
 
+    /// HMAC-SHA256 of `message` under the key bytes sealed in `sealed`; the
+    /// opened key lives only for this call.
+    pub fn sign(&self, sealed: &[u8], message: &[u8]) -> Result<Vec<u8>, String> {
+        use hmac::{Hmac, Mac};
+        let key = self.open(sealed)?;
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).map_err(|e| e.to_string())?;
+        mac.update(message);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
     /// Decrypts and authenticates.
-    pub fn open(&self, sealed: &[u8]) -> Result<String, String> {
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, String> {
         if sealed.len() < 1 + NONCE + 16 || sealed[0] != VERSION {
             return Err("not a sealed secret".into());
         }
@@ -75,7 +86,7 @@ impl SecretKey {
         let pt = cipher
             .decrypt(Nonce::from_slice(&sealed[1..1 + NONCE]), &sealed[1 + NONCE..])
             .map_err(|_| "the secret could not be decrypted (altered, or the key changed)".to_string())?;
-        String::from_utf8(pt).map_err(|_| "the secret is not UTF-8".into())
+        Ok(pt)
     }
 }
 
@@ -103,10 +114,10 @@ mod tests {
     #[test]
     fn round_trip_and_tamper_detection() {
         let k = SecretKey::from_bytes([7; 32]);
-        let s = k.seal("whsec_abc");
+        let s = k.seal(b"whsec_abc");
         assert!(!s.windows(9).any(|w| w == b"whsec_abc"), "no plaintext in the sealed bytes");
-        assert_eq!(k.open(&s).unwrap(), "whsec_abc");
-        assert_ne!(k.seal("whsec_abc"), s, "fresh nonce each time");
+        assert_eq!(k.open(&s).unwrap(), b"whsec_abc");
+        assert_ne!(k.seal(b"whsec_abc"), s, "fresh nonce each time");
         let mut bad = s.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert!(k.open(&bad).is_err());
@@ -116,12 +127,29 @@ mod tests {
     }
 
     #[test]
+    fn signs_with_the_sealed_key() {
+        use base64::Engine as _;
+        // The Standard Webhooks reference vector: the key bytes of
+        // whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD over "id.timestamp.body".
+        let key_bytes = base64::engine::general_purpose::STANDARD.decode("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        let k = SecretKey::from_bytes([3; 32]);
+        let sealed = k.seal(&key_bytes);
+        let msg = br#"msg_27UH4WbU6Z5A5EzD8u03UvzRbpk.1649367553.{"email":"test@example.com","username":"test_user"}"#;
+        let mac = k.sign(&sealed, msg).unwrap();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.encode(mac),
+            "tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
+        assert!(SecretKey::from_bytes([4; 32]).sign(&sealed, msg).is_err());
+    }
+
+    #[test]
     fn key_file_is_created_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("secret.key");
         let a = SecretKey::load_or_create(&p).unwrap();
         let b = SecretKey::load_or_create(&p).unwrap();
-        assert_eq!(b.open(&a.seal("x")).unwrap(), "x");
+        assert_eq!(b.open(&a.seal(b"x")).unwrap(), b"x");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -70,6 +70,10 @@ impl Host for Wasm {
             rows: r.rows.into_iter().map(|row| row.into_iter().map(from_wit).collect()).collect(),
         })
     }
+    fn execute_many(&self, sql: &str, rows: &[Vec<Value>]) -> Result<Vec<u64>, DbError> {
+        let rows: Vec<Vec<storage::Value>> = rows.iter().map(|r| r.iter().map(to_wit).collect()).collect();
+        storage::execute_many(sql, &rows).map_err(db_err)
+    }
     fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
         storage::execute_batch(sql).map_err(db_err)
     }
@@ -112,10 +116,13 @@ impl Host for Wasm {
             per_webhook_concurrency: s.per_webhook_concurrency,
         }
     }
-    fn seal(&self, plaintext: &str) -> Vec<u8> {
+    fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
         panel::webhooks::secrets::seal(plaintext)
     }
-    fn open(&self, sealed: &[u8]) -> Result<String, String> {
+    fn sign(&self, sealed: &[u8], message: &[u8]) -> Result<Vec<u8>, String> {
+        panel::webhooks::secrets::sign(sealed, message)
+    }
+    fn open_legacy(&self, sealed: &[u8]) -> Result<Vec<u8>, String> {
         panel::webhooks::secrets::open(sealed)
     }
     fn check_destination(&self, url: &str) -> Result<(), String> {
@@ -126,9 +133,6 @@ impl Host for Wasm {
     }
     fn http_wait(&self, timeout_ms: u64) -> Vec<(Ticket, Sent)> {
         http_wait(timeout_ms)
-    }
-    fn draining(&self) -> bool {
-        host_info::draining()
     }
     fn attempts_recorded(&self, succeeded: u32, retrying: u32, exhausted: u32) {
         panel::webhooks::telemetry::attempts_recorded(succeeded, retrying, exhausted)
@@ -404,8 +408,7 @@ impl ex::events::Guest for Component {
         #[cfg(feature = "test-hooks")]
         test_hook(&e);
         let mut out = outbox::raise_batch(&Wasm, &[new_event(e)]).map_err(raise_err)?;
-        let r = out.pop().ok_or_else(|| ex::events::RaiseError::Storage("nothing raised".into()))?;
-        Ok(ex::events::Raised { event_id: r.event_id, queued: r.queued })
+        out.pop().map(raised_to_wit).ok_or_else(|| ex::events::RaiseError::Storage("nothing raised".into()))
     }
 
     fn raise_batch(es: Vec<ex::events::Event>) -> Result<Vec<ex::events::Raised>, ex::events::RaiseError> {
@@ -413,45 +416,72 @@ impl ex::events::Guest for Component {
         es.iter().for_each(test_hook);
         let events: Vec<_> = es.into_iter().map(new_event).collect();
         let out = outbox::raise_batch(&Wasm, &events).map_err(raise_err)?;
-        Ok(out.into_iter().map(|r| ex::events::Raised { event_id: r.event_id, queued: r.queued }).collect())
+        Ok(out.into_iter().map(raised_to_wit).collect())
+    }
+
+    fn raise_each(es: Vec<ex::events::Event>) -> Vec<Result<ex::events::Raised, ex::events::RaiseError>> {
+        #[cfg(feature = "test-hooks")]
+        es.iter().for_each(test_hook);
+        let events: Vec<_> = es.into_iter().map(new_event).collect();
+        outbox::raise_each(&Wasm, &events).into_iter().map(|r| r.map(raised_to_wit).map_err(raise_err)).collect()
     }
 }
 
+fn raised_to_wit(r: outbox::Raised) -> ex::events::Raised {
+    ex::events::Raised { event_id: r.event_id, queued: r.queued }
+}
+
 impl ex::deliveries::Guest for Component {
-    fn run_due(max: u32) -> ex::deliveries::Report {
-        match outbox::run_due(&Wasm, max) {
-            Ok(r) => {
-                ex::deliveries::Report { attempted: r.attempted, succeeded: r.succeeded, next_due_ms: r.next_due_ms }
-            }
-            Err(e) => {
-                Wasm.log(Level::Error, &format!("delivery run failed: {e}"));
-                // Retry soon: the rows stay due (or leased until their lease ends).
-                ex::deliveries::Report { attempted: 0, succeeded: 0, next_due_ms: Some(Wasm.now_ms() + 1000) }
-            }
-        }
+    fn step(finished: Vec<ex::deliveries::Sent>, claim_max: u32) -> Result<ex::deliveries::StepReport, String> {
+        let finished: Vec<outbox::Finished> = finished
+            .into_iter()
+            .map(|f| outbox::Finished {
+                delivery_id: f.delivery_id,
+                started_ms: f.started_ms,
+                duration_ms: f.duration_ms,
+                result: f.outcome.map(|r| OutResponse {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
+                    body_size: r.body_size,
+                }),
+                request_headers: f.request_headers,
+            })
+            .collect();
+        let r = outbox::step(&Wasm, &finished, claim_max).map_err(|e| {
+            Wasm.log(Level::Error, &format!("delivery step failed: {e}"));
+            e.to_string()
+        })?;
+        Ok(ex::deliveries::StepReport {
+            succeeded: r.succeeded,
+            retrying: r.retrying,
+            exhausted: r.exhausted,
+            claimed: r
+                .claimed
+                .into_iter()
+                .map(|o| ex::deliveries::Outgoing {
+                    delivery_id: o.delivery_id,
+                    url: o.request.url,
+                    headers: o.request.headers,
+                    body: o.request.body,
+                    timeout_ms: o.request.timeout_ms,
+                })
+                .collect(),
+            next_due_ms: r.next_due_ms,
+        })
     }
 
-    fn stats() -> ex::deliveries::QueueStats {
-        match outbox::stats(&Wasm) {
-            Ok(s) => ex::deliveries::QueueStats {
-                pending: s.pending,
-                retrying: s.retrying,
-                oldest_waiting_ms: s.oldest_waiting_ms,
-            },
-            Err(e) => {
-                Wasm.log(Level::Error, &format!("reading queue stats failed: {e}"));
-                ex::deliveries::QueueStats { pending: 0, retrying: 0, oldest_waiting_ms: None }
-            }
-        }
+    fn stats() -> Result<ex::deliveries::QueueStats, String> {
+        let s = outbox::stats(&Wasm).map_err(|e| format!("reading queue stats failed: {e}"))?;
+        Ok(ex::deliveries::QueueStats {
+            pending: s.pending,
+            retrying: s.retrying,
+            oldest_waiting_ms: s.oldest_waiting_ms,
+        })
     }
 
-    fn maintain() -> ex::deliveries::Pruned {
-        match outbox::maintain(&Wasm) {
-            Ok(p) => ex::deliveries::Pruned { attempts: p.attempts, deliveries: p.deliveries, events: p.events },
-            Err(e) => {
-                Wasm.log(Level::Error, &format!("pruning history failed: {e}"));
-                ex::deliveries::Pruned { attempts: 0, deliveries: 0, events: 0 }
-            }
-        }
+    fn maintain() -> Result<ex::deliveries::Pruned, String> {
+        let p = outbox::maintain(&Wasm).map_err(|e| format!("pruning history failed: {e}"))?;
+        Ok(ex::deliveries::Pruned { attempts: p.attempts, deliveries: p.deliveries, events: p.events })
     }
 }

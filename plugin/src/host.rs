@@ -193,6 +193,8 @@ pub struct Sent {
 pub trait Host {
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
     fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, DbError>;
+    /// One statement run once per parameter row; rows changed by each.
+    fn execute_many(&self, sql: &str, rows: &[Vec<Value>]) -> Result<Vec<u64>, DbError>;
     fn execute_batch(&self, sql: &str) -> Result<(), DbError>;
     fn begin(&self) -> Result<(), DbError>;
     fn commit(&self) -> Result<(), DbError>;
@@ -202,10 +204,14 @@ pub trait Host {
     fn log(&self, level: Level, message: &str);
     fn mount_path(&self) -> String;
     fn settings(&self) -> Settings;
-    /// Seals a secret with the host's key (AEAD).
-    fn seal(&self, plaintext: &str) -> Vec<u8>;
-    /// Opens what `seal` produced.
-    fn open(&self, sealed: &[u8]) -> Result<String, String>;
+    /// Seals a signing key with the host's key (AEAD).
+    fn seal(&self, plaintext: &[u8]) -> Vec<u8>;
+    /// HMAC-SHA256 of `message` under a key `seal` sealed; the key is opened
+    /// only inside the host.
+    fn sign(&self, sealed: &[u8], message: &[u8]) -> Result<Vec<u8>, String>;
+    /// Opens what `seal` produced: only for migrating rows sealed by versions
+    /// before 0.2, which sealed the secret text instead of its key bytes.
+    fn open_legacy(&self, sealed: &[u8]) -> Result<Vec<u8>, String>;
     /// The host egress policy's verdict on a URL's destination (no DNS).
     fn check_destination(&self, url: &str) -> Result<(), String>;
     /// Starts sending a request; answers a ticket to wait on.
@@ -213,8 +219,6 @@ pub trait Host {
     /// Waits until at least one started request finishes, or `timeout_ms`
     /// passes; answers the finished ones. Answers at once when none is in flight.
     fn http_wait(&self, timeout_ms: u64) -> Vec<(Ticket, Sent)>;
-    /// Whether the host is shutting down (stop claiming new work).
-    fn draining(&self) -> bool;
     /// Attempt outcomes just committed, for the host's metrics.
     fn attempts_recorded(&self, succeeded: u32, retrying: u32, exhausted: u32);
 }

@@ -84,7 +84,14 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE webhooks ADD COLUMN secret_set_at INTEGER;
      ALTER TABLE webhooks ADD COLUMN prev_secret_sealed BLOB;
      ALTER TABLE webhooks ADD COLUMN prev_secret_until INTEGER;",
+    // 5: sealed secrets hold the signing key's bytes, which the host signs
+    // with; rows sealed before hold the secret text and are resealed by
+    // `reseal_key_bytes`. No table changes.
+    "SELECT 1;",
 ];
+
+/// The first version whose sealed secrets hold key bytes.
+const KEY_BYTES_SINCE: usize = 5;
 
 /// Brings the schema to the newest version; answers that version.
 pub fn migrate(host: &dyn Host) -> Result<u32, String> {
@@ -106,6 +113,9 @@ pub fn migrate(host: &dyn Host) -> Result<u32, String> {
             host.execute("INSERT INTO plugin_schema (version) VALUES (?1)", &[Value::from(i as i64 + 1)])
                 .map_err(|e| e.to_string())?;
         }
+        if current > 0 && current < KEY_BYTES_SINCE {
+            reseal_key_bytes(host)?;
+        }
         seal_plaintext_secrets(host)?;
         Ok(MIGRATIONS.len() as u32)
     })
@@ -117,10 +127,36 @@ pub fn migrate(host: &dyn Host) -> Result<u32, String> {
 fn seal_plaintext_secrets(host: &dyn Host) -> Result<(), crate::host::DbError> {
     let rows = host.query("SELECT id, secret, updated_at FROM webhooks WHERE secret IS NOT NULL", &[])?;
     for r in rows.iter() {
-        let sealed = host.seal(&r.str(1));
+        let sealed = crate::store::seal_secret(host, &r.str(1));
         host.execute(
             "UPDATE webhooks SET secret_sealed = ?2, secret_set_at = ?3, secret = NULL WHERE id = ?1",
             &[r.i64(0).into(), sealed.into(), r.i64(2).into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Rows sealed before version 5 hold the secret's text: open each once
+/// (the only use of `open-legacy`) and seal its key bytes instead. A value
+/// that no longer opens (the host key changed) is left alone: it fails to
+/// sign, as it failed to open before, and the admin sets a new secret.
+fn reseal_key_bytes(host: &dyn Host) -> Result<(), crate::host::DbError> {
+    let rows = host.query(
+        "SELECT id, secret_sealed, prev_secret_sealed FROM webhooks \
+         WHERE secret_sealed IS NOT NULL OR prev_secret_sealed IS NOT NULL",
+        &[],
+    )?;
+    let reseal = |sealed: Option<Vec<u8>>| -> Value {
+        match sealed.as_deref().map(|s| (s, host.open_legacy(s))) {
+            Some((_, Ok(text))) => Value::from(crate::store::seal_secret(host, &String::from_utf8_lossy(&text))),
+            Some((s, Err(_))) => Value::from(s.to_vec()),
+            None => Value::Null,
+        }
+    };
+    for r in rows.iter() {
+        host.execute(
+            "UPDATE webhooks SET secret_sealed = ?2, prev_secret_sealed = ?3 WHERE id = ?1",
+            &[r.i64(0).into(), reseal(r.opt_blob(1)), reseal(r.opt_blob(2))],
         )?;
     }
     Ok(())

@@ -109,7 +109,7 @@ pub fn create(host: &dyn Host, v: &Valid) -> Result<i64, CreateError> {
         if count >= MAX_WEBHOOKS {
             return Err(CreateError::TooMany);
         }
-        let sealed = v.secret.clone().flatten().map(|s| host.seal(&s));
+        let sealed = v.secret.clone().flatten().map(|s| seal_secret(host, &s));
         let set_at = sealed.as_ref().map(|_| now);
         let rows = host.query(
             "INSERT INTO webhooks (name, url, secret_sealed, secret_set_at, enabled, created_at, updated_at) \
@@ -148,7 +148,7 @@ pub fn update(host: &dyn Host, id: i64, v: &Valid) -> Result<bool, DbError> {
                 ", secret_sealed = NULL, secret_set_at = NULL, prev_secret_sealed = NULL, prev_secret_until = NULL",
             ),
             Some(Some(new)) => {
-                params.push(host.seal(new).into());
+                params.push(seal_secret(host, new).into());
                 if v.rotate {
                     // The current secret keeps signing beside the new one.
                     params.push((now + ROTATION_WINDOW_MS).into());
@@ -447,4 +447,10 @@ pub fn deliveries(
     let more = out.len() > limit as usize;
     out.truncate(limit as usize);
     Ok((out, more))
+}
+
+/// Seals a secret's signing key: the key bytes it stands for (see
+/// `signing::key_bytes`), which the host signs with from then on.
+pub fn seal_secret(host: &dyn Host, secret: &str) -> Vec<u8> {
+    host.seal(&crate::signing::key_bytes(secret))
 }

@@ -1,0 +1,200 @@
+//! Intake: raising events into delivery rows. One short transaction per
+//! call (events, then one delivery per enabled subscriber, each as one
+//! batched statement); never touches the network.
+
+use super::{MAX_DATA, msg_id, policy};
+use crate::catalog;
+use crate::host::{DbError, Host, Value, transaction};
+
+/// An event as the panel raises it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    pub occurred_at_ms: u64,
+    pub data_json: String,
+}
+
+/// Why an event was refused; nothing was stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RaiseError {
+    UnknownType(String),
+    InvalidData(String),
+    Storage(String),
+}
+
+impl From<DbError> for RaiseError {
+    fn from(e: DbError) -> Self {
+        RaiseError::Storage(e.to_string())
+    }
+}
+
+/// What raising committed for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raised {
+    pub event_id: String,
+    pub queued: u32,
+}
+
+/// Checks one event without touching storage; answers its `data` as stored:
+/// the panel's own JSON text (trimmed), parsed once here only to validate,
+/// so the bytes a receiver gets are the bytes the panel sent.
+pub fn check(e: &NewEvent) -> Result<&str, RaiseError> {
+    if catalog::find(&e.event_type).is_none() {
+        return Err(RaiseError::UnknownType(format!("unknown event type: {}", e.event_type)));
+    }
+    if e.id.is_empty() || e.id.len() > 128 || !e.id.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)) {
+        return Err(RaiseError::InvalidData(
+            "event id must be 1-128 characters of letters, digits, '_', '-', '.' or ':'".into(),
+        ));
+    }
+    if e.data_json.len() > MAX_DATA {
+        return Err(RaiseError::InvalidData(format!("data is larger than {MAX_DATA} bytes")));
+    }
+    let data = e.data_json.trim();
+    if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(data) {
+        return Err(RaiseError::InvalidData(format!("data is not valid JSON: {err}")));
+    }
+    if !data.starts_with('{') {
+        return Err(RaiseError::InvalidData("data must be a JSON object".into()));
+    }
+    Ok(data)
+}
+
+/// Raises events in one transaction: all are stored or none.
+pub fn raise_batch(host: &dyn Host, events: &[NewEvent]) -> Result<Vec<Raised>, RaiseError> {
+    let checked = events.iter().map(|e| check(e).map(|d| (e, d))).collect::<Result<Vec<_>, _>>()?;
+    Ok(commit(host, &checked)?)
+}
+
+/// Raises independent events in one transaction (the host's group commit):
+/// each is checked and answered on its own; a storage failure fails all.
+pub fn raise_each(host: &dyn Host, events: &[NewEvent]) -> Vec<Result<Raised, RaiseError>> {
+    let checks: Vec<Result<&str, RaiseError>> = events.iter().map(check).collect();
+    let valid: Vec<(&NewEvent, &str)> =
+        events.iter().zip(&checks).filter_map(|(e, c)| c.as_ref().ok().map(|d| (e, *d))).collect();
+    let mut committed = match commit(host, &valid) {
+        Ok(r) => r.into_iter(),
+        Err(e) => {
+            let msg = e.to_string();
+            return checks.into_iter().map(|c| c.and(Err(RaiseError::Storage(msg.clone())))).collect();
+        }
+    };
+    checks.into_iter().map(|c| c.map(|_| committed.next().expect("one answer per valid event"))).collect()
+}
+
+/// Stores checked events and their deliveries in one transaction; answers
+/// one `Raised` per event, in order. An id raised before (in an earlier call
+/// or earlier in this one) queues nothing.
+fn commit(host: &dyn Host, events: &[(&NewEvent, &str)]) -> Result<Vec<Raised>, DbError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = host.now_ms();
+    let due = policy::first_due(&host.settings().retry_schedule_ms, now);
+    transaction(host, || {
+        let subscribers = subscribers_of(host, events)?;
+        let rows: Vec<Vec<Value>> = events
+            .iter()
+            .map(|(e, data)| {
+                vec![
+                    e.id.as_str().into(),
+                    e.event_type.as_str().into(),
+                    e.occurred_at_ms.into(),
+                    (*data).into(),
+                    now.into(),
+                ]
+            })
+            .collect();
+        let inserted = host.execute_many(
+            "INSERT INTO events (id, type, occurred_at, data, raised_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (id) DO NOTHING",
+            &rows,
+        )?;
+        let mut deliveries = Vec::new();
+        let mut out = Vec::with_capacity(events.len());
+        for ((e, _), n) in events.iter().zip(inserted) {
+            if n == 0 {
+                // Raised before: the panel retried. Its deliveries exist already.
+                out.push(Raised { event_id: e.id.clone(), queued: 0 });
+                continue;
+            }
+            let subs: Vec<&(String, i64, i64)> = subscribers.iter().filter(|s| s.0 == e.event_type).collect();
+            for (_, webhook_id, created_at) in &subs {
+                deliveries.push(delivery_row(&e.id, *webhook_id, *created_at, now, due, None));
+            }
+            out.push(Raised { event_id: e.id.clone(), queued: subs.len() as u32 });
+        }
+        if !deliveries.is_empty() {
+            host.execute_many(INSERT_DELIVERY, &deliveries)?;
+        }
+        Ok(out)
+    })
+}
+
+/// (event type, webhook id, webhook created-at) of every enabled
+/// subscription to the types among `events`, in one query.
+fn subscribers_of(host: &dyn Host, events: &[(&NewEvent, &str)]) -> Result<Vec<(String, i64, i64)>, DbError> {
+    let mut types: Vec<&str> = events.iter().map(|(e, _)| e.event_type.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    let marks: Vec<String> = (1..=types.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "SELECT s.event_type, w.id, w.created_at FROM webhook_events s JOIN webhooks w ON w.id = s.webhook_id \
+         WHERE w.enabled = 1 AND s.event_type IN ({}) ORDER BY w.id",
+        marks.join(", ")
+    );
+    let params: Vec<Value> = types.iter().map(|t| Value::from(*t)).collect();
+    Ok(host.query(&sql, &params)?.iter().map(|r| (r.str(0), r.i64(1), r.i64(2))).collect())
+}
+
+/// Inserts one delivery row (parameters from [`delivery_row`]).
+pub const INSERT_DELIVERY: &str = "INSERT INTO deliveries (webhook_id, event_id, msg_id, state, attempts, next_attempt_at, lease_until, created_at) \
+     VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?5, ?6)";
+
+/// The parameters of [`INSERT_DELIVERY`].
+pub fn delivery_row(
+    event_id: &str,
+    webhook_id: i64,
+    webhook_created_at: i64,
+    now: u64,
+    due: u64,
+    lease_until: Option<u64>,
+) -> Vec<Value> {
+    vec![
+        webhook_id.into(),
+        event_id.into(),
+        msg_id(event_id, webhook_id, webhook_created_at).into(),
+        due.into(),
+        lease_until.into(),
+        now.into(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_checks() {
+        let ok = NewEvent {
+            id: "evt_1".into(),
+            event_type: "user.created".into(),
+            occurred_at_ms: 0,
+            data_json: " { \"a\" : 1 }\n".into(),
+        };
+        // The panel's bytes, trimmed; not re-serialised.
+        assert_eq!(check(&ok).unwrap(), "{ \"a\" : 1 }");
+        let mut e = ok.clone();
+        e.event_type = "user.exploded".into();
+        assert!(matches!(check(&e), Err(RaiseError::UnknownType(_))));
+        for bad in ["[1]", "{", "1", "\"{}\"", "{} {}", "{\"a\":1}x"] {
+            let mut e = ok.clone();
+            e.data_json = bad.into();
+            assert!(matches!(check(&e), Err(RaiseError::InvalidData(_))), "{bad}");
+        }
+        let mut e = ok;
+        e.id = "has space".into();
+        assert!(matches!(check(&e), Err(RaiseError::InvalidData(_))));
+    }
+}

@@ -1,0 +1,529 @@
+//! The delivery pipeline.
+//!
+//! The host drives it with `deliveries.step` (see the WIT): each step
+//! records the attempts that finished since the last one — in one
+//! transaction, whatever their number — then claims due deliveries with a
+//! lease and answers their requests, built and signed. The host sends them and
+//! brings the results to the next step. No call here waits on the network,
+//! and the write lock is never held across one.
+//!
+//! Test sends and resends from the admin pages and the API are one-offs: they
+//! send through wasi:http inside their call ([`send_now`]) and are recorded
+//! by the same [`record`].
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::intake::{INSERT_DELIVERY, delivery_row};
+use super::state::DeliveryState;
+use super::{MAX_STORED_BODY, Mode, hex, payload, policy};
+use crate::catalog;
+use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Row, Value, transaction};
+use crate::signing;
+
+/// Largest stored response header value and total header bytes.
+const MAX_HEADER_VALUE: usize = 1024;
+const MAX_HEADERS_TOTAL: usize = 16 * 1024;
+/// Due rows considered per claim, as a multiple of the free slots; the
+/// per-webhook bound is applied among them.
+const CANDIDATES_FACTOR: u32 = 8;
+
+/// A request built and signed for one delivery.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub delivery_id: i64,
+    pub request: OutRequest,
+}
+
+/// One finished attempt, as the sender saw it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub delivery_id: i64,
+    pub started_ms: u64,
+    pub duration_ms: u64,
+    pub result: Result<OutResponse, String>,
+    pub request_headers: Vec<(String, String)>,
+}
+
+/// The outcome of one attempt, as recorded.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub delivery_id: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub success: bool,
+    /// The delivery's state after this attempt.
+    pub state: DeliveryState,
+}
+
+/// What one step did (see `deliveries.step-report`).
+#[derive(Debug, Default)]
+pub struct StepReport {
+    pub succeeded: u32,
+    pub retrying: u32,
+    pub exhausted: u32,
+    pub claimed: Vec<Outgoing>,
+    pub next_due_ms: Option<u64>,
+}
+
+/// Records `finished`, then claims and builds up to `claim_max` requests.
+pub fn step(host: &dyn Host, finished: &[Finished], claim_max: u32) -> Result<StepReport, DbError> {
+    let mut report = StepReport::default();
+    let mut tally = |outcomes: &[Outcome]| {
+        for o in outcomes {
+            match o.state {
+                DeliveryState::Succeeded => report.succeeded += 1,
+                DeliveryState::Retrying | DeliveryState::Pending => report.retrying += 1,
+                DeliveryState::Exhausted => report.exhausted += 1,
+            }
+        }
+    };
+    tally(&record(host, finished, Mode::Scheduled)?);
+    if claim_max == 0 {
+        return Ok(report);
+    }
+    let settings = host.settings();
+    let now = host.now_ms();
+    let ids = claim(host, claim_max, now, now + settings.lease_ms, settings.per_webhook_concurrency.max(1))?;
+    let (claimed, unsendable) = build_all(host, &ids, now, settings.attempt_timeout_ms)?;
+    // A delivery that cannot even be built (its signing key no longer opens)
+    // is an attempt that failed: recorded now, retried on the schedule.
+    tally(&record(host, &unsendable, Mode::Scheduled)?);
+    report.next_due_ms = if ids.len() as u32 >= claim_max { Some(now) } else { next_due(host, host.now_ms())? };
+    report.claimed = claimed;
+    Ok(report)
+}
+
+/// Claims up to `n` due rows, oldest first, at most `per-webhook-concurrency`
+/// in flight per webhook across all workers.
+fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) -> Result<Vec<i64>, DbError> {
+    // `CROSS JOIN` keeps SQLite walking the due index in order; `+webhook_id`
+    // keeps the in-flight count on the small index of leased rows. Both are
+    // plain SQL elsewhere.
+    let rows = host.query(
+        "WITH c AS (\
+            SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d CROSS JOIN webhooks w \
+            WHERE w.id = d.webhook_id AND d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ?2 \
+              AND (d.lease_until IS NULL OR d.lease_until <= ?2) AND w.enabled = 1 \
+            ORDER BY d.next_attempt_at, d.id LIMIT ?4), \
+         f AS (SELECT +webhook_id AS webhook_id, COUNT(*) AS n FROM deliveries \
+               WHERE lease_until > ?2 GROUP BY +webhook_id), \
+         ranked AS (SELECT c.id, c.next_attempt_at, \
+               ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.next_attempt_at, c.id) \
+               + COALESCE(f.n, 0) AS slot FROM c LEFT JOIN f ON f.webhook_id = c.webhook_id) \
+         UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
+            SELECT id FROM ranked WHERE slot <= ?5 ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id",
+        &[lease_until.into(), now.into(), n.into(), (n * CANDIDATES_FACTOR).into(), per_webhook.into()],
+    )?;
+    Ok(rows.iter().map(|r| r.i64(0)).collect())
+}
+
+/// When the next delivery falls due, if any waits: the earliest unleased
+/// due time of an enabled webhook, or the earliest lease expiry.
+fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
+    let due = host.query(
+        "SELECT d.next_attempt_at FROM deliveries d CROSS JOIN webhooks w \
+         WHERE w.id = d.webhook_id AND w.enabled = 1 AND d.state IN ('pending', 'retrying') \
+           AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
+         ORDER BY d.next_attempt_at LIMIT 1",
+        &[now.into()],
+    )?;
+    let lease = host.query("SELECT MIN(lease_until) FROM deliveries WHERE lease_until > ?1", &[now.into()])?;
+    let first = |r: &crate::host::Rows| r.first().and_then(|r| r.opt_i64(0)).map(|v| u64::try_from(v).unwrap_or(0));
+    Ok(match (first(&due), first(&lease)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// One delivery loaded for an attempt.
+struct Job {
+    delivery_id: i64,
+    msg_id: String,
+    url: String,
+    /// Sealed signing keys, current first; the previous one while a rotation lasts.
+    keys: Vec<Vec<u8>>,
+    event_type: String,
+    occurred_at: u64,
+    data: String,
+}
+
+fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT d.id, d.msg_id, w.url, e.type, e.occurred_at, e.data, \
+         w.secret_sealed, w.prev_secret_sealed, w.prev_secret_until \
+         FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id \
+         WHERE d.id IN ({}) ORDER BY d.id",
+        marks(ids.len())
+    );
+    let params: Vec<Value> = ids.iter().map(|i| Value::from(*i)).collect();
+    let rows = host.query(&sql, &params)?;
+    let now = host.now_ms();
+    Ok(rows
+        .iter()
+        .map(|r: Row<'_>| {
+            let mut keys: Vec<Vec<u8>> = r.opt_blob(6).into_iter().collect();
+            if r.opt_i64(8).is_some_and(|until| until > now as i64) {
+                keys.extend(r.opt_blob(7));
+            }
+            Job {
+                delivery_id: r.i64(0),
+                msg_id: r.str(1),
+                url: r.str(2),
+                event_type: r.str(3),
+                occurred_at: r.u64(4),
+                data: r.str(5),
+                keys,
+            }
+        })
+        .collect())
+}
+
+/// `?1, ?2, …, ?n`.
+fn marks(n: usize) -> String {
+    (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Builds every claimed delivery's request; those that cannot be built come
+/// back as failed attempts.
+fn build_all(
+    host: &dyn Host,
+    ids: &[i64],
+    now: u64,
+    timeout_ms: u64,
+) -> Result<(Vec<Outgoing>, Vec<Finished>), DbError> {
+    let mut ok = Vec::with_capacity(ids.len());
+    let mut failed = Vec::new();
+    for job in load_jobs(host, ids)? {
+        match build(host, &job, now, timeout_ms) {
+            Ok(request) => ok.push(Outgoing { delivery_id: job.delivery_id, request }),
+            Err((error, request_headers)) => failed.push(Finished {
+                delivery_id: job.delivery_id,
+                started_ms: now,
+                duration_ms: 0,
+                result: Err(error),
+                request_headers,
+            }),
+        }
+    }
+    Ok((ok, failed))
+}
+
+/// The signed request for one delivery. The host signs with the sealed keys;
+/// the plaintext never enters the component.
+fn build(host: &dyn Host, j: &Job, now: u64, timeout_ms: u64) -> Result<OutRequest, (String, Vec<(String, String)>)> {
+    let ts = now / 1000;
+    let body = payload(&j.event_type, j.occurred_at, &j.data);
+    let mut headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("user-agent".to_owned(), concat!("panel-webhooks/", env!("CARGO_PKG_VERSION")).to_owned()),
+        ("webhook-id".to_owned(), j.msg_id.clone()),
+        ("webhook-timestamp".to_owned(), ts.to_string()),
+    ];
+    if !j.keys.is_empty() {
+        let content = signing::signed_content(&j.msg_id, ts, body.as_bytes());
+        // Several signatures, space-separated, while a rotation lasts.
+        let sigs = j
+            .keys
+            .iter()
+            .map(|k| host.sign(k, &content).map(|mac| signing::signature(&mac)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| (format!("not sent: the signing secret is unusable: {e}"), headers.clone()))?;
+        headers.push(("webhook-signature".to_owned(), sigs.join(" ")));
+    }
+    Ok(OutRequest { url: j.url.clone(), headers, body: body.into_bytes(), timeout_ms })
+}
+
+/// What a recorded attempt changes on its webhook, summed over a batch.
+#[derive(Default)]
+struct WebhookTouch {
+    last: Option<(u64, String, Option<u16>, bool)>,
+    had_success: bool,
+    /// First failure after the batch's last success.
+    failing_since: Option<u64>,
+    gone: bool,
+}
+
+/// Records finished attempts in one transaction: one attempt row each, the
+/// delivery's next state from [`policy`], and each webhook's last hit and
+/// failure streak once per batch (disabling it when the policy says so).
+/// Deliveries deleted meanwhile (their webhook was deleted) are skipped:
+/// deleting wins.
+pub fn record(host: &dyn Host, finished: &[Finished], mode: Mode) -> Result<Vec<Outcome>, DbError> {
+    if finished.is_empty() {
+        return Ok(Vec::new());
+    }
+    let settings = host.settings();
+    let done = host.now_ms();
+    let random = host.random_bytes(4 * finished.len());
+    let outcomes = transaction(host, || {
+        let ids: Vec<Value> = finished.iter().map(|f| Value::from(f.delivery_id)).collect();
+        let sql = format!(
+            "SELECT d.id, d.webhook_id, d.attempts, e.type FROM deliveries d JOIN events e ON e.id = d.event_id \
+             WHERE d.id IN ({})",
+            marks(ids.len())
+        );
+        let facts: HashMap<i64, (i64, i64, String)> =
+            host.query(&sql, &ids)?.iter().map(|r| (r.i64(0), (r.i64(1), r.i64(2), r.str(3)))).collect();
+        let mut attempt_rows = Vec::with_capacity(finished.len());
+        let mut delivery_rows = Vec::with_capacity(finished.len());
+        let mut touched: Vec<(i64, WebhookTouch)> = Vec::new();
+        let mut outcomes = Vec::with_capacity(finished.len());
+        let mut order: Vec<usize> = (0..finished.len()).collect();
+        order.sort_by_key(|&i| finished[i].started_ms);
+        for i in order {
+            let f = &finished[i];
+            let Some((webhook_id, attempts, event_type)) = facts.get(&f.delivery_id) else { continue };
+            let attempt_no = u64::try_from(*attempts).unwrap_or(0) + 1;
+            let (status, error, resp_headers, body, body_size, retry_after) = match &f.result {
+                Ok(resp) => (
+                    Some(resp.status),
+                    None,
+                    Some(headers_json(&resp.headers)),
+                    Some(String::from_utf8_lossy(&resp.body[..resp.body.len().min(MAX_STORED_BODY)]).into_owned()),
+                    Some(resp.body_size),
+                    policy::retry_after_ms(resp, done),
+                ),
+                Err(e) => (None, Some(e.clone()), None, None, None, None),
+            };
+            let success = status.is_some_and(policy::is_success);
+            let error = match (status, error) {
+                (Some(s), None) if (300..400).contains(&s) => Some(format!("HTTP {s}: redirects are not followed")),
+                (_, e) => e,
+            };
+            let r = random.get(4 * i..4 * i + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            let next =
+                policy::after_attempt(&settings.retry_schedule_ms, attempt_no, status, retry_after, mode, done, r);
+            attempt_rows.push(vec![
+                f.delivery_id.into(),
+                (*webhook_id).into(),
+                attempt_no.into(),
+                f.started_ms.into(),
+                f.duration_ms.into(),
+                headers_json(&f.request_headers).into(),
+                status.map(i64::from).into(),
+                resp_headers.into(),
+                body.into(),
+                body_size.into(),
+                error.clone().into(),
+                success.into(),
+            ]);
+            delivery_rows.push(vec![
+                f.delivery_id.into(),
+                next.state.as_str().into(),
+                attempt_no.into(),
+                next.at_ms.into(),
+                status.map(i64::from).into(),
+                error.clone().into(),
+            ]);
+            let t = match touched.iter_mut().find(|(w, _)| w == webhook_id) {
+                Some((_, t)) => t,
+                None => {
+                    touched.push((*webhook_id, WebhookTouch::default()));
+                    &mut touched.last_mut().expect("just pushed").1
+                }
+            };
+            t.last = Some((f.started_ms, event_type.clone(), status, success));
+            if success {
+                t.had_success = true;
+                t.failing_since = None;
+            } else {
+                t.failing_since.get_or_insert(f.started_ms);
+            }
+            t.gone |= status == Some(410);
+            outcomes.push(Outcome { delivery_id: f.delivery_id, status, error, success, state: next.state });
+        }
+        host.execute_many(
+            "INSERT INTO attempts (delivery_id, webhook_id, attempt_no, attempted_at, duration_ms, request_headers, \
+             response_status, response_headers, response_body, response_body_size, error, success) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            &attempt_rows,
+        )?;
+        host.execute_many(
+            "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, lease_until = NULL, \
+             last_status = ?5, last_error = ?6 WHERE id = ?1",
+            &delivery_rows,
+        )?;
+        for (webhook_id, t) in &touched {
+            let Some((at, event_type, status, ok)) = &t.last else { continue };
+            // `failing_since` marks the first failure after the last success.
+            let failing_since = host
+                .query(
+                    "UPDATE webhooks SET last_event_type = ?2, last_event_at = ?3, last_status = ?4, last_ok = ?5, \
+                     failing_since = CASE WHEN ?6 = 1 THEN ?7 ELSE COALESCE(failing_since, ?7) END \
+                     WHERE id = ?1 RETURNING failing_since",
+                    &[
+                        (*webhook_id).into(),
+                        event_type.as_str().into(),
+                        (*at).into(),
+                        status.map(i64::from).into(),
+                        (*ok).into(),
+                        t.had_success.into(),
+                        t.failing_since.into(),
+                    ],
+                )?
+                .first()
+                .and_then(|r| r.opt_i64(0))
+                .and_then(|v| u64::try_from(v).ok());
+            if let Some(reason) = policy::disable_reason(t.gone, failing_since, done, settings.auto_disable_after_ms) {
+                let n = host.execute(
+                    "UPDATE webhooks SET enabled = 0, disabled_reason = ?2, disabled_at = ?3 WHERE id = ?1 AND enabled = 1",
+                    &[(*webhook_id).into(), reason.as_str().into(), done.into()],
+                )?;
+                if n > 0 {
+                    host.log(Level::Warn, &format!("webhook {webhook_id} disabled: {reason}"));
+                }
+            }
+        }
+        Ok(outcomes)
+    })?;
+    let count = |s: DeliveryState| outcomes.iter().filter(|o| o.state == s).count() as u32;
+    host.attempts_recorded(
+        count(DeliveryState::Succeeded),
+        count(DeliveryState::Retrying),
+        count(DeliveryState::Exhausted),
+    );
+    Ok(outcomes)
+}
+
+/// Headers as a JSON array of `[name, value]`, each value and the total capped.
+fn headers_json(headers: &[(String, String)]) -> String {
+    let mut total = 0;
+    let mut out = Vec::new();
+    for (k, v) in headers {
+        let v: String = if v.len() > MAX_HEADER_VALUE {
+            let mut end = MAX_HEADER_VALUE;
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}…", &v[..end])
+        } else {
+            v.clone()
+        };
+        total += k.len() + v.len();
+        if total > MAX_HEADERS_TOTAL {
+            out.push(json!(["…", "further headers not stored"]));
+            break;
+        }
+        out.push(json!([k, v]));
+    }
+    serde_json::Value::Array(out).to_string()
+}
+
+/// Sends the given (already leased) deliveries now through wasi:http, waits
+/// for every answer (the host's attempt deadline bounds it) and records one
+/// attempt each; answers their outcomes.
+pub fn send_now(host: &dyn Host, ids: &[i64], mode: Mode) -> Result<Vec<Outcome>, DbError> {
+    let timeout = host.settings().attempt_timeout_ms;
+    let now = host.now_ms();
+    let (built, mut finished) = build_all(host, ids, now, timeout)?;
+    let mut flying = Vec::new();
+    for o in built {
+        match host.http_start(&o.request) {
+            Ok(ticket) => flying.push((ticket, o)),
+            Err(e) => finished.push(Finished {
+                delivery_id: o.delivery_id,
+                started_ms: now,
+                duration_ms: 0,
+                result: Err(e),
+                request_headers: o.request.headers,
+            }),
+        }
+    }
+    while !flying.is_empty() {
+        for (ticket, sent) in host.http_wait(timeout + 1000) {
+            if let Some(i) = flying.iter().position(|(t, _)| *t == ticket) {
+                let (_, o) = flying.swap_remove(i);
+                let started_ms = now;
+                finished.push(Finished {
+                    delivery_id: o.delivery_id,
+                    started_ms,
+                    duration_ms: sent.duration_ms.unwrap_or_else(|| host.now_ms().saturating_sub(started_ms)),
+                    result: sent.result,
+                    request_headers: o.request.headers,
+                });
+            }
+        }
+    }
+    record(host, &finished, mode)
+}
+
+/// Sends `test.webhook` to one webhook now and records it; one attempt only.
+pub fn send_test(host: &dyn Host, webhook_id: i64, actor: &str) -> Result<Option<Outcome>, DbError> {
+    let now = host.now_ms();
+    let lease = now + host.settings().lease_ms;
+    let id = format!("evt_test_{}", hex(&host.random_bytes(8)));
+    let delivery = transaction(host, || {
+        let rows = host.query("SELECT created_at FROM webhooks WHERE id = ?1", &[webhook_id.into()])?;
+        let Some(created_at) = rows.first().map(|r| r.i64(0)) else {
+            return Ok(None);
+        };
+        let data = json!({
+            "webhook_id": webhook_id,
+            "message": "This is a test delivery sent from the panel's webhook settings.",
+            "sent_by": actor,
+        });
+        host.execute(
+            "INSERT INTO events (id, type, occurred_at, data, raised_at) VALUES (?1, ?2, ?3, ?4, ?3)",
+            &[id.as_str().into(), catalog::TEST_EVENT.into(), now.into(), data.to_string().into()],
+        )?;
+        // Leased at once so no worker picks it up while we send it here.
+        let row = delivery_row(&id, webhook_id, created_at, now, now, Some(lease));
+        host.execute(INSERT_DELIVERY, &row)?;
+        let rows = host.query(
+            "SELECT id FROM deliveries WHERE event_id = ?1 AND webhook_id = ?2",
+            &[id.as_str().into(), webhook_id.into()],
+        )?;
+        Ok(rows.first().map(|r| r.i64(0)))
+    })?;
+    let Some(delivery) = delivery else {
+        return Ok(None);
+    };
+    Ok(send_now(host, &[delivery], Mode::Once)?.into_iter().next())
+}
+
+/// Sends one delivery again now (same `webhook-id`). Answers `None` when the
+/// delivery does not belong to the webhook or is being sent right now.
+pub fn resend(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Option<Outcome>, DbError> {
+    let now = host.now_ms();
+    let lease = now + host.settings().lease_ms;
+    let leased = host.query(
+        "UPDATE deliveries SET lease_until = ?3 WHERE id = ?1 AND webhook_id = ?2 \
+         AND (lease_until IS NULL OR lease_until <= ?4) RETURNING state",
+        &[delivery_id.into(), webhook_id.into(), lease.into(), now.into()],
+    )?;
+    let Some(state) = leased.first().map(|r| DeliveryState::from_stored(&r.str(0))) else {
+        return Ok(None);
+    };
+    // A delivery still on its schedule stays on it; a finished one gets one more try.
+    let mode = if state.is_waiting() { Mode::Scheduled } else { Mode::Once };
+    Ok(send_now(host, &[delivery_id], mode)?.into_iter().next())
+}
+
+/// Puts every exhausted delivery of a webhook created at or after `since_ms`
+/// back on the schedule, due now (one more attempt each). Answers how many.
+pub fn retry_failed_since(host: &dyn Host, webhook_id: i64, since_ms: u64) -> Result<u64, DbError> {
+    host.execute(
+        "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?3, lease_until = NULL \
+         WHERE webhook_id = ?1 AND state = 'exhausted' AND created_at >= ?2",
+        &[webhook_id.into(), since_ms.into(), host.now_ms().into()],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_capped() {
+        let big = vec![("x-big".to_owned(), "v".repeat(5000))];
+        let j = headers_json(&big);
+        assert!(j.len() < 1100);
+        let many: Vec<_> = (0..100).map(|i| (format!("h{i}"), "v".repeat(1000))).collect();
+        assert!(headers_json(&many).len() < MAX_HEADERS_TOTAL + 200);
+    }
+}

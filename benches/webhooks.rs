@@ -10,12 +10,17 @@
 //! baseline (a raw pooled hyper client posting the same bodies to the same
 //! receiver at the same concurrency), raise → receipt latency under load,
 //! cold start of the `webhooks-host` binary with and without the compiled
-//! cache, and peak RSS of that process with 100,000 pending deliveries. The
-//! last line printed is one JSON object with the headline figures.
+//! cache, peak RSS of that process with 100,000 pending deliveries, and mixed
+//! load over HTTP (16 clients raising through `POST /api/events` of that binary
+//! while its workers deliver to a receiver in another process, fan-out 1 and 3).
+//! The last line printed is one JSON object with the headline figures.
+//!
+//! `-- --only mixed` runs only the mixed phase. The receiver of that phase is
+//! this same executable, re-run with `WEBHOOKS_BENCH_RECEIVER=1`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -40,10 +45,30 @@ struct Args {
     /// Webhooks subscribed to the benchmark event.
     #[arg(long, default_value_t = 3)]
     webhooks: usize,
+    /// Run only this phase.
+    #[arg(long, value_enum)]
+    only: Option<Phase>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
 }
+
+/// A phase that can run alone.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    /// Mixed load over HTTP: raising through the API while the workers deliver.
+    Mixed,
+}
+
+/// In the environment of a re-run of this executable: be only the mixed
+/// phase's receiver (see [`receiver_main`]).
+const RECEIVER_ENV: &str = "WEBHOOKS_BENCH_RECEIVER";
+/// The `webhooks-host serve` API token and the webhooks' signing secret.
+const API_TOKEN: &str = "bench-token";
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// Mixed phase: concurrent API clients, and how long to wait for the backlog.
+const MIXED_CLIENTS: usize = 16;
+const MIXED_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -74,7 +99,7 @@ async fn start_receiver() -> (SocketAddr, Arc<Recv>) {
                     && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
                     && let Some(sent) = v["data"]["raised_at_us"].as_u64()
                 {
-                    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
+                    let now = now_us();
                     st.latencies.lock().await.push(now.saturating_sub(sent) as f64 / 1000.0);
                 }
                 "ok"
@@ -103,7 +128,7 @@ async fn create_webhooks(hooks: &Webhooks, addr: SocketAddr, k: usize) {
             form: vec![
                 ("name".into(), format!("bench {i}")),
                 ("url".into(), format!("http://{addr}/hook/{i}")),
-                ("secret".into(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+                ("secret".into(), SECRET.into()),
                 ("events".into(), "user.created".into()),
                 ("enabled".into(), "on".into()),
             ],
@@ -116,7 +141,7 @@ async fn create_webhooks(hooks: &Webhooks, addr: SocketAddr, k: usize) {
 }
 
 fn data_json(i: usize) -> String {
-    let us = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
+    let us = now_us();
     format!(r#"{{"id":{i},"email":"user{i}@example.com","name":"User {i}","raised_at_us":{us}}}"#)
 }
 
@@ -129,15 +154,49 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    if std::env::var_os(RECEIVER_ENV).is_some() {
+        return receiver_main();
+    }
     let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let k = args.webhooks.max(1);
-    let (ingest_n, deliver_events, e2e_seconds) = if args.quick { (10_000, 5_000, 3) } else { (50_000, 20_000, 10) };
     let tmp = tempfile_dir()?;
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_webhooks-host"));
+    // The compiled-component cache of the `webhooks-host` processes (cold start fills it).
+    let serve_cache = tmp.join("cold-cache");
+    println!("webhooks-bench: {k} webhooks, {} mode", if args.quick { "quick" } else { "full" });
+    let mut out = serde_json::Map::new();
+    if args.only.is_none() {
+        library_phases(&args, k, &tmp, &mut out).await?;
+        binary_phases(&exe, k, &tmp, &serve_cache, &mut out).await?;
+    }
+
+    // 6. Mixed load over HTTP, as a panel drives it: fan-out 1, then 3, each on a new host and data folder.
+    let seconds = if args.quick { 5 } else { 20 };
+    for fan_out in [1, 3] {
+        let m = mixed(&exe, &tmp, &serve_cache, fan_out, seconds).await?;
+        m.print();
+        m.record(&mut out);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}
+
+/// Phases 1–4, in this process: the library with an in-process receiver.
+async fn library_phases(
+    args: &Args,
+    k: usize,
+    tmp: &Path,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    let (ingest_n, deliver_events, e2e_seconds) = if args.quick { (10_000, 5_000, 3) } else { (50_000, 20_000, 10) };
     let cache = tmp.join("cache");
     let (addr, recv) = start_receiver().await;
-    println!("webhooks-bench: {k} webhooks, {} mode", if args.quick { "quick" } else { "full" });
 
     // 1. Ingest: an intake-only node (no workers), events raised one by one.
     let data = tmp.join("ingest");
@@ -258,14 +317,32 @@ async fn main() -> anyhow::Result<()> {
     );
     hooks.shutdown().await;
     drop(hooks);
+    out.extend([
+        ("ingest_events_per_s".into(), json!(ingest_per_s.round())),
+        ("ingest_p99_ms".into(), json!((ingest_p99 * 1000.0).round() / 1000.0)),
+        ("ingest_batch_events_per_s".into(), json!(batch_per_s.round())),
+        ("delivery_per_s".into(), json!(delivery_per_s.round())),
+        ("baseline_per_s".into(), json!(baseline_per_s.round())),
+        ("ratio".into(), json!((ratio * 100.0).round() / 100.0)),
+        ("e2e_p99_ms".into(), json!((e2e_p99 * 100.0).round() / 100.0)),
+    ]);
+    Ok(())
+}
 
+/// Phase 5, the `webhooks-host` binary: cold start, then peak RSS with 100,000 pending deliveries.
+async fn binary_phases(
+    exe: &Path,
+    k: usize,
+    tmp: &Path,
+    serve_cache: &Path,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
     // 5. Cold start of the binary, without and with the compiled cache; then
     //    peak RSS of that process with 100,000 pending deliveries.
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_webhooks-host"));
     let cold_dir = tmp.join("cold");
-    let (e, d, c) = (exe.clone(), cold_dir.clone(), tmp.join("cold-cache"));
+    let (e, d, c) = (exe.to_owned(), cold_dir.clone(), serve_cache.to_owned());
     let cold_nocache = tokio::task::spawn_blocking(move || cold_start(&e, &d, &c)).await??;
-    let (e, d, c) = (exe.clone(), cold_dir.clone(), tmp.join("cold-cache"));
+    let (e, d, c) = (exe.to_owned(), cold_dir.clone(), serve_cache.to_owned());
     let (cold_cached, pid, base, mut child) =
         tokio::task::spawn_blocking(move || cold_start_keep(&e, &d, &c)).await??;
     println!("cold start to the first admin page: {cold_nocache:.0} ms without the cache, {cold_cached:.0} ms with it");
@@ -274,7 +351,7 @@ async fn main() -> anyhow::Result<()> {
     let pending_events = 100_000usize.div_ceil(k);
     let hooks_made = {
         let mut cfg = config(&cold_dir, 0);
-        cfg.cache_dir = Some(tmp.join("cold-cache"));
+        cfg.cache_dir = Some(serve_cache.to_owned());
         let h = Webhooks::start(cfg).await?;
         create_webhooks(&h, "127.0.0.1:9".parse().unwrap(), k).await;
         h.shutdown().await;
@@ -288,7 +365,7 @@ async fn main() -> anyhow::Result<()> {
             .collect();
         let r = api
             .post(format!("{base}/api/events/batch"))
-            .bearer_auth("bench-token")
+            .bearer_auth(API_TOKEN)
             .json(&json!({"events": events}))
             .send()
             .await?;
@@ -298,22 +375,11 @@ async fn main() -> anyhow::Result<()> {
     let rss = peak_rss_mib(pid);
     println!("peak RSS of webhooks-host with {} pending deliveries: {rss:.1} MiB", pending_events * hooks_made);
     let _ = child.kill();
-    let _ = child.wait();
-
-    let out = json!({
-        "ingest_events_per_s": ingest_per_s.round(),
-        "ingest_p99_ms": (ingest_p99 * 1000.0).round() / 1000.0,
-        "ingest_batch_events_per_s": batch_per_s.round(),
-        "delivery_per_s": delivery_per_s.round(),
-        "baseline_per_s": baseline_per_s.round(),
-        "ratio": (ratio * 100.0).round() / 100.0,
-        "e2e_p99_ms": (e2e_p99 * 100.0).round() / 100.0,
-        "cold_start_ms": cold_cached.round(),
-        "cold_start_uncached_ms": cold_nocache.round(),
-        "peak_rss_mib": (rss * 10.0).round() / 10.0,
-    });
-    let _ = std::fs::remove_dir_all(&tmp);
-    println!("{out}");
+    out.extend([
+        ("cold_start_ms".into(), json!(cold_cached.round())),
+        ("cold_start_uncached_ms".into(), json!(cold_nocache.round())),
+        ("peak_rss_mib".into(), json!((rss * 10.0).round() / 10.0)),
+    ]);
     Ok(())
 }
 
@@ -324,25 +390,34 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-fn spawn_serve(exe: &Path, data: &Path, cache: &Path) -> anyhow::Result<std::process::Child> {
-    Ok(Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "0", "--data"])
+/// Starts `webhooks-host serve` on a free port and waits until it listens;
+/// returns the process and its base URL. An empty `allowed_hosts` keeps the
+/// default egress policy; its log (warnings and errors) goes to `log`, if given.
+fn start_serve(
+    exe: &Path,
+    data: &Path,
+    cache: &Path,
+    workers: usize,
+    allowed_hosts: &str,
+    log: Option<&Path>,
+) -> anyhow::Result<(Child, String)> {
+    use std::io::BufRead;
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", &workers.to_string(), "--data"])
         .arg(data)
         .env("WEBHOOKS_CACHE_DIR", cache)
-        .env("WEBHOOKS_API_TOKEN", "bench-token")
+        .env("WEBHOOKS_API_TOKEN", API_TOKEN)
         .env("WEBHOOKS_ADMIN_PASSWORD", "bench-password")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?)
-}
-
-/// Start → signed in → the dashboard rendered by the component.
-fn cold_start_keep(exe: &Path, data: &Path, cache: &Path) -> anyhow::Result<(f64, u32, String, std::process::Child)> {
-    use std::io::BufRead;
-    let t = Instant::now();
-    let mut child = spawn_serve(exe, data, cache)?;
-    let pid = child.id();
+        .stderr(match log {
+            Some(p) => Stdio::from(std::fs::File::create(p)?),
+            None => Stdio::null(),
+        });
+    if !allowed_hosts.is_empty() {
+        cmd.env("WEBHOOKS_ALLOWED_HOSTS", allowed_hosts);
+    }
+    let mut child = cmd.spawn()?;
     let out = child.stdout.take().unwrap();
     let mut base = String::new();
     let mut lines = std::io::BufReader::new(out).lines();
@@ -355,7 +430,19 @@ fn cold_start_keep(exe: &Path, data: &Path, cache: &Path) -> anyhow::Result<(f64
     }
     // Keep draining its output so the process never writes into a closed pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    anyhow::ensure!(!base.is_empty(), "webhooks-host did not start");
+    if base.is_empty() {
+        let _ = child.kill();
+        let _ = child.wait();
+        anyhow::bail!("webhooks-host did not start");
+    }
+    Ok((child, base))
+}
+
+/// Start → signed in → the dashboard rendered by the component.
+fn cold_start_keep(exe: &Path, data: &Path, cache: &Path) -> anyhow::Result<(f64, u32, String, Child)> {
+    let t = Instant::now();
+    let (child, base) = start_serve(exe, data, cache, 0, "", None)?;
+    let pid = child.id();
     let c =
         reqwest::blocking::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build()?;
     let login = c.get(format!("{base}/login")).send()?.text()?;
@@ -382,4 +469,358 @@ fn cold_start(exe: &Path, data: &Path, cache: &Path) -> anyhow::Result<f64> {
     let _ = child.kill();
     let _ = child.wait();
     Ok(ms)
+}
+
+/// A child process killed when dropped, so a failed phase leaves nothing running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Microseconds since the epoch.
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+/// CPU time (user + system) a process has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS_PER_S: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let hz = *TICKS_PER_S.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().ok();
+        out.and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok()).unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the parenthesised command name: field 3 (state) onwards; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(14) + field(15)) / hz
+}
+
+/// The `raised_at_us` number in a delivered body, without parsing the JSON.
+fn raised_at_us(body: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"raised_at_us\":";
+    let at = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = body[at..].trim_ascii_start();
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// What the mixed phase's receiver has seen.
+#[derive(Default)]
+struct Received {
+    count: AtomicU64,
+    /// Raise → receipt, in ms, of every delivery that carried `raised_at_us`.
+    latencies: std::sync::Mutex<Vec<f64>>,
+}
+
+/// The mixed phase's receiver, in its own process: a keep-alive HTTP server on
+/// 127.0.0.1 that prints its port, counts `POST /hook/{i}`, answers
+/// `GET /count` (the count as text) and `GET /stats` (JSON with percentiles),
+/// and exits when its stdin closes (the bench ended, however it ended).
+fn receiver_main() -> anyhow::Result<()> {
+    use axum::routing::{get, post};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let state = Arc::new(Received::default());
+        let (hook, count, stats) = (state.clone(), state.clone(), state);
+        let app = axum::Router::new()
+            .route(
+                "/hook/{i}",
+                post(move |body: Bytes| {
+                    let st = hook.clone();
+                    async move {
+                        let now = now_us();
+                        if let Some(sent) = raised_at_us(&body) {
+                            st.latencies.lock().unwrap().push(now.saturating_sub(sent) as f64 / 1000.0);
+                        }
+                        st.count.fetch_add(1, Ordering::Relaxed);
+                        "ok"
+                    }
+                }),
+            )
+            .route("/count", get(move || async move { count.count.load(Ordering::Relaxed).to_string() }))
+            .route(
+                "/stats",
+                get(move || async move {
+                    let mut l = stats.latencies.lock().unwrap().clone();
+                    l.sort_by(f64::total_cmp);
+                    axum::Json(json!({
+                        "count": stats.count.load(Ordering::Relaxed),
+                        "timed": l.len(),
+                        "p50_ms": percentile(&l, 0.5),
+                        "p99_ms": percentile(&l, 0.99),
+                        "max_ms": l.last().copied().unwrap_or(0.0),
+                    }))
+                }),
+            );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", l.local_addr()?.port());
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            std::process::exit(0);
+        });
+        axum::serve(l, app).await?;
+        Ok(())
+    })
+}
+
+/// Re-runs this executable as the receiver; returns it and its port.
+fn spawn_receiver() -> anyhow::Result<(KillOnDrop, u16)> {
+    use std::io::BufRead;
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe()?)
+            .env(RECEIVER_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line)?;
+    let port = line.trim().parse().map_err(|_| anyhow::anyhow!("the receiver did not start: {line:?}"))?;
+    Ok((child, port))
+}
+
+/// One run of the mixed phase.
+struct Mixed {
+    fan_out: usize,
+    window_s: f64,
+    accepted: u64,
+    refused: u64,
+    failed: u64,
+    /// Deliveries queued by the accepted events (sum of `queued`).
+    owed: u64,
+    received_in_window: u64,
+    /// Seconds from the end of the window until every owed delivery arrived; None if not within the limit.
+    drain_s: Option<f64>,
+    received: u64,
+    e2e_p50: f64,
+    e2e_p99: f64,
+    req_p50: f64,
+    req_p99: f64,
+    req_max: f64,
+    /// Cores used during the window by the host, the receiver and this process (the raisers).
+    cores: [f64; 3],
+}
+
+impl Mixed {
+    fn accepted_per_s(&self) -> f64 {
+        self.accepted as f64 / self.window_s
+    }
+    fn delivered_per_s(&self) -> f64 {
+        self.received_in_window as f64 / self.window_s
+    }
+    fn backlog_end(&self) -> u64 {
+        self.owed.saturating_sub(self.received_in_window)
+    }
+
+    fn print(&self) {
+        let f = self.fan_out;
+        println!(
+            "mixed over HTTP, fan-out {f}: {MIXED_CLIENTS} clients for {:.1} s: {} events accepted = {:.0}/s \
+             (POST /api/events p50 {:.2} ms, p99 {:.2} ms, max {:.0} ms; {} refused, {} failed)",
+            self.window_s,
+            self.accepted,
+            self.accepted_per_s(),
+            self.req_p50,
+            self.req_p99,
+            self.req_max,
+            self.refused,
+            self.failed,
+        );
+        let drain = match self.drain_s {
+            Some(s) => format!("drained in {s:.2} s"),
+            None => format!(
+                "NOT drained within {} s ({} still owed)",
+                MIXED_DRAIN_LIMIT.as_secs(),
+                self.owed.saturating_sub(self.received)
+            ),
+        };
+        println!(
+            "  deliveries received in the window {} = {:.0}/s; backlog at window end {} of {} owed, {drain}; \
+             raise → receipt p50 {:.2} ms, p99 {:.2} ms",
+            self.received_in_window,
+            self.delivered_per_s(),
+            self.backlog_end(),
+            self.owed,
+            self.e2e_p50,
+            self.e2e_p99,
+        );
+        let [host, recv, me] = self.cores;
+        println!("  CPU in the window: webhooks-host {host:.2} cores, receiver {recv:.2}, raisers {me:.2}");
+    }
+
+    fn record(&self, out: &mut serde_json::Map<String, serde_json::Value>) {
+        let f = self.fan_out;
+        let r2 = |v: f64| (v * 100.0).round() / 100.0;
+        out.extend([
+            (format!("mixed_f{f}_accepted_per_s"), json!(self.accepted_per_s().round())),
+            (format!("mixed_f{f}_delivered_per_s"), json!(self.delivered_per_s().round())),
+            (format!("mixed_f{f}_owed_end"), json!(self.owed)),
+            (format!("mixed_f{f}_backlog_end"), json!(self.backlog_end())),
+            (format!("mixed_f{f}_drain_s"), json!(self.drain_s.map(r2))),
+            (format!("mixed_f{f}_p50_ms"), json!(r2(self.e2e_p50))),
+            (format!("mixed_f{f}_p99_ms"), json!(r2(self.e2e_p99))),
+            (format!("mixed_f{f}_req_p50_ms"), json!((self.req_p50 * 1000.0).round() / 1000.0)),
+            (format!("mixed_f{f}_req_p99_ms"), json!((self.req_p99 * 1000.0).round() / 1000.0)),
+            (format!("mixed_f{f}_host_cores"), json!(r2(self.cores[0]))),
+        ]);
+    }
+}
+
+/// What one raising client did.
+#[derive(Default)]
+struct Raiser {
+    latencies: Vec<f64>,
+    accepted: u64,
+    refused: u64,
+    failed: u64,
+    queued: u64,
+    /// The first refusal: status and body.
+    refusal: Option<String>,
+}
+
+/// Mixed load over HTTP: a new `webhooks-host serve` (default workers) with
+/// `fan_out` signed webhooks to a receiver in another process;
+/// [`MIXED_CLIENTS`] keep-alive clients raise `user.created` one per
+/// `POST /api/events` for `seconds`, then the backlog drains.
+async fn mixed(exe: &Path, tmp: &Path, cache: &Path, fan_out: usize, seconds: u64) -> anyhow::Result<Mixed> {
+    let data = tmp.join(format!("mixed-f{fan_out}"));
+    let log = tmp.join(format!("mixed-f{fan_out}.log"));
+    let (receiver, port) = tokio::task::spawn_blocking(spawn_receiver).await??;
+    let (e, d, c, l) = (exe.to_owned(), data, cache.to_owned(), log.clone());
+    let (host, base) = tokio::task::spawn_blocking(move || start_serve(&e, &d, &c, 2, "127.0.0.1", Some(&l))).await??;
+    let host = KillOnDrop(host);
+    let (host_pid, recv_pid) = (host.0.id(), receiver.0.id());
+    let api = reqwest::Client::new();
+    for i in 0..fan_out {
+        let r = api
+            .post(format!("{base}/api/webhooks"))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({
+                "name": format!("mixed {i}"),
+                "url": format!("http://127.0.0.1:{port}/hook/{i}"),
+                "events": ["user.created"],
+                "secret": SECRET,
+            }))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        anyhow::ensure!(status == 201, "creating a webhook answered {status}: {}", r.text().await?);
+    }
+    let count_url = format!("http://127.0.0.1:{port}/count");
+    let received = || async { anyhow::Ok(api.get(&count_url).send().await?.text().await?.trim().parse::<u64>()?) };
+
+    let cpu = || [cpu_seconds(host_pid), cpu_seconds(recv_pid), cpu_seconds(std::process::id())];
+    let cpu0 = cpu();
+    let t = Instant::now();
+    let until = t + Duration::from_secs(seconds);
+    let url = format!("{base}/api/events");
+    let mut tasks = Vec::new();
+    for c in 0..MIXED_CLIENTS {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            let mut r = Raiser::default();
+            let mut n = 0;
+            while Instant::now() < until {
+                let body = format!(r#"{{"type":"user.created","data":{}}}"#, data_json(c * 100_000_000 + n));
+                n += 1;
+                let t0 = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(API_TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let Ok(resp) = resp else {
+                    r.failed += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let status = resp.status().as_u16();
+                let Ok(answer) = resp.bytes().await else {
+                    r.failed += 1;
+                    continue;
+                };
+                r.latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                if status == 202 {
+                    r.accepted += 1;
+                    let v: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+                    r.queued += v["queued"].as_u64().unwrap_or(0);
+                } else {
+                    r.refused += 1;
+                    if r.refusal.is_none() {
+                        r.refusal = Some(format!("{status} {}", String::from_utf8_lossy(&answer)));
+                    }
+                }
+            }
+            r
+        }));
+    }
+    let mut all = Raiser::default();
+    for task in tasks {
+        let r = task.await?;
+        all.latencies.extend(r.latencies);
+        all.accepted += r.accepted;
+        all.refused += r.refused;
+        all.failed += r.failed;
+        all.queued += r.queued;
+        all.refusal = all.refusal.or(r.refusal);
+    }
+    let window_s = t.elapsed().as_secs_f64();
+    let received_in_window = received().await?;
+    let cpu1 = cpu();
+
+    let end = Instant::now();
+    let mut got = received_in_window;
+    while got < all.queued && end.elapsed() < MIXED_DRAIN_LIMIT {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        got = received().await?;
+    }
+    let drain_s = (got >= all.queued).then(|| end.elapsed().as_secs_f64());
+    let stats: serde_json::Value = api.get(format!("http://127.0.0.1:{port}/stats")).send().await?.json().await?;
+    let (count, timed) = (stats["count"].as_u64().unwrap_or(0), stats["timed"].as_u64().unwrap_or(0));
+    if timed < count {
+        println!("  warning: {} of {count} deliveries carried no raised_at_us", count - timed);
+    }
+    drop(host);
+    drop(receiver);
+    // Something went wrong on the host's side: show why.
+    if all.refused + all.failed > 0 || drain_s.is_none() || window_s > seconds as f64 + 1.0 {
+        if let Some(r) = &all.refusal {
+            println!("  first refusal: {r}");
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        println!("  webhooks-host log, last {} of {} lines:", lines.len().min(20), lines.len());
+        for l in &lines[lines.len().saturating_sub(20)..] {
+            println!("    {l}");
+        }
+    }
+
+    all.latencies.sort_by(f64::total_cmp);
+    let cores = std::array::from_fn(|i| (cpu1[i] - cpu0[i]) / window_s);
+    Ok(Mixed {
+        fan_out,
+        window_s,
+        accepted: all.accepted,
+        refused: all.refused,
+        failed: all.failed,
+        owed: all.queued,
+        received_in_window,
+        drain_s,
+        received: count,
+        e2e_p50: stats["p50_ms"].as_f64().unwrap_or(0.0),
+        e2e_p99: stats["p99_ms"].as_f64().unwrap_or(0.0),
+        req_p50: percentile(&all.latencies, 0.5),
+        req_p99: percentile(&all.latencies, 0.99),
+        req_max: all.latencies.last().copied().unwrap_or(0.0),
+        cores,
+    })
 }

@@ -1,6 +1,7 @@
 //! The operator's side: `serve --config FILE` with environment overrides,
-//! refusals of bad settings, `--help`, JSON logs, and deliveries showing up
-//! in `/metrics` — all on the real binary.
+//! refusals of bad settings, `--help`, JSON logs, deliveries showing up in
+//! `/metrics`, what a first start prints and a private data folder — all on
+//! the real binary.
 
 mod support;
 
@@ -174,4 +175,143 @@ fn help_describes_every_setting() {
         let flag = if key == "data_dir" { "--data".to_owned() } else { flag };
         assert!(help.contains(&flag), "{key}: {flag} missing from serve --help");
     }
+}
+
+/// `serve` as a new user runs it: nothing configured but the data folder (and
+/// loopback opened for the test's receiver). Answers the process, its stdout
+/// lines as they come, and its stderr (the log) so far.
+struct Started {
+    child: std::process::Child,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_fresh(data: &std::path::Path) -> Started {
+    use std::io::BufRead as _;
+    let mut child = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("WEBHOOKS_ALLOWED_HOSTS", "127.0.0.1")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, stdout) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (err, log) = (child.stderr.take().unwrap(), stderr.clone());
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            log.lock().unwrap().push_str(&(l + "\n"));
+        }
+    });
+    Started { child, stdout, stderr }
+}
+
+/// Every folder under `dir` (itself included) 0700, every file 0600.
+#[cfg(unix)]
+fn modes_not_private(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut wrong = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let mode = m.permissions().mode() & 0o7777;
+        let want = if m.is_dir() { 0o700 } else { 0o600 };
+        if mode != want || !(m.is_dir() || m.is_file()) {
+            wrong.push(format!("{} is {mode:o}", p.display()));
+        }
+        if m.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    wrong
+}
+
+#[cfg(unix)]
+#[test]
+fn a_first_start_says_what_to_do_next_and_keeps_the_data_folder_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = start_fresh(&data);
+    let mut lines = Vec::new();
+    while !lines.last().is_some_and(|l: &String| l.contains("user.created")) {
+        lines.push(run.stdout.recv_timeout(Duration::from_secs(120)).expect("the first start's steps"));
+    }
+    let shown = lines.join("\n");
+    let base = lines[0].strip_prefix("webhooks-host listening on ").expect("the address first").to_owned();
+    let value = |label: &str| {
+        let l = lines.iter().find_map(|l| l.trim().strip_prefix(label)).unwrap_or_else(|| panic!("{label}\n{shown}"));
+        l.split_whitespace().next().unwrap().to_owned()
+    };
+    assert_eq!(value("Sign in:"), format!("{base}{}", support::MOUNT), "{shown}");
+    assert_eq!(value("user:"), "admin");
+    let password = value("password:");
+    let token_file = data.join("api-token");
+    assert_eq!(value("API token:"), token_file.display().to_string(), "the file, not the token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(!shown.contains(&token), "{shown}");
+    assert!(shown.contains(&format!("curl -X POST {base}/api/events")), "{shown}");
+    assert!(shown.contains(&format!("Bearer $(cat {})", token_file.display())), "{shown}");
+
+    // The password signs in; the printed event is accepted as printed.
+    let admin = support::Admin {
+        client: reqwest::blocking::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        base: base.clone(),
+        csrf: String::new(),
+    };
+    assert_eq!(admin.sign_in("admin", &password).0, 303);
+    let rx = Receiver::start();
+    let c = reqwest::blocking::Client::new();
+    let created = c
+        .post(format!("{base}/api/webhooks"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "CRM", "url": rx.url("/ok"), "events": ["user.created"]}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let body = shown.rsplit_once("-d '").unwrap().1.trim_end_matches('\'');
+    let raised = c
+        .post(format!("{base}/api/events"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    assert_eq!(raised.send().unwrap().status(), 202);
+    rx.wait_for("/ok", 1, Duration::from_secs(10));
+
+    // Everything written so far is private: the database with its WAL and
+    // shared memory, the keys, the token, the password hash, the cache.
+    for f in ["webhooks.db", "webhooks.db-wal", "webhooks.db-shm", "secret.key", "host.key", "api-token"] {
+        assert!(data.join(f).is_file(), "{f}");
+    }
+    assert!(data.join("admin-password.hash").is_file());
+    assert!(std::fs::read_dir(data.join("cache")).unwrap().next().is_some(), "a compiled component is cached");
+    assert_eq!(modes_not_private(&data), Vec::<String>::new());
+    let log = run.stderr.lock().unwrap().clone();
+    assert!(!log.contains(&password) && !log.contains(token.trim()), "no secret in the log:\n{log}");
+    drop(run);
+
+    // Later starts: one line, the address; nothing secret.
+    let run = start_fresh(&data);
+    let first = run.stdout.recv_timeout(Duration::from_secs(120)).unwrap();
+    assert!(first.starts_with("webhooks-host listening on http://127.0.0.1:"), "{first}");
+    assert!(run.stdout.recv_timeout(Duration::from_millis(500)).is_err(), "only one line");
+    assert_eq!(modes_not_private(&data), Vec::<String>::new());
 }

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`runtime`] | compile (cached), instantiate, call under deadlines and memory limits |
 //! | [`storage`] | the plugin's SQLite database (rusqlite, WAL) |
+//! | [`datadir`] | a private data folder: folders 0700, the database, keys and cache 0600 |
 //! | [`egress`] | policed, pooled outbound HTTP for `wasi:http` |
 //! | [`scheduler`] | the delivery engine: workers that drive `deliveries.step` and send through the egress |
 //! | [`intake`] | group commit of events raised one at a time |
@@ -58,6 +59,7 @@ pub mod admin_ui;
 pub mod auth;
 pub mod bindings;
 pub mod config;
+pub mod datadir;
 pub mod egress;
 pub mod intake;
 pub mod metrics;
@@ -146,8 +148,9 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Loads the component (compiled artifact cached under the data folder),
-    /// migrates the schema and starts the delivery workers.
+    /// Makes the data folder private (see [`datadir`]), loads the component
+    /// (compiled artifact cached under the data folder), migrates the schema
+    /// and starts the delivery workers.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -161,6 +164,9 @@ impl Webhooks {
     /// # Ok(()) }
     /// ```
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        // Before anything else touches the folder: SQLite then opens a 0600
+        // database and gives its -wal/-shm files the same mode.
+        datadir::prepare(&config)?;
         let rt = Runtime::new(config)?;
         let version = rt.migrate().await?.map_err(|e| anyhow::anyhow!("migrating the plugin's schema: {e}"))?;
         let manifest = rt.describe().await?;

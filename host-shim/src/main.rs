@@ -1,7 +1,7 @@
 //! `webhooks-host`: run the webhooks integration as a minimal panel.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -228,42 +228,98 @@ fn secret_file(path: &Path, make: impl FnOnce() -> Vec<u8>) -> anyhow::Result<(V
 
 async fn serve(r: Resolved) -> anyhow::Result<()> {
     let Resolved { cfg, listen, data, admin_user, admin_password, api_token, log_format: _ } = r;
-    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let (key, _) = secret_file(&data.join("host.key"), || random_hex(32).into_bytes())?;
-    let api_token = match api_token {
-        Some(t) => t,
-        None => {
-            let path = data.join("api-token");
-            let (t, created) = secret_file(&path, || random_hex(24).into_bytes())?;
-            let t = String::from_utf8(t).context("api-token is not UTF-8")?.trim().to_owned();
-            if created {
-                // Printed once, on the terminal of whoever started it; never logged.
-                eprintln!("Generated an API token (saved in {}): {t}", path.display());
-            }
-            t
-        }
-    };
-
-    let (auth, generated) = webhooks_host::auth::Auth::load(admin_user.clone(), admin_password, &data)
-        .context("loading the admin account")?;
-    if let Some(p) = generated {
-        // Printed once, on the terminal of whoever started it; stored only hashed.
-        eprintln!("Generated the admin password for user {admin_user:?} (shown once): {p}");
-    }
-    let hooks = Webhooks::start(cfg).await?;
-    let app = Arc::new(App { hooks, api_token, key, auth });
+    // Bound first, and the component started (which makes `data` a private
+    // folder, see `datadir`) before a password is generated: a busy port or
+    // a failed start must not swallow a password that is shown only once.
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
-    // Not println!: a closed stdout must not take the server down.
+    let hooks = Webhooks::start(cfg).await?;
+    let (key, _) = secret_file(&data.join("host.key"), || random_hex(32).into_bytes())?;
+    let token_path = data.join("api-token");
+    let (api_token, token_created) = match api_token {
+        Some(t) => (t, false),
+        None => {
+            let (t, created) = secret_file(&token_path, || random_hex(24).into_bytes())?;
+            (String::from_utf8(t).context("api-token is not UTF-8")?.trim().to_owned(), created)
+        }
+    };
+    let (auth, generated) = webhooks_host::auth::Auth::load(admin_user.clone(), admin_password, &data)
+        .context("loading the admin account")?;
+    let app = Arc::new(App { hooks, api_token, key, auth });
+
+    // Not println!: a closed stdout must not take the server down. Stdout, not
+    // the log on stderr (maybe JSON for a log shipper): the one-time password
+    // is shown here once, to whoever started it, and is never a log line.
+    let mut text = format!("webhooks-host listening on http://{addr}\n");
+    if token_created || generated.is_some() {
+        let first = FirstStart {
+            addr,
+            mount_path: &app.hooks.config().mount_path,
+            user: &admin_user,
+            password: generated.as_deref(),
+            token_file: token_created.then_some(token_path.as_path()),
+        };
+        text.push_str(&first.to_string());
+    }
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "webhooks-host listening on http://{addr}");
-    let _ = writeln!(out, "admin pages: http://{addr}{}", app.hooks.config().mount_path);
+    let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
 
     server::serve(app.clone(), listener, shutdown_signal()).await?;
     tracing::info!("shutting down: finishing attempts in flight");
     app.hooks.shutdown().await;
     Ok(())
+}
+
+/// What a new user reads on the first start: where to sign in, with what,
+/// where the API token is, and a first event to send.
+struct FirstStart<'a> {
+    addr: SocketAddr,
+    mount_path: &'a str,
+    user: &'a str,
+    /// The generated password; `None` when it was configured.
+    password: Option<&'a str>,
+    /// The generated token's file; `None` when it was configured.
+    token_file: Option<&'a Path>,
+}
+
+impl std::fmt::Display for FirstStart<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Listening on every interface: this machine reaches it on loopback.
+        let mut a = self.addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(if a.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+        }
+        let (password, token, bearer) = (
+            self.password
+                .map_or("the one you configured".into(), |p| format!("{p} (shown this once; only its hash is kept)")),
+            self.token_file.map_or("the one you configured".into(), |p| p.display().to_string()),
+            self.token_file
+                .map_or("$WEBHOOKS_API_TOKEN".into(), |p| format!("$(cat {})", shell_word(&p.display().to_string()))),
+        );
+        writeln!(f)?;
+        writeln!(f, "First start. Next steps:")?;
+        writeln!(f, "  Sign in:   http://{a}{}", self.mount_path)?;
+        writeln!(f, "  user:      {}", self.user)?;
+        writeln!(f, "  password:  {password}")?;
+        writeln!(f, "  API token: {token}")?;
+        writeln!(f, "  Send a first event (add a webhook on the admin pages to see it delivered):")?;
+        writeln!(f, "    curl -X POST http://{a}/api/events \\")?;
+        writeln!(f, "      -H \"Authorization: Bearer {bearer}\" -H 'content-type: application/json' \\")?;
+        writeln!(
+            f,
+            r#"      -d '{{"type": "user.created", "id": "user-42-created", "data": {{"id": 42, "email": "ada@example.com"}}}}'"#
+        )
+    }
+}
+
+/// `s` as one shell word: as it is when plainly safe, else single-quoted.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 async fn shutdown_signal() {

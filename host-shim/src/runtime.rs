@@ -230,7 +230,8 @@ fn load_component(engine: &Engine, wasm: &[u8], cache_dir: &Path) -> anyhow::Res
     let bytes = engine.precompile_component(wasm).map_err(anyhow::Error::from).context("compiling the component")?;
     std::fs::create_dir_all(cache_dir).ok();
     let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    if std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+    // Private like everything in the data folder (see `datadir`).
+    if crate::secrets::write_private(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
         tracing::warn!("could not write the compiled-component cache in {}", cache_dir.display());
     }
     // SAFETY: these bytes were just produced by `precompile_component` on this engine.

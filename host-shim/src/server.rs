@@ -347,7 +347,9 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
 struct ApiEvent {
     #[serde(rename = "type")]
     event_type: String,
-    data: serde_json::Value,
+    /// Kept as the panel's own JSON text: never built into a tree and
+    /// written out again (the plugin validates it once and stores it as is).
+    data: Box<serde_json::value::RawValue>,
     id: Option<String>,
     /// Milliseconds since the epoch; now when absent.
     occurred_at_ms: Option<u64>,
@@ -359,7 +361,7 @@ impl ApiEvent {
             id: self.id,
             event_type: self.event_type,
             occurred_at_ms: self.occurred_at_ms,
-            data_json: self.data.to_string(),
+            data_json: self.data.get().to_owned(),
         }
     }
 }

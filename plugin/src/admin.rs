@@ -658,10 +658,7 @@ impl DeliveryView {
         DeliveryView {
             payload_pretty,
             occurred: When::new(d.occurred_at, now),
-            next: d
-                .next_attempt_at
-                .filter(|_| d.state == "retrying" || d.state == "pending")
-                .map(|t| When::new(t, now)),
+            next: d.next_attempt_at.filter(|_| d.state.is_waiting()).map(|t| When::new(t, now)),
             tries: d
                 .tries
                 .iter()

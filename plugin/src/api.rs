@@ -7,7 +7,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::catalog;
 use crate::host::{DbError, Host, Level};
-use crate::outbox::{self, Outcome, rfc3339};
+use crate::outbox::{self, DeliveryState, Outcome, rfc3339};
 use crate::signing;
 use crate::store::{self, DeliveryFilter, Webhook};
 use crate::webhook::{self, FieldError, Input};
@@ -211,7 +211,7 @@ fn delivery_json(d: &store::DeliveryDetail) -> Json {
         "msg_id": d.msg_id,
         "state": d.state,
         "attempts_made": d.attempts,
-        "next_attempt_at": time(d.next_attempt_at.filter(|_| d.state == "pending" || d.state == "retrying")),
+        "next_attempt_at": time(d.next_attempt_at.filter(|_| d.state.is_waiting())),
         "event": {
             "id": d.event_id,
             "type": d.event_type,
@@ -397,12 +397,9 @@ fn deliveries(host: &dyn Host, req: &Request, id: i64) -> Result<Response, ApiEr
     for (k, v) in &req.query {
         match k.as_str() {
             "state" => {
-                filter.states = match v.as_str() {
-                    "pending" => vec!["pending"],
-                    "retrying" => vec!["retrying"],
-                    "succeeded" => vec!["succeeded"],
-                    "exhausted" => vec!["exhausted"],
-                    "waiting" => vec!["pending", "retrying"],
+                filter.states = match (v.as_str(), DeliveryState::parse(v)) {
+                    (_, Some(state)) => vec![state],
+                    ("waiting", None) => DeliveryState::ALL.into_iter().filter(|s| s.is_waiting()).collect(),
                     _ => {
                         return Err(error(
                             422,
@@ -458,7 +455,7 @@ fn deliveries(host: &dyn Host, req: &Request, id: i64) -> Result<Response, ApiEr
                 "last_attempt_at": time(r.last_attempt_at),
                 "last_status": r.last_status,
                 "last_error": r.last_error,
-                "next_attempt_at": time(r.next_attempt_at.filter(|_| r.state == "pending" || r.state == "retrying")),
+                "next_attempt_at": time(r.next_attempt_at.filter(|_| r.state.is_waiting())),
             })
         })
         .collect();

@@ -1,6 +1,7 @@
 //! Webhook records and the history queries behind the admin pages.
 
 use crate::host::{DbError, Host, Row, Value, transaction};
+use crate::outbox::DeliveryState;
 use crate::webhook::{MAX_WEBHOOKS, Valid};
 
 /// A webhook as the dashboard and forms show it. Secrets are sealed by the
@@ -288,7 +289,7 @@ pub fn history(
 pub struct DeliveryDetail {
     pub id: i64,
     pub msg_id: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i64,
     pub next_attempt_at: Option<u64>,
     pub event_id: String,
@@ -330,7 +331,7 @@ pub fn delivery(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Op
     let mut d = DeliveryDetail {
         id: r.i64(0),
         msg_id: r.str(1),
-        state: r.str(2),
+        state: DeliveryState::from_stored(&r.str(2)),
         attempts: r.i64(3),
         next_attempt_at: r.opt_i64(4).map(|v| v as u64),
         event_id: r.str(5),
@@ -376,7 +377,7 @@ pub struct DeliveryRow {
     pub msg_id: String,
     pub event_id: String,
     pub event_type: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i64,
     pub created_at: u64,
     pub next_attempt_at: Option<u64>,
@@ -388,8 +389,8 @@ pub struct DeliveryRow {
 /// Delivery list filters.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
-    /// Only these states (`pending`, `retrying`, `succeeded`, `exhausted`).
-    pub states: Vec<&'static str>,
+    /// Only these states.
+    pub states: Vec<DeliveryState>,
     pub event_type: Option<String>,
     /// Only deliveries with a smaller id (the cursor of the previous page).
     pub before: Option<i64>,
@@ -416,7 +417,7 @@ pub fn deliveries(
     if !filter.states.is_empty() {
         let mut marks = Vec::new();
         for s in &filter.states {
-            params.push((*s).into());
+            params.push(s.as_str().into());
             marks.push(format!("?{}", params.len()));
         }
         sql.push_str(&format!(" AND d.state IN ({})", marks.join(", ")));
@@ -435,7 +436,7 @@ pub fn deliveries(
             msg_id: r.str(1),
             event_id: r.str(2),
             event_type: r.str(3),
-            state: r.str(4),
+            state: DeliveryState::from_stored(&r.str(4)),
             attempts: r.i64(5),
             created_at: r.u64(6),
             next_attempt_at: r.opt_i64(7).map(|v| v as u64),

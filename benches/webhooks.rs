@@ -403,7 +403,11 @@ fn start_serve(
 ) -> anyhow::Result<(Child, String)> {
     use std::io::BufRead;
     let mut cmd = Command::new(exe);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", &workers.to_string(), "--data"])
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+    if workers != usize::MAX {
+        cmd.args(["--workers", &workers.to_string()]);
+    }
+    cmd.arg("--data")
         .arg(data)
         .env("WEBHOOKS_CACHE_DIR", cache)
         .env("WEBHOOKS_API_TOKEN", API_TOKEN)
@@ -693,7 +697,10 @@ async fn mixed(exe: &Path, tmp: &Path, cache: &Path, fan_out: usize, seconds: u6
     let log = tmp.join(format!("mixed-f{fan_out}.log"));
     let (receiver, port) = tokio::task::spawn_blocking(spawn_receiver).await??;
     let (e, d, c, l) = (exe.to_owned(), data, cache.to_owned(), log.clone());
-    let (host, base) = tokio::task::spawn_blocking(move || start_serve(&e, &d, &c, 2, "127.0.0.1", Some(&l))).await??;
+    // The host's default worker count unless BENCH_MIXED_WORKERS says otherwise.
+    let workers = std::env::var("BENCH_MIXED_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
+    let (host, base) =
+        tokio::task::spawn_blocking(move || start_serve(&e, &d, &c, workers, "127.0.0.1", Some(&l))).await??;
     let host = KillOnDrop(host);
     let (host_pid, recv_pid) = (host.0.id(), receiver.0.id());
     let api = reqwest::Client::new();

@@ -129,7 +129,10 @@ async fn deliver(
     loop {
         let draining = *stop.borrow();
         let free = max.saturating_sub(flying.len() as u32);
-        let claim = if !draining && due.is_some_and(|d| d <= Instant::now()) { free } else { 0 };
+        // Claim when work is due, and whenever responses freed slots: rows held
+        // back by the per-webhook bound may go now.
+        let claim =
+            if !draining && (!finished.is_empty() || due.is_some_and(|d| d <= Instant::now())) { free } else { 0 };
         if !finished.is_empty() || claim > 0 {
             let recorded = !finished.is_empty();
             match rt.step(std::mem::take(&mut finished), claim).await {

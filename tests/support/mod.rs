@@ -157,6 +157,12 @@ impl Receiver {
         self.seen().into_iter().filter(|s| s.path == path).collect()
     }
 
+    /// How many requests arrived at `path` so far, without copying them (cheap
+    /// enough to poll while thousands arrive).
+    pub fn count_at(&self, path: &str) -> usize {
+        self.state.counts.lock().unwrap().get(path).copied().unwrap_or(0) as usize
+    }
+
     /// Waits until `n` requests arrived at `path`.
     pub fn wait_for(&self, path: &str, n: usize, within: Duration) -> Vec<Seen> {
         let t = Instant::now();

@@ -98,17 +98,22 @@ pub fn step(host: &dyn Host, finished: &[Finished], claim_max: u32) -> Result<St
 /// Claims up to `n` due rows, oldest first, at most `per-webhook-concurrency`
 /// in flight per webhook across all workers.
 fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) -> Result<Vec<i64>, DbError> {
-    // `CROSS JOIN` keeps SQLite walking the due index in order; `+webhook_id`
-    // keeps the in-flight count on the small index of leased rows. Both are
-    // plain SQL elsewhere.
+    // `f` counts what is in flight per webhook (leased rows, across every
+    // worker and host). Webhooks already at their bound are left out of the
+    // candidates, so a dead endpoint with a long backlog at the front of the
+    // due index never hides the due rows of healthy ones. `CROSS JOIN` keeps
+    // SQLite walking the due index in order; `+webhook_id` keeps the
+    // in-flight count on the small index of leased rows. Both are plain SQL
+    // elsewhere.
     let rows = host.query(
-        "WITH c AS (\
+        "WITH f AS (SELECT +webhook_id AS webhook_id, COUNT(*) AS n FROM deliveries \
+               WHERE lease_until > ?2 GROUP BY +webhook_id), \
+         c AS (\
             SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d CROSS JOIN webhooks w \
             WHERE w.id = d.webhook_id AND d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ?2 \
               AND (d.lease_until IS NULL OR d.lease_until <= ?2) AND w.enabled = 1 \
+              AND d.webhook_id NOT IN (SELECT webhook_id FROM f WHERE n >= ?5) \
             ORDER BY d.next_attempt_at, d.id LIMIT ?4), \
-         f AS (SELECT +webhook_id AS webhook_id, COUNT(*) AS n FROM deliveries \
-               WHERE lease_until > ?2 GROUP BY +webhook_id), \
          ranked AS (SELECT c.id, c.next_attempt_at, \
                ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.next_attempt_at, c.id) \
                + COALESCE(f.n, 0) AS slot FROM c LEFT JOIN f ON f.webhook_id = c.webhook_id) \

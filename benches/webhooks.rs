@@ -219,6 +219,28 @@ async fn library_phases(
     println!(
         "ingest: {ingest_n} events × {k} webhooks in {ingest_secs:.2} s = {ingest_per_s:.0} events/s; raise p50 {ingest_p50:.3} ms, p99 {ingest_p99:.3} ms"
     );
+    // One event per call from 16 concurrent callers (a panel's request
+    // handlers): the intake commits what queued meanwhile as one group.
+    let hooks = Arc::new(hooks);
+    let t = Instant::now();
+    let callers = 16;
+    let per_caller = ingest_n / callers;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..callers {
+        let hooks = hooks.clone();
+        tasks.spawn(async move {
+            for i in 0..per_caller {
+                hooks.raise(Event::new("user.created", data_json(ingest_n + c * per_caller + i))).await?;
+            }
+            Ok::<_, webhooks_host::RaiseError>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let concurrent_per_s = (callers * per_caller) as f64 / t.elapsed().as_secs_f64();
+    println!("ingest, one event per call from {callers} concurrent callers: {concurrent_per_s:.0} events/s");
+    let Ok(hooks) = Arc::try_unwrap(hooks) else { anyhow::bail!("the ingest callers still hold the integration") };
     // Batched raising (the /api/events/batch path).
     let t = Instant::now();
     let batches = ingest_n / 100;
@@ -320,6 +342,7 @@ async fn library_phases(
     out.extend([
         ("ingest_events_per_s".into(), json!(ingest_per_s.round())),
         ("ingest_p99_ms".into(), json!((ingest_p99 * 1000.0).round() / 1000.0)),
+        ("ingest_concurrent_events_per_s".into(), json!(concurrent_per_s.round())),
         ("ingest_batch_events_per_s".into(), json!(batch_per_s.round())),
         ("delivery_per_s".into(), json!(delivery_per_s.round())),
         ("baseline_per_s".into(), json!(baseline_per_s.round())),

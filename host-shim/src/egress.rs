@@ -400,7 +400,11 @@ impl Egress {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Fetched, String> {
-        let mut req = http::Request::post(url);
+        // WHATWG parsing, as the component's own requests get (tabs and
+        // newlines dropped, host lower-cased), before hyper sees the URI.
+        let url = url::Url::parse(url)
+            .map_err(|e| format!("refused by the egress policy: the URL is not valid ({e})"))?;
+        let mut req = http::Request::post(url.as_str());
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
         }

@@ -1,4 +1,4 @@
-//! Host-side bindings of `wit/webhooks.wit` (`panel:webhooks@0.1.0`).
+//! Host-side bindings of `wit/webhooks.wit` (`panel:webhooks@0.2.0`).
 //!
 //! The `wasi:*` interfaces are not generated again: they map to the bindings
 //! of wasmtime-wasi-http / wasmtime-wasi, whose implementations are linked.

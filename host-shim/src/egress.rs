@@ -402,8 +402,8 @@ impl Egress {
     ) -> Result<Fetched, String> {
         // WHATWG parsing, as the component's own requests get (tabs and
         // newlines dropped, host lower-cased), before hyper sees the URI.
-        let url = url::Url::parse(url)
-            .map_err(|e| format!("refused by the egress policy: the URL is not valid ({e})"))?;
+        let url =
+            url::Url::parse(url).map_err(|e| format!("refused by the egress policy: the URL is not valid ({e})"))?;
         let mut req = http::Request::post(url.as_str());
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());

@@ -61,12 +61,8 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
 /// the `-wal` and `-shm` files it creates the database file's mode.
 pub fn ensure_private_file(path: &Path) -> io::Result<()> {
     if !path.exists() {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, FILE_MODE);
-        match opts.open(path) {
-            Ok(_) => return set_mode(path, FILE_MODE),
+        match crate::secrets::write_private(path, &[]) {
+            Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }

@@ -453,9 +453,6 @@ impl ex::deliveries::Guest for Component {
             e.to_string()
         })?;
         Ok(ex::deliveries::StepReport {
-            succeeded: r.succeeded,
-            retrying: r.retrying,
-            exhausted: r.exhausted,
             claimed: r
                 .claimed
                 .into_iter()

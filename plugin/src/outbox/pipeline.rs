@@ -19,7 +19,7 @@ use super::intake::{INSERT_DELIVERY, delivery_row};
 use super::state::DeliveryState;
 use super::{MAX_STORED_BODY, Mode, hex, payload, policy};
 use crate::catalog;
-use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Row, Value, transaction};
+use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Row, Settings, Value, transaction};
 use crate::signing;
 
 /// Largest stored response header value and total header bytes.
@@ -57,42 +57,29 @@ pub struct Outcome {
     pub state: DeliveryState,
 }
 
-/// What one step did (see `deliveries.step-report`).
+/// What to send next (see `deliveries.step-report`). Outcome counts reach
+/// the host through `telemetry.attempts-recorded`, from [`record`].
 #[derive(Debug, Default)]
 pub struct StepReport {
-    pub succeeded: u32,
-    pub retrying: u32,
-    pub exhausted: u32,
     pub claimed: Vec<Outgoing>,
     pub next_due_ms: Option<u64>,
 }
 
 /// Records `finished`, then claims and builds up to `claim_max` requests.
 pub fn step(host: &dyn Host, finished: &[Finished], claim_max: u32) -> Result<StepReport, DbError> {
-    let mut report = StepReport::default();
-    let mut tally = |outcomes: &[Outcome]| {
-        for o in outcomes {
-            match o.state {
-                DeliveryState::Succeeded => report.succeeded += 1,
-                DeliveryState::Retrying | DeliveryState::Pending => report.retrying += 1,
-                DeliveryState::Exhausted => report.exhausted += 1,
-            }
-        }
-    };
-    tally(&record(host, finished, Mode::Scheduled)?);
-    if claim_max == 0 {
-        return Ok(report);
-    }
     let settings = host.settings();
+    record(host, &settings, finished, Mode::Scheduled)?;
+    if claim_max == 0 {
+        return Ok(StepReport::default());
+    }
     let now = host.now_ms();
     let ids = claim(host, claim_max, now, now + settings.lease_ms, settings.per_webhook_concurrency.max(1))?;
     let (claimed, unsendable) = build_all(host, &ids, now, settings.attempt_timeout_ms)?;
     // A delivery that cannot even be built (its signing key no longer opens)
     // is an attempt that failed: recorded now, retried on the schedule.
-    tally(&record(host, &unsendable, Mode::Scheduled)?);
-    report.next_due_ms = if ids.len() as u32 >= claim_max { Some(now) } else { next_due(host, host.now_ms())? };
-    report.claimed = claimed;
-    Ok(report)
+    record(host, &settings, &unsendable, Mode::Scheduled)?;
+    let next_due_ms = if ids.len() as u32 >= claim_max { Some(now) } else { next_due(host, host.now_ms())? };
+    Ok(StepReport { claimed, next_due_ms })
 }
 
 /// Claims up to `n` due rows, oldest first, at most `per-webhook-concurrency`
@@ -258,11 +245,15 @@ struct WebhookTouch {
 /// failure streak once per batch (disabling it when the policy says so).
 /// Deliveries deleted meanwhile (their webhook was deleted) are skipped:
 /// deleting wins.
-pub fn record(host: &dyn Host, finished: &[Finished], mode: Mode) -> Result<Vec<Outcome>, DbError> {
+pub fn record(
+    host: &dyn Host,
+    settings: &Settings,
+    finished: &[Finished],
+    mode: Mode,
+) -> Result<Vec<Outcome>, DbError> {
     if finished.is_empty() {
         return Ok(Vec::new());
     }
-    let settings = host.settings();
     let done = host.now_ms();
     let random = host.random_bytes(4 * finished.len());
     let outcomes = transaction(host, || {
@@ -423,7 +414,8 @@ fn headers_json(headers: &[(String, String)]) -> String {
 /// for every answer (the host's attempt deadline bounds it) and records one
 /// attempt each; answers their outcomes.
 pub fn send_now(host: &dyn Host, ids: &[i64], mode: Mode) -> Result<Vec<Outcome>, DbError> {
-    let timeout = host.settings().attempt_timeout_ms;
+    let settings = host.settings();
+    let timeout = settings.attempt_timeout_ms;
     let now = host.now_ms();
     let (built, mut finished) = build_all(host, ids, now, timeout)?;
     let mut flying = Vec::new();
@@ -454,7 +446,7 @@ pub fn send_now(host: &dyn Host, ids: &[i64], mode: Mode) -> Result<Vec<Outcome>
             }
         }
     }
-    record(host, &finished, mode)
+    record(host, &settings, &finished, mode)
 }
 
 /// Sends `test.webhook` to one webhook now and records it; one attempt only.

@@ -258,3 +258,104 @@ async fn a_name_that_resolves_to_loopback_is_refused_at_send_time() {
     assert_eq!(listener.connections(), 0);
     hooks.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_raises_share_a_commit_and_are_answered_each_on_their_own() {
+    let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
+    let r = Receiver::start();
+    let (hooks, dir) = start(clock).await;
+    create(&hooks, &r.url("/ok/group")).await;
+    let hooks = Arc::new(hooks);
+    // 40 callers at once; two carry events the plugin refuses. Whatever group
+    // each lands in, a refused event must not refuse its neighbours.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let hooks = hooks.clone();
+        tasks.spawn(async move {
+            let e = match i {
+                7 => Event::new("user.created", "[1]"),
+                23 => Event::new("user.exploded", "{}"),
+                _ => Event::new("user.created", format!(r#"{{"id":{i}}}"#)),
+            };
+            (i, hooks.raise(e).await)
+        });
+    }
+    let mut ok = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (i, raised) = joined.unwrap();
+        match (i, raised) {
+            (7, Err(webhooks_host::RaiseError::InvalidData(_)))
+            | (23, Err(webhooks_host::RaiseError::UnknownType(_))) => {}
+            (_, Ok(raised)) if i != 7 && i != 23 => {
+                assert_eq!(raised.queued, 1);
+                ok += 1;
+            }
+            (i, other) => panic!("event {i}: {other:?}"),
+        }
+    }
+    assert_eq!(ok, 38);
+    assert_eq!(count(&dir, "SELECT COUNT(*) FROM events"), 38);
+    assert_eq!(count(&dir, "SELECT COUNT(*) FROM deliveries"), 38);
+    r.wait_for("/ok/group", 38, Duration::from_secs(10));
+    let Ok(hooks) = Arc::try_unwrap(hooks) else { panic!("callers still hold the integration") };
+    hooks.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_schedule_entry_delays_the_first_attempt() {
+    let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
+    let r = Receiver::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(tmp.path().join("data"));
+    cfg.cache_dir = Some(concat!(env!("CARGO_TARGET_TMPDIR"), "/cwasm-cache").into());
+    cfg.allowed_hosts = vec![Allowed::Net("127.0.0.1/32".parse().unwrap())];
+    cfg.clock = clock.clone();
+    cfg.retry_schedule = webhooks_host::config::parse_schedule("2s,5s").unwrap();
+    let hooks = Webhooks::start(cfg).await.unwrap();
+    create(&hooks, &r.url("/ok/later")).await;
+    hooks.raise(Event::new("user.created", "{}")).await.unwrap();
+    let due: i64 = db(&tmp).query_row("SELECT next_attempt_at FROM deliveries", [], |r| r.get(0)).unwrap();
+    assert_eq!(due, T0 as i64 + 2000);
+    settle().await;
+    assert_eq!(r.seen_at("/ok/later").len(), 0, "sent before the first entry's delay");
+    clock.advance(Duration::from_millis(2100));
+    hooks.wake();
+    settle().await;
+    assert_eq!(r.seen_at("/ok/later").len(), 1);
+    hooks.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_sealed_by_an_older_version_still_sign_after_the_upgrade() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let r = Receiver::start();
+    let url = r.url("/ok/upgraded");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut cfg = Config::new(tmp.path().join("data"));
+        cfg.cache_dir = Some(concat!(env!("CARGO_TARGET_TMPDIR"), "/cwasm-cache").into());
+        cfg.allowed_hosts = vec![Allowed::Net("127.0.0.1/32".parse().unwrap())];
+        cfg
+    };
+    let hooks = Webhooks::start(config()).await.unwrap();
+    post(
+        &hooks,
+        "/",
+        &[("name", "Old"), ("url", &url), ("secret", secret), ("events", "user.created"), ("enabled", "on")],
+    )
+    .await;
+    hooks.shutdown().await;
+    drop(hooks);
+    // What a version before 0.2 left: the secret's text sealed, schema 4.
+    let key = webhooks_host::secrets::SecretKey::load_or_create(&tmp.path().join("data/secret.key")).unwrap();
+    {
+        let db = db(&tmp);
+        db.execute("UPDATE webhooks SET secret_sealed = ?1", [key.seal(secret.as_bytes())]).unwrap();
+        db.execute("DELETE FROM plugin_schema WHERE version >= 5", []).unwrap();
+    }
+    let hooks = Webhooks::start(config()).await.unwrap();
+    hooks.raise(Event::new("user.created", r#"{"id":1}"#)).await.unwrap();
+    let got = r.wait_for("/ok/upgraded", 1, Duration::from_secs(10));
+    assert_eq!(sigs(&got[0]), [expected_sig(secret, &got[0])]);
+    hooks.shutdown().await;
+}

@@ -47,7 +47,7 @@ pub struct Config {
     /// Delivery workers, each with its own instance and connection. Default 2;
     /// 0 makes an intake-only node (events are queued, another node delivers).
     pub delivery_workers: usize,
-    /// Deliveries one worker claims and sends concurrently per run. Default 64.
+    /// Requests one delivery worker keeps in flight at most. Default 64.
     pub batch_size: u32,
     /// Linear memory one instance may use. Default 256 MiB.
     pub memory_limit: usize,

@@ -6,12 +6,12 @@
 //! something to do:
 //!
 //! - **a response arrived**: every finished attempt collected so far is
-//!   recorded in that one step (one transaction), and the freed slots are
-//!   filled from what is due;
+//!   recorded in that one step, and the freed slots are filled from what is
+//!   due, in the same transaction;
 //! - **an event was raised** ([`Waker`]): claim at once;
 //! - **the next due time came** (a retry, as answered by the last step);
-//! - **another worker freed slots** while this one was blocked by the
-//!   per-webhook bound.
+//! - **another worker is full** and due work may remain that only the
+//!   others have room for.
 //!
 //! There is no fixed-interval polling: an idle worker sleeps until one of
 //! those happens. Plugin calls run on blocking threads (see `runtime.rs`);
@@ -32,7 +32,7 @@ use crate::runtime::Runtime;
 
 /// How long a worker whose due rows are all held back (the per-webhook bound
 /// is full with leases of another process, or of a dead one) waits before it
-/// looks again, unless a worker here frees slots first.
+/// looks again, unless a worker here fills up first (see `overflow`).
 const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
 /// Longest back-off after failed steps.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -60,11 +60,11 @@ impl Scheduler {
     pub fn start(rt: Arc<Runtime>) -> Self {
         let (wake, _) = watch::channel(0u64);
         let (stop, _) = watch::channel(false);
-        let freed = Arc::new(Notify::new());
+        let overflow = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
         for n in 0..rt.config().delivery_workers {
-            let (rt, wake, stop, freed) = (rt.clone(), wake.clone(), stop.subscribe(), freed.clone());
-            tasks.spawn(supervise(n, rt, wake, stop, freed));
+            let (rt, wake, stop, overflow) = (rt.clone(), wake.clone(), stop.subscribe(), overflow.clone());
+            tasks.spawn(supervise(n, rt, wake, stop, overflow));
         }
         tasks.spawn(checkpoints(rt.clone(), stop.subscribe()));
         tasks.spawn(pruning(rt, stop.subscribe()));
@@ -94,10 +94,10 @@ async fn supervise(
     rt: Arc<Runtime>,
     wake: watch::Sender<u64>,
     stop: watch::Receiver<bool>,
-    freed: Arc<Notify>,
+    overflow: Arc<Notify>,
 ) {
     loop {
-        let worker = tokio::spawn(deliver(n, rt.clone(), wake.subscribe(), stop.clone(), freed.clone()));
+        let worker = tokio::spawn(deliver(n, rt.clone(), wake.subscribe(), stop.clone(), overflow.clone()));
         match worker.await {
             Ok(()) => return,
             Err(e) if e.is_panic() => {
@@ -117,7 +117,7 @@ async fn deliver(
     rt: Arc<Runtime>,
     mut wake: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
-    freed: Arc<Notify>,
+    overflow: Arc<Notify>,
 ) {
     tracing::debug!(worker = n, "delivery worker started");
     let max = rt.config().batch_size.max(1);
@@ -134,7 +134,6 @@ async fn deliver(
         let claim =
             if !draining && (!finished.is_empty() || due.is_some_and(|d| d <= Instant::now())) { free } else { 0 };
         if !finished.is_empty() || claim > 0 {
-            let recorded = !finished.is_empty();
             match rt.step(std::mem::take(&mut finished), claim).await {
                 Ok(report) => {
                     failures = 0;
@@ -142,8 +141,13 @@ async fn deliver(
                     for o in report.claimed {
                         flying.spawn(send(rt.clone(), o));
                     }
-                    if recorded {
-                        freed.notify_waiters();
+                    // Full again after claiming all it asked for: due rows may
+                    // remain that only the others have room for. (Slots this
+                    // step freed it refilled itself in the same transaction,
+                    // so waking the others for those would only make them
+                    // contend for the write lock to find nothing.)
+                    if claim > 0 && got >= claim {
+                        overflow.notify_waiters();
                     }
                     if claim > 0 {
                         let now_ms = rt.config().clock.now_ms();
@@ -184,7 +188,7 @@ async fn deliver(
                 }
             }
             Ok(()) = wake.changed(), if !draining => due = Some(Instant::now()),
-            () = freed.notified(), if !draining && due.is_some() => due = Some(Instant::now()),
+            () = overflow.notified(), if !draining && due.is_some() => due = Some(Instant::now()),
             () = async { tokio::time::sleep_until(sleep.expect("guarded")).await }, if sleep.is_some() && !draining => {}
             _ = stop.changed() => {}
         }

@@ -66,14 +66,26 @@ pub struct StepReport {
 }
 
 /// Records `finished`, then claims and builds up to `claim_max` requests.
+///
+/// Recording and claiming share one write transaction: a step takes the
+/// database's one write lock once, whatever it records and claims.
 pub fn step(host: &dyn Host, finished: &[Finished], claim_max: u32) -> Result<StepReport, DbError> {
     let settings = host.settings();
-    record(host, &settings, finished, Mode::Scheduled)?;
+    let now = host.now_ms();
+    let random = host.random_bytes(4 * finished.len());
+    let (outcomes, ids) = transaction(host, || {
+        let outcomes = record_in(host, &settings, finished, Mode::Scheduled, now, &random)?;
+        let ids = if claim_max == 0 {
+            Vec::new()
+        } else {
+            claim(host, claim_max, now, now + settings.lease_ms, settings.per_webhook_concurrency.max(1))?
+        };
+        Ok::<_, DbError>((outcomes, ids))
+    })?;
+    count_outcomes(host, &outcomes);
     if claim_max == 0 {
         return Ok(StepReport::default());
     }
-    let now = host.now_ms();
-    let ids = claim(host, claim_max, now, now + settings.lease_ms, settings.per_webhook_concurrency.max(1))?;
     let (claimed, unsendable) = build_all(host, &ids, now, settings.attempt_timeout_ms)?;
     // A delivery that cannot even be built (its signing key no longer opens)
     // is an attempt that failed: recorded now, retried on the schedule.
@@ -114,19 +126,18 @@ fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) 
 /// When the next delivery falls due, if any waits: the earliest unleased
 /// due time of an enabled webhook, or the earliest lease expiry.
 fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
-    let due = host.query(
-        "SELECT d.next_attempt_at FROM deliveries d CROSS JOIN webhooks w \
-         WHERE w.id = d.webhook_id AND w.enabled = 1 AND d.state IN ('pending', 'retrying') \
-           AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
-         ORDER BY d.next_attempt_at LIMIT 1",
+    // One statement, two index walks: the due index (first row only) and the
+    // partial index of leased rows.
+    let rows = host.query(
+        "SELECT MIN(t) FROM (\
+           SELECT * FROM (SELECT d.next_attempt_at AS t FROM deliveries d CROSS JOIN webhooks w \
+             WHERE w.id = d.webhook_id AND w.enabled = 1 AND d.state IN ('pending', 'retrying') \
+               AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
+             ORDER BY d.next_attempt_at LIMIT 1) \
+           UNION ALL SELECT MIN(lease_until) FROM deliveries WHERE lease_until > ?1)",
         &[now.into()],
     )?;
-    let lease = host.query("SELECT MIN(lease_until) FROM deliveries WHERE lease_until > ?1", &[now.into()])?;
-    let first = |r: &crate::host::Rows| r.first().and_then(|r| r.opt_i64(0)).map(|v| u64::try_from(v).unwrap_or(0));
-    Ok(match (first(&due), first(&lease)) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
+    Ok(rows.first().and_then(|r| r.opt_i64(0)).map(|v| u64::try_from(v).unwrap_or(0)))
 }
 
 /// One delivery loaded for an attempt.
@@ -256,7 +267,38 @@ pub fn record(
     }
     let done = host.now_ms();
     let random = host.random_bytes(4 * finished.len());
-    let outcomes = transaction(host, || {
+    let outcomes = transaction(host, || record_in(host, settings, finished, mode, done, &random))?;
+    count_outcomes(host, &outcomes);
+    Ok(outcomes)
+}
+
+/// Telemetry: how the recorded attempts left their deliveries.
+fn count_outcomes(host: &dyn Host, outcomes: &[Outcome]) {
+    if outcomes.is_empty() {
+        return;
+    }
+    let count = |s: DeliveryState| outcomes.iter().filter(|o| o.state == s).count() as u32;
+    host.attempts_recorded(
+        count(DeliveryState::Succeeded),
+        count(DeliveryState::Retrying),
+        count(DeliveryState::Exhausted),
+    );
+}
+
+/// [`record`]'s work, inside the caller's write transaction; `random` holds
+/// four bytes of jitter per finished attempt.
+fn record_in(
+    host: &dyn Host,
+    settings: &Settings,
+    finished: &[Finished],
+    mode: Mode,
+    done: u64,
+    random: &[u8],
+) -> Result<Vec<Outcome>, DbError> {
+    if finished.is_empty() {
+        return Ok(Vec::new());
+    }
+    {
         let ids: Vec<Value> = finished.iter().map(|f| Value::from(f.delivery_id)).collect();
         let sql = format!(
             "SELECT d.id, d.webhook_id, d.attempts, e.type FROM deliveries d JOIN events e ON e.id = d.event_id \
@@ -376,14 +418,7 @@ pub fn record(
             }
         }
         Ok(outcomes)
-    })?;
-    let count = |s: DeliveryState| outcomes.iter().filter(|o| o.state == s).count() as u32;
-    host.attempts_recorded(
-        count(DeliveryState::Succeeded),
-        count(DeliveryState::Retrying),
-        count(DeliveryState::Exhausted),
-    );
-    Ok(outcomes)
+    }
 }
 
 /// Headers as a JSON array of `[name, value]`, each value and the total capped.

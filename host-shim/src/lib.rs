@@ -10,8 +10,8 @@
 //! | [`storage`] | the plugin's SQLite database (rusqlite, WAL) |
 //! | [`datadir`] | a private data folder: folders 0700, the database, keys and cache 0600 |
 //! | [`egress`] | policed, pooled outbound HTTP for `wasi:http` |
-//! | [`scheduler`] | the delivery engine: workers that drive `deliveries.step` and send through the egress |
-//! | [`intake`] | group commit of events raised one at a time |
+//! | [`scheduler`] | the delivery engine: one loop that drives `deliveries.step` (the process's one writer) and sends through the egress |
+//! | [`intake`] | the queue of events raised one at a time, committed in groups by the engine (or on their own when it does not run) |
 //! | [`metrics`] | Prometheus metrics for `/metrics` |
 //! | [`secrets`] | webhook secrets sealed at rest with a host-held key |
 //! | [`auth`] | admin sign-in and sessions for `serve` |
@@ -171,9 +171,10 @@ impl Webhooks {
         let version = rt.migrate().await?.map_err(|e| anyhow::anyhow!("migrating the plugin's schema: {e}"))?;
         let manifest = rt.describe().await?;
         tracing::info!(plugin = %manifest.name, version = %manifest.version, schema = version, "plugin ready");
-        let scheduler = Scheduler::start(rt.clone());
+        let (intake, queue) = intake::Intake::new();
+        let scheduler = Scheduler::start(rt.clone(), queue.clone());
         let waker = scheduler.waker();
-        let intake = intake::Intake::start(rt.clone(), waker.clone());
+        intake::serve_when_idle(rt.clone(), queue, waker.clone());
         Ok(Webhooks { rt, waker, intake, scheduler: std::sync::Mutex::new(Some(scheduler)), manifest })
     }
 

@@ -477,15 +477,23 @@ impl Runtime {
         self.answered("maintain", r)
     }
 
-    /// `deliveries.step`: records `finished`, claims up to `claim_max`.
+    /// `deliveries.step`: commits `raised`, records `finished`, claims up to
+    /// `claim_max`. `finished` is shared so that a caller can record it again
+    /// if the call fails.
     pub async fn step(
         self: &Arc<Self>,
-        finished: Vec<bindings::ex::deliveries::Sent>,
+        raised: Vec<bindings::types::Event>,
+        finished: Arc<Vec<bindings::ex::deliveries::Sent>>,
         claim_max: u32,
     ) -> Result<bindings::ex::deliveries::StepReport, CallError> {
         let r = self
             .call("step", self.shared.config.call_timeout, move |w, h| {
-                h.block_on(w.bindings.panel_webhooks_deliveries().call_step(&mut w.store, &finished, claim_max))
+                h.block_on(w.bindings.panel_webhooks_deliveries().call_step(
+                    &mut w.store,
+                    &raised,
+                    &finished,
+                    claim_max,
+                ))
             })
             .await?;
         self.answered("step", r)

@@ -1,54 +1,58 @@
 //! Scheduler capability: the delivery engine that drives the plugin's
 //! pipeline (`deliveries.step`), plus the background checkpoint and pruning.
 //!
-//! Each delivery worker is an async loop that owns the requests it has in
-//! flight (a `JoinSet` of egress sends) and calls `step` only when there is
-//! something to do:
+//! The engine is one async loop: the process's one writer. It owns the
+//! requests in flight (a `JoinSet` of egress sends, up to `delivery_workers ×
+//! batch_size`) and the event intake's queue (see `intake.rs`), and calls
+//! `step` whenever there is something to do, with everything gathered since
+//! the last one, in one call and one write transaction:
 //!
-//! - **a response arrived**: every finished attempt collected so far is
-//!   recorded in that one step, and the freed slots are filled from what is
-//!   due, in the same transaction;
-//! - **an event was raised** ([`Waker`]): claim at once;
-//! - **the next due time came** (a retry, as answered by the last step);
-//! - **another worker is full** and due work may remain that only the
-//!   others have room for.
+//! - **events were raised**: committed and answered; their deliveries can be
+//!   claimed in that same step;
+//! - **responses arrived**: every finished attempt is recorded, and the freed
+//!   slots are filled from what is due;
+//! - **the next due time came** (a retry, as answered by the last step), or
+//!   something else changed what is due ([`Waker`]: a webhook enabled, a
+//!   batch raised, a resend scheduled).
 //!
-//! There is no fixed-interval polling: an idle worker sleeps until one of
-//! those happens. Plugin calls run on blocking threads (see `runtime.rs`);
-//! the requests themselves run on the async runtime through the egress, so a
-//! receiver that never answers holds one slot until the attempt deadline and
-//! nothing else. A worker whose `step` fails backs off and goes on (its
-//! batch's leases expire and those deliveries are sent again); a worker that
-//! panics is restarted. Both are counted in `/metrics`.
+//! While one step runs (on a blocking thread, see `runtime.rs`), the next one
+//! gathers, so steps grow with the load instead of multiplying: there is no
+//! fixed-interval polling and no second writer to wait for. The requests
+//! themselves run on the async runtime through the egress, so a receiver that
+//! never answers holds one slot until the attempt deadline and nothing else.
+//! A failed `step` backs off and goes on (its batch's leases expire and those
+//! deliveries are sent again); a panicking engine is restarted. Both are
+//! counted in `/metrics`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::bindings::ex::deliveries::{Outgoing, Response, Sent};
+use crate::intake::{self, Held, MAX_GROUP, Queue, Raising};
 use crate::runtime::Runtime;
 
-/// How long a worker whose due rows are all held back (the per-webhook bound
-/// is full with leases of another process, or of a dead one) waits before it
-/// looks again, unless a worker here fills up first (see `overflow`).
+/// How long the engine waits before it looks again when every due row is
+/// held back by the per-webhook bound with leases it does not own (another
+/// process's, or a dead one's). Its own free up as their responses arrive.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
 /// Longest back-off after failed steps.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Wakes the delivery workers; cheap to clone and call.
+/// Wakes the delivery engine; cheap to clone and call.
 #[derive(Clone)]
 pub struct Waker(watch::Sender<u64>);
 
 impl Waker {
-    /// Wakes every worker.
+    /// Makes the engine look for due work now.
     pub fn wake(&self) {
         self.0.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 
-/// Running delivery workers.
+/// The running engine and background tasks.
 pub struct Scheduler {
     wake: watch::Sender<u64>,
     stop: watch::Sender<bool>,
@@ -56,53 +60,61 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Starts `config.delivery_workers` workers, the checkpointer and the pruner.
-    pub fn start(rt: Arc<Runtime>) -> Self {
+    /// Starts the engine (unless `delivery_workers` is 0: an intake-only
+    /// node), the checkpointer and the pruner. The engine takes `queue` now,
+    /// so it commits the first events raised.
+    pub fn start(rt: Arc<Runtime>, queue: Queue) -> Self {
         let (wake, _) = watch::channel(0u64);
         let (stop, _) = watch::channel(false);
-        let overflow = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
-        for n in 0..rt.config().delivery_workers {
-            let (rt, wake, stop, overflow) = (rt.clone(), wake.clone(), stop.subscribe(), overflow.clone());
-            tasks.spawn(supervise(n, rt, wake, stop, overflow));
+        if rt.config().delivery_workers > 0 {
+            let held = queue.try_hold();
+            tasks.spawn(supervise(rt.clone(), queue, held, wake.clone(), stop.subscribe()));
         }
         tasks.spawn(checkpoints(rt.clone(), stop.subscribe()));
         tasks.spawn(pruning(rt, stop.subscribe()));
         Scheduler { wake, stop, tasks }
     }
 
-    /// A handle that wakes every worker (after events were raised).
+    /// A handle that wakes the engine (after something changed what is due).
     pub fn waker(&self) -> Waker {
         Waker(self.wake.clone())
     }
 
     /// Stops claiming, lets requests in flight finish and records them, for
     /// up to `grace`; what is left stays leased and resumes on the next start.
+    /// Events raised meanwhile are still committed; afterwards the intake's
+    /// own group commit takes them.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.stop.send(true);
         let all = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!("delivery workers did not finish within {grace:?}; the rest resumes on the next start");
+            tracing::warn!("delivery did not finish within {grace:?}; the rest resumes on the next start");
             self.tasks.abort_all();
         }
     }
 }
 
-/// Runs worker `n`, restarting it when it panics.
+/// Runs the engine, restarting it when it panics.
 async fn supervise(
-    n: usize,
     rt: Arc<Runtime>,
+    queue: Queue,
+    mut held: Option<Held>,
     wake: watch::Sender<u64>,
     stop: watch::Receiver<bool>,
-    overflow: Arc<Notify>,
 ) {
     loop {
-        let worker = tokio::spawn(deliver(n, rt.clone(), wake.subscribe(), stop.clone(), overflow.clone()));
-        match worker.await {
+        let rx = match held.take() {
+            Some(rx) => rx,
+            None => queue.hold().await,
+        };
+        let engine = tokio::spawn(deliver(rt.clone(), rx, wake.subscribe(), stop.clone()));
+        match engine.await {
             Ok(()) => return,
             Err(e) if e.is_panic() => {
-                // Its in-flight rows stay leased and come back when the lease ends.
-                tracing::error!(worker = n, "delivery worker panicked; restarting it");
+                // Its in-flight rows stay leased and come back when the lease
+                // ends; events it held were answered with an error.
+                tracing::error!("the delivery engine panicked; restarting it");
                 rt.metrics().worker_restarted("panic");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -111,46 +123,66 @@ async fn supervise(
     }
 }
 
-/// One delivery worker; returns once draining is done.
-async fn deliver(
-    n: usize,
-    rt: Arc<Runtime>,
-    mut wake: watch::Receiver<u64>,
-    mut stop: watch::Receiver<bool>,
-    overflow: Arc<Notify>,
-) {
-    tracing::debug!(worker = n, "delivery worker started");
-    let max = rt.config().batch_size.max(1);
+/// The engine loop; returns once draining is done (and hands the intake
+/// queue back by dropping `rx`).
+async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) {
+    tracing::debug!("delivery engine started");
+    let cfg = rt.config();
+    let max = (cfg.delivery_workers as u32).saturating_mul(cfg.batch_size.max(1));
     let mut flying: JoinSet<Sent> = JoinSet::new();
     let mut finished: Vec<Sent> = Vec::new();
+    let mut raising: Vec<Raising> = Vec::new();
     let mut failures = 0u32;
     // When to look for due work; `None` sleeps until woken.
     let mut due: Option<Instant> = Some(Instant::now());
     loop {
+        // Everything that came in since the last step goes into the next:
+        // raised events and finished attempts alike, so neither waits on
+        // the other.
+        while raising.len() < MAX_GROUP
+            && let Ok(r) = rx.try_recv()
+        {
+            raising.push(r);
+        }
+        while let Some(r) = flying.try_join_next() {
+            collect(r, &mut finished);
+        }
         let draining = *stop.borrow();
         let free = max.saturating_sub(flying.len() as u32);
-        // Claim when work is due, and whenever responses freed slots: rows held
-        // back by the per-webhook bound may go now.
+        // Claim when work is due, and whenever responses freed slots or events
+        // were raised: rows held back by the per-webhook bound may go now, and
+        // new deliveries are due at once.
         let claim =
-            if !draining && (!finished.is_empty() || due.is_some_and(|d| d <= Instant::now())) { free } else { 0 };
-        if !finished.is_empty() || claim > 0 {
-            match rt.step(std::mem::take(&mut finished), claim).await {
+            if !draining && (!finished.is_empty() || !raising.is_empty() || due.is_some_and(|d| d <= Instant::now())) {
+                free
+            } else {
+                0
+            };
+        if !finished.is_empty() || !raising.is_empty() || claim > 0 {
+            let (events, replies): (Vec<_>, Vec<_>) = raising.drain(..).unzip();
+            let had_events = !events.is_empty();
+            let done = Arc::new(std::mem::take(&mut finished));
+            let mut r = rt.step(events, done.clone(), claim).await;
+            if let Err(e) = &r {
+                // Whatever failed, the callers must hear now.
+                intake::answer(replies, Err(e.clone()));
+                if had_events {
+                    // Perhaps it was one of the events: record the attempts
+                    // without them rather than send those again later.
+                    r = rt.step(Vec::new(), done, claim).await;
+                }
+            } else if let Ok(report) = &mut r {
+                intake::answer(replies, Ok(std::mem::take(&mut report.raised)));
+            }
+            match r {
                 Ok(report) => {
                     failures = 0;
                     let got = report.claimed.len() as u32;
                     for o in report.claimed {
                         flying.spawn(send(rt.clone(), o));
                     }
-                    // Full again after claiming all it asked for: due rows may
-                    // remain that only the others have room for. (Slots this
-                    // step freed it refilled itself in the same transaction,
-                    // so waking the others for those would only make them
-                    // contend for the write lock to find nothing.)
-                    if claim > 0 && got >= claim {
-                        overflow.notify_waiters();
-                    }
                     if claim > 0 {
-                        let now_ms = rt.config().clock.now_ms();
+                        let now_ms = cfg.clock.now_ms();
                         due = report.next_due_ms.map(|at| match at.checked_sub(now_ms) {
                             Some(wait) if wait > 0 => Instant::now() + Duration::from_millis(wait),
                             // Due now and we took all we asked for: more may wait.
@@ -166,7 +198,7 @@ async fn deliver(
                     failures += 1;
                     rt.metrics().worker_restarted("plugin");
                     let backoff = (Duration::from_millis(100) * 2u32.saturating_pow(failures)).min(MAX_BACKOFF);
-                    tracing::error!(worker = n, "delivery step failed, retrying in {backoff:?}: {e}");
+                    tracing::error!("delivery step failed, retrying in {backoff:?}: {e}");
                     due = Some(Instant::now() + backoff);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -182,25 +214,25 @@ async fn deliver(
         let sleep = due.map(tokio::time::Instant::from_std);
         tokio::select! {
             Some(r) = flying.join_next(), if !flying.is_empty() => {
-                collect(n, r, &mut finished);
+                collect(r, &mut finished);
                 while let Some(r) = flying.try_join_next() {
-                    collect(n, r, &mut finished);
+                    collect(r, &mut finished);
                 }
             }
+            Some(r) = rx.recv() => raising.push(r),
             Ok(()) = wake.changed(), if !draining => due = Some(Instant::now()),
-            () = overflow.notified(), if !draining && due.is_some() => due = Some(Instant::now()),
             () = async { tokio::time::sleep_until(sleep.expect("guarded")).await }, if sleep.is_some() && !draining => {}
             _ = stop.changed() => {}
         }
     }
-    tracing::debug!(worker = n, "delivery worker stopped");
+    tracing::debug!("delivery engine stopped");
 }
 
-fn collect(n: usize, r: Result<Sent, tokio::task::JoinError>, finished: &mut Vec<Sent>) {
+fn collect(r: Result<Sent, tokio::task::JoinError>, finished: &mut Vec<Sent>) {
     match r {
         Ok(sent) => finished.push(sent),
         // A send task cannot panic short of a bug; its row's lease ends and it is sent again.
-        Err(e) => tracing::error!(worker = n, "a delivery send failed: {e}"),
+        Err(e) => tracing::error!("a delivery send failed: {e}"),
     }
 }
 

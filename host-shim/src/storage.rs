@@ -202,13 +202,19 @@ impl Storage {
         self.conn.execute_batch(sql).map_err(map_err)
     }
 
+    /// A statement without parameters, from the prepared-statement cache
+    /// (a transaction's `BEGIN` and `COMMIT` run on every step).
+    fn run_cached(&mut self, sql: &str) -> Result<(), Error> {
+        self.conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop).map_err(map_err)
+    }
+
     /// `BEGIN IMMEDIATE`: takes the write lock now, so a transaction never
     /// fails half-way on a lock upgrade.
     pub fn begin(&mut self) -> Result<(), Error> {
         if !self.conn.is_autocommit() {
             return Err(Error::InvalidStatement("a transaction is already open".into()));
         }
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)
+        self.run_cached("BEGIN IMMEDIATE")
     }
 
     /// Commits the open transaction.
@@ -216,7 +222,7 @@ impl Storage {
         if self.conn.is_autocommit() {
             return Err(Error::InvalidStatement("no transaction is open".into()));
         }
-        self.conn.execute_batch("COMMIT").map_err(map_err)
+        self.run_cached("COMMIT")
     }
 
     /// Rolls back the open transaction, if any.

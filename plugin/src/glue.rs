@@ -432,7 +432,14 @@ fn raised_to_wit(r: outbox::Raised) -> ex::events::Raised {
 }
 
 impl ex::deliveries::Guest for Component {
-    fn step(finished: Vec<ex::deliveries::Sent>, claim_max: u32) -> Result<ex::deliveries::StepReport, String> {
+    fn step(
+        raised: Vec<ex::events::Event>,
+        finished: Vec<ex::deliveries::Sent>,
+        claim_max: u32,
+    ) -> Result<ex::deliveries::StepReport, String> {
+        #[cfg(feature = "test-hooks")]
+        raised.iter().for_each(test_hook);
+        let raised: Vec<_> = raised.into_iter().map(new_event).collect();
         let finished: Vec<outbox::Finished> = finished
             .into_iter()
             .map(|f| outbox::Finished {
@@ -448,11 +455,12 @@ impl ex::deliveries::Guest for Component {
                 request_headers: f.request_headers,
             })
             .collect();
-        let r = outbox::step(&Wasm, &finished, claim_max).map_err(|e| {
+        let r = outbox::step(&Wasm, &raised, &finished, claim_max).map_err(|e| {
             Wasm.log(Level::Error, &format!("delivery step failed: {e}"));
             e.to_string()
         })?;
         Ok(ex::deliveries::StepReport {
+            raised: r.raised.into_iter().map(|r| r.map(raised_to_wit).map_err(raise_err)).collect(),
             claimed: r
                 .claimed
                 .into_iter()

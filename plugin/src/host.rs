@@ -240,3 +240,22 @@ pub fn transaction<T, E: From<DbError>>(host: &dyn Host, f: impl FnOnce() -> Res
         }
     }
 }
+
+/// An `IN (…)` list of `values` as marks `?1, …, ?k`, padded to a size
+/// bucket (1, 4, 16, 64, 256, 1024, then the exact count) by repeating the
+/// last value, which `IN` ignores. A statement's text then depends on the
+/// bucket, not the exact count, so the host's prepared-statement cache holds
+/// a handful of them instead of one per count, and does not thrash.
+pub fn in_list(mut values: Vec<Value>) -> (String, Vec<Value>) {
+    let n = values.len();
+    let mut bucket = 1;
+    while bucket < n && bucket < 1024 {
+        bucket *= 4;
+    }
+    let size = bucket.max(n);
+    if let Some(last) = values.last().cloned() {
+        values.resize(size, last);
+    }
+    let marks = (1..=values.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+    (marks, values)
+}

@@ -88,6 +88,12 @@ const MIGRATIONS: &[&str] = &[
     // with; rows sealed before hold the secret text and are resealed by
     // `reseal_key_bytes`. No table changes.
     "SELECT 1;",
+    // 6: due rows indexed per webhook, so that claiming walks only the front
+    // of each webhook that has room under its in-flight bound, never the
+    // backlog of one that has none (see `pipeline::claim`).
+    "DROP INDEX deliveries_due;
+     CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at)
+        WHERE state IN ('pending', 'retrying');",
 ];
 
 /// The first version whose sealed secrets hold key bytes.

@@ -4,7 +4,7 @@
 
 use super::{MAX_DATA, msg_id, policy};
 use crate::catalog;
-use crate::host::{DbError, Host, Value, transaction};
+use crate::host::{DbError, Host, Value, in_list, transaction};
 
 /// An event as the panel raises it.
 #[derive(Debug, Clone)]
@@ -70,17 +70,35 @@ pub fn raise_batch(host: &dyn Host, events: &[NewEvent]) -> Result<Vec<Raised>, 
 /// Raises independent events in one transaction (the host's group commit):
 /// each is checked and answered on its own; a storage failure fails all.
 pub fn raise_each(host: &dyn Host, events: &[NewEvent]) -> Vec<Result<Raised, RaiseError>> {
+    let now = host.now_ms();
+    let schedule = host.settings().retry_schedule_ms;
+    match transaction(host, || commit_each(host, events, &schedule, now)) {
+        Ok(answers) => answers,
+        Err(e) => refuse_all(events, &e),
+    }
+}
+
+/// Every event's answer when the transaction holding them failed: its own
+/// check's refusal, or the storage error.
+pub fn refuse_all(events: &[NewEvent], e: &DbError) -> Vec<Result<Raised, RaiseError>> {
+    let msg = e.to_string();
+    events.iter().map(|ev| check(ev).and(Err(RaiseError::Storage(msg.clone())))).collect()
+}
+
+/// [`raise_each`]'s work inside the caller's write transaction: each event
+/// checked on its own, the valid ones stored. `Err` only for a storage
+/// failure, which must fail the whole transaction.
+pub fn commit_each(
+    host: &dyn Host,
+    events: &[NewEvent],
+    schedule: &[u64],
+    now: u64,
+) -> Result<Vec<Result<Raised, RaiseError>>, DbError> {
     let checks: Vec<Result<&str, RaiseError>> = events.iter().map(check).collect();
     let valid: Vec<(&NewEvent, &str)> =
         events.iter().zip(&checks).filter_map(|(e, c)| c.as_ref().ok().map(|d| (e, *d))).collect();
-    let mut committed = match commit(host, &valid) {
-        Ok(r) => r.into_iter(),
-        Err(e) => {
-            let msg = e.to_string();
-            return checks.into_iter().map(|c| c.and(Err(RaiseError::Storage(msg.clone())))).collect();
-        }
-    };
-    checks.into_iter().map(|c| c.map(|_| committed.next().expect("one answer per valid event"))).collect()
+    let mut committed = commit_in(host, &valid, schedule, now)?.into_iter();
+    Ok(checks.into_iter().map(|c| c.map(|_| committed.next().expect("one answer per valid event"))).collect())
 }
 
 /// Stores checked events and their deliveries in one transaction; answers
@@ -91,8 +109,22 @@ fn commit(host: &dyn Host, events: &[(&NewEvent, &str)]) -> Result<Vec<Raised>, 
         return Ok(Vec::new());
     }
     let now = host.now_ms();
-    let due = policy::first_due(&host.settings().retry_schedule_ms, now);
-    transaction(host, || {
+    let schedule = host.settings().retry_schedule_ms;
+    transaction(host, || commit_in(host, events, &schedule, now))
+}
+
+/// [`commit`]'s work inside the caller's write transaction.
+fn commit_in(
+    host: &dyn Host,
+    events: &[(&NewEvent, &str)],
+    schedule: &[u64],
+    now: u64,
+) -> Result<Vec<Raised>, DbError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let due = policy::first_due(schedule, now);
+    {
         let subscribers = subscribers_of(host, events)?;
         let rows: Vec<Vec<Value>> = events
             .iter()
@@ -129,7 +161,7 @@ fn commit(host: &dyn Host, events: &[(&NewEvent, &str)]) -> Result<Vec<Raised>, 
             host.execute_many(INSERT_DELIVERY, &deliveries)?;
         }
         Ok(out)
-    })
+    }
 }
 
 /// (event type, webhook id, webhook created-at) of every enabled
@@ -138,13 +170,11 @@ fn subscribers_of(host: &dyn Host, events: &[(&NewEvent, &str)]) -> Result<Vec<(
     let mut types: Vec<&str> = events.iter().map(|(e, _)| e.event_type.as_str()).collect();
     types.sort_unstable();
     types.dedup();
-    let marks: Vec<String> = (1..=types.len()).map(|i| format!("?{i}")).collect();
+    let (marks, params) = in_list(types.iter().map(|t| Value::from(*t)).collect());
     let sql = format!(
         "SELECT s.event_type, w.id, w.created_at FROM webhook_events s JOIN webhooks w ON w.id = s.webhook_id \
-         WHERE w.enabled = 1 AND s.event_type IN ({}) ORDER BY w.id",
-        marks.join(", ")
+         WHERE w.enabled = 1 AND s.event_type IN ({marks}) ORDER BY w.id"
     );
-    let params: Vec<Value> = types.iter().map(|t| Value::from(*t)).collect();
     Ok(host.query(&sql, &params)?.iter().map(|r| (r.str(0), r.i64(1), r.i64(2))).collect())
 }
 

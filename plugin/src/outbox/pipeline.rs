@@ -15,19 +15,16 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use super::intake::{INSERT_DELIVERY, delivery_row};
+use super::intake::{INSERT_DELIVERY, NewEvent, RaiseError, Raised, commit_each, delivery_row};
 use super::state::DeliveryState;
 use super::{MAX_STORED_BODY, Mode, hex, payload, policy};
 use crate::catalog;
-use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Row, Settings, Value, transaction};
+use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Row, Settings, Value, in_list, transaction};
 use crate::signing;
 
 /// Largest stored response header value and total header bytes.
 const MAX_HEADER_VALUE: usize = 1024;
 const MAX_HEADERS_TOTAL: usize = 16 * 1024;
-/// Due rows considered per claim, as a multiple of the free slots; the
-/// per-webhook bound is applied among them.
-const CANDIDATES_FACTOR: u32 = 8;
 
 /// A request built and signed for one delivery.
 #[derive(Debug, Clone)]
@@ -61,64 +58,77 @@ pub struct Outcome {
 /// the host through `telemetry.attempts-recorded`, from [`record`].
 #[derive(Debug, Default)]
 pub struct StepReport {
+    /// One answer per raised event, in order.
+    pub raised: Vec<Result<Raised, RaiseError>>,
     pub claimed: Vec<Outgoing>,
     pub next_due_ms: Option<u64>,
 }
 
-/// Records `finished`, then claims and builds up to `claim_max` requests.
+/// Commits `raised`, records `finished`, then claims and builds up to
+/// `claim_max` requests.
 ///
-/// Recording and claiming share one write transaction: a step takes the
-/// database's one write lock once, whatever it records and claims.
-pub fn step(host: &dyn Host, finished: &[Finished], claim_max: u32) -> Result<StepReport, DbError> {
+/// All three share one write transaction: a step takes the database's one
+/// write lock once, whatever it carries, and the deliveries of events raised
+/// in it can be claimed in it (no second lock, no wake-up in between).
+pub fn step(
+    host: &dyn Host,
+    raised: &[NewEvent],
+    finished: &[Finished],
+    claim_max: u32,
+) -> Result<StepReport, DbError> {
     let settings = host.settings();
     let now = host.now_ms();
     let random = host.random_bytes(4 * finished.len());
-    let (outcomes, ids) = transaction(host, || {
+    let (answers, outcomes, ids) = transaction(host, || {
+        let answers = commit_each(host, raised, &settings.retry_schedule_ms, now)?;
         let outcomes = record_in(host, &settings, finished, Mode::Scheduled, now, &random)?;
         let ids = if claim_max == 0 {
             Vec::new()
         } else {
             claim(host, claim_max, now, now + settings.lease_ms, settings.per_webhook_concurrency.max(1))?
         };
-        Ok::<_, DbError>((outcomes, ids))
+        Ok::<_, DbError>((answers, outcomes, ids))
     })?;
     count_outcomes(host, &outcomes);
     if claim_max == 0 {
-        return Ok(StepReport::default());
+        return Ok(StepReport { raised: answers, ..StepReport::default() });
     }
     let (claimed, unsendable) = build_all(host, &ids, now, settings.attempt_timeout_ms)?;
     // A delivery that cannot even be built (its signing key no longer opens)
     // is an attempt that failed: recorded now, retried on the schedule.
     record(host, &settings, &unsendable, Mode::Scheduled)?;
     let next_due_ms = if ids.len() as u32 >= claim_max { Some(now) } else { next_due(host, host.now_ms())? };
-    Ok(StepReport { claimed, next_due_ms })
+    Ok(StepReport { raised: answers, claimed, next_due_ms })
 }
 
 /// Claims up to `n` due rows, oldest first, at most `per-webhook-concurrency`
-/// in flight per webhook across all workers.
+/// in flight per webhook across all workers and hosts.
 fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) -> Result<Vec<i64>, DbError> {
-    // `f` counts what is in flight per webhook (leased rows, across every
-    // worker and host). Webhooks already at their bound are left out of the
-    // candidates, so a dead endpoint with a long backlog at the front of the
-    // due index never hides the due rows of healthy ones. `CROSS JOIN` keeps
-    // SQLite walking the due index in order; `+webhook_id` keeps the
-    // in-flight count on the small index of leased rows. Both are plain SQL
-    // elsewhere.
+    // `f` counts what is in flight per webhook (leased rows, on the small
+    // partial index of leased rows); `room` is what each enabled webhook may
+    // still take. For each webhook with room, the subquery walks the front of
+    // its own due rows (the per-webhook `deliveries_due` index; at most the
+    // bound's worth of leased rows to skip), so the cost follows the number
+    // of webhooks and the bound, never the backlog: a dead endpoint with
+    // 100,000 due rows costs one index seek. The oldest `n` of those are
+    // leased. `CROSS JOIN` pins that order (SQLite never reorders it):
+    // with its statistics the planner would otherwise scan every delivery
+    // and run the subquery for each.
     let rows = host.query(
         "WITH f AS (SELECT +webhook_id AS webhook_id, COUNT(*) AS n FROM deliveries \
                WHERE lease_until > ?2 GROUP BY +webhook_id), \
-         c AS (\
-            SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d CROSS JOIN webhooks w \
-            WHERE w.id = d.webhook_id AND d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ?2 \
-              AND (d.lease_until IS NULL OR d.lease_until <= ?2) AND w.enabled = 1 \
-              AND d.webhook_id NOT IN (SELECT webhook_id FROM f WHERE n >= ?5) \
-            ORDER BY d.next_attempt_at, d.id LIMIT ?4), \
-         ranked AS (SELECT c.id, c.next_attempt_at, \
-               ROW_NUMBER() OVER (PARTITION BY c.webhook_id ORDER BY c.next_attempt_at, c.id) \
-               + COALESCE(f.n, 0) AS slot FROM c LEFT JOIN f ON f.webhook_id = c.webhook_id) \
+         room AS (SELECT w.id, ?5 - COALESCE(f.n, 0) AS room FROM webhooks w LEFT JOIN f ON f.webhook_id = w.id \
+               WHERE w.enabled = 1 AND ?5 - COALESCE(f.n, 0) > 0), \
+         c AS (SELECT d.id, d.next_attempt_at, r.room, \
+               ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at, d.id) AS k \
+               FROM room r CROSS JOIN deliveries d ON d.id IN (\
+                 SELECT d2.id FROM deliveries d2 WHERE d2.webhook_id = r.id \
+                   AND d2.state IN ('pending', 'retrying') AND d2.next_attempt_at <= ?2 \
+                   AND (d2.lease_until IS NULL OR d2.lease_until <= ?2) \
+                 ORDER BY d2.next_attempt_at, d2.id LIMIT ?4)) \
          UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
-            SELECT id FROM ranked WHERE slot <= ?5 ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id",
-        &[lease_until.into(), now.into(), n.into(), (n * CANDIDATES_FACTOR).into(), per_webhook.into()],
+            SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id",
+        &[lease_until.into(), now.into(), n.into(), per_webhook.min(n).into(), per_webhook.into()],
     )?;
     Ok(rows.iter().map(|r| r.i64(0)).collect())
 }
@@ -126,14 +136,14 @@ fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) 
 /// When the next delivery falls due, if any waits: the earliest unleased
 /// due time of an enabled webhook, or the earliest lease expiry.
 fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
-    // One statement, two index walks: the due index (first row only) and the
-    // partial index of leased rows.
+    // Per webhook, the front of its due rows (past its few leased ones); and
+    // the partial index of leased rows.
     let rows = host.query(
         "SELECT MIN(t) FROM (\
-           SELECT * FROM (SELECT d.next_attempt_at AS t FROM deliveries d CROSS JOIN webhooks w \
-             WHERE w.id = d.webhook_id AND w.enabled = 1 AND d.state IN ('pending', 'retrying') \
-               AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
-             ORDER BY d.next_attempt_at LIMIT 1) \
+           SELECT (SELECT d.next_attempt_at FROM deliveries d WHERE d.webhook_id = w.id \
+                     AND d.state IN ('pending', 'retrying') AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
+                   ORDER BY d.next_attempt_at LIMIT 1) AS t \
+             FROM webhooks w WHERE w.enabled = 1 \
            UNION ALL SELECT MIN(lease_until) FROM deliveries WHERE lease_until > ?1)",
         &[now.into()],
     )?;
@@ -156,14 +166,13 @@ fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let (marks, params) = in_list(ids.iter().map(|i| Value::from(*i)).collect());
     let sql = format!(
         "SELECT d.id, d.msg_id, w.url, e.type, e.occurred_at, e.data, \
          w.secret_sealed, w.prev_secret_sealed, w.prev_secret_until \
          FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id \
-         WHERE d.id IN ({}) ORDER BY d.id",
-        marks(ids.len())
+         WHERE d.id IN ({marks}) ORDER BY d.id"
     );
-    let params: Vec<Value> = ids.iter().map(|i| Value::from(*i)).collect();
     let rows = host.query(&sql, &params)?;
     let now = host.now_ms();
     Ok(rows
@@ -184,11 +193,6 @@ fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {
             }
         })
         .collect())
-}
-
-/// `?1, ?2, …, ?n`.
-fn marks(n: usize) -> String {
-    (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Builds every claimed delivery's request; those that cannot be built come
@@ -299,11 +303,10 @@ fn record_in(
         return Ok(Vec::new());
     }
     {
-        let ids: Vec<Value> = finished.iter().map(|f| Value::from(f.delivery_id)).collect();
+        let (marks, ids) = in_list(finished.iter().map(|f| Value::from(f.delivery_id)).collect());
         let sql = format!(
             "SELECT d.id, d.webhook_id, d.attempts, e.type FROM deliveries d JOIN events e ON e.id = d.event_id \
-             WHERE d.id IN ({})",
-            marks(ids.len())
+             WHERE d.id IN ({marks})"
         );
         let facts: HashMap<i64, (i64, i64, String)> =
             host.query(&sql, &ids)?.iter().map(|r| (r.i64(0), (r.i64(1), r.i64(2), r.str(3)))).collect();

@@ -127,6 +127,30 @@ fn a_dead_endpoint_does_not_delay_a_healthy_one() {
 }
 
 #[test]
+fn a_slow_receiver_never_sees_more_than_the_per_webhook_bound_at_once() {
+    // The engine leases twice the bound ahead (so recording never idles a
+    // slot); the extra requests must wait in the host, not at the receiver.
+    let h = host_with(&[("WEBHOOKS_PER_WEBHOOK_CONCURRENCY", "4")]);
+    let r = Receiver::start();
+    h.admin().create("Slow", &r.url("/slow/150/a"), "", &["user.created"], true);
+    let batch: Vec<_> = (0..40).map(|i| json!({"type": "user.created", "data": {"i": i}})).collect();
+    let resp = h
+        .api()
+        .post(format!("{}/api/events/batch", h.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "events": batch }))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let seen = r.wait_for("/slow/150/a", 40, WAIT);
+    assert_eq!(seen.len(), 40);
+    let most = r.most_at_once();
+    assert!(most <= 4, "the receiver had {most} requests at once; the bound is 4");
+    assert!(most >= 2, "deliveries to one webhook still run side by side (saw {most})");
+    eventually(WAIT, "all recorded", || h.count("SELECT COUNT(*) FROM attempts WHERE success = 1") == 40);
+}
+
+#[test]
 fn retry_failed_since_sends_exhausted_deliveries_again() {
     let h = host_with(&[("WEBHOOKS_RETRY_SCHEDULE", "0s")]);
     let r = Receiver::start();

@@ -38,16 +38,18 @@ pub struct Config {
     pub auto_disable_after: Duration,
     /// Prune history older than this. Default 30 days.
     pub retention: Duration,
-    /// Requests in flight to one webhook across all workers. Default 16.
+    /// Requests on the wire to one webhook from this host at once. Default
+    /// 16. (Twice as many are leased across all hosts; see `scheduler.rs`.)
     pub per_webhook_concurrency: u32,
     /// How often history is pruned. Default 1 hour.
     pub maintenance_every: Duration,
     /// SQLite `synchronous` setting.
     pub durability: Durability,
-    /// Delivery workers, each with its own instance and connection. Default 2;
+    /// Delivery capacity: `delivery_workers × batch_size` requests in flight
+    /// at most, driven by one engine loop. Default 2;
     /// 0 makes an intake-only node (events are queued, another node delivers).
     pub delivery_workers: usize,
-    /// Requests one delivery worker keeps in flight at most. Default 64.
+    /// Requests in flight per unit of `delivery_workers`. Default 64.
     pub batch_size: u32,
     /// Linear memory one instance may use. Default 256 MiB.
     pub memory_limit: usize,

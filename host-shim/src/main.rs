@@ -79,7 +79,7 @@ struct Serve {
     /// Prune delivery history older than this [default: 30days].
     #[arg(long, env = "WEBHOOKS_RETENTION")]
     retention: Option<humantime::Duration>,
-    /// Requests in flight to one webhook at once, across workers [default: 16].
+    /// Requests on the wire to one webhook at once, from this host [default: 16].
     #[arg(long, env = "WEBHOOKS_PER_WEBHOOK_CONCURRENCY")]
     per_webhook_concurrency: Option<u32>,
     /// SQLite durability: normal (safe against crashes) or full (safe against power loss) [default: normal].
@@ -94,7 +94,7 @@ struct Serve {
     /// Load this plugin component instead of the built-in one.
     #[arg(long, env = "WEBHOOKS_COMPONENT")]
     component: Option<PathBuf>,
-    /// Delivery workers [default: 2].
+    /// Delivery capacity in units of 64 requests in flight; 0 = intake only [default: 2].
     #[arg(long, env = "WEBHOOKS_WORKERS")]
     workers: Option<usize>,
     /// Log lines as text or JSON; RUST_LOG picks what is logged [default: text].

@@ -24,10 +24,11 @@
 //! deliveries are sent again); a panicking engine is restarted. Both are
 //! counted in `/metrics`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::bindings::ex::deliveries::{Outgoing, Response, Sent};
@@ -133,6 +134,7 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
     let mut finished: Vec<Sent> = Vec::new();
     let mut raising: Vec<Raising> = Vec::new();
     let mut failures = 0u32;
+    let mut wire = Wire::new(cfg.per_webhook_concurrency.max(1));
     // When to look for due work; `None` sleeps until woken.
     let mut due: Option<Instant> = Some(Instant::now());
     loop {
@@ -179,7 +181,8 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
                     failures = 0;
                     let got = report.claimed.len() as u32;
                     for o in report.claimed {
-                        flying.spawn(send(rt.clone(), o));
+                        let slot = wire.slot(o.webhook_id);
+                        flying.spawn(send(rt.clone(), slot, o));
                     }
                     if claim > 0 {
                         let now_ms = cfg.clock.now_ms();
@@ -228,6 +231,30 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
     tracing::debug!("delivery engine stopped");
 }
 
+/// The per-webhook bound on requests on the wire from this host: one
+/// semaphore per webhook. (The plugin leases up to twice the bound, so a
+/// slot whose answer is being recorded is refilled at once; the extra leased
+/// requests wait here for a slot, never at the receiver.)
+struct Wire {
+    bound: usize,
+    slots: HashMap<i64, Arc<Semaphore>>,
+}
+
+impl Wire {
+    fn new(bound: u32) -> Self {
+        Wire { bound: bound as usize, slots: HashMap::new() }
+    }
+
+    /// The semaphore of `webhook`'s slots.
+    fn slot(&mut self, webhook: i64) -> Arc<Semaphore> {
+        if self.slots.len() >= 1024 {
+            // Forget webhooks with nothing in flight (deleted ones among them).
+            self.slots.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        self.slots.entry(webhook).or_insert_with(|| Arc::new(Semaphore::new(self.bound))).clone()
+    }
+}
+
 fn collect(r: Result<Sent, tokio::task::JoinError>, finished: &mut Vec<Sent>) {
     match r {
         Ok(sent) => finished.push(sent),
@@ -237,7 +264,10 @@ fn collect(r: Result<Sent, tokio::task::JoinError>, finished: &mut Vec<Sent>) {
 }
 
 /// Sends one request the plugin built through the policed egress.
-async fn send(rt: Arc<Runtime>, o: Outgoing) -> Sent {
+async fn send(rt: Arc<Runtime>, slot: Arc<Semaphore>, o: Outgoing) -> Sent {
+    // Held until the answer is read: the receiver never sees more than the
+    // per-webhook bound from this host. The attempt starts once it has a slot.
+    let _on_the_wire = slot.acquire_owned().await;
     let started_ms = rt.config().clock.now_ms();
     let t0 = Instant::now();
     let timeout = if o.timeout_ms == 0 { rt.egress().timeout() } else { Duration::from_millis(o.timeout_ms) };

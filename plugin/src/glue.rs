@@ -466,6 +466,7 @@ impl ex::deliveries::Guest for Component {
                 .into_iter()
                 .map(|o| ex::deliveries::Outgoing {
                     delivery_id: o.delivery_id,
+                    webhook_id: o.webhook_id,
                     url: o.request.url,
                     headers: o.request.headers,
                     body: o.request.body,

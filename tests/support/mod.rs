@@ -59,6 +59,27 @@ impl Seen {
 struct RecvState {
     seen: Mutex<Vec<Seen>>,
     counts: Mutex<HashMap<String, u32>>,
+    /// Requests being answered now, and the most there ever were at once.
+    active: std::sync::atomic::AtomicUsize,
+    most_active: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request as being answered until dropped.
+struct Active<'a>(&'a RecvState);
+
+impl<'a> Active<'a> {
+    fn enter(st: &'a RecvState) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = st.active.fetch_add(1, SeqCst) + 1;
+        st.most_active.fetch_max(now, SeqCst);
+        Active(st)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A real HTTP receiver on 127.0.0.1 with programmable answers by path:
@@ -78,6 +99,7 @@ async fn receive(
     body: Bytes,
 ) -> Response {
     let path = format!("/{path}");
+    let _active = Active::enter(&st);
     st.seen.lock().unwrap().push(Seen { path: path.clone(), headers, body });
     let hits = {
         let mut c = st.counts.lock().unwrap();
@@ -143,6 +165,11 @@ impl Receiver {
         });
         let addr = rx.recv().unwrap();
         Receiver { addr, state, _thread: thread }
+    }
+
+    /// The most requests this receiver was answering at once.
+    pub fn most_at_once(&self) -> usize {
+        self.state.most_active.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -26,10 +26,18 @@ use crate::signing;
 const MAX_HEADER_VALUE: usize = 1024;
 const MAX_HEADERS_TOTAL: usize = 16 * 1024;
 
+/// Deliveries leased per webhook for each request the host may have on the
+/// wire to it (`per-webhook-concurrency`). A slot stays leased from the claim
+/// until its answer is recorded, a step or two after the answer came: with
+/// one lease per wire slot the receiver would sit idle for that time. The
+/// host holds the rest back, so a receiver still sees at most the bound.
+const LEASED_PER_WIRE_SLOT: u32 = 2;
+
 /// A request built and signed for one delivery.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub delivery_id: i64,
+    pub webhook_id: i64,
     pub request: OutRequest,
 }
 
@@ -85,7 +93,8 @@ pub fn step(
         let ids = if claim_max == 0 {
             Vec::new()
         } else {
-            claim(host, claim_max, now, now + settings.lease_ms, settings.per_webhook_concurrency.max(1))?
+            let bound = settings.per_webhook_concurrency.max(1).saturating_mul(LEASED_PER_WIRE_SLOT);
+            claim(host, claim_max, now, now + settings.lease_ms, bound)?
         };
         Ok::<_, DbError>((answers, outcomes, ids))
     })?;
@@ -101,8 +110,8 @@ pub fn step(
     Ok(StepReport { raised: answers, claimed, next_due_ms })
 }
 
-/// Claims up to `n` due rows, oldest first, at most `per-webhook-concurrency`
-/// in flight per webhook across all workers and hosts.
+/// Claims up to `n` due rows, oldest first, at most `per_webhook` leased per
+/// webhook across all hosts.
 fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) -> Result<Vec<i64>, DbError> {
     // `f` counts what is in flight per webhook (leased rows, on the small
     // partial index of leased rows); `room` is what each enabled webhook may
@@ -153,6 +162,7 @@ fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
 /// One delivery loaded for an attempt.
 struct Job {
     delivery_id: i64,
+    webhook_id: i64,
     msg_id: String,
     url: String,
     /// Sealed signing keys, current first; the previous one while a rotation lasts.
@@ -169,7 +179,7 @@ fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {
     let (marks, params) = in_list(ids.iter().map(|i| Value::from(*i)).collect());
     let sql = format!(
         "SELECT d.id, d.msg_id, w.url, e.type, e.occurred_at, e.data, \
-         w.secret_sealed, w.prev_secret_sealed, w.prev_secret_until \
+         w.secret_sealed, w.prev_secret_sealed, w.prev_secret_until, d.webhook_id \
          FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id \
          WHERE d.id IN ({marks}) ORDER BY d.id"
     );
@@ -184,6 +194,7 @@ fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {
             }
             Job {
                 delivery_id: r.i64(0),
+                webhook_id: r.i64(9),
                 msg_id: r.str(1),
                 url: r.str(2),
                 event_type: r.str(3),
@@ -207,7 +218,7 @@ fn build_all(
     let mut failed = Vec::new();
     for job in load_jobs(host, ids)? {
         match build(host, &job, now, timeout_ms) {
-            Ok(request) => ok.push(Outgoing { delivery_id: job.delivery_id, request }),
+            Ok(request) => ok.push(Outgoing { delivery_id: job.delivery_id, webhook_id: job.webhook_id, request }),
             Err((error, request_headers)) => failed.push(Finished {
                 delivery_id: job.delivery_id,
                 started_ms: now,

@@ -138,7 +138,7 @@ impl From<CallError> for RaiseError {
     }
 }
 
-/// A running webhooks integration: the component, its workers and its database.
+/// A running webhooks integration: the component, its delivery engine and its database.
 pub struct Webhooks {
     rt: Arc<Runtime>,
     waker: scheduler::Waker,
@@ -150,7 +150,7 @@ pub struct Webhooks {
 impl Webhooks {
     /// Makes the data folder private (see [`datadir`]), loads the component
     /// (compiled artifact cached under the data folder), migrates the schema
-    /// and starts the delivery workers.
+    /// and starts the delivery engine.
     ///
     /// ```no_run
     /// # async fn demo() -> anyhow::Result<()> {
@@ -198,7 +198,8 @@ impl Webhooks {
         self.rt.config()
     }
 
-    /// Raises one event: commits its deliveries and wakes the workers.
+    /// Raises one event: the engine commits it and its deliveries in its next
+    /// step (claiming them in the same transaction) and answers once committed.
     /// Raising an id again queues nothing (`queued == 0`). Concurrent calls
     /// share one transaction (group commit); each is answered on its own.
     ///
@@ -329,7 +330,7 @@ impl Webhooks {
         Ok(self.rt.metrics().render(s.pending, s.retrying, age))
     }
 
-    /// Wakes the delivery workers (after a clock change, for example).
+    /// Wakes the delivery engine (after a clock change, for example).
     pub fn wake(&self) {
         self.waker.wake();
     }
@@ -341,7 +342,7 @@ impl Webhooks {
         Ok((p.attempts, p.deliveries, p.events))
     }
 
-    /// Stops the workers, letting attempts in flight finish for up to 20 s;
+    /// Stops the delivery engine, letting attempts in flight finish for up to 20 s;
     /// what is left resumes on the next start. Later calls do nothing.
     pub async fn shutdown(&self) {
         let s = self.scheduler.lock().ok().and_then(|mut s| s.take());

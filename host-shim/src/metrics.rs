@@ -2,7 +2,7 @@
 //!
 //! Counters are bumped where the host already sees the fact (events it
 //! raised, outcomes the plugin reports, requests its egress sent, plugin
-//! calls that failed, delivery workers restarted); the queue gauges are read
+//! calls that failed, delivery engine restarts); the queue gauges are read
 //! from the plugin (`deliveries.stats`) when scraped, so they are never stale
 //! and cost nothing between scrapes.
 
@@ -84,7 +84,7 @@ impl Metrics {
         let worker_restarts = Family::<Labels, Counter>::default();
         registry.register(
             "worker_restarts",
-            "Delivery workers restarted, by reason: panic (the worker task panicked) or plugin (its plugin call failed)",
+            "Delivery engine restarts, by reason: panic (the engine task panicked and was restarted) or plugin (a step failed; the engine backed off and went on)",
             worker_restarts.clone(),
         );
         Metrics {

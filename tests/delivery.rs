@@ -228,3 +228,97 @@ fn sigterm_lets_attempts_in_flight_finish() {
     // The attempt in flight finished and was recorded before exit.
     assert_eq!(h.count("SELECT COUNT(*) FROM attempts WHERE success = 1"), 1);
 }
+
+/// The latest time RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+const LAST_MS: u64 = 253_402_300_799_999;
+
+#[test]
+fn an_event_time_past_the_year_9999_is_refused_at_the_door() {
+    let h = host();
+    let r = Receiver::start();
+    h.admin().create("A", &r.url("/ok/a"), "", &["user.created"], true);
+    // A panel sending microseconds instead of milliseconds.
+    let (s, body) = h.raise(json!({"type": "user.created", "occurred_at_ms": LAST_MS + 1, "data": {"id": 1}}));
+    assert_eq!(s, 422, "{body}");
+    assert!(body.to_string().contains("occurred_at_ms"), "{body}");
+    // In a batch beside 20 good events: nothing of it is stored.
+    let mut batch: Vec<_> = (0..20).map(|i| json!({"type": "user.created", "data": {"i": i}})).collect();
+    batch.insert(7, json!({"type": "user.created", "occurred_at_ms": 1_795_857_243_000_000u64, "data": {}}));
+    let resp = h
+        .api()
+        .post(format!("{}/api/events/batch", h.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "events": batch }))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    assert_eq!(h.count("SELECT COUNT(*) FROM events"), 0);
+    // The last representable instant is fine.
+    assert_eq!(h.raise(json!({"type": "user.created", "occurred_at_ms": LAST_MS, "data": {}})).0, 202);
+    let got = r.wait_for("/ok/a", 1, WAIT);
+    assert!(got[0].json()["timestamp"].as_str().unwrap().starts_with("9999-12-31T23:59:59.999"));
+}
+
+#[test]
+fn a_poison_delivery_is_recorded_as_failed_and_the_others_go_on() {
+    // The hooks component traps while building a request whose event data
+    // asks for it; a row stored by an older version carries a time no
+    // payload can hold. Neither may stop the deliveries beside them.
+    let component = hooks_component();
+    let h = host_with(&[("WEBHOOKS_COMPONENT", component.to_str().unwrap()), ("WEBHOOKS_RETRY_SCHEDULE", "0s")]);
+    let r = Receiver::start();
+    h.admin().create("A", &r.url("/ok/a"), "", &["user.created"], true);
+    {
+        let db = h.db();
+        let (webhook, created): (i64, i64) =
+            db.query_row("SELECT id, created_at FROM webhooks", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        db.execute(
+            "INSERT INTO events (id, type, occurred_at, data, raised_at) VALUES ('evt_old', 'user.created', ?1, '{}', 0)",
+            [(LAST_MS + 1) as i64],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO deliveries (webhook_id, event_id, msg_id, state, attempts, next_attempt_at, created_at) \
+             VALUES (?1, 'evt_old', 'msg_old', 'pending', 0, 0, ?2)",
+            [webhook, created],
+        )
+        .unwrap();
+    }
+    let mut batch: Vec<_> = (0..20).map(|i| json!({"type": "user.created", "data": {"i": i}})).collect();
+    batch.insert(10, json!({"type": "user.created", "id": "evt_trap", "data": {"__hook": "trap-build"}}));
+    let resp = h
+        .api()
+        .post(format!("{}/api/events/batch", h.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "events": batch }))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let t = Instant::now();
+    r.wait_for("/ok/a", 20, WAIT);
+    assert!(t.elapsed() < Duration::from_secs(5), "the 20 good deliveries took {:?}", t.elapsed());
+    // Both poison deliveries were attempted once, failed with a reason an
+    // admin can read, and are exhausted (resendable), not retried forever.
+    let failed = || {
+        h.count(
+            "SELECT COUNT(*) FROM deliveries d JOIN attempts a ON a.delivery_id = d.id \
+             WHERE d.event_id IN ('evt_old', 'evt_trap') AND a.success = 0 AND d.state = 'exhausted'",
+        )
+    };
+    eventually(WAIT, "both poison deliveries recorded as failed", || failed() == 2);
+    let errors: Vec<String> = h
+        .db()
+        .prepare("SELECT a.error FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.success = 0 ORDER BY d.event_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(errors[0].contains("past the year 9999"), "{errors:?}");
+    assert!(errors[1].contains("failed while building"), "{errors:?}");
+    for e in &errors {
+        assert!(!e.contains("backtrace") && !e.contains("panicked") && !e.contains("wasm"), "{e}");
+    }
+    assert_eq!(r.count_at("/ok/a"), 20, "no poison request was sent");
+    assert!(h.log().contains("failed building this delivery"), "the detail is in the log");
+}

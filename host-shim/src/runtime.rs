@@ -499,6 +499,20 @@ impl Runtime {
         self.answered("step", r)
     }
 
+    /// `deliveries.build`: the requests of claimed deliveries, built and
+    /// signed (or why one cannot be sent).
+    pub async fn build(
+        self: &Arc<Self>,
+        claimed: Vec<i64>,
+    ) -> Result<Vec<Result<bindings::ex::deliveries::Outgoing, bindings::ex::deliveries::Unsendable>>, CallError> {
+        let r = self
+            .call("build", self.shared.config.call_timeout, move |w, h| {
+                h.block_on(w.bindings.panel_webhooks_deliveries().call_build(&mut w.store, &claimed))
+            })
+            .await?;
+        self.answered("build", r)
+    }
+
     /// An error the plugin answered (a database failure) is a failed call:
     /// logged and counted like a trap, never read as "nothing to do".
     fn answered<T>(&self, name: &'static str, r: Result<T, String>) -> Result<T, CallError> {

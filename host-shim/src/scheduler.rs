@@ -28,12 +28,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::bindings::ex::deliveries::{Outgoing, Response, Sent};
+use crate::bindings::ex::deliveries::{Outgoing, Response, Sent, Unsendable};
 use crate::intake::{self, Held, MAX_GROUP, Queue, Raising};
-use crate::runtime::Runtime;
+use crate::runtime::{CallError, Runtime};
 
 /// How long the engine waits before it looks again when every due row is
 /// held back by the per-webhook bound with leases it does not own (another
@@ -131,6 +133,11 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
     let cfg = rt.config();
     let max = (cfg.delivery_workers as u32).saturating_mul(cfg.batch_size.max(1));
     let mut flying: JoinSet<Sent> = JoinSet::new();
+    // `deliveries.build` calls for claimed ids (reads only); how many ids
+    // they hold. One at a time, right after its step, except the halves of a
+    // build that trapped.
+    let mut building: JoinSet<Built> = JoinSet::new();
+    let being_built = Arc::new(AtomicU32::new(0));
     let mut finished: Vec<Sent> = Vec::new();
     let mut raising: Vec<Raising> = Vec::new();
     let mut failures = 0u32;
@@ -149,8 +156,11 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
         while let Some(r) = flying.try_join_next() {
             collect(r, &mut finished);
         }
+        while let Some(b) = building.try_join_next() {
+            built(&rt, b, &mut wire, &mut flying, &mut building, &being_built, &mut finished);
+        }
         let draining = *stop.borrow();
-        let free = max.saturating_sub(flying.len() as u32);
+        let free = max.saturating_sub(flying.len() as u32 + being_built.load(Ordering::Relaxed));
         // Claim when work is due, and whenever responses freed slots or events
         // were raised: rows held back by the per-webhook bound may go now, and
         // new deliveries are due at once.
@@ -180,9 +190,17 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
                 Ok(report) => {
                     failures = 0;
                     let got = report.claimed.len() as u32;
-                    for o in report.claimed {
-                        let slot = wire.slot(o.webhook_id);
-                        flying.spawn(send(rt.clone(), slot, o));
+                    if got > 0 {
+                        // Built at once, before the next step: measured, that
+                        // beats building beside the next step on both
+                        // throughput and latency (they only compete for the
+                        // two cores). A separate call all the same, so that a
+                        // row that traps the build is found and recorded
+                        // (see `built`) without failing the step's commit.
+                        spawn_build(&mut building, &rt, report.claimed, &being_built);
+                        if let Some(b) = building.join_next().await {
+                            built(&rt, b, &mut wire, &mut flying, &mut building, &being_built, &mut finished);
+                        }
                     }
                     if claim > 0 {
                         let now_ms = cfg.clock.now_ms();
@@ -211,7 +229,7 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
             }
             continue;
         }
-        if draining && flying.is_empty() {
+        if draining && flying.is_empty() && building.is_empty() {
             break;
         }
         let sleep = due.map(tokio::time::Instant::from_std);
@@ -221,6 +239,9 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
                 while let Some(r) = flying.try_join_next() {
                     collect(r, &mut finished);
                 }
+            }
+            Some(b) = building.join_next(), if !building.is_empty() => {
+                built(&rt, b, &mut wire, &mut flying, &mut building, &being_built, &mut finished);
             }
             Some(r) = rx.recv() => raising.push(r),
             Ok(()) = wake.changed(), if !draining => due = Some(Instant::now()),
@@ -252,6 +273,96 @@ impl Wire {
             self.slots.retain(|_, s| Arc::strong_count(s) > 1);
         }
         self.slots.entry(webhook).or_insert_with(|| Arc::new(Semaphore::new(self.bound))).clone()
+    }
+}
+
+/// A finished `deliveries.build` call: the ids it was given and its answer.
+type Built = (Vec<i64>, Result<Vec<Result<Outgoing, Unsendable>>, CallError>);
+
+/// Counts ids as being built until dropped (even if the task panics), so the
+/// engine's free slots stay right.
+struct Building(Arc<AtomicU32>, u32);
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
+}
+
+/// Builds the requests of claimed deliveries (a plugin call on a blocking
+/// thread, as every call); the ids count as busy slots from now on.
+fn spawn_build(building: &mut JoinSet<Built>, rt: &Arc<Runtime>, ids: Vec<i64>, count: &Arc<AtomicU32>) {
+    count.fetch_add(ids.len() as u32, Ordering::Relaxed);
+    let counted = Building(count.clone(), ids.len() as u32);
+    let rt = rt.clone();
+    building.spawn(async move {
+        let _counted = counted;
+        let r = rt.build(ids.clone()).await;
+        (ids, r)
+    });
+}
+
+/// Acts on a finished build: sends what was built; hands what cannot be sent
+/// to the next step as a failed attempt. When the call itself trapped, one
+/// of its rows may be to blame: the ids are built again in halves, until the
+/// one that traps is alone and is recorded as failed, with the reason; it
+/// then follows the retry schedule like any failure and ends `exhausted`,
+/// visible in the history and resendable. The other rows go on.
+fn built(
+    rt: &Arc<Runtime>,
+    b: Result<Built, tokio::task::JoinError>,
+    wire: &mut Wire,
+    flying: &mut JoinSet<Sent>,
+    building: &mut JoinSet<Built>,
+    being_built: &Arc<AtomicU32>,
+    finished: &mut Vec<Sent>,
+) {
+    let now_ms = rt.config().clock.now_ms();
+    match b {
+        Ok((_, Ok(answers))) => {
+            for a in answers {
+                match a {
+                    Ok(o) => {
+                        let slot = wire.slot(o.webhook_id);
+                        flying.spawn(send(rt.clone(), slot, o));
+                    }
+                    Err(u) => finished.push(Sent {
+                        delivery_id: u.delivery_id,
+                        started_ms: now_ms,
+                        duration_ms: 0,
+                        outcome: Err(u.error),
+                        request_headers: u.request_headers,
+                    }),
+                }
+            }
+        }
+        Ok((mut ids, Err(CallError::Trap(e)))) => {
+            if ids.len() > 1 {
+                let second = ids.split_off(ids.len() / 2);
+                spawn_build(building, rt, ids, being_built);
+                spawn_build(building, rt, second, being_built);
+            } else if let Some(id) = ids.pop() {
+                tracing::error!(delivery = id, "the plugin failed building this delivery's request: {e}");
+                finished.push(Sent {
+                    delivery_id: id,
+                    started_ms: now_ms,
+                    duration_ms: 0,
+                    outcome: Err("not sent: the plugin failed while building this request; \
+                                  the operator's log has the details"
+                        .into()),
+                    request_headers: Vec::new(),
+                });
+            }
+        }
+        // The database or an instance failed, not a row: the leases run out
+        // and the rows are claimed again.
+        Ok((ids, Err(e))) => {
+            tracing::error!(
+                deliveries = ids.len(),
+                "building requests failed; they are retried when their lease ends: {e}"
+            )
+        }
+        Err(e) => tracing::error!("a build task failed: {e}"),
     }
 }
 

@@ -461,20 +461,34 @@ impl ex::deliveries::Guest for Component {
         })?;
         Ok(ex::deliveries::StepReport {
             raised: r.raised.into_iter().map(|r| r.map(raised_to_wit).map_err(raise_err)).collect(),
-            claimed: r
-                .claimed
-                .into_iter()
-                .map(|o| ex::deliveries::Outgoing {
+            claimed: r.claimed,
+            next_due_ms: r.next_due_ms,
+        })
+    }
+
+    fn build(claimed: Vec<i64>) -> Result<Vec<Result<ex::deliveries::Outgoing, ex::deliveries::Unsendable>>, String> {
+        let built = outbox::build(&Wasm, &claimed).map_err(|e| {
+            Wasm.log(Level::Error, &format!("building requests failed: {e}"));
+            e.to_string()
+        })?;
+        Ok(built
+            .into_iter()
+            .map(|b| match b {
+                Ok(o) => Ok(ex::deliveries::Outgoing {
                     delivery_id: o.delivery_id,
                     webhook_id: o.webhook_id,
                     url: o.request.url,
                     headers: o.request.headers,
                     body: o.request.body,
                     timeout_ms: o.request.timeout_ms,
-                })
-                .collect(),
-            next_due_ms: r.next_due_ms,
-        })
+                }),
+                Err(f) => Err(ex::deliveries::Unsendable {
+                    delivery_id: f.delivery_id,
+                    error: f.result.err().unwrap_or_default(),
+                    request_headers: f.request_headers,
+                }),
+            })
+            .collect())
     }
 
     fn stats() -> Result<ex::deliveries::QueueStats, String> {

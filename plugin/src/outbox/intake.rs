@@ -48,6 +48,13 @@ pub fn check(e: &NewEvent) -> Result<&str, RaiseError> {
             "event id must be 1-128 characters of letters, digits, '_', '-', '.' or ':'".into(),
         ));
     }
+    if e.occurred_at_ms > super::MAX_TIME_MS {
+        return Err(RaiseError::InvalidData(format!(
+            "occurred_at_ms: {} is past the year 9999; it must be milliseconds since 1970 \
+             (a value this large is often microseconds or nanoseconds)",
+            e.occurred_at_ms
+        )));
+    }
     if e.data_json.len() > MAX_DATA {
         return Err(RaiseError::InvalidData(format!("data is larger than {MAX_DATA} bytes")));
     }

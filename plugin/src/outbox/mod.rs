@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 pub use intake::{NewEvent, RaiseError, Raised, raise_batch, raise_each};
 pub use maintenance::{Pruned, QueueStats, maintain, stats};
-pub use pipeline::{Finished, Outcome, StepReport, resend, retry_failed_since, send_test, step};
+pub use pipeline::{Finished, Outcome, StepReport, build, resend, retry_failed_since, send_test, step};
 pub use state::DeliveryState;
 
 /// Response bodies are stored up to this many bytes; `response_body_size`
@@ -55,8 +55,16 @@ pub fn msg_id(event_id: &str, webhook_id: i64, webhook_created_at: i64) -> Strin
     format!("msg_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18]))
 }
 
-/// RFC 3339 in UTC with milliseconds.
+/// The latest time an event may carry: 9999-12-31T23:59:59.999Z, the last
+/// instant RFC 3339 (four-digit years) can write. A panel sending
+/// microseconds instead of milliseconds lands far past it.
+pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
+
+/// RFC 3339 in UTC with milliseconds. Never fails: a time past
+/// [`MAX_TIME_MS`] (refused at intake; only a row stored by an older version
+/// can hold one) shows as that last instant.
 pub fn rfc3339(ms: u64) -> String {
+    let ms = ms.min(MAX_TIME_MS);
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 

@@ -68,7 +68,8 @@ pub struct Outcome {
 pub struct StepReport {
     /// One answer per raised event, in order.
     pub raised: Vec<Result<Raised, RaiseError>>,
-    pub claimed: Vec<Outgoing>,
+    /// Leased deliveries, for [`build`].
+    pub claimed: Vec<i64>,
     pub next_due_ms: Option<u64>,
 }
 
@@ -102,12 +103,17 @@ pub fn step(
     if claim_max == 0 {
         return Ok(StepReport { raised: answers, ..StepReport::default() });
     }
-    let (claimed, unsendable) = build_all(host, &ids, now, settings.attempt_timeout_ms)?;
-    // A delivery that cannot even be built (its signing key no longer opens)
-    // is an attempt that failed: recorded now, retried on the schedule.
-    record(host, &settings, &unsendable, Mode::Scheduled)?;
     let next_due_ms = if ids.len() as u32 >= claim_max { Some(now) } else { next_due(host, host.now_ms())? };
-    Ok(StepReport { raised: answers, claimed, next_due_ms })
+    Ok(StepReport { raised: answers, claimed: ids, next_due_ms })
+}
+
+/// Builds and signs the requests of claimed deliveries (`deliveries.build`):
+/// reads only. A delivery that cannot be built comes back as a failed
+/// attempt for the next step to record; it then follows the retry schedule.
+pub fn build(host: &dyn Host, ids: &[i64]) -> Result<Vec<Result<Outgoing, Finished>>, DbError> {
+    let settings = host.settings();
+    let (ok, failed) = build_all(host, ids, host.now_ms(), settings.attempt_timeout_ms)?;
+    Ok(ok.into_iter().map(Ok).chain(failed.into_iter().map(Err)).collect())
 }
 
 /// Claims up to `n` due rows, oldest first, at most `per_webhook` leased per
@@ -217,7 +223,7 @@ fn build_all(
     let mut ok = Vec::with_capacity(ids.len());
     let mut failed = Vec::new();
     for job in load_jobs(host, ids)? {
-        match build(host, &job, now, timeout_ms) {
+        match build_one(host, &job, now, timeout_ms) {
             Ok(request) => ok.push(Outgoing { delivery_id: job.delivery_id, webhook_id: job.webhook_id, request }),
             Err((error, request_headers)) => failed.push(Finished {
                 delivery_id: job.delivery_id,
@@ -233,7 +239,23 @@ fn build_all(
 
 /// The signed request for one delivery. The host signs with the sealed keys;
 /// the plaintext never enters the component.
-fn build(host: &dyn Host, j: &Job, now: u64, timeout_ms: u64) -> Result<OutRequest, (String, Vec<(String, String)>)> {
+fn build_one(
+    host: &dyn Host,
+    j: &Job,
+    now: u64,
+    timeout_ms: u64,
+) -> Result<OutRequest, (String, Vec<(String, String)>)> {
+    #[cfg(feature = "test-hooks")]
+    if j.data.contains(r#""__hook":"trap-build""#) {
+        panic!("test hook: trap while building a request");
+    }
+    if j.occurred_at > super::MAX_TIME_MS {
+        // Refused at intake since 0.2; a row stored before may hold one.
+        return Err((
+            format!("not sent: the event's time ({} ms since 1970) is past the year 9999", j.occurred_at),
+            Vec::new(),
+        ));
+    }
     let ts = now / 1000;
     let body = payload(&j.event_type, j.occurred_at, &j.data);
     let mut headers = vec![

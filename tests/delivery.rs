@@ -322,3 +322,43 @@ fn a_poison_delivery_is_recorded_as_failed_and_the_others_go_on() {
     assert_eq!(r.count_at("/ok/a"), 20, "no poison request was sent");
     assert!(h.log().contains("failed building this delivery"), "the detail is in the log");
 }
+
+/// CPU seconds a process has used (user + system), from `/proc`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn a_host_whose_every_slot_hangs_waits_without_spinning() {
+    // One unit of 64 slots, all taken by a receiver that never answers, and
+    // more due behind them: the engine must sleep until a slot frees, not
+    // wake again and again for the work it cannot take.
+    let h = host_with(&[
+        ("WEBHOOKS_WORKERS", "1"),
+        ("WEBHOOKS_PER_WEBHOOK_CONCURRENCY", "64"),
+        ("WEBHOOKS_ATTEMPT_TIMEOUT", "30s"),
+    ]);
+    let r = Receiver::start();
+    h.admin().create("Dead", &r.url("/hang/dead"), "", &["user.created"], true);
+    let batch: Vec<_> = (0..100).map(|i| json!({"type": "user.created", "data": {"i": i}})).collect();
+    let resp = h
+        .api()
+        .post(format!("{}/api/events/batch", h.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "events": batch }))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    r.wait_for("/hang/dead", 64, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = h.child.id();
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(pid) - before;
+    assert!(used < 0.3, "the idle host used {used:.2} s of CPU in 2 s while every slot hung");
+    assert_eq!(r.count_at("/hang/dead"), 64, "no more than the slots were sent");
+}

@@ -245,7 +245,9 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
             }
             Some(r) = rx.recv() => raising.push(r),
             Ok(()) = wake.changed(), if !draining => due = Some(Instant::now()),
-            () = async { tokio::time::sleep_until(sleep.expect("guarded")).await }, if sleep.is_some() && !draining => {}
+            // A due time matters only with a free slot to fill; with none, a
+            // past due time would wake the loop at once, again and again.
+            () = async { tokio::time::sleep_until(sleep.expect("guarded")).await }, if sleep.is_some() && !draining && free > 0 => {}
             _ = stop.changed() => {}
         }
     }

@@ -91,13 +91,13 @@ const MIGRATIONS: &[&str] = &[
     // 6: due rows indexed per webhook, so that claiming walks only the front
     // of each webhook that has room under its in-flight bound, never the
     // backlog of one that has none (see `pipeline::claim`).
-    "DROP INDEX deliveries_due;
+    "DROP INDEX IF EXISTS deliveries_due;
      CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at)
         WHERE state IN ('pending', 'retrying');",
     // 7: the dashboard counts each webhook's retrying deliveries and shows the
     // next retry; retrying rows are few, a webhook's deliveries many (the
     // count scanned all of them on every page view).
-    "CREATE INDEX deliveries_retrying ON deliveries (webhook_id, next_attempt_at) WHERE state = 'retrying';",
+    "CREATE INDEX IF NOT EXISTS deliveries_retrying ON deliveries (webhook_id, next_attempt_at) WHERE state = 'retrying';",
 ];
 
 /// The first version whose sealed secrets hold key bytes.

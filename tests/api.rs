@@ -388,3 +388,59 @@ fn metric(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().unwrap()))
         .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
 }
+
+#[test]
+fn the_bearer_scheme_is_matched_without_regard_to_case() {
+    let h = host();
+    let get = |auth: &str| {
+        h.api().get(format!("{}/api/webhooks", h.base)).header("authorization", auth).send().unwrap().status().as_u16()
+    };
+    // RFC 9110: the scheme is case-insensitive and may be followed by several spaces.
+    for auth in [format!("Bearer {TOKEN}"), format!("bearer {TOKEN}"), format!("BEARER  {TOKEN}")] {
+        assert_eq!(get(&auth), 200, "{auth}");
+    }
+    for auth in [format!("Basic {TOKEN}"), "Bearer ".to_owned(), format!("Bearer{TOKEN}"), format!("Bearer {TOKEN}x")] {
+        assert_eq!(get(&auth), 401, "{auth}");
+    }
+}
+
+#[test]
+fn a_secret_of_only_spaces_or_a_short_whsec_key_is_refused() {
+    let h = host();
+    let create = |secret: &str| {
+        let r = h
+            .api()
+            .post(format!("{}/api/webhooks", h.base))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": "S", "url": "https://example.com/h", "events": ["user.created"], "secret": secret}))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<serde_json::Value>().unwrap_or_default())
+    };
+    // 16 bytes after whsec_: Standard Webhooks asks for 24 to 64.
+    for bad in ["   ", "whsec_AAAAAAAAAAAAAAAAAAAAAA=="] {
+        let (s, body) = create(bad);
+        assert_eq!(s, 422, "{bad:?}: {body}");
+        assert_eq!(body["error"]["field"], "secret", "{body}");
+    }
+    assert_eq!(h.count("SELECT COUNT(*) FROM webhooks"), 0, "nothing stored");
+    // Empty still means "no secret"; a 24-byte key is fine.
+    assert_eq!(create("").0, 201);
+    assert_eq!(create("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").0, 201);
+}
+
+#[test]
+fn test_webhook_cannot_be_raised_through_the_events_api() {
+    let h = host();
+    let r = Receiver::start();
+    h.api()
+        .post(format!("{}/api/webhooks", h.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "A", "url": r.url("/ok/a"), "events": ["user.created"]}))
+        .send()
+        .unwrap();
+    let (s, body) = h.raise(json!({"type": "test.webhook", "data": {}}));
+    assert_eq!(s, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Send test"), "{body}");
+    assert_eq!(h.count("SELECT COUNT(*) FROM events"), 0);
+}

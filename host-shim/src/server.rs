@@ -334,12 +334,16 @@ fn api_error(status: StatusCode, code: &str, message: impl Into<String>, field: 
 }
 
 fn authorized(app: &App, headers: &HeaderMap) -> bool {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer).unwrap_or("");
     admin_ui::same_secret(&app.api_token, given)
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is
+/// matched without regard to case and may be followed by several spaces
+/// (RFC 9110 §11.1, §11.4).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start_matches(' ')).filter(|t| !t.is_empty())
 }
 
 #[derive(Deserialize)]

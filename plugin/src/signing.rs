@@ -28,6 +28,11 @@ pub fn is_valid_whsec(secret: &str) -> bool {
     secret.strip_prefix(PREFIX).is_some_and(|b64| STANDARD.decode(b64).is_ok_and(|b| !b.is_empty()))
 }
 
+/// The key size of a valid `whsec_` secret, in bytes; `None` for other secrets.
+pub fn whsec_key_len(secret: &str) -> Option<usize> {
+    secret.strip_prefix(PREFIX).and_then(|b64| STANDARD.decode(b64).ok()).map(|b| b.len())
+}
+
 /// The `whsec_` form of a secret, as verification libraries expect it.
 pub fn whsec_form(secret: &str) -> String {
     format!("{PREFIX}{}", STANDARD.encode(key_bytes(secret)))

@@ -75,8 +75,13 @@ pub fn validate(host: &dyn Host, input: &Input) -> Result<Valid, Vec<FieldError>
     let secret = match &input.secret {
         None => None,
         Some(s) => {
+            let typed = !s.is_empty();
             let s = s.trim();
-            if s.is_empty() {
+            if s.is_empty() && typed {
+                // Spaces are not "no secret" by accident: say so.
+                errors.push(err("secret", "A secret cannot be only spaces. Leave the box empty for no secret."));
+                None
+            } else if s.is_empty() {
                 Some(None)
             } else if let Some(m) = secret_problem(s) {
                 errors.push(err("secret", m));
@@ -141,6 +146,9 @@ pub fn validate_url(raw: &str) -> Result<String, String> {
     Ok(url.as_str().to_owned())
 }
 
+/// Key sizes the Standard Webhooks specification allows for `whsec_` secrets.
+const WHSEC_KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
+
 fn secret_problem(s: &str) -> Option<String> {
     if s.len() > MAX_SECRET {
         return Some(format!("Secret must be at most {MAX_SECRET} characters."));
@@ -150,6 +158,14 @@ fn secret_problem(s: &str) -> Option<String> {
     }
     if s.starts_with("whsec_") && !signing::is_valid_whsec(s) {
         return Some("A secret starting with whsec_ must be followed by base64.".into());
+    }
+    if let Some(n) = signing::whsec_key_len(s).filter(|n| !(WHSEC_KEY_BYTES.contains(n))) {
+        // Standard Webhooks: keys of 24 to 64 bytes; shorter ones are guessable.
+        return Some(format!(
+            "The key after whsec_ must be {} to {} bytes (32 recommended); this one has {n}. Use Generate for a good one.",
+            WHSEC_KEY_BYTES.start(),
+            WHSEC_KEY_BYTES.end()
+        ));
     }
     if s.len() < 8 {
         return Some("Secret must be at least 8 characters (or use Generate).".into());
@@ -197,6 +213,8 @@ mod tests {
         assert!(secret_problem("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").is_none());
         assert!(secret_problem("a-raw-secret-string").is_none());
         assert!(secret_problem("whsec_!!!").is_some());
+        assert!(secret_problem("whsec_AAAAAAAAAAAAAAAAAAAAAA==").is_some(), "16 bytes");
+        assert!(secret_problem(&format!("whsec_{}", "A".repeat(88))).is_some(), "66 bytes");
         assert!(secret_problem("short").is_some());
         assert!(secret_problem("has space inside").is_some());
     }

@@ -43,6 +43,14 @@ pub fn check(e: &NewEvent) -> Result<&str, RaiseError> {
     if catalog::find(&e.event_type).is_none() {
         return Err(RaiseError::UnknownType(format!("unknown event type: {}", e.event_type)));
     }
+    if e.event_type == catalog::TEST_EVENT {
+        // It would reach every webhook at once and look like the admin's own test.
+        return Err(RaiseError::UnknownType(format!(
+            "{} is not raised by the panel: it is sent to one webhook by \"Send test\" \
+             (POST /api/webhooks/{{id}}/test)",
+            catalog::TEST_EVENT
+        )));
+    }
     if e.id.is_empty() || e.id.len() > 128 || !e.id.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)) {
         return Err(RaiseError::InvalidData(
             "event id must be 1-128 characters of letters, digits, '_', '-', '.' or ':'".into(),
@@ -230,6 +238,9 @@ mod tests {
             e.data_json = bad.into();
             assert!(matches!(check(&e), Err(RaiseError::InvalidData(_))), "{bad}");
         }
+        let mut e = ok.clone();
+        e.event_type = catalog::TEST_EVENT.into();
+        assert!(matches!(check(&e), Err(RaiseError::UnknownType(_))), "test.webhook is not raised");
         let mut e = ok;
         e.id = "has space".into();
         assert!(matches!(check(&e), Err(RaiseError::InvalidData(_))));

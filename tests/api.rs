@@ -444,3 +444,36 @@ fn test_webhook_cannot_be_raised_through_the_events_api() {
     assert!(body["error"]["message"].as_str().unwrap().contains("Send test"), "{body}");
     assert_eq!(h.count("SELECT COUNT(*) FROM events"), 0);
 }
+
+#[test]
+fn every_response_carries_nosniff_json_is_not_stored_and_405_says_what_is_allowed() {
+    let h = host();
+    let send = |method: &str, path: &str| {
+        h.api().request(method.parse().unwrap(), format!("{}{path}", h.base)).bearer_auth(TOKEN).send().unwrap()
+    };
+    for path in
+        ["/api/webhooks", "/api/openapi.json", "/metrics", "/healthz", "/static/panel.css", "/api/nope", "/login"]
+    {
+        let r = send("GET", path);
+        let hd = r.headers();
+        assert_eq!(hd.get("x-content-type-options").map(|v| v.to_str().unwrap()), Some("nosniff"), "{path}");
+        let json = hd.get("content-type").is_some_and(|v| v.to_str().unwrap().starts_with("application/json"));
+        // The OpenAPI document is public and static: it may be cached.
+        if json && path != "/api/openapi.json" {
+            assert_eq!(hd.get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"), "{path}");
+        }
+    }
+    // 405s, from the host's routes and from the plugin's router alike.
+    for (method, path, allow) in [
+        ("PUT", "/api/webhooks", "GET, POST"),
+        ("DELETE", "/api/event-types", "GET"),
+        ("PUT", "/api/webhooks/1", "GET, PATCH, DELETE"),
+        ("GET", "/api/webhooks/1/test", "POST"),
+        ("DELETE", "/api/events", "POST"),
+    ] {
+        let r = send(method, path);
+        assert_eq!(r.status().as_u16(), 405, "{method} {path}");
+        let got = r.headers().get("allow").map(|v| v.to_str().unwrap().replace(' ', ""));
+        assert_eq!(got.as_deref(), Some(allow.replace(' ', "").as_str()), "{method} {path}");
+    }
+}

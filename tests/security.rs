@@ -168,6 +168,12 @@ fn a_component_that_loops_or_grows_fails_that_call_only() {
         let (s, body) = h.raise(json!({"type": "test.webhook", "data": {"__hook": hook}}));
         assert_eq!(s, 503, "{hook}: {body}");
         assert_eq!(body["error"]["code"], "plugin", "{hook}");
+        // An error id to quote, never the trap itself (it carries a wasm backtrace).
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("(error E-"), "{hook}: {message}");
+        for leak in ["wasm", "backtrace", "panicked", "unreachable", "interrupt"] {
+            assert!(!message.contains(leak), "{hook}: {message}");
+        }
         assert!(t.elapsed() < Duration::from_secs(10), "{hook} took {:?}", t.elapsed());
         // The host survives and answers the next request normally.
         let (s, _) = h.raise(json!({"type": "user.created", "data": {"after": hook}}));

@@ -89,6 +89,21 @@ pub fn router(app: Arc<App>) -> Router {
             )
         })
         .with_state(app)
+        .layer(axum::middleware::map_response(baseline_headers))
+}
+
+/// On every response, whoever answered it: `nosniff`, and `no-store` on
+/// JSON (it carries webhooks, deliveries and payloads) unless a handler set
+/// its own caching (the static OpenAPI document may be cached).
+async fn baseline_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.entry("x-content-type-options").or_insert(HeaderValue::from_static("nosniff"));
+    let json =
+        h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("application/json"));
+    if json {
+        h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    }
+    resp
 }
 
 /// Serves until `shutdown` resolves; answers the bound address through `bound`.
@@ -286,7 +301,7 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
             StatusCode::INTERNAL_SERVER_ERROR,
             "Error".to_owned(),
             "<div class=\"wh\"><h1>The webhooks plugin failed</h1><p>The error was logged and the plugin was restarted.</p></div>".to_owned(),
-            Some(Flash { kind: FlashKind::Error, message: format!("{e}. Nothing was changed; try again.") }),
+            Some(Flash { kind: FlashKind::Error, message: format!("{} Nothing was changed; try again.", plugin_failed(&e)) }),
         ),
     };
     if acting.fragment {
@@ -376,12 +391,25 @@ struct ApiBatch {
     events: Vec<ApiEvent>,
 }
 
+/// What a page or an API body says when a plugin call failed: an error id
+/// the admin can quote, never the failure itself (a trap's message carries
+/// a wasm backtrace). The detail goes to the log under the same id.
+fn plugin_failed(e: &dyn std::fmt::Display) -> String {
+    let mut b = [0u8; 4];
+    let id = match getrandom::fill(&mut b) {
+        Ok(()) => format!("E-{}", hex::encode(b)),
+        Err(_) => "E-unknown".to_owned(),
+    };
+    tracing::error!(error_id = %id, "a plugin call failed: {e}");
+    format!("The webhooks plugin could not answer (error {id}); the operator's log has the details.")
+}
+
 fn raise_error(e: RaiseError) -> Response {
     match e {
         RaiseError::UnknownType(m) => api_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_type", m, Some("type")),
         RaiseError::InvalidData(m) => api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_data", m, Some("data")),
         RaiseError::Storage(m) => api_error(StatusCode::SERVICE_UNAVAILABLE, "storage", m, None),
-        RaiseError::Plugin(m) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", m, None),
+        RaiseError::Plugin(m) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", plugin_failed(&m), None),
     }
 }
 
@@ -457,12 +485,17 @@ async fn api_management(
     match app.hooks.api(&req).await {
         Ok(r) => {
             let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            if r.body.is_empty() {
-                return status.into_response();
+            let mut resp = if r.body.is_empty() {
+                status.into_response()
+            } else {
+                (status, [(header::CONTENT_TYPE, "application/json")], r.body).into_response()
+            };
+            if let Some(allow) = r.allow.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+                resp.headers_mut().insert(header::ALLOW, allow);
             }
-            (status, [(header::CONTENT_TYPE, "application/json")], r.body).into_response()
+            resp
         }
-        Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", e.to_string(), None),
+        Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", plugin_failed(&e), None),
     }
 }
 
@@ -474,7 +507,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     match app.hooks.metrics_text().await {
         Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
             .into_response(),
-        Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", e.to_string(), None),
+        Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", plugin_failed(&e), None),
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Request {
 pub struct Response {
     pub status: u16,
     pub body: String,
+    /// With a 405: the methods the path takes.
+    pub allow: Option<String>,
 }
 
 /// Deliveries per page by default, and at most.
@@ -41,10 +43,31 @@ pub struct ApiError {
     message: String,
     field: Option<String>,
     details: Vec<FieldError>,
+    /// With a 405: the methods the path takes, for the `Allow` header.
+    allow: Option<String>,
 }
 
 fn error(status: u16, code: &'static str, message: impl Into<String>, field: Option<&str>) -> ApiError {
-    ApiError { status, code, message: message.into(), field: field.map(str::to_owned), details: Vec::new() }
+    ApiError {
+        status,
+        code,
+        message: message.into(),
+        field: field.map(str::to_owned),
+        details: Vec::new(),
+        allow: None,
+    }
+}
+
+/// 405 for a path that takes only `methods`; they go in `Allow` too.
+fn method_not_allowed(methods: &[&str]) -> ApiError {
+    let words = match methods {
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+        [] => "no method".to_owned(),
+    };
+    let mut e = error(405, "method_not_allowed", format!("Use {words} on this path."), None);
+    e.allow = Some(methods.join(", "));
+    e
 }
 
 fn not_found(what: &str) -> ApiError {
@@ -67,12 +90,12 @@ impl ApiError {
             err["details"] =
                 self.details.iter().map(|d| json!({ "field": d.field, "message": d.message })).collect::<Json>();
         }
-        Response { status: self.status, body: json!({ "error": err }).to_string() }
+        Response { status: self.status, body: json!({ "error": err }).to_string(), allow: self.allow }
     }
 }
 
 fn ok(status: u16, body: Json) -> Result<Response, ApiError> {
-    Ok(Response { status, body: body.to_string() })
+    Ok(Response { status, body: body.to_string(), allow: None })
 }
 
 /// Routes one API request.
@@ -92,16 +115,15 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, ApiError> {
     let segs: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let m = req.method.to_ascii_uppercase();
     let id = |s: &str| s.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| not_found("webhook"));
-    let allow = |allowed: &str| error(405, "method_not_allowed", format!("Use {allowed} on this path."), None);
     match (segs.as_slice(), m.as_str()) {
         (["event-types"], "GET") => event_types(),
-        (["event-types"], _) => Err(allow("GET")),
+        (["event-types"], _) => Err(method_not_allowed(&["GET"])),
         (["webhooks"], "GET") => {
             let hooks = store::list(host)?;
             ok(200, json!({ "data": hooks.iter().map(|w| webhook_json(w, host.now_ms())).collect::<Vec<_>>() }))
         }
         (["webhooks"], "POST") => create(host, req),
-        (["webhooks"], _) => Err(allow("GET or POST")),
+        (["webhooks"], _) => Err(method_not_allowed(&["GET", "POST"])),
         (["webhooks", i], "GET") => {
             let w = store::get(host, id(i)?)?.ok_or_else(|| not_found("webhook"))?;
             ok(200, webhook_json(&w, host.now_ms()))
@@ -113,23 +135,23 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, ApiError> {
                 return Err(not_found("webhook"));
             }
             host.log(Level::Info, &format!("{} deleted webhook {i} (API)", req.actor));
-            Ok(Response { status: 204, body: String::new() })
+            Ok(Response { status: 204, body: String::new(), allow: None })
         }
-        (["webhooks", _], _) => Err(allow("GET, PATCH or DELETE")),
+        (["webhooks", _], _) => Err(method_not_allowed(&["GET", "PATCH", "DELETE"])),
         (["webhooks", i, "test"], "POST") => {
             let i = id(i)?;
             let o = outbox::send_test(host, i, &req.actor)?.ok_or_else(|| not_found("webhook"))?;
             host.log(Level::Info, &format!("{} sent a test to webhook {i} (API)", req.actor));
             ok(200, outcome_json(&o))
         }
-        (["webhooks", _, "test"], _) => Err(allow("POST")),
+        (["webhooks", _, "test"], _) => Err(method_not_allowed(&["POST"])),
         (["webhooks", i, "deliveries"], "GET") => deliveries(host, req, id(i)?),
-        (["webhooks", _, "deliveries"], _) => Err(allow("GET")),
+        (["webhooks", _, "deliveries"], _) => Err(method_not_allowed(&["GET"])),
         (["webhooks", i, "deliveries", d], "GET") => {
             let d = store::delivery(host, id(i)?, id(d)?)?.ok_or_else(|| not_found("delivery"))?;
             ok(200, delivery_json(&d))
         }
-        (["webhooks", _, "deliveries", _], _) => Err(allow("GET")),
+        (["webhooks", _, "deliveries", _], _) => Err(method_not_allowed(&["GET"])),
         (["webhooks", i, "deliveries", d, "resend"], "POST") => {
             let (i, d) = (id(i)?, id(d)?);
             if store::delivery(host, i, d)?.is_none() {
@@ -140,7 +162,7 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, ApiError> {
             })?;
             ok(200, outcome_json(&o))
         }
-        (["webhooks", _, "deliveries", _, "resend"], _) => Err(allow("POST")),
+        (["webhooks", _, "deliveries", _, "resend"], _) => Err(method_not_allowed(&["POST"])),
         _ => Err(error(404, "not_found", format!("No API route {}.", req.path), None)),
     }
 }
@@ -318,6 +340,7 @@ fn invalid(errors: Vec<FieldError>) -> ApiError {
         message: first.message,
         field: Some(first.field.to_owned()),
         details: errors,
+        allow: None,
     }
 }
 

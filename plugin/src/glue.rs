@@ -362,7 +362,7 @@ impl ex::management::Guest for Component {
     fn handle(req: ex::management::ApiRequest) -> ex::management::ApiResponse {
         let r = api::Request { method: req.method, path: req.path, query: req.query, body: req.body, actor: req.actor };
         let out = api::handle(&Wasm, &r);
-        ex::management::ApiResponse { status: out.status, body: out.body }
+        ex::management::ApiResponse { status: out.status, body: out.body, allow: out.allow }
     }
 }
 

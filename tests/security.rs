@@ -39,6 +39,12 @@ const HOSTILE: &[&str] = &[
     "http://[::ffff:a9fe:a9fe]/",
     "http://[64:ff9b::a9fe:a9fe]/",
     "http://[64:ff9b::7f00:1]:{P}/",
+    // SIIT and local-use NAT64 (RFC 8215), and newer special-purpose ranges
+    "http://[::ffff:0:7f00:1]:{P}/",
+    "http://[64:ff9b:1::7f00:1]:{P}/",
+    "http://[64:ff9b:1:a9:fe:a9fe::]/",
+    "http://[3fff::1]/",
+    "http://[5f00::1]/",
     "http://[fe80::1%25eth0]/",
     "http://[fe80::1]/",
     "http://[fc00::1]/",

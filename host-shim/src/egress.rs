@@ -112,6 +112,10 @@ static FORBIDDEN: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
         ("2001::/32", "a Teredo tunnel address"),
         ("2001:db8::/32", "a documentation address"),
         ("2001:10::/28", "an ORCHID address"),
+        ("2001:2::/48", "a benchmarking address"),
+        ("2001:20::/28", "an ORCHIDv2 address"),
+        ("3fff::/20", "a documentation address"),
+        ("5f00::/16", "a segment-routing (SRv6) address"),
         ("2002::/16", "a 6to4 tunnel address"),
         ("fc00::/7", "a unique local (private) address"),
         ("fe80::/10", "a link-local address"),
@@ -125,31 +129,57 @@ static FORBIDDEN: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
 
 /// Why an address may not be reached, or `None` when it may.
 pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
-    let ip = match ip {
-        // IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) carry an
-        // IPv4 address a stack may route to: judge the embedded one.
-        IpAddr::V6(v6) => match embedded_v4(v6) {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    };
+    // IPv4-mapped, SIIT and NAT64 addresses carry an IPv4 address a stack
+    // or a translator routes to: judge the embedded one(s).
+    if let IpAddr::V6(v6) = ip {
+        let inside = embedded_v4(v6);
+        if !inside.is_empty() {
+            return inside.into_iter().find_map(|v4| forbidden_reason(IpAddr::V4(v4)));
+        }
+    }
     if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
         return Some("the broadcast address");
     }
     FORBIDDEN.iter().find(|(n, _)| n.contains(&ip)).map(|(_, why)| *why)
 }
 
-fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        return Some(v4);
-    }
+/// IPv4 addresses an IPv6 address carries for a translator or a dual stack
+/// to reach; each is judged as if dialled itself.
+fn embedded_v4(v6: Ipv6Addr) -> Vec<Ipv4Addr> {
     let s = v6.segments();
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        let o = v6.octets();
-        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    let o = v6.octets();
+    let last32 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if v6.to_ipv4_mapped().is_some() {
+        // IPv4-mapped, ::ffff:a.b.c.d.
+        return vec![last32];
     }
-    None
+    if s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+        // SIIT IPv4-translated (RFC 6145), ::ffff:0:a.b.c.d.
+        return vec![last32];
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        // Well-known NAT64 prefix (RFC 6052), 64:ff9b::a.b.c.d.
+        return vec![last32];
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        // Local-use NAT64 (RFC 8215), 64:ff9b:1::/48: the operator picks the
+        // prefix length, so every RFC 6052 placement under the /48 counts
+        // (/48: bits 48-63 and 72-87, /56: 56-63 and 72-95, /64: 72-103,
+        // /96: 96-127).
+        // A placement that reads 0.x.x.x is the zero padding of another
+        // placement, not an address: skipped, unless all are.
+        let placed: Vec<Ipv4Addr> = [
+            Ipv4Addr::new(o[6], o[7], o[9], o[10]),
+            Ipv4Addr::new(o[7], o[9], o[10], o[11]),
+            Ipv4Addr::new(o[9], o[10], o[11], o[12]),
+            last32,
+        ]
+        .into_iter()
+        .filter(|v4| v4.octets()[0] != 0)
+        .collect();
+        return if placed.is_empty() { vec![last32] } else { placed };
+    }
+    Vec::new()
 }
 
 /// The egress policy: the allowlist plus the fixed refusals.
@@ -549,6 +579,16 @@ mod tests {
             "::ffff:a9fe:a9fe",
             "64:ff9b::a9fe:a9fe",
             "64:ff9b::7f00:1",
+            // SIIT and local-use NAT64, whatever the prefix length under the /48.
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b:1::7f00:1",
+            "64:ff9b:1:7f00:1::",
+            "64:ff9b:1:a9:fe:a9fe::",
+            "64:ff9b:1::a:a00:100:0",
+            "2001:2::1",
+            "3fff::1",
+            "5f00::1",
             "2002:7f00:1::",
             "2001::1",
             "2001:db8::1",
@@ -556,7 +596,16 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(forbidden_reason(ip).is_some(), "{ip} should be refused");
         }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "::ffff:1.1.1.1", "64:ff9b::101:101"] {
+        for ip in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:1.1.1.1",
+            "64:ff9b::101:101",
+            "::ffff:0:101:101",
+            "64:ff9b:1:101:1:101:100:101",
+            "64:ff9b:1::101:101",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(forbidden_reason(ip).is_none(), "{ip} should pass");
         }

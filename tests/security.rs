@@ -287,3 +287,17 @@ fn secrets_never_appear_in_pages_logs_history_or_the_database_in_clear() {
     let s = &r.seen_at("/ok/s")[0];
     standardwebhooks::Webhook::new(secret).unwrap().verify(&s.body, &s.headers).unwrap();
 }
+
+#[test]
+fn a_next_address_carrying_cr_lf_goes_to_the_dashboard() {
+    let h = host();
+    let anon = h.anonymous();
+    let (_, page) = anon.get("/login");
+    let csrf = csrf_of(&page);
+    let next = format!("{MOUNT}/\r\nX-Injected: 1");
+    let (s, location, _) = anon
+        .post_raw("/login", &[("username", "admin"), ("password", ADMIN_PASSWORD), ("_csrf", &csrf), ("next", &next)]);
+    assert_eq!(s, 303);
+    assert_eq!(location, MOUNT, "signed in and sent to the dashboard");
+    assert_eq!(anon.get(MOUNT).0, 200);
+}

@@ -560,7 +560,9 @@ fn safe_next(mount: &str, next: Option<&str>) -> String {
         Some(n)
             if (n == mount || n.starts_with(&format!("{mount}/")) || n.starts_with(&format!("{mount}?")))
                 && !n.contains("//")
-                && !n.contains('\\') =>
+                && !n.contains('\\')
+                // CR/LF would break the `Location` header (a blank page).
+                && !n.chars().any(char::is_control) =>
         {
             n.to_owned()
         }

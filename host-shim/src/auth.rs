@@ -7,9 +7,15 @@
 //! - Sessions are random 256-bit ids in an `HttpOnly; SameSite=Strict`
 //!   cookie, held in memory with an idle timeout; a new id is issued at sign-in
 //!   (no session fixation).
-//! - Failed sign-ins are limited per client address and per user name:
-//!   after [`MAX_FAILURES`] within [`FAILURE_WINDOW`], sign-in is refused for
-//!   that window, before the password is even checked.
+//! - Failed sign-ins are limited per (client address, user name) —
+//!   [`MAX_FAILURES`] — and per client address whatever the name —
+//!   [`MAX_ADDRESS_FAILURES`] — within [`FAILURE_WINDOW`]; past either,
+//!   sign-in from there is refused for that window, before the password is
+//!   even checked. Not per user name alone: a stranger failing as `admin`
+//!   from elsewhere must not lock the real admin out.
+//! - The table of failures is bounded: entries expire with the window, at
+//!   most [`MAX_TRACKED`] are kept (the oldest go first), and a user name
+//!   counts by its first [`MAX_USER_LEN`] bytes only.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,8 +29,14 @@ use subtle::ConstantTimeEq;
 
 use crate::secrets::{random_hex, write_private};
 
-/// Failed sign-ins allowed per address or user name within the window.
+/// Failed sign-ins allowed per (address, user name) within the window.
 pub const MAX_FAILURES: u32 = 5;
+/// Failed sign-ins allowed per address, whatever the user names, within the window.
+pub const MAX_ADDRESS_FAILURES: u32 = 20;
+/// Most (address, user name) and address entries kept in the failure table.
+pub const MAX_TRACKED: usize = 10_000;
+/// Bytes of a user name that count (longer names cannot be the admin's).
+pub const MAX_USER_LEN: usize = 128;
 /// The failure-counting window and the lockout that follows.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// A session ends after this long without a request.
@@ -75,15 +87,25 @@ impl Auth {
         Ok((Auth::new(user, hash), Some(generated)))
     }
 
-    fn locked(&self, key: &str) -> Option<Duration> {
+    fn locked(&self, key: &str, max: u32) -> Option<Duration> {
         let f = self.failures.lock().ok()?;
         let (n, since) = f.get(key)?;
         let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
-        (*n >= MAX_FAILURES).then_some(left)
+        (*n >= max).then_some(left)
     }
 
     fn fail(&self, key: &str) {
         if let Ok(mut f) = self.failures.lock() {
+            if f.len() >= MAX_TRACKED && !f.contains_key(key) {
+                f.retain(|_, (_, since)| since.elapsed() <= FAILURE_WINDOW);
+                if f.len() >= MAX_TRACKED {
+                    // Still full of live entries: forget the oldest half.
+                    let mut ages: Vec<Instant> = f.values().map(|(_, since)| *since).collect();
+                    ages.sort_unstable();
+                    let cut = ages[ages.len() / 2];
+                    f.retain(|_, (_, since)| *since > cut);
+                }
+            }
             let e = f.entry(key.to_owned()).or_insert((0, Instant::now()));
             if e.1.elapsed() > FAILURE_WINDOW {
                 *e = (0, Instant::now());
@@ -92,10 +114,20 @@ impl Auth {
         }
     }
 
+    /// How many failures are tracked now (for tests and metrics).
+    pub fn tracked_failures(&self) -> usize {
+        self.failures.lock().map(|f| f.len()).unwrap_or(0)
+    }
+
     /// Checks credentials from `client`; answers a new session id.
     pub fn login(&self, client: &str, user: &str, password: &str) -> Result<String, LoginError> {
-        let keys = [format!("addr:{client}"), format!("user:{}", user.to_lowercase())];
-        if let Some(left) = keys.iter().filter_map(|k| self.locked(k)).max() {
+        let mut end = user.len().min(MAX_USER_LEN);
+        while !user.is_char_boundary(end) {
+            end -= 1;
+        }
+        let name = user[..end].to_lowercase();
+        let keys = [(format!("addr:{client}"), MAX_ADDRESS_FAILURES), (format!("pair:{client}\n{name}"), MAX_FAILURES)];
+        if let Some(left) = keys.iter().filter_map(|(k, max)| self.locked(k, *max)).max() {
             return Err(LoginError::Locked(left));
         }
         let user_ok = bool::from(user.as_bytes().ct_eq(self.user.as_bytes()));
@@ -103,15 +135,15 @@ impl Auth {
         let pass_ok = PasswordHash::new(&self.hash)
             .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
         if !(user_ok && pass_ok) {
-            for k in &keys {
+            for (k, _) in &keys {
                 self.fail(k);
             }
             return Err(LoginError::Invalid);
         }
-        for k in &keys {
-            if let Ok(mut f) = self.failures.lock() {
-                f.remove(k);
-            }
+        // The admin is in: this pair starts afresh. (The address keeps its
+        // count: one right guess must not wipe a scan's trace.)
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(&keys[1].0);
         }
         let id = random_hex(32);
         if let Ok(mut s) = self.sessions.lock() {
@@ -159,8 +191,29 @@ mod tests {
             let _ = a.login("5.6.7.8", "admin", "bad");
         }
         assert!(matches!(a.login("5.6.7.8", "admin", "correct horse"), Err(LoginError::Locked(_))));
-        // Another address is locked out for that user name too.
-        assert!(matches!(a.login("9.9.9.9", "admin", "correct horse"), Err(LoginError::Locked(_))));
+        // A stranger failing as the admin does not lock the admin out elsewhere.
+        assert!(a.login("9.9.9.9", "admin", "correct horse").is_ok());
+        // Many user names from one address: the address is limited too.
+        for i in 0..MAX_ADDRESS_FAILURES {
+            let _ = a.login("7.7.7.7", &format!("guess{i}"), "bad");
+        }
+        assert!(matches!(a.login("7.7.7.7", "admin", "correct horse"), Err(LoginError::Locked(_))));
+    }
+
+    #[test]
+    fn the_failure_table_stays_bounded() {
+        let a = Auth::new("admin", hash_password("correct horse"));
+        let long = "x".repeat(200 * 1024);
+        // Without the password work (it is what makes a sign-in slow), the
+        // same bookkeeping as `login`.
+        for i in 0..(MAX_TRACKED + 500) {
+            a.fail(&format!("addr:10.0.{}.{}", i / 256, i % 256));
+        }
+        assert!(a.tracked_failures() <= MAX_TRACKED, "{}", a.tracked_failures());
+        // A 200 KiB user name counts by its first bytes only.
+        assert_eq!(a.login("1.1.1.1", &long, "bad"), Err(LoginError::Invalid));
+        let longest = a.failures.lock().unwrap().keys().map(String::len).max().unwrap();
+        assert!(longest < MAX_USER_LEN + 64, "{longest}");
     }
 
     #[test]

@@ -319,6 +319,18 @@ impl Host {
         Admin { client, base: self.base.clone(), csrf: String::new() }
     }
 
+    /// A browser without a session whose connections come from `from` (any
+    /// 127.x address reaches the loopback listener): another client address.
+    pub fn anonymous_from(&self, from: std::net::IpAddr) -> Admin {
+        let client = reqwest::blocking::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(from)
+            .build()
+            .unwrap();
+        Admin { client, base: self.base.clone(), csrf: String::new() }
+    }
+
     pub fn api(&self) -> reqwest::blocking::Client {
         reqwest::blocking::Client::new()
     }

@@ -140,7 +140,7 @@ fn every_route_answers_as_documented() {
     let w = "/api/webhooks";
     assert_eq!(api.call("POST", w, w, false, Some("{}".into())).status, 401);
     assert_eq!(api.call("POST", w, w, true, Some("not json".into())).json["error"]["code"], "invalid_json");
-    assert_eq!(api.call("POST", w, w, true, Some("[]".into())).status, 400);
+    assert_eq!(api.call("POST", w, w, true, Some("[]".into())).status, 422);
     assert_eq!(api.call("POST", w, w, true, Some(big())).json["error"]["code"], "too_large");
     let bad = api.call("POST", w, w, true, Some(json!({"name": "", "url": "ftp://x", "events": []}).to_string()));
     assert_eq!(bad.status, 422);
@@ -476,4 +476,42 @@ fn every_response_carries_nosniff_json_is_not_stored_and_405_says_what_is_allowe
         let got = r.headers().get("allow").map(|v| v.to_str().unwrap().replace(' ', ""));
         assert_eq!(got.as_deref(), Some(allow.replace(' ', "").as_str()), "{method} {path}");
     }
+}
+
+#[test]
+fn json_of_the_wrong_shape_is_422_and_never_echoed_whole() {
+    let h = host();
+    let post = |path: &str, body: String| {
+        let r = h
+            .api()
+            .post(format!("{}{path}", h.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().unwrap())
+    };
+    let huge = "x".repeat(100 * 1024);
+    for body in [
+        json!({"type": "user.created", "occurred_at_ms": 1.0e12, "data": {}}).to_string(),
+        json!({"type": "user.created", "occurred_at_ms": -5, "data": {}}).to_string(),
+        json!({"type": "user.created", "data": {}, "extra": 1}).to_string(),
+        json!({"data": {}}).to_string(),
+        json!({"type": 7, "data": {}}).to_string(),
+        json!({"type": "user.created", "occurred_at_ms": huge, "data": {}}).to_string(),
+    ] {
+        let (s, text) = post("/api/events", body.clone());
+        assert_eq!(s, 422, "{}: {text}", &body[..body.len().min(80)]);
+        assert!(text.len() < 2048, "a {}-byte error body", text.len());
+    }
+    for path in ["/api/events", "/api/events/batch"] {
+        assert_eq!(post(path, "nope".into()).0, 400, "{path}");
+        assert_eq!(post(path, "{".into()).0, 400, "{path}");
+    }
+    assert_eq!(post("/api/events/batch", json!({"events": [{"type": "user.created"}]}).to_string()).0, 422);
+    // The management API too: JSON that is not an object is the wrong shape.
+    assert_eq!(post("/api/webhooks", "[]".into()).0, 422);
+    assert_eq!(h.count("SELECT COUNT(*) FROM events"), 0);
 }

@@ -430,14 +430,28 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
 async fn read_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, Response> {
     let bytes = read_body(headers, body).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        api_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("the body is not valid JSON for this endpoint: {e}"),
-            None,
-        )
+        // One class per kind of mistake: text that is not JSON is a 400;
+        // JSON of the wrong shape (a float or a negative time, an unknown
+        // field, a missing one) is a 422, like every other refusal of a value.
+        let (status, code) = match e.classify() {
+            serde_json::error::Category::Data => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+            _ => (StatusCode::BAD_REQUEST, "invalid_json"),
+        };
+        // serde quotes the offending value; a 100 kB one is not echoed back.
+        let mut message = e.to_string();
+        if message.len() > MAX_ERROR_ECHO {
+            let mut end = MAX_ERROR_ECHO;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message = format!("{}… (line {}, column {})", &message[..end], e.line(), e.column());
+        }
+        api_error(status, code, format!("the body does not fit this endpoint: {message}"), None)
     })
 }
+
+/// Longest parser message quoted back in an error body.
+const MAX_ERROR_ECHO: usize = 300;
 
 /// The token check, then the JSON body: what every API call starts with.
 async fn api_body<T: serde::de::DeserializeOwned>(app: &App, headers: &HeaderMap, body: Body) -> Result<T, Response> {

@@ -264,7 +264,8 @@ fn body_object(req: &Request, allowed: &[&str]) -> Result<Map<String, Json>, Api
     let v: Json = serde_json::from_str(&req.body)
         .map_err(|e| error(400, "invalid_json", format!("The body is not valid JSON: {e}."), None))?;
     let Json::Object(map) = v else {
-        return Err(error(400, "invalid_json", "The body must be a JSON object.", None));
+        // JSON, but of the wrong shape: a value refused, like a wrong field (422).
+        return Err(error(422, "invalid_body", "The body must be a JSON object.", None));
     };
     if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(error(

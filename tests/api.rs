@@ -515,3 +515,20 @@ fn json_of_the_wrong_shape_is_422_and_never_echoed_whole() {
     assert_eq!(post("/api/webhooks", "[]".into()).0, 422);
     assert_eq!(h.count("SELECT COUNT(*) FROM events"), 0);
 }
+
+#[test]
+fn metrics_answer_the_classic_text_format_when_asked() {
+    let h = host();
+    let get = |accept: &str| {
+        let r = h.api().get(format!("{}/metrics", h.base)).bearer_auth(TOKEN).header("accept", accept).send().unwrap();
+        let ct = r.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+        (ct, r.text().unwrap())
+    };
+    let (ct, text) = get("text/plain;version=0.0.4;q=0.5,*/*;q=0.1");
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+    assert!(text.contains("# TYPE webhooks_events_raised_total counter"), "{text}");
+    let (ct, text) = get("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5");
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    assert!(text.ends_with("# EOF\n"));
+}

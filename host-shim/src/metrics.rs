@@ -140,6 +140,40 @@ impl Metrics {
     }
 }
 
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition,
+/// for scrapers that ask for `text/plain`: counter families take their
+/// samples' `_total` name in `# HELP` and `# TYPE`; `# UNIT`, `_created`
+/// samples and `# EOF` have no place there.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        if let Some(l) = renamed {
+            out.push_str(&l);
+        } else {
+            let sample = line.split(['{', ' ']).next().unwrap_or("");
+            if sample.strip_suffix("_created").is_some_and(|family| counters.contains(family)) {
+                continue;
+            }
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -163,5 +197,31 @@ mod tests {
         assert!(text.contains("webhooks_queue_depth{state=\"pending\"} 5"), "{text}");
         assert!(text.contains("webhooks_oldest_waiting_age_seconds 90.0"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+        // The classic format: every family has HELP and TYPE under the name
+        // its samples carry, and nothing OpenMetrics-only remains.
+        let classic = to_prometheus_text(&text);
+        assert!(
+            !classic.contains("# EOF") && !classic.contains("# UNIT") && !classic.contains("_created"),
+            "{classic}"
+        );
+        assert!(classic.contains("# TYPE webhooks_events_raised_total counter"), "{classic}");
+        assert!(classic.contains("# HELP webhooks_events_raised_total "), "{classic}");
+        assert!(classic.contains("webhooks_events_raised_total{type=\"user.created\"} 2"), "{classic}");
+        let types: Vec<&str> =
+            classic.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|r| r.split(' ').next()).collect();
+        assert!(!types.is_empty());
+        for family in &types {
+            assert!(classic.contains(&format!("# HELP {family} ")), "no HELP for {family}");
+        }
+        for sample in classic.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let name = sample.split(['{', ' ']).next().unwrap();
+            assert!(
+                types
+                    .iter()
+                    .any(|f| name == *f
+                        || ["_bucket", "_sum", "_count"].iter().any(|sfx| name.strip_suffix(sfx) == Some(f))),
+                "{name} has no family"
+            );
+        }
     }
 }

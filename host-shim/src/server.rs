@@ -518,7 +518,15 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if !authorized(&app, &headers) {
         return unauthorized();
     }
+    // OpenMetrics unless the scraper asks for the classic text format only.
+    let accept = header_str(&headers, "accept").unwrap_or("");
+    let classic = accept.contains("text/plain") && !accept.contains("application/openmetrics-text");
     match app.hooks.metrics_text().await {
+        Ok(text) if classic => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            crate::metrics::to_prometheus_text(&text),
+        )
+            .into_response(),
         Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
             .into_response(),
         Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", plugin_failed(&e), None),

@@ -307,3 +307,38 @@ fn a_next_address_carrying_cr_lf_goes_to_the_dashboard() {
     assert_eq!(location, MOUNT, "signed in and sent to the dashboard");
     assert_eq!(anon.get(MOUNT).0, 200);
 }
+
+#[test]
+fn cookies_are_secure_and_hsts_is_sent_when_the_panel_is_served_over_https() {
+    let sign_in_headers = |h: &Host| {
+        let anon = h.anonymous();
+        let (_, page) = anon.get("/login");
+        let csrf = csrf_of(&page);
+        let r = anon
+            .client
+            .post(format!("{}/login", h.base))
+            .form(&[("username", "admin"), ("password", ADMIN_PASSWORD), ("_csrf", &csrf), ("next", MOUNT)])
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303);
+        r.headers().clone()
+    };
+    let behind_tls = host_with(&[("WEBHOOKS_PUBLIC_URL", "https://panel.example.com")]);
+    let headers = sign_in_headers(&behind_tls);
+    let cookie = headers.get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cookie.starts_with("wh_session=") && cookie.contains("; Secure"), "{cookie}");
+    assert_eq!(headers.get("strict-transport-security").unwrap(), "max-age=31536000");
+    // Plain http (the default, e.g. on localhost): neither, or admins could not sign in.
+    let plain = host();
+    let headers = sign_in_headers(&plain);
+    assert!(!headers.get("set-cookie").unwrap().to_str().unwrap().contains("Secure"));
+    assert!(headers.get("strict-transport-security").is_none());
+    // A public URL that is not http(s) stops the start with the key named.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webhooks-host"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--public-url", "ftp://panel.example.com"])
+        .env("WEBHOOKS_DATA_DIR", tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("public_url"), "{}", String::from_utf8_lossy(&out.stderr));
+}

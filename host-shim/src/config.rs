@@ -162,6 +162,8 @@ pub struct FileSettings {
     pub workers: Option<usize>,
     /// `log_format = "text"` or `"json"`.
     pub log_format: Option<String>,
+    /// `public_url = "https://panel.example.com"`
+    pub public_url: Option<String>,
 }
 
 /// A list written as a TOML array or as one comma-separated string.

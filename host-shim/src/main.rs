@@ -100,6 +100,10 @@ struct Serve {
     /// Log lines as text or JSON; RUST_LOG picks what is logged [default: text].
     #[arg(long, env = "WEBHOOKS_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// The address admins reach the panel at, e.g. https://panel.example.com; with https,
+    /// cookies are `Secure` and HSTS is sent [default: none: plain http on the listen address].
+    #[arg(long, env = "WEBHOOKS_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 /// How log lines are written.
@@ -136,6 +140,8 @@ struct Resolved {
     admin_password: Option<String>,
     api_token: Option<String>,
     log_format: LogFormat,
+    /// The public address is https: `Secure` cookies and HSTS.
+    https: bool,
 }
 
 fn resolve(s: Serve) -> anyhow::Result<Resolved> {
@@ -176,7 +182,16 @@ fn resolve(s: Serve) -> anyhow::Result<Resolved> {
         cfg.secret_key =
             Some(webhooks_host::secrets::SecretKey::from_hex(&k).map_err(|e| anyhow::anyhow!("secret_key: {e}"))?);
     }
+    let https = match s.public_url.or(f.public_url.clone()).filter(|u| !u.is_empty()) {
+        None => false,
+        Some(u) => match url::Url::parse(&u).map_err(|e| anyhow::anyhow!("public_url: {u:?} is not a URL ({e})"))? {
+            p if p.scheme() == "https" => true,
+            p if p.scheme() == "http" => false,
+            p => anyhow::bail!("public_url: the scheme must be http or https, not {:?}", p.scheme()),
+        },
+    };
     Ok(Resolved {
+        https,
         cfg,
         listen,
         data,
@@ -227,7 +242,7 @@ fn secret_file(path: &Path, make: impl FnOnce() -> Vec<u8>) -> anyhow::Result<(V
 }
 
 async fn serve(r: Resolved) -> anyhow::Result<()> {
-    let Resolved { cfg, listen, data, admin_user, admin_password, api_token, log_format: _ } = r;
+    let Resolved { cfg, listen, data, admin_user, admin_password, api_token, log_format: _, https } = r;
     // Bound first, and the component started (which makes `data` a private
     // folder, see `datadir`) before a password is generated: a busy port or
     // a failed start must not swallow a password that is shown only once.
@@ -245,7 +260,7 @@ async fn serve(r: Resolved) -> anyhow::Result<()> {
     };
     let (auth, generated) = webhooks_host::auth::Auth::load(admin_user.clone(), admin_password, &data)
         .context("loading the admin account")?;
-    let app = Arc::new(App { hooks, api_token, key, auth });
+    let app = Arc::new(App { hooks, api_token, key, auth, https });
 
     // Not println!: a closed stdout must not take the server down. Stdout, not
     // the log on stderr (maybe JSON for a log shipper): the one-time password

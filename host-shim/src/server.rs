@@ -43,11 +43,22 @@ pub struct App {
     pub key: Vec<u8>,
     /// The admin account and sessions.
     pub auth: Auth,
+    /// Admins reach the panel over https (`--public-url`): cookies are
+    /// `Secure` and HSTS is sent.
+    pub https: bool,
+}
+
+impl App {
+    /// The attributes every cookie of ours carries.
+    fn cookie_attrs(&self) -> &'static str {
+        if self.https { "Path=/; HttpOnly; SameSite=Strict; Secure" } else { "Path=/; HttpOnly; SameSite=Strict" }
+    }
 }
 
 /// The panel's routes.
 pub fn router(app: Arc<App>) -> Router {
     let mount = app.hooks.config().mount_path.clone();
+    let https = app.https;
     Router::new()
         .route(
             "/",
@@ -89,7 +100,17 @@ pub fn router(app: Arc<App>) -> Router {
             )
         })
         .with_state(app)
-        .layer(axum::middleware::map_response(baseline_headers))
+        .layer(axum::middleware::map_response(move |resp: Response| async move {
+            let mut resp = baseline_headers(resp).await;
+            if https {
+                // Only when the operator says admins come over https: HSTS on
+                // a plain-http panel would lock them out of it.
+                resp.headers_mut()
+                    .entry(header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert(HeaderValue::from_static("max-age=31536000"));
+            }
+            resp
+        }))
 }
 
 /// On every response, whoever answered it: `nosniff`, and `no-store` on
@@ -283,8 +304,9 @@ async fn admin(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: H
             let mut resp = see_other(&location);
             if let Some(f) = r.flash
                 && let Ok(v) = HeaderValue::from_str(&format!(
-                    "{FLASH_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=60",
-                    admin_ui::flash_cookie_value(&f)
+                    "{FLASH_COOKIE}={}; {}; Max-Age=60",
+                    admin_ui::flash_cookie_value(&f),
+                    app.cookie_attrs()
                 ))
             {
                 resp.headers_mut().append(header::SET_COOKIE, v);
@@ -606,9 +628,7 @@ fn login_response(
     let body = LoginPage { csrf: &csrf, next, username, error }.render().unwrap_or_default();
     let mut resp = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
     secure_headers(resp.headers_mut());
-    if fresh
-        && let Ok(v) = HeaderValue::from_str(&format!("{PRE_SESSION_COOKIE}={pre}; Path=/; HttpOnly; SameSite=Strict"))
-    {
+    if fresh && let Ok(v) = HeaderValue::from_str(&format!("{PRE_SESSION_COOKIE}={pre}; {}", app.cookie_attrs())) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp
@@ -653,9 +673,7 @@ async fn login(
         Ok(session) => {
             tracing::info!(user = field("username"), "admin signed in");
             let mut resp = see_other(&next);
-            if let Ok(v) =
-                HeaderValue::from_str(&format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict"))
-            {
+            if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={session}; {}", app.cookie_attrs())) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
             resp

@@ -532,3 +532,28 @@ fn metrics_answer_the_classic_text_format_when_asked() {
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     assert!(text.ends_with("# EOF\n"));
 }
+
+#[test]
+fn webhook_ids_are_never_reused() {
+    let h = host();
+    let create = |name: &str| {
+        let r = h
+            .api()
+            .post(format!("{}/api/webhooks", h.base))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": name, "url": "https://example.com/h", "events": ["user.created"]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        r.json::<Value>().unwrap()["id"].as_i64().unwrap()
+    };
+    let a = create("A");
+    let b = create("B");
+    let del = h.api().delete(format!("{}/api/webhooks/{b}", h.base)).bearer_auth(TOKEN).send().unwrap();
+    assert_eq!(del.status().as_u16(), 204);
+    // The newest was deleted: its id must not come back.
+    let c = create("C");
+    assert!(c > b && b > a, "ids {a}, {b}, then {c}");
+    let old = h.api().get(format!("{}/api/webhooks/{b}", h.base)).bearer_auth(TOKEN).send().unwrap();
+    assert_eq!(old.status().as_u16(), 404, "an old id opens nothing");
+}

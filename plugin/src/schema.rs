@@ -98,6 +98,13 @@ const MIGRATIONS: &[&str] = &[
     // next retry; retrying rows are few, a webhook's deliveries many (the
     // count scanned all of them on every page view).
     "CREATE INDEX IF NOT EXISTS deliveries_retrying ON deliveries (webhook_id, next_attempt_at) WHERE state = 'retrying';",
+    // 8: webhook ids are never reused. A row id alone comes back after the
+    // newest webhook is deleted, and a bookmark or a panel's stored id would
+    // then open another webhook. (A counter table rather than AUTOINCREMENT:
+    // no table rebuild on upgrade.)
+    "CREATE TABLE IF NOT EXISTS id_counters (name TEXT PRIMARY KEY, last INTEGER NOT NULL);
+     INSERT INTO id_counters (name, last) SELECT 'webhooks', COALESCE(MAX(id), 0) FROM webhooks
+        WHERE true ON CONFLICT (name) DO NOTHING;",
 ];
 
 /// The first version whose sealed secrets hold key bytes.

@@ -112,9 +112,18 @@ pub fn create(host: &dyn Host, v: &Valid) -> Result<i64, CreateError> {
         }
         let sealed = v.secret.clone().flatten().map(|s| seal_secret(host, &s));
         let set_at = sealed.as_ref().map(|_| now);
+        // The next id from the counter (schema 8), never one used before.
+        let next = host.query(
+            "UPDATE id_counters SET last = MAX(last, (SELECT COALESCE(MAX(id), 0) FROM webhooks)) + 1 \
+             WHERE name = 'webhooks' RETURNING last",
+            &[],
+        )?;
+        let Some(new_id) = next.first().map(|r| r.i64(0)) else {
+            return Err(DbError::Io("the webhook id counter is missing".into()).into());
+        };
         let rows = host.query(
-            "INSERT INTO webhooks (name, url, secret_sealed, secret_set_at, enabled, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
+            "INSERT INTO webhooks (id, name, url, secret_sealed, secret_set_at, enabled, created_at, updated_at) \
+             VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
             &[
                 v.name.as_str().into(),
                 v.url.as_str().into(),
@@ -122,6 +131,7 @@ pub fn create(host: &dyn Host, v: &Valid) -> Result<i64, CreateError> {
                 set_at.into(),
                 v.enabled.into(),
                 now.into(),
+                new_id.into(),
             ],
         )?;
         let id = rows.first().map(|r| r.i64(0)).unwrap_or_default();

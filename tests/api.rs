@@ -557,3 +557,32 @@ fn webhook_ids_are_never_reused() {
     let old = h.api().get(format!("{}/api/webhooks/{b}", h.base)).bearer_auth(TOKEN).send().unwrap();
     assert_eq!(old.status().as_u16(), 404, "an old id opens nothing");
 }
+
+#[test]
+fn deleting_a_webhook_while_its_test_is_in_flight_wins_cleanly() {
+    let h = host();
+    let r = Receiver::start();
+    let created = h
+        .api()
+        .post(format!("{}/api/webhooks", h.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "Slow", "url": r.url("/slow/1500/a"), "events": ["user.created"]}))
+        .send()
+        .unwrap();
+    let id = created.json::<Value>().unwrap()["id"].as_i64().unwrap();
+    let (base, client) = (h.base.clone(), h.api());
+    let test = std::thread::spawn(move || {
+        let r = client.post(format!("{base}/api/webhooks/{id}/test")).bearer_auth(TOKEN).send().unwrap();
+        let s = r.status().as_u16();
+        (s, r.text().unwrap())
+    });
+    r.wait_for("/slow/1500/a", 1, Duration::from_secs(10));
+    let del = h.api().delete(format!("{}/api/webhooks/{id}", h.base)).bearer_auth(TOKEN).send().unwrap();
+    assert_eq!(del.status().as_u16(), 204);
+    let (s, body) = test.join().unwrap();
+    assert!(s == 404 || s == 200, "the test send answered {s}: {body}");
+    assert_eq!(h.count("SELECT COUNT(*) FROM webhooks"), 0);
+    assert_eq!(h.count("SELECT COUNT(*) FROM deliveries"), 0, "nothing of the deleted webhook remains");
+    let log = h.log();
+    assert!(!log.contains("ERROR") && !log.contains("FOREIGN KEY"), "{log}");
+}

@@ -263,6 +263,27 @@ fn every_route_answers_as_documented() {
         ),
     );
     assert_eq!((raised.status, raised.json["queued"].as_u64()), (202, Some(1)));
+    // The same event again: the panel retrying, 202 with nothing queued.
+    // Another event under that id: 409, nothing stored.
+    let again = api.call(
+        "POST",
+        ev,
+        ev,
+        true,
+        Some(
+            json!({"type": "user.created", "id": "user-42-created", "data": {"id": 42, "email": "ada@example.com"}})
+                .to_string(),
+        ),
+    );
+    assert_eq!((again.status, again.json["queued"].as_u64()), (202, Some(0)));
+    let reused = api.call(
+        "POST",
+        ev,
+        ev,
+        true,
+        Some(json!({"type": "user.created", "id": "user-42-created", "data": {"id": 43}}).to_string()),
+    );
+    assert_eq!((reused.status, reused.json["error"]["code"].as_str()), (409, Some("id_conflict")), "{}", reused.text);
     let batch = "/api/events/batch";
     assert_eq!(api.call("POST", batch, batch, false, Some("{}".into())).status, 401);
     assert_eq!(api.call("POST", batch, batch, true, Some("[".into())).status, 400);
@@ -282,6 +303,23 @@ fn every_route_answers_as_documented() {
         ),
     );
     assert_eq!(two.json["events"].as_array().unwrap().len(), 2);
+    // A batch reusing an id for another event is refused whole (409), and
+    // its other, new event is not stored either.
+    let conflicting = api.call(
+        "POST",
+        batch,
+        batch,
+        true,
+        Some(
+            json!({"events": [
+                {"type": "ticket.closed", "id": "fresh-1", "data": {"id": 2, "user_id": 42, "status": "closed"}},
+                {"type": "user.deleted", "id": "user-42-created", "data": {"id": 42}},
+            ]})
+            .to_string(),
+        ),
+    );
+    assert_eq!(conflicting.status, 409, "{}", conflicting.text);
+    assert_eq!(h.count("SELECT COUNT(*) FROM events WHERE id = 'fresh-1'"), 0);
 
     // The new (rotated) secret signs what A receives: the secret returned is the real one.
     let got = rx.wait_for("/ok", 2, Duration::from_secs(15));
@@ -363,7 +401,8 @@ fn every_route_answers_as_documented() {
     // ---- metrics
     assert_eq!(api.call("GET", "/metrics", "/metrics", false, None).status, 401);
     let m = api.call("GET", "/metrics", "/metrics", true, None).text;
-    assert!(m.contains("webhooks_events_raised_total{type=\"user.created\"} 1"), "{m}");
+    // The panel's retry of the same event was accepted too (202, nothing queued).
+    assert!(m.contains("webhooks_events_raised_total{type=\"user.created\"} 2"), "{m}");
     assert!(m.contains("webhooks_events_raised_total{type=\"ticket.closed\"} 1"), "{m}");
     let succeeded = metric(&m, "webhooks_delivery_attempts_total{outcome=\"succeeded\"}");
     assert!(succeeded >= 2.0, "{m}");

@@ -124,6 +124,9 @@ pub enum RaiseError {
     /// The id or data is malformed.
     #[error("{0}")]
     InvalidData(String),
+    /// The id was raised before with a different type or data.
+    #[error("{0}")]
+    Conflict(String),
     /// Storage refused the write; retry later.
     #[error("storage: {0}")]
     Storage(String),
@@ -356,6 +359,7 @@ fn raise_error(e: ex::events::RaiseError) -> RaiseError {
     match e {
         ex::events::RaiseError::UnknownType(m) => RaiseError::UnknownType(m),
         ex::events::RaiseError::InvalidData(m) => RaiseError::InvalidData(m),
+        ex::events::RaiseError::Conflict(m) => RaiseError::Conflict(m),
         ex::events::RaiseError::Storage(m) => RaiseError::Storage(m),
     }
 }

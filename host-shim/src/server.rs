@@ -430,6 +430,7 @@ fn raise_error(e: RaiseError) -> Response {
     match e {
         RaiseError::UnknownType(m) => api_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_type", m, Some("type")),
         RaiseError::InvalidData(m) => api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_data", m, Some("data")),
+        RaiseError::Conflict(m) => api_error(StatusCode::CONFLICT, "id_conflict", m, Some("id")),
         RaiseError::Storage(m) => api_error(StatusCode::SERVICE_UNAVAILABLE, "storage", m, None),
         RaiseError::Plugin(m) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", plugin_failed(&m), None),
     }

@@ -370,6 +370,7 @@ fn raise_err(e: outbox::RaiseError) -> ex::events::RaiseError {
     match e {
         outbox::RaiseError::UnknownType(m) => ex::events::RaiseError::UnknownType(m),
         outbox::RaiseError::InvalidData(m) => ex::events::RaiseError::InvalidData(m),
+        outbox::RaiseError::Conflict(m) => ex::events::RaiseError::Conflict(m),
         outbox::RaiseError::Storage(m) => ex::events::RaiseError::Storage(m),
     }
 }

@@ -20,6 +20,8 @@ pub struct NewEvent {
 pub enum RaiseError {
     UnknownType(String),
     InvalidData(String),
+    /// The id was raised before with a different type or data.
+    Conflict(String),
     Storage(String),
 }
 
@@ -79,7 +81,7 @@ pub fn check(e: &NewEvent) -> Result<&str, RaiseError> {
 /// Raises events in one transaction: all are stored or none.
 pub fn raise_batch(host: &dyn Host, events: &[NewEvent]) -> Result<Vec<Raised>, RaiseError> {
     let checked = events.iter().map(|e| check(e).map(|d| (e, d))).collect::<Result<Vec<_>, _>>()?;
-    Ok(commit(host, &checked)?)
+    commit(host, &checked)
 }
 
 /// Raises independent events in one transaction (the host's group commit):
@@ -113,19 +115,20 @@ pub fn commit_each(
     let valid: Vec<(&NewEvent, &str)> =
         events.iter().zip(&checks).filter_map(|(e, c)| c.as_ref().ok().map(|d| (e, *d))).collect();
     let mut committed = commit_in(host, &valid, schedule, now)?.into_iter();
-    Ok(checks.into_iter().map(|c| c.map(|_| committed.next().expect("one answer per valid event"))).collect())
+    Ok(checks.into_iter().map(|c| c.and_then(|_| committed.next().expect("one answer per valid event"))).collect())
 }
 
 /// Stores checked events and their deliveries in one transaction; answers
 /// one `Raised` per event, in order. An id raised before (in an earlier call
 /// or earlier in this one) queues nothing.
-fn commit(host: &dyn Host, events: &[(&NewEvent, &str)]) -> Result<Vec<Raised>, DbError> {
+fn commit(host: &dyn Host, events: &[(&NewEvent, &str)]) -> Result<Vec<Raised>, RaiseError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
     let now = host.now_ms();
     let schedule = host.settings().retry_schedule_ms;
-    transaction(host, || commit_in(host, events, &schedule, now))
+    // All or nothing: a conflicting id refuses the batch (rolled back).
+    transaction(host, || commit_in(host, events, &schedule, now)?.into_iter().collect())
 }
 
 /// [`commit`]'s work inside the caller's write transaction.
@@ -134,7 +137,7 @@ fn commit_in(
     events: &[(&NewEvent, &str)],
     schedule: &[u64],
     now: u64,
-) -> Result<Vec<Raised>, DbError> {
+) -> Result<Vec<Result<Raised, RaiseError>>, DbError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -160,17 +163,29 @@ fn commit_in(
         )?;
         let mut deliveries = Vec::new();
         let mut out = Vec::with_capacity(events.len());
-        for ((e, _), n) in events.iter().zip(inserted) {
+        for ((e, data), n) in events.iter().zip(inserted) {
             if n == 0 {
-                // Raised before: the panel retried. Its deliveries exist already.
-                out.push(Raised { event_id: e.id.clone(), queued: 0 });
+                // Raised before. The same event again is the panel retrying:
+                // its deliveries exist already. Another event under the same
+                // id is a mistake the panel must hear of (as Stripe answers
+                // a reused idempotency key), not a silent `queued: 0`.
+                let stored = host.query("SELECT type, data FROM events WHERE id = ?1", &[e.id.as_str().into()])?;
+                let same = stored.first().is_some_and(|r| r.str(0) == e.event_type && r.str(1) == *data);
+                out.push(if same {
+                    Ok(Raised { event_id: e.id.clone(), queued: 0 })
+                } else {
+                    Err(RaiseError::Conflict(format!(
+                        "id {:?} was raised before with a different type or data; use a new id for a new event",
+                        e.id
+                    )))
+                });
                 continue;
             }
             let subs: Vec<&(String, i64, i64)> = subscribers.iter().filter(|s| s.0 == e.event_type).collect();
             for (_, webhook_id, created_at) in &subs {
                 deliveries.push(delivery_row(&e.id, *webhook_id, *created_at, now, due, None));
             }
-            out.push(Raised { event_id: e.id.clone(), queued: subs.len() as u32 });
+            out.push(Ok(Raised { event_id: e.id.clone(), queued: subs.len() as u32 }));
         }
         if !deliveries.is_empty() {
             host.execute_many(INSERT_DELIVERY, &deliveries)?;

@@ -32,7 +32,8 @@ pub struct Config {
     pub retry_schedule: Vec<Duration>,
     /// Deadline for one attempt: connect, response and body. Default 15 s.
     pub attempt_timeout: Duration,
-    /// How long a claimed delivery is leased before another worker may take it. Default 60 s.
+    /// How long a claimed delivery is leased before another engine (a restart,
+    /// another host) may take it. Default 60 s.
     pub lease: Duration,
     /// Disable a webhook whose deliveries fail without a success this long. Default 5 days.
     pub auto_disable_after: Duration,

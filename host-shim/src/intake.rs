@@ -15,7 +15,7 @@
 //!   and a raised event can be claimed in the step that stored it;
 //! - **[`serve_when_idle`]**, a plain group commit through
 //!   `events.raise-each`, whenever the engine does not hold the queue: on an
-//!   intake-only node (no delivery workers), after shutdown stopped
+//!   intake-only node (`--workers 0`), after shutdown stopped
 //!   delivering, and while a panicked engine restarts.
 
 use std::sync::Arc;

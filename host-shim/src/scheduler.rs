@@ -432,7 +432,7 @@ async fn checkpoints(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     let _ = tokio::task::spawn_blocking(move || conn.lock().ok().map(|c| crate::storage::checkpoint(&c).is_ok())).await;
 }
 
-/// History pruning every `maintenance_every`, off the delivery workers.
+/// History pruning every `maintenance_every`, off the delivery engine.
 async fn pruning(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {

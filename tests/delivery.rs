@@ -134,14 +134,7 @@ fn a_slow_receiver_never_sees_more_than_the_per_webhook_bound_at_once() {
     let r = Receiver::start();
     h.admin().create("Slow", &r.url("/slow/150/a"), "", &["user.created"], true);
     let batch: Vec<_> = (0..40).map(|i| json!({"type": "user.created", "data": {"i": i}})).collect();
-    let resp = h
-        .api()
-        .post(format!("{}/api/events/batch", h.base))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "events": batch }))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(h.raise_batch(&batch).0, 202);
     let seen = r.wait_for("/slow/150/a", 40, WAIT);
     assert_eq!(seen.len(), 40);
     let most = r.most_at_once();
@@ -244,14 +237,7 @@ fn an_event_time_past_the_year_9999_is_refused_at_the_door() {
     // In a batch beside 20 good events: nothing of it is stored.
     let mut batch: Vec<_> = (0..20).map(|i| json!({"type": "user.created", "data": {"i": i}})).collect();
     batch.insert(7, json!({"type": "user.created", "occurred_at_ms": 1_795_857_243_000_000u64, "data": {}}));
-    let resp = h
-        .api()
-        .post(format!("{}/api/events/batch", h.base))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "events": batch }))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 422);
+    assert_eq!(h.raise_batch(&batch).0, 422);
     assert_eq!(h.count("SELECT COUNT(*) FROM events"), 0);
     // The last representable instant is fine.
     assert_eq!(h.raise(json!({"type": "user.created", "occurred_at_ms": LAST_MS, "data": {}})).0, 202);
@@ -286,14 +272,7 @@ fn a_poison_delivery_is_recorded_as_failed_and_the_others_go_on() {
     }
     let mut batch: Vec<_> = (0..20).map(|i| json!({"type": "user.created", "data": {"i": i}})).collect();
     batch.insert(10, json!({"type": "user.created", "id": "evt_trap", "data": {"__hook": "trap-build"}}));
-    let resp = h
-        .api()
-        .post(format!("{}/api/events/batch", h.base))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "events": batch }))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(h.raise_batch(&batch).0, 202);
     let t = Instant::now();
     r.wait_for("/ok/a", 20, WAIT);
     assert!(t.elapsed() < Duration::from_secs(5), "the 20 good deliveries took {:?}", t.elapsed());
@@ -345,14 +324,7 @@ fn a_host_whose_every_slot_hangs_waits_without_spinning() {
     let r = Receiver::start();
     h.admin().create("Dead", &r.url("/hang/dead"), "", &["user.created"], true);
     let batch: Vec<_> = (0..100).map(|i| json!({"type": "user.created", "data": {"i": i}})).collect();
-    let resp = h
-        .api()
-        .post(format!("{}/api/events/batch", h.base))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "events": batch }))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(h.raise_batch(&batch).0, 202);
     r.wait_for("/hang/dead", 64, WAIT);
     std::thread::sleep(Duration::from_millis(300));
     let pid = h.child.id();

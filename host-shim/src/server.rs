@@ -417,11 +417,7 @@ struct ApiBatch {
 /// the admin can quote, never the failure itself (a trap's message carries
 /// a wasm backtrace). The detail goes to the log under the same id.
 fn plugin_failed(e: &dyn std::fmt::Display) -> String {
-    let mut b = [0u8; 4];
-    let id = match getrandom::fill(&mut b) {
-        Ok(()) => format!("E-{}", hex::encode(b)),
-        Err(_) => "E-unknown".to_owned(),
-    };
+    let id = format!("E-{}", crate::secrets::random_hex(4));
     tracing::error!(error_id = %id, "a plugin call failed: {e}");
     format!("The webhooks plugin could not answer (error {id}); the operator's log has the details.")
 }

@@ -25,7 +25,7 @@ pub fn key_bytes(secret: &str) -> Vec<u8> {
 /// Whether a `whsec_…` secret decodes to a usable key (what save-time
 /// validation checks).
 pub fn is_valid_whsec(secret: &str) -> bool {
-    secret.strip_prefix(PREFIX).is_some_and(|b64| STANDARD.decode(b64).is_ok_and(|b| !b.is_empty()))
+    whsec_key_len(secret).is_some_and(|n| n > 0)
 }
 
 /// The key size of a valid `whsec_` secret, in bytes; `None` for other secrets.

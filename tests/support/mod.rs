@@ -336,8 +336,17 @@ impl Host {
     }
 
     /// POST /api/events with the token; answers (status, JSON).
+    /// `POST /api/events/batch` with these events; answers (status, body).
+    pub fn raise_batch(&self, events: &[serde_json::Value]) -> (u16, serde_json::Value) {
+        self.raise_at("/api/events/batch", serde_json::json!({ "events": events }))
+    }
+
     pub fn raise(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self.api().post(format!("{}/api/events", self.base)).bearer_auth(TOKEN).json(&body).send().unwrap();
+        self.raise_at("/api/events", body)
+    }
+
+    fn raise_at(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.api().post(format!("{}{path}", self.base)).bearer_auth(TOKEN).json(&body).send().unwrap();
         let s = r.status().as_u16();
         (s, r.json().unwrap_or(serde_json::Value::Null))
     }

@@ -281,7 +281,10 @@ fn every_route_answers_as_documented() {
         ev,
         ev,
         true,
-        Some(json!({"type": "user.created", "id": "user-42-created", "data": {"id": 43}}).to_string()),
+        Some(
+            json!({"type": "user.created", "id": "user-42-created", "data": {"email": "ada@example.com", "id": 43}})
+                .to_string(),
+        ),
     );
     assert_eq!((reused.status, reused.json["error"]["code"].as_str()), (409, Some("id_conflict")), "{}", reused.text);
     let batch = "/api/events/batch";
@@ -535,11 +538,13 @@ fn json_of_the_wrong_shape_is_422_and_never_echoed_whole() {
     let huge = "x".repeat(100 * 1024);
     for body in [
         json!({"type": "user.created", "occurred_at_ms": 1.0e12, "data": {}}).to_string(),
-        json!({"type": "user.created", "occurred_at_ms": -5, "data": {}}).to_string(),
-        json!({"type": "user.created", "data": {}, "extra": 1}).to_string(),
+        json!({"type": "user.created", "occurred_at_ms": -5, "data": {"id": 1, "email": "ada@example.com"}})
+            .to_string(),
+        json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com"}, "extra": 1}).to_string(),
         json!({"data": {}}).to_string(),
         json!({"type": 7, "data": {}}).to_string(),
-        json!({"type": "user.created", "occurred_at_ms": huge, "data": {}}).to_string(),
+        json!({"type": "user.created", "occurred_at_ms": huge, "data": {"id": 1, "email": "ada@example.com"}})
+            .to_string(),
     ] {
         let (s, text) = post("/api/events", body.clone());
         assert_eq!(s, 422, "{}: {text}", &body[..body.len().min(80)]);
@@ -567,6 +572,12 @@ fn metrics_answer_the_classic_text_format_when_asked() {
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
     assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
     assert!(text.contains("# TYPE webhooks_events_raised_total counter"), "{text}");
+    // Every family has its `# HELP` (as `promtool check metrics` demands).
+    let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    assert!(families.len() >= 8, "{text}");
+    for f in families {
+        assert!(text.lines().any(|l| l.starts_with(&format!("# HELP {f} "))), "no HELP for {f}");
+    }
     let (ct, text) = get("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5");
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     assert!(text.ends_with("# EOF\n"));

@@ -72,7 +72,11 @@ fn sigkill_at_random_points_loses_nothing() {
     let mut next = 0;
     while next < EVENTS {
         let chunk = &events[next..(next + BATCH).min(EVENTS)];
-        let body = json!({"events": chunk.iter().map(|(id, t)| json!({"id": id, "type": t, "data": {"id": id}})).collect::<Vec<_>>()});
+        let body = json!({"events": chunk.iter().map(|(id, t)| {
+            let mut data = example_data(t);
+            data["event"] = json!(id);
+            json!({"id": id, "type": t, "data": data})
+        }).collect::<Vec<_>>()});
         let kill_now = rng.below(4) == 0;
         let handle = if kill_now {
             // Kill while this batch is in flight or just after.

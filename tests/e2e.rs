@@ -130,7 +130,10 @@ fn events_reach_exactly_the_subscribed_enabled_webhooks_signed() {
 
     let all = ALL_EVENTS;
     for (i, t) in all.iter().enumerate() {
-        let (s, body) = h.raise(json!({"type": t, "data": {"n": i, "name": "Ada"}}));
+        let mut data = example_data(t);
+        data["n"] = json!(i);
+        data["name"] = json!("Ada");
+        let (s, body) = h.raise(json!({"type": t, "data": data}));
         assert_eq!(s, 202, "{t}: {body}");
         assert!(body["id"].as_str().unwrap().starts_with("evt_"));
     }
@@ -256,7 +259,8 @@ fn failed_deliveries_are_retried_and_every_attempt_recorded() {
     let r = Receiver::start();
     let a = h.admin();
     a.create("Flaky", &r.url("/flaky/2/x"), "", &["ticket.created"], true);
-    let (s, _) = h.raise(json!({"type": "ticket.created", "data": {"id": 1}}));
+    let (s, _) =
+        h.raise(json!({"type": "ticket.created", "data": {"user_id": 2, "subject": "Hi", "status": "open", "id": 1}}));
     assert_eq!(s, 202);
     let seen = r.wait_for("/flaky/2/x", 3, WAIT);
     let ids: Vec<String> = seen.iter().map(|s| s.header("webhook-id")).collect();
@@ -273,9 +277,18 @@ fn api_refuses_bad_input_and_stores_nothing() {
     let h = host();
     let url = format!("{}/api/events", h.base);
     let c = h.api();
-    let r = c.post(&url).json(&json!({"type": "user.created", "data": {}})).send().unwrap();
+    let r = c
+        .post(&url)
+        .json(&json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com"}}))
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = c.post(&url).bearer_auth("wrong").json(&json!({"type": "user.created", "data": {}})).send().unwrap();
+    let r = c
+        .post(&url)
+        .bearer_auth("wrong")
+        .json(&json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com"}}))
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let r =
         c.post(&url).bearer_auth(TOKEN).header("content-type", "application/json").body("{not json").send().unwrap();
@@ -288,16 +301,71 @@ fn api_refuses_bad_input_and_stores_nothing() {
     let (s, e) = h.raise(json!({"type": "user.created", "data": [1, 2]}));
     assert_eq!(s, 422);
     assert_eq!(e["error"]["code"], "invalid_data");
+    assert_eq!(e["error"]["field"], "data");
+    // `data` must match the type's published schema (docs/EVENTS.md): the
+    // field at fault is named, nothing is stored.
+    for (data, field) in [
+        (json!({"id": "not-an-int", "email": "ada@example.com"}), "data.id"),
+        (json!({"id": 42}), "data"),
+        (json!({"id": 42, "email": "not an address"}), "data.email"),
+        (json!({"id": 42, "email": "ada@example.com", "role": "root"}), "data.role"),
+        (json!({"id": 42, "email": "ada@example.com", "created_at": "last tuesday"}), "data.created_at"),
+    ] {
+        let (s, e) = h.raise(json!({"type": "user.created", "data": data}));
+        assert_eq!(
+            (s, e["error"]["code"].as_str(), e["error"]["field"].as_str()),
+            (422, Some("invalid_data"), Some(field)),
+            "{e}"
+        );
+    }
+    let (s, e) = h.raise_batch(&[
+        json!({"type": "ticket.created", "data": {"id": 1, "user_id": 2, "subject": "Hi", "status": "open"}}),
+        json!({"type": "transaction.success", "data": {"id": "t1", "user_id": 2, "amount": 100, "currency": "eur", "status": "succeeded"}}),
+    ]);
+    assert_eq!((s, e["error"]["field"].as_str()), (422, Some("events[1].data.currency")), "{e}");
     let big = "x".repeat(300 * 1024);
-    let r =
-        c.post(&url).bearer_auth(TOKEN).json(&json!({"type": "user.created", "data": {"big": big}})).send().unwrap();
+    let r = c
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com", "big": big}}))
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 413);
     assert_eq!(h.count("SELECT COUNT(*) FROM events"), 0);
 
     // The same id twice is stored once.
-    assert_eq!(h.raise(json!({"type": "user.created", "id": "evt_same", "data": {}})).0, 202);
-    assert_eq!(h.raise(json!({"type": "user.created", "id": "evt_same", "data": {}})).0, 202);
+    assert_eq!(
+        h.raise(json!({"type": "user.created", "id": "evt_same", "data": {"id": 1, "email": "ada@example.com"}})).0,
+        202
+    );
+    assert_eq!(
+        h.raise(json!({"type": "user.created", "id": "evt_same", "data": {"id": 1, "email": "ada@example.com"}})).0,
+        202
+    );
     assert_eq!(h.count("SELECT COUNT(*) FROM events"), 1);
+}
+
+/// #15: `data` reaches the receiver byte for byte: integers beyond u64 and
+/// exact decimals are not turned into floats, keys keep their order,
+/// spacing stays.
+#[test]
+fn data_arrives_exactly_as_the_panel_sent_it() {
+    let h = host();
+    let r = Receiver::start();
+    h.admin().create("Exact", &r.url("/ok/exact"), "", &["user.created"], true);
+    let data = r#"{"zeta": 1, "id": 18446744073709551616123, "email": "ada@example.com", "amount": 1.10, "tiny": 1e-400, "alpha": [3, 2, 1]}"#;
+    let resp = h
+        .api()
+        .post(format!("{}/api/events", h.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"type": "user.created", "data": {data}}}"#))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{}", resp.text().unwrap());
+    let got = r.wait_for("/ok/exact", 1, Duration::from_secs(20));
+    let body = String::from_utf8(got[0].body.to_vec()).unwrap();
+    assert!(body.ends_with(&format!(r#","data":{data}}}"#)), "{body}");
 }
 
 #[test]

@@ -195,3 +195,92 @@ fn the_node_panel_example_shows_the_pages_and_raises_events() {
     assert_eq!(css.status(), 200);
     assert!(css.text().unwrap().contains(".wh-"));
 }
+
+/// What PHP's `rawurlencode` makes of a string: every byte but letters,
+/// digits and `-_.~` percent-encoded.
+fn rawurlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// #15: a panel whose framework hands cookies over decoded (PHP's `$_COOKIE`,
+/// Laravel's `$request->cookie()`) and encodes the value again before
+/// forwarding it, as docs/guides/laravel.md does, keeps the flash message.
+#[test]
+fn the_flash_survives_a_decoded_then_re_encoded_round_trip() {
+    let h = host();
+    let rx = Receiver::start();
+    let c = Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let trusted = |rb: reqwest::blocking::RequestBuilder| {
+        rb.header("authorization", &bearer)
+            .header("x-webhooks-actor", "alice")
+            .header("x-webhooks-csrf-token", "panel-token-123")
+            .header("x-webhooks-csrf-field", "_token")
+            .header("x-webhooks-fragment", "1")
+    };
+    let name = "Ops & Billing; 100% +1 “quoted” ü";
+    let created = trusted(c.post(format!("{}{MOUNT}", h.base)))
+        .form(&[("_token", "panel-token-123"), ("name", name), ("url", &rx.url("/ok")), ("events", "user.created")])
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 303);
+    let set = created.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let value = set.strip_prefix("wh_flash=").unwrap().split(';').next().unwrap();
+    // What the framework hands the panel: the value decoded.
+    let decoded = form_urlencoded::parse(format!("f={value}").as_bytes()).next().unwrap().1.into_owned();
+    assert!(decoded.contains(name), "{decoded}");
+    // Encoded again, as the guide does, the message shows on the next page.
+    let page = trusted(c.get(format!("{}{MOUNT}", h.base)))
+        .header("cookie", format!("wh_flash={}", rawurlencode(&decoded)))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("was created") && page.contains("Ops &amp; Billing; 100% +1"), "{page}");
+}
+
+/// The Node panel passes on the `wh_flash` cookie alone, never its own
+/// session, and `/` leads to the webhooks pages.
+#[test]
+fn the_node_panel_forwards_only_the_flash_cookie() {
+    use std::io::{Read, Write};
+    let Some(node) = node() else { return };
+    // A stand-in for `serve` that records what the panel forwards.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let seen = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the panel closed early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            .unwrap();
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    let panel = start_node_panel(node, &format!("http://{addr}"));
+    let c = Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let home = c.get(format!("{}/", panel.base)).send().unwrap();
+    assert_eq!(home.status(), 302);
+    assert_eq!(home.headers()["location"], MOUNT);
+    let r = c
+        .get(format!("{}{MOUNT}", panel.base))
+        .header("cookie", "panel_session=0123456789abcdef0123456789abcdef; theme=dark; wh_flash=success%3AHi%20there")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let head = seen.join().unwrap().to_ascii_lowercase();
+    let cookies: Vec<&str> = head.lines().filter(|l| l.starts_with("cookie:")).collect();
+    assert_eq!(cookies, vec!["cookie: wh_flash=success%3ahi%20there"], "{head}");
+}

@@ -80,7 +80,7 @@ async fn default_schedule_waits_5s_then_5min_with_jitter() {
     let r = Receiver::start();
     let (hooks, dir) = start(clock.clone()).await;
     create(&hooks, &r.url("/flaky/5/x")).await;
-    let raised = hooks.raise(Event::new("user.created", r#"{"id":1}"#)).await.unwrap();
+    let raised = hooks.raise(Event::new("user.created", r#"{"id":1,"email":"ada@example.com"}"#)).await.unwrap();
     assert_eq!(raised.queued, 1);
 
     // Attempt 1 at once.
@@ -120,7 +120,7 @@ async fn history_older_than_retention_is_pruned_but_pending_work_is_kept() {
     let (hooks, dir) = start(clock.clone()).await;
     create(&hooks, &r.url("/ok/p")).await;
     for _ in 0..5 {
-        hooks.raise(Event::new("user.created", "{}")).await.unwrap();
+        hooks.raise(Event::new("user.created", r#"{"id":1,"email":"ada@example.com"}"#)).await.unwrap();
     }
     for _ in 0..50 {
         if count(&dir, "SELECT COUNT(*) FROM deliveries WHERE state = 'succeeded'") == 5 {
@@ -132,7 +132,7 @@ async fn history_older_than_retention_is_pruned_but_pending_work_is_kept() {
     // A delivery still on its schedule must survive pruning, with its history:
     // its endpoint fails, then its webhook is disabled so it waits forever.
     create_for(&hooks, &r.url("/status/500/keep"), "ticket.created").await;
-    hooks.raise(Event::new("ticket.created", "{}")).await.unwrap();
+    hooks.raise(Event::new("ticket.created", r#"{"id":1,"user_id":2,"subject":"Hi","status":"open"}"#)).await.unwrap();
     for _ in 0..50 {
         if count(&dir, "SELECT COUNT(*) FROM deliveries WHERE state = 'retrying'") == 1 {
             break;
@@ -190,7 +190,7 @@ async fn rotation_signs_with_both_secrets_for_24_hours_then_only_the_new_one() {
     };
     post(&hooks, &edit, &form("rotate", new)).await;
 
-    hooks.raise(Event::new("user.created", "{}")).await.unwrap();
+    hooks.raise(Event::new("user.created", r#"{"id":1,"email":"ada@example.com"}"#)).await.unwrap();
     settle().await;
     let got = r.seen_at("/ok/rot");
     assert_eq!(got.len(), 1);
@@ -201,7 +201,7 @@ async fn rotation_signs_with_both_secrets_for_24_hours_then_only_the_new_one() {
 
     // After the 24-hour window only the new secret signs.
     clock.advance(Duration::from_secs(24 * 3600 + 60));
-    hooks.raise(Event::new("user.created", "{}")).await.unwrap();
+    hooks.raise(Event::new("user.created", r#"{"id":1,"email":"ada@example.com"}"#)).await.unwrap();
     settle().await;
     let got = r.seen_at("/ok/rot");
     assert_eq!(got.len(), 2);
@@ -244,7 +244,7 @@ async fn a_name_that_resolves_to_loopback_is_refused_at_send_time() {
     let hooks = Webhooks::start(cfg).await.unwrap();
     // The name passes save-time checks: nothing in the URL shows it is internal.
     create(&hooks, &format!("http://hooks.example.com:{}/in", listener.port)).await;
-    hooks.raise(Event::new("user.created", "{}")).await.unwrap();
+    hooks.raise(Event::new("user.created", r#"{"id":1,"email":"ada@example.com"}"#)).await.unwrap();
     let mut error = None;
     for _ in 0..100 {
         error = db(&tmp).query_row("SELECT error FROM attempts", [], |r| r.get::<_, String>(0)).ok();
@@ -275,7 +275,7 @@ async fn concurrent_raises_share_a_commit_and_are_answered_each_on_their_own() {
             let e = match i {
                 7 => Event::new("user.created", "[1]"),
                 23 => Event::new("user.exploded", "{}"),
-                _ => Event::new("user.created", format!(r#"{{"id":{i}}}"#)),
+                _ => Event::new("user.created", format!(r#"{{"id":{},"email":"ada@example.com"}}"#, i + 1)),
             };
             (i, hooks.raise(e).await)
         });
@@ -284,7 +284,7 @@ async fn concurrent_raises_share_a_commit_and_are_answered_each_on_their_own() {
     while let Some(joined) = tasks.join_next().await {
         let (i, raised) = joined.unwrap();
         match (i, raised) {
-            (7, Err(webhooks_host::RaiseError::InvalidData(_)))
+            (7, Err(webhooks_host::RaiseError::InvalidData { .. }))
             | (23, Err(webhooks_host::RaiseError::UnknownType(_))) => {}
             (_, Ok(raised)) if i != 7 && i != 23 => {
                 assert_eq!(raised.queued, 1);
@@ -313,7 +313,7 @@ async fn the_first_schedule_entry_delays_the_first_attempt() {
     cfg.retry_schedule = webhooks_host::config::parse_schedule("2s,5s").unwrap();
     let hooks = Webhooks::start(cfg).await.unwrap();
     create(&hooks, &r.url("/ok/later")).await;
-    hooks.raise(Event::new("user.created", "{}")).await.unwrap();
+    hooks.raise(Event::new("user.created", r#"{"id":1,"email":"ada@example.com"}"#)).await.unwrap();
     let due: i64 = db(&tmp).query_row("SELECT next_attempt_at FROM deliveries", [], |r| r.get(0)).unwrap();
     assert_eq!(due, T0 as i64 + 2000);
     settle().await;
@@ -354,7 +354,7 @@ async fn secrets_sealed_by_an_older_version_still_sign_after_the_upgrade() {
         db.execute("DELETE FROM plugin_schema WHERE version >= 5", []).unwrap();
     }
     let hooks = Webhooks::start(config()).await.unwrap();
-    hooks.raise(Event::new("user.created", r#"{"id":1}"#)).await.unwrap();
+    hooks.raise(Event::new("user.created", r#"{"id":1,"email":"ada@example.com"}"#)).await.unwrap();
     let got = r.wait_for("/ok/upgraded", 1, Duration::from_secs(10));
     assert_eq!(sigs(&got[0]), [expected_sig(secret, &got[0])]);
     hooks.shutdown().await;

@@ -129,7 +129,7 @@ fn hostile_urls_are_refused_when_sent_with_no_connection_made() {
             .unwrap();
         }
     }
-    assert_eq!(h.raise(json!({"type": "user.created", "data": {}})).0, 202);
+    assert_eq!(h.raise(json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com"}})).0, 202);
     let n = sendable.len() as i64;
     eventually(WAIT, "every hostile delivery attempted", || h.count("SELECT COUNT(*) FROM attempts") == n);
     let db = h.db();
@@ -154,7 +154,7 @@ fn redirects_to_internal_addresses_are_not_followed() {
     // no-redirect rule stands between them.
     let h = host_with(&[("WEBHOOKS_ALLOWED_HOSTS", "127.0.0.1"), ("WEBHOOKS_RETRY_SCHEDULE", "0s")]);
     h.admin().create("Redir", &r.url(&format!("/redirect-to/{}/x", listener.port)), "", &["user.created"], true);
-    h.raise(json!({"type": "user.created", "data": {}}));
+    h.raise(json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com"}}));
     eventually(WAIT, "attempt", || h.count("SELECT COUNT(*) FROM attempts") == 1);
     assert_eq!(h.count("SELECT response_status FROM attempts"), 302);
     std::thread::sleep(Duration::from_millis(300));
@@ -182,7 +182,8 @@ fn a_component_that_loops_or_grows_fails_that_call_only() {
         }
         assert!(t.elapsed() < Duration::from_secs(10), "{hook} took {:?}", t.elapsed());
         // The host survives and answers the next request normally.
-        let (s, _) = h.raise(json!({"type": "user.created", "data": {"after": hook}}));
+        let (s, _) =
+            h.raise(json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com", "after": hook}}));
         assert_eq!(s, 202, "after {hook}");
         assert_eq!(h.admin().get(MOUNT).0, 200);
     }
@@ -243,6 +244,69 @@ fn wrong_passwords_never_sign_in_and_are_limited() {
     assert!(!h.log().contains(ADMIN_PASSWORD));
 }
 
+/// Resident memory of a process, in MiB, from `/proc`.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb / 1024.0
+}
+
+/// #15: failed sign-ins from 300 addresses, each with a 200 KiB user name,
+/// grew the host by hundreds of MiB: the names were read, parsed, echoed
+/// back and kept. The sign-in form is now read up to 8 KiB (a larger one is
+/// refused before it is parsed), the failure table keeps a bounded prefix
+/// of each name, and memory stays flat.
+#[test]
+fn failed_sign_ins_from_many_addresses_keep_memory_bounded() {
+    let h = host();
+    let huge = "n".repeat(200 * 1024);
+    let long = "n".repeat(4 * 1024);
+    // Warm up (allocator, first pages) before the baseline.
+    for i in 0..5u8 {
+        h.anonymous_from(std::net::IpAddr::from([127, 1, 0, i])).sign_in(&long, "wrong");
+    }
+    let before = rss_mib(h.child.id());
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let (h, huge, long) = (&h, &huge, &long);
+            s.spawn(move || {
+                for i in 0..75u8 {
+                    let anon = h.anonymous_from(std::net::IpAddr::from([127, 2, t, i]));
+                    // Refused unread: a 413, or the connection closed while
+                    // the client was still writing what nobody reads.
+                    let (_, page) = anon.get("/login");
+                    let r = anon
+                        .client
+                        .post(format!("{}/login", h.base))
+                        .form(&[("username", huge.as_str()), ("password", "wrong"), ("_csrf", &csrf_of(&page))])
+                        .send();
+                    if let Ok(r) = r {
+                        assert_eq!(r.status().as_u16(), 413, "a 200 KiB sign-in form is refused unread");
+                    }
+                    for _ in 0..2 {
+                        let (status, _, _) = anon.sign_in(long, "wrong");
+                        assert!(status == 401 || status == 429, "{status}");
+                    }
+                }
+            });
+        }
+    });
+    let after = rss_mib(h.child.id());
+    assert!(after - before < 40.0, "RSS grew from {before:.1} to {after:.1} MiB");
+    // The table holds one bounded entry per (address, name) and per address.
+    // And the admin still signs in.
+    let (s, _, body) = h.anonymous_from("127.0.0.3".parse().unwrap()).sign_in("admin", ADMIN_PASSWORD);
+    assert_eq!(s, 303, "{body}");
+}
+
 #[test]
 fn sign_out_ends_the_session_and_cookies_are_strict() {
     let h = host();
@@ -272,7 +336,7 @@ fn secrets_never_appear_in_pages_logs_history_or_the_database_in_clear() {
     let secret = "whsec_dGhpcyBpcyBhIHZlcnkgc2VjcmV0IGtleSEh";
     let needle = "dGhpcyBpcyBhIHZlcnkgc2VjcmV0";
     a.create("S", &r.url("/ok/s"), secret, &["user.created"], true);
-    h.raise(json!({"type": "user.created", "data": {}}));
+    h.raise(json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com"}}));
     r.wait_for("/ok/s", 1, WAIT);
     eventually(WAIT, "attempt", || h.count("SELECT COUNT(*) FROM attempts") == 1);
     let id: i64 = h.db().query_row("SELECT id FROM webhooks", [], |r| r.get(0)).unwrap();
@@ -310,19 +374,22 @@ fn a_next_address_carrying_cr_lf_goes_to_the_dashboard() {
 
 #[test]
 fn cookies_are_secure_and_hsts_is_sent_when_the_panel_is_served_over_https() {
-    let sign_in_headers = |h: &Host| {
+    let sign_in_forwarded = |h: &Host, proto: Option<&str>| {
         let anon = h.anonymous();
         let (_, page) = anon.get("/login");
         let csrf = csrf_of(&page);
-        let r = anon
-            .client
-            .post(format!("{}/login", h.base))
+        let mut req = anon.client.post(format!("{}/login", h.base));
+        if let Some(p) = proto {
+            req = req.header("x-forwarded-proto", p);
+        }
+        let r = req
             .form(&[("username", "admin"), ("password", ADMIN_PASSWORD), ("_csrf", &csrf), ("next", MOUNT)])
             .send()
             .unwrap();
         assert_eq!(r.status().as_u16(), 303);
         r.headers().clone()
     };
+    let sign_in_headers = |h: &Host| sign_in_forwarded(h, None);
     let behind_tls = host_with(&[("WEBHOOKS_PUBLIC_URL", "https://panel.example.com")]);
     let headers = sign_in_headers(&behind_tls);
     let cookie = headers.get("set-cookie").unwrap().to_str().unwrap();
@@ -333,6 +400,19 @@ fn cookies_are_secure_and_hsts_is_sent_when_the_panel_is_served_over_https() {
     let headers = sign_in_headers(&plain);
     assert!(!headers.get("set-cookie").unwrap().to_str().unwrap().contains("Secure"));
     assert!(headers.get("strict-transport-security").is_none());
+    // Behind a trusted proxy: its `X-Forwarded-Proto: https` counts, per request.
+    let proxied = host_with(&[("WEBHOOKS_TRUSTED_PROXIES", "127.0.0.0/8")]);
+    let headers = sign_in_forwarded(&proxied, Some("https"));
+    assert!(headers.get("set-cookie").unwrap().to_str().unwrap().ends_with("; Secure"));
+    assert!(headers.get("strict-transport-security").is_some());
+    let headers = sign_in_forwarded(&proxied, Some("http"));
+    assert!(!headers.get("set-cookie").unwrap().to_str().unwrap().contains("Secure"));
+    assert!(headers.get("strict-transport-security").is_none());
+    // From a peer that is not a trusted proxy, the header is ignored.
+    let untrusted = host_with(&[("WEBHOOKS_TRUSTED_PROXIES", "10.0.0.0/8")]);
+    let headers = sign_in_forwarded(&untrusted, Some("https"));
+    assert!(!headers.get("set-cookie").unwrap().to_str().unwrap().contains("Secure"));
+    assert!(headers.get("strict-transport-security").is_none());
     // A public URL that is not http(s) stops the start with the key named.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_webhooks-host"))
         .args(["serve", "--listen", "127.0.0.1:0", "--public-url", "ftp://panel.example.com"])
@@ -341,4 +421,57 @@ fn cookies_are_secure_and_hsts_is_sent_when_the_panel_is_served_over_https() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("public_url"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// #15: 1,100 connections that never finish their headers, against a host
+/// under a 1,024 file limit (once enough to take every file and make
+/// `/healthz` unreachable): `/healthz` keeps answering, and the half-open
+/// connections are closed once the header timeout passes.
+#[test]
+fn a_slowloris_of_half_open_connections_does_not_lock_out_healthz() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    // This test's own side holds 1,100 sockets.
+    let _ = rlimit::increase_nofile_limit(4096);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut cmd = host_command(&data, &[]);
+    // SAFETY: only setrlimit runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| rlimit::setrlimit(rlimit::Resource::NOFILE, 1024, 1024));
+    }
+    let h = spawn(cmd, &data);
+    let addr = h.base.trim_start_matches("http://").to_owned();
+    let healthz = |why: &str| {
+        let r = h.anonymous().client.get(format!("{}/healthz", h.base)).timeout(Duration::from_secs(5)).send();
+        assert_eq!(r.map(|r| r.status().as_u16()).map_err(|e| e.to_string()), Ok(200), "/healthz {why}");
+    };
+    let mut held = Vec::new();
+    for i in 0..1100 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        // A header that never ends.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+        held.push(s);
+        if i % 275 == 274 {
+            healthz(&format!("with {} half-open connections", i + 1));
+        }
+    }
+    for _ in 0..5 {
+        healthz("with 1,100 half-open connections");
+    }
+    // Every half-open connection ends within the header timeout (10 s):
+    // evicted to make room, or timed out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for (i, s) in held.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(10));
+        s.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            // Closed, with or without a 408.
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("half-open connection {i} still open after 20 s: {e}"),
+        }
+    }
+    healthz("after the slowloris");
 }

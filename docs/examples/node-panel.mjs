@@ -1,7 +1,15 @@
 // A tiny Node "panel" that embeds the webhooks admin pages in its own layout
-// and raises events — no dependencies, Node 18+. See docs/EMBEDDING.md.
+// and raises events — no dependencies, Node 20+ (it uses fetch and
+// Headers.getSetCookie). See docs/EMBEDDING.md, "Try it".
 //
-//   WEBHOOKS_URL=http://127.0.0.1:8080 WEBHOOKS_API_TOKEN=… node docs/examples/node-panel.mjs
+// With `cargo run -p webhooks-host -- serve` running in another terminal:
+//
+//   WEBHOOKS_URL=http://127.0.0.1:8080 WEBHOOKS_API_TOKEN="$(cat data/api-token)" \
+//     node docs/examples/node-panel.mjs
+//
+// then open http://127.0.0.1:3000/ (it leads to Admin → Integrations →
+// Webhooks, http://127.0.0.1:3000/admin/integrations/webhooks). Set PORT to
+// listen elsewhere.
 //
 // What a real panel does the same way:
 //   * its own sign-in decides who the admin is (here: everyone is "alice");
@@ -56,6 +64,12 @@ export async function raise(type, data, id) {
   return r.json(); // { id, queued }
 }
 
+// The browser's `wh_flash` cookie, if any, as `wh_flash=<value>`.
+function flashCookie(req) {
+  const v = /(?:^|;\s*)wh_flash=([^;]*)/.exec(req.headers.cookie ?? "")?.[1];
+  return v ? `wh_flash=${v}` : "";
+}
+
 async function proxyAdmin(req, res, s) {
   const body = req.method === "POST" ? await readBody(req) : undefined;
   if (body) {
@@ -77,8 +91,10 @@ async function proxyAdmin(req, res, s) {
       "x-webhooks-csrf-field": "_token",
       "x-webhooks-fragment": "1",
       "content-type": req.headers["content-type"] ?? "application/x-www-form-urlencoded",
-      // The flash message of the page before travels in a cookie of its own.
-      cookie: req.headers.cookie ?? "",
+      // The flash message of the page before travels in a cookie of its own;
+      // only that one is passed on, as the browser sent it (still encoded).
+      // The panel's own cookies (its session) never leave the panel.
+      cookie: flashCookie(req),
     },
   });
   for (const c of upstream.headers.getSetCookie()) res.appendHeader("set-cookie", c);
@@ -96,6 +112,10 @@ const server = http.createServer(async (req, res) => {
   try {
     const s = session(req, res);
     const path = new URL(req.url, "http://panel").pathname;
+    if (path === "/") {
+      res.writeHead(302, { location: MOUNT });
+      return res.end();
+    }
     if (path === MOUNT || path.startsWith(MOUNT + "/")) return await proxyAdmin(req, res, s);
     if (path === "/static/webhooks.css" || path === "/static/webhooks.js") {
       const r = await fetch(HOOKS + path);

@@ -16,10 +16,15 @@
 //! - The table of failures is bounded: entries expire with the window, at
 //!   most [`MAX_TRACKED`] are kept (the oldest go first), and a user name
 //!   counts by its first [`MAX_USER_LEN`] bytes only.
+//! - Passwords are checked one at a time on a thread of their own
+//!   ([`Checker`]): an Argon2id check takes ~19 MiB and tens of milliseconds.
+//!   On whatever thread called, a burst of failed sign-ins left each
+//!   thread's malloc arena holding its own 19 MiB (+130 MiB measured) and
+//!   stalled the tokio worker it ran on.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
@@ -45,9 +50,41 @@ pub const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
 /// The admin account and live sessions.
 pub struct Auth {
     user: String,
-    hash: String,
+    checker: Checker,
     sessions: Mutex<HashMap<String, (String, Instant)>>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+/// The password checker: one thread that verifies against the stored hash,
+/// one password at a time (callers queue), so the Argon2 memory is one
+/// block, reused, and no async worker ever runs a check.
+struct Checker {
+    tx: mpsc::SyncSender<(String, mpsc::SyncSender<bool>)>,
+}
+
+impl Checker {
+    fn start(hash: String) -> Checker {
+        let (tx, rx) = mpsc::sync_channel::<(String, mpsc::SyncSender<bool>)>(64);
+        let spawned = std::thread::Builder::new().name("password-check".into()).spawn(move || {
+            for (password, reply) in rx {
+                let ok = PasswordHash::new(&hash)
+                    .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
+                let _ = reply.send(ok);
+            }
+        });
+        if let Err(e) = spawned {
+            // Without the thread every check fails closed (no sign-in).
+            tracing::error!("could not start the password checker: {e}");
+        }
+        Checker { tx }
+    }
+
+    /// Whether `password` matches; blocks until the checker answers (call
+    /// it from a blocking thread). False if the checker is gone.
+    fn check(&self, password: &str) -> bool {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.tx.send((password.to_owned(), reply)).is_ok() && answer.recv().unwrap_or(false)
+    }
 }
 
 /// Why a sign-in was refused.
@@ -68,7 +105,12 @@ pub fn hash_password(password: &str) -> String {
 impl Auth {
     /// An account with a known password hash.
     pub fn new(user: impl Into<String>, hash: String) -> Self {
-        Auth { user: user.into(), hash, sessions: Mutex::default(), failures: Mutex::default() }
+        Auth {
+            user: user.into(),
+            checker: Checker::start(hash),
+            sessions: Mutex::default(),
+            failures: Mutex::default(),
+        }
     }
 
     /// Loads the account for `serve`: the given password, or the stored hash,
@@ -132,8 +174,7 @@ impl Auth {
         }
         let user_ok = bool::from(user.as_bytes().ct_eq(self.user.as_bytes()));
         // Verify even for a wrong user name so timing does not tell which was wrong.
-        let pass_ok = PasswordHash::new(&self.hash)
-            .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
+        let pass_ok = self.checker.check(password);
         if !(user_ok && pass_ok) {
             for (k, _) in &keys {
                 self.fail(k);

@@ -165,6 +165,21 @@ pub struct FileSettings {
     pub log_format: Option<String>,
     /// `public_url = "https://panel.example.com"`
     pub public_url: Option<String>,
+    /// `trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]` or `"127.0.0.1,10.0.0.0/8"`.
+    pub trusted_proxies: Option<StringList>,
+}
+
+/// Parses `trusted_proxies`: addresses or CIDRs, comma-separated.
+pub fn parse_proxies(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{s:?} is not an IP address or CIDR (e.g. 127.0.0.1 or 10.0.0.0/8)"))
+        })
+        .collect()
 }
 
 /// A list written as a TOML array or as one comma-separated string.

@@ -62,6 +62,7 @@ pub mod config;
 pub mod datadir;
 pub mod egress;
 pub mod intake;
+pub mod listener;
 pub mod metrics;
 pub mod runtime;
 pub mod scheduler;
@@ -121,9 +122,15 @@ pub enum RaiseError {
     /// The type is not in the catalog.
     #[error("{0}")]
     UnknownType(String),
-    /// The id or data is malformed.
-    #[error("{0}")]
-    InvalidData(String),
+    /// The id, time or data is malformed; `field` names it as the event API
+    /// does (`id`, `occurred_at_ms`, `data`, `data.id`, `events[3].data.id`).
+    #[error("{message}")]
+    InvalidData {
+        /// The input at fault, as the event API names it.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The id was raised before with a different type or data.
     #[error("{0}")]
     Conflict(String),
@@ -209,7 +216,10 @@ impl Webhooks {
     /// ```no_run
     /// # async fn demo(hooks: &webhooks_host::Webhooks) -> Result<(), webhooks_host::RaiseError> {
     /// use webhooks_host::Event;
-    /// let mut e = Event::new("transaction.success", r#"{"id": "txn_1", "amount": 1999, "currency": "EUR"}"#);
+    /// let mut e = Event::new(
+    ///     "transaction.success",
+    ///     r#"{"id": "txn_1", "user_id": 42, "amount": 1999, "currency": "EUR", "status": "succeeded"}"#,
+    /// );
     /// e.id = Some("txn_1-paid".into()); // your own idempotency key
     /// let raised = hooks.raise(e).await?;
     /// assert_eq!(raised.event_id, "txn_1-paid");
@@ -358,7 +368,7 @@ impl Webhooks {
 fn raise_error(e: ex::events::RaiseError) -> RaiseError {
     match e {
         ex::events::RaiseError::UnknownType(m) => RaiseError::UnknownType(m),
-        ex::events::RaiseError::InvalidData(m) => RaiseError::InvalidData(m),
+        ex::events::RaiseError::InvalidData(i) => RaiseError::InvalidData { field: i.field, message: i.message },
         ex::events::RaiseError::Conflict(m) => RaiseError::Conflict(m),
         ex::events::RaiseError::Storage(m) => RaiseError::Storage(m),
     }

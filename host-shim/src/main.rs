@@ -104,6 +104,10 @@ struct Serve {
     /// cookies are `Secure` and HSTS is sent [default: none: plain http on the listen address].
     #[arg(long, env = "WEBHOOKS_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Reverse proxies (addresses or CIDRs, comma-separated) whose `X-Forwarded-Proto: https`
+    /// is believed: their https requests get `Secure` cookies and HSTS [default: none].
+    #[arg(long, env = "WEBHOOKS_TRUSTED_PROXIES")]
+    trusted_proxies: Option<String>,
 }
 
 /// How log lines are written.
@@ -142,6 +146,7 @@ struct Resolved {
     log_format: LogFormat,
     /// The public address is https: `Secure` cookies and HSTS.
     https: bool,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn resolve(s: Serve) -> anyhow::Result<Resolved> {
@@ -190,8 +195,11 @@ fn resolve(s: Serve) -> anyhow::Result<Resolved> {
             p => anyhow::bail!("public_url: the scheme must be http or https, not {:?}", p.scheme()),
         },
     };
+    let proxies = s.trusted_proxies.or(f.trusted_proxies.as_ref().map(config::StringList::joined)).unwrap_or_default();
+    let trusted_proxies = config::parse_proxies(&proxies).map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
     Ok(Resolved {
         https,
+        trusted_proxies,
         cfg,
         listen,
         data,
@@ -242,7 +250,8 @@ fn secret_file(path: &Path, make: impl FnOnce() -> Vec<u8>) -> anyhow::Result<(V
 }
 
 async fn serve(r: Resolved) -> anyhow::Result<()> {
-    let Resolved { cfg, listen, data, admin_user, admin_password, api_token, log_format: _, https } = r;
+    let Resolved { cfg, listen, data, admin_user, admin_password, api_token, log_format: _, https, trusted_proxies } =
+        r;
     // Bound first, and the component started (which makes `data` a private
     // folder, see `datadir`) before a password is generated: a busy port or
     // a failed start must not swallow a password that is shown only once.
@@ -260,7 +269,7 @@ async fn serve(r: Resolved) -> anyhow::Result<()> {
     };
     let (auth, generated) = webhooks_host::auth::Auth::load(admin_user.clone(), admin_password, &data)
         .context("loading the admin account")?;
-    let app = Arc::new(App { hooks, api_token, key, auth, https });
+    let app = Arc::new(App { hooks, api_token, key, auth, https, trusted_proxies });
 
     // Not println!: a closed stdout must not take the server down. Stdout, not
     // the log on stderr (maybe JSON for a log shipper): the one-time password

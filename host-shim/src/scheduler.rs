@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::bindings::ex::deliveries::{Outgoing, Response, Sent, Unsendable};
+use crate::bindings::ex::deliveries::{AttemptError, Outgoing, Response, Sent, Unsendable};
 use crate::intake::{self, Held, MAX_GROUP, Queue, Raising};
 use crate::runtime::{CallError, Runtime};
 
@@ -307,8 +307,9 @@ fn spawn_build(building: &mut JoinSet<Built>, rt: &Arc<Runtime>, ids: Vec<i64>, 
 /// Acts on a finished build: sends what was built; hands what cannot be sent
 /// to the next step as a failed attempt. When the call itself trapped, one
 /// of its rows may be to blame: the ids are built again in halves, until the
-/// one that traps is alone and is recorded as failed, with the reason; it
-/// then follows the retry schedule like any failure and ends `exhausted`,
+/// one that traps is alone and is recorded as failed (`build-failed`, with
+/// the error id of its log line). It is tried once more on the retry
+/// schedule; failing again, the plugin quarantines it: `exhausted` at once,
 /// visible in the history and resendable. The other rows go on.
 fn built(
     rt: &Arc<Runtime>,
@@ -332,7 +333,7 @@ fn built(
                         delivery_id: u.delivery_id,
                         started_ms: now_ms,
                         duration_ms: 0,
-                        outcome: Err(u.error),
+                        outcome: Err(AttemptError::Transport(u.error)),
                         request_headers: u.request_headers,
                     }),
                 }
@@ -344,14 +345,15 @@ fn built(
                 spawn_build(building, rt, ids, being_built);
                 spawn_build(building, rt, second, being_built);
             } else if let Some(id) = ids.pop() {
-                tracing::error!(delivery = id, "the plugin failed building this delivery's request: {e}");
+                // The admin sees the id in the history; the detail (a wasm
+                // backtrace) stays in the log under it.
+                let error_id = format!("E-{}", crate::secrets::random_hex(4));
+                tracing::error!(delivery = id, error_id = %error_id, "the plugin failed building this delivery's request: {e}");
                 finished.push(Sent {
                     delivery_id: id,
                     started_ms: now_ms,
                     duration_ms: 0,
-                    outcome: Err("not sent: the plugin failed while building this request; \
-                                  the operator's log has the details"
-                        .into()),
+                    outcome: Err(AttemptError::BuildFailed(error_id)),
                     request_headers: Vec::new(),
                 });
             }
@@ -391,17 +393,19 @@ async fn send(rt: Arc<Runtime>, slot: Arc<Semaphore>, o: Outgoing) -> Sent {
         delivery_id: o.delivery_id,
         started_ms,
         duration_ms: took.as_millis() as u64,
-        outcome: result.map(|f| Response {
-            status: f.head.status.as_u16(),
-            headers: f
-                .head
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                .collect(),
-            body_size: f.body.len() as u64,
-            body: f.body.to_vec(),
-        }),
+        outcome: result
+            .map(|f| Response {
+                status: f.head.status.as_u16(),
+                headers: f
+                    .head
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect(),
+                body_size: f.body.len() as u64,
+                body: f.body.to_vec(),
+            })
+            .map_err(AttemptError::Transport),
         request_headers: o.headers,
     }
 }

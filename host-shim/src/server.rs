@@ -23,6 +23,12 @@ use crate::{Event, RaiseError, Webhooks};
 
 /// Largest request body the API and forms accept.
 pub const MAX_BODY: usize = 256 * 1024;
+
+/// Largest sign-in form: a user name, a password, a token and a return path
+/// fit many times over. The form is open to anyone; before this bound a
+/// stranger's 200 KiB user names were read, parsed and echoed back, and
+/// glibc's arenas kept ~230 MiB of them after 600 attempts.
+const MAX_LOGIN_FORM: usize = 8 * 1024;
 /// Most events in one batch call.
 pub const MAX_BATCH: usize = 1000;
 
@@ -44,21 +50,69 @@ pub struct App {
     /// The admin account and sessions.
     pub auth: Auth,
     /// Admins reach the panel over https (`--public-url`): cookies are
-    /// `Secure` and HSTS is sent.
+    /// `Secure` and HSTS is sent on every response.
     pub https: bool,
+    /// Reverse proxies whose `X-Forwarded-Proto: https` is believed
+    /// (`--trusted-proxies`): a request they forward over https gets
+    /// `Secure` cookies and HSTS. From anyone else the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl App {
-    /// The attributes every cookie of ours carries.
+    /// The attributes every cookie of ours carries; `Secure` is added by
+    /// [`https_only`] when the request came over https.
     fn cookie_attrs(&self) -> &'static str {
-        if self.https { "Path=/; HttpOnly; SameSite=Strict; Secure" } else { "Path=/; HttpOnly; SameSite=Strict" }
+        "Path=/; HttpOnly; SameSite=Strict"
     }
+
+    /// Whether this request reached the panel over https: always when the
+    /// public URL is https; otherwise when a trusted proxy says so.
+    fn over_https(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
+        self.https
+            || peer.is_some_and(|p| {
+                let ip = p.ip().to_canonical();
+                self.trusted_proxies.iter().any(|n| n.contains(&ip))
+            }) && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                // A chain of proxies appends; the first is where the client came in.
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+    }
+}
+
+/// For a request that came over https: `Secure` on every cookie set and
+/// HSTS. Only then: on a plain-http panel either would lock admins out.
+async fn https_only(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let https = app.over_https(peer, req.headers());
+    let mut resp = next.run(req).await;
+    if https {
+        let h = resp.headers_mut();
+        let cookies: Vec<HeaderValue> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| match v.to_str() {
+                Ok(s) if !s.contains("; Secure") => HeaderValue::from_str(&format!("{s}; Secure")).unwrap_or(v.clone()),
+                _ => v.clone(),
+            })
+            .collect();
+        h.remove(header::SET_COOKIE);
+        for c in cookies {
+            h.append(header::SET_COOKIE, c);
+        }
+        h.entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HeaderValue::from_static("max-age=31536000"));
+    }
+    resp
 }
 
 /// The panel's routes.
 pub fn router(app: Arc<App>) -> Router {
     let mount = app.hooks.config().mount_path.clone();
-    let https = app.https;
     Router::new()
         .route(
             "/",
@@ -99,18 +153,11 @@ pub fn router(app: Arc<App>) -> Router {
                 None,
             )
         })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), https_only))
         .with_state(app)
-        .layer(axum::middleware::map_response(move |resp: Response| async move {
-            let mut resp = baseline_headers(resp).await;
-            if https {
-                // Only when the operator says admins come over https: HSTS on
-                // a plain-http panel would lock them out of it.
-                resp.headers_mut()
-                    .entry(header::STRICT_TRANSPORT_SECURITY)
-                    .or_insert(HeaderValue::from_static("max-age=31536000"));
-            }
-            resp
-        }))
+        // No extractor reads more than the API's own limit (axum's default is 2 MiB).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(baseline_headers))
 }
 
 /// On every response, whoever answered it: `nosniff`, and `no-store` on
@@ -133,9 +180,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::listener::serve(listener, router(app), crate::listener::Limits::default(), shutdown).await
 }
 
 fn asset(ct: &'static str, body: &'static str) -> Response {
@@ -361,6 +406,14 @@ fn html(status: StatusCode, body: String, clear_flash: bool) -> Response {
     resp
 }
 
+/// A refusal sent before the request's body was read: the connection cannot
+/// carry another request (the rest of the body would come first), so the
+/// client is told not to reuse it.
+fn unread(mut resp: Response) -> Response {
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 fn plain(status: StatusCode, msg: &'static str) -> Response {
     (status, msg).into_response()
 }
@@ -425,7 +478,9 @@ fn plugin_failed(e: &dyn std::fmt::Display) -> String {
 fn raise_error(e: RaiseError) -> Response {
     match e {
         RaiseError::UnknownType(m) => api_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_type", m, Some("type")),
-        RaiseError::InvalidData(m) => api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_data", m, Some("data")),
+        RaiseError::InvalidData { field, message } => {
+            api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_data", message, Some(&field))
+        }
         RaiseError::Conflict(m) => api_error(StatusCode::CONFLICT, "id_conflict", m, Some("id")),
         RaiseError::Storage(m) => api_error(StatusCode::SERVICE_UNAVAILABLE, "storage", m, None),
         RaiseError::Plugin(m) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", plugin_failed(&m), None),
@@ -436,7 +491,12 @@ fn raise_error(e: RaiseError) -> Response {
 /// declared length is already too large.
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
     let too_large = || {
-        api_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the body is larger than {MAX_BODY} bytes"), None)
+        unread(api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {MAX_BODY} bytes"),
+            None,
+        ))
     };
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         && len > MAX_BODY
@@ -652,12 +712,13 @@ async fn login(
     State(app): State<Arc<App>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let mount = app.hooks.config().mount_path.clone();
-    if body.len() > MAX_BODY {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
-    }
+    // Anyone can post here: read no more than a sign-in form can need.
+    let Ok(body) = axum::body::to_bytes(body, MAX_LOGIN_FORM).await else {
+        return unread(plain(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."));
+    };
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let field = |n: &str| form.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).unwrap_or("");
     let next = safe_next(&mount, Some(field("next")));
@@ -666,7 +727,16 @@ async fn login(
         let msg = "The sign-in form expired; please try again.".to_owned();
         return login_response(&app, StatusCode::FORBIDDEN, &pre, fresh, &next, field("username"), Some(msg));
     }
-    match app.auth.login(&peer.ip().to_string(), field("username"), field("password")) {
+    // The password check waits for the checker thread (auth::Checker): on a
+    // blocking thread, never on an async worker.
+    let checked = {
+        let (app, user, password) = (app.clone(), field("username").to_owned(), field("password").to_owned());
+        tokio::task::spawn_blocking(move || app.auth.login(&peer.ip().to_string(), &user, &password)).await
+    };
+    let Ok(checked) = checked else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "Sign-in is unavailable right now; try again.");
+    };
+    match checked {
         Ok(session) => {
             tracing::info!(user = field("username"), "admin signed in");
             let mut resp = see_other(&next);

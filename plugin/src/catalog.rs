@@ -1,5 +1,7 @@
 //! The event catalog: every event type the plugin accepts.
 
+use std::sync::OnceLock;
+
 /// One event type.
 #[derive(Debug, Clone, Copy)]
 pub struct EventType {
@@ -23,6 +25,69 @@ impl EventType {
             .ok()
             .and_then(|mut s| s.get_mut("examples")?.get_mut(0).map(serde_json::Value::take))
             .unwrap_or_else(|| serde_json::json!({}))
+    }
+}
+
+/// Why `data` does not match its event type's schema: where (a path such
+/// as `data.items[2].sku`) and what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaError {
+    pub field: String,
+    pub message: String,
+}
+
+/// A refusal's message quotes the value it refused; a 100 kB one is not
+/// echoed back to the panel.
+const MAX_QUOTE: usize = 200;
+
+impl EventType {
+    /// Checks `data` against this type's published schema (formats such as
+    /// `email` and `date-time` asserted, as `docs/EVENTS.md` promises
+    /// receivers). The first problem is answered, with its path.
+    pub fn validate(&self, data: &serde_json::Value) -> Result<(), SchemaError> {
+        let Some(v) = self.validator() else {
+            // Cannot happen for a schema the catalog tests compile; refuse
+            // rather than deliver what nobody checked.
+            return Err(SchemaError { field: "data".into(), message: format!("no schema for {}", self.name) });
+        };
+        let Some(e) = v.iter_errors(data).next() else { return Ok(()) };
+        let mut field = String::from("data");
+        for seg in &e.instance_path {
+            match seg {
+                jsonschema::paths::LocationSegment::Property(p) => {
+                    field.push('.');
+                    field.push_str(&p);
+                }
+                jsonschema::paths::LocationSegment::Index(i) => field.push_str(&format!("[{i}]")),
+            }
+        }
+        let mut message = e.to_string();
+        if message.len() > MAX_QUOTE {
+            let mut end = MAX_QUOTE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        Err(SchemaError { message: format!("{field}: {message}"), field })
+    }
+
+    /// This type's compiled schema, built once per instance of the component.
+    fn validator(&self) -> Option<&'static jsonschema::Validator> {
+        static VALIDATORS: [OnceLock<Option<jsonschema::Validator>>; EVENTS.len()] =
+            [const { OnceLock::new() }; EVENTS.len()];
+        let i = EVENTS.iter().position(|e| e.name == self.name)?;
+        VALIDATORS[i]
+            .get_or_init(|| {
+                let schema = serde_json::from_str::<serde_json::Value>(self.schema).ok()?;
+                jsonschema::options()
+                    .with_draft(jsonschema::Draft::Draft202012)
+                    .should_validate_formats(true)
+                    .build(&schema)
+                    .ok()
+            })
+            .as_ref()
     }
 }
 
@@ -171,7 +236,10 @@ mod events_doc {
              (RFC 3339, UTC) and the event's data, as the panel raised it. Each event's\n\
              `data` is described by a JSON Schema (2020-12) in `plugin/events/` and served\n\
              by `GET /api/event-types`; the schemas list what receivers can rely on, and\n\
-             panels may send more fields. Delivery is at least once; order is best-effort\n\
+             panels may send more fields. Intake enforces them (formats such as `email`\n\
+             and `date-time` included): an event whose `data` does not match is refused\n\
+             with `422 invalid_data` naming the field (`data.id`), and nothing is stored.\n\
+             Delivery is at least once; order is best-effort\n\
              oldest-first per webhook. Verify and parse as shown in `docs/guides/`.\n",
         );
         for category in CATEGORIES.iter().chain(std::iter::once(&"Test")) {

@@ -369,7 +369,9 @@ impl ex::management::Guest for Component {
 fn raise_err(e: outbox::RaiseError) -> ex::events::RaiseError {
     match e {
         outbox::RaiseError::UnknownType(m) => ex::events::RaiseError::UnknownType(m),
-        outbox::RaiseError::InvalidData(m) => ex::events::RaiseError::InvalidData(m),
+        outbox::RaiseError::InvalidData { field, message } => {
+            ex::events::RaiseError::InvalidData(ex::events::Invalid { field, message })
+        }
         outbox::RaiseError::Conflict(m) => ex::events::RaiseError::Conflict(m),
         outbox::RaiseError::Storage(m) => ex::events::RaiseError::Storage(m),
     }
@@ -447,12 +449,13 @@ impl ex::deliveries::Guest for Component {
                 delivery_id: f.delivery_id,
                 started_ms: f.started_ms,
                 duration_ms: f.duration_ms,
-                result: f.outcome.map(|r| OutResponse {
-                    status: r.status,
-                    headers: r.headers,
-                    body: r.body,
-                    body_size: r.body_size,
-                }),
+                result: f
+                    .outcome
+                    .map(|r| OutResponse { status: r.status, headers: r.headers, body: r.body, body_size: r.body_size })
+                    .map_err(|e| match e {
+                        ex::deliveries::AttemptError::Transport(m) => outbox::AttemptError::Transport(m),
+                        ex::deliveries::AttemptError::BuildFailed(id) => outbox::AttemptError::BuildFailed(id),
+                    }),
                 request_headers: f.request_headers,
             })
             .collect();
@@ -485,7 +488,7 @@ impl ex::deliveries::Guest for Component {
                 }),
                 Err(f) => Err(ex::deliveries::Unsendable {
                     delivery_id: f.delivery_id,
-                    error: f.result.err().unwrap_or_default(),
+                    error: f.result.err().map(|e| e.to_string()).unwrap_or_default(),
                     request_headers: f.request_headers,
                 }),
             })

@@ -38,6 +38,17 @@ pub const ALL_EVENTS: [&str; 12] = [
     "ticket.reopened",
 ];
 
+/// The published example `data` of an event type (the first `examples`
+/// entry of `plugin/events/<type>.json`): valid against the type's schema,
+/// which intake enforces.
+pub fn example_data(event_type: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../plugin/events/{event_type}.json"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .expect("schema is JSON");
+    schema["examples"][0].clone()
+}
+
 /// One request the receiver saw.
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -233,6 +244,11 @@ pub fn host() -> Host {
 
 /// Starts the binary on `data` (kept by the caller).
 pub fn spawn_host(data: &Path, env: &[(&str, &str)]) -> Host {
+    spawn(host_command(data, env), data)
+}
+
+/// The command [`spawn_host`] runs, to adjust before [`spawn`].
+pub fn host_command(data: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhooks-host"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
@@ -245,7 +261,7 @@ pub fn spawn_host(data: &Path, env: &[(&str, &str)]) -> Host {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    spawn(cmd, data)
+    cmd
 }
 
 /// Starts a prepared `webhooks-host serve` command; its log goes next to `data`.

@@ -19,7 +19,12 @@ pub struct NewEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RaiseError {
     UnknownType(String),
-    InvalidData(String),
+    /// `field` names the input as the event API does: `id`,
+    /// `occurred_at_ms`, `data` or a path into it (`data.id`).
+    InvalidData {
+        field: String,
+        message: String,
+    },
     /// The id was raised before with a different type or data.
     Conflict(String),
     Storage(String),
@@ -42,9 +47,9 @@ pub struct Raised {
 /// the panel's own JSON text (trimmed), parsed once here only to validate,
 /// so the bytes a receiver gets are the bytes the panel sent.
 pub fn check(e: &NewEvent) -> Result<&str, RaiseError> {
-    if catalog::find(&e.event_type).is_none() {
+    let Some(ty) = catalog::find(&e.event_type) else {
         return Err(RaiseError::UnknownType(format!("unknown event type: {}", e.event_type)));
-    }
+    };
     if e.event_type == catalog::TEST_EVENT {
         // It would reach every webhook at once and look like the admin's own test.
         return Err(RaiseError::UnknownType(format!(
@@ -53,35 +58,57 @@ pub fn check(e: &NewEvent) -> Result<&str, RaiseError> {
             catalog::TEST_EVENT
         )));
     }
+    let invalid = |field: &str, message: String| RaiseError::InvalidData { field: field.into(), message };
     if e.id.is_empty() || e.id.len() > 128 || !e.id.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)) {
-        return Err(RaiseError::InvalidData(
-            "event id must be 1-128 characters of letters, digits, '_', '-', '.' or ':'".into(),
-        ));
+        return Err(invalid("id", "event id must be 1-128 characters of letters, digits, '_', '-', '.' or ':'".into()));
     }
     if e.occurred_at_ms > super::MAX_TIME_MS {
-        return Err(RaiseError::InvalidData(format!(
-            "occurred_at_ms: {} is past the year 9999; it must be milliseconds since 1970 \
-             (a value this large is often microseconds or nanoseconds)",
-            e.occurred_at_ms
-        )));
+        return Err(invalid(
+            "occurred_at_ms",
+            format!(
+                "occurred_at_ms: {} is past the year 9999; it must be milliseconds since 1970 \
+                 (a value this large is often microseconds or nanoseconds)",
+                e.occurred_at_ms
+            ),
+        ));
     }
     if e.data_json.len() > MAX_DATA {
-        return Err(RaiseError::InvalidData(format!("data is larger than {MAX_DATA} bytes")));
+        return Err(invalid("data", format!("data is larger than {MAX_DATA} bytes")));
     }
     let data = e.data_json.trim();
-    if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(data) {
-        return Err(RaiseError::InvalidData(format!("data is not valid JSON: {err}")));
-    }
-    if !data.starts_with('{') {
-        return Err(RaiseError::InvalidData("data must be a JSON object".into()));
+    let value = match serde_json::from_str::<serde_json::Value>(data) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => return Err(invalid("data", "data must be a JSON object".into())),
+        Err(err) => return Err(invalid("data", format!("data is not valid JSON: {err}"))),
+    };
+    // Receivers rely on the published schema (docs/EVENTS.md): what does not
+    // match it is refused here, not delivered.
+    if let Err(e) = ty.validate(&value) {
+        return Err(invalid(&e.field, e.message));
     }
     Ok(data)
 }
 
 /// Raises events in one transaction: all are stored or none.
 pub fn raise_batch(host: &dyn Host, events: &[NewEvent]) -> Result<Vec<Raised>, RaiseError> {
-    let checked = events.iter().map(|e| check(e).map(|d| (e, d))).collect::<Result<Vec<_>, _>>()?;
+    let checked = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| check(e).map(|d| (e, d)).map_err(|err| in_batch(i, err)))
+        .collect::<Result<Vec<_>, _>>()?;
     commit(host, &checked)
+}
+
+/// A batch's refusal names the event it is about: `events[3].data.id`.
+fn in_batch(i: usize, e: RaiseError) -> RaiseError {
+    match e {
+        RaiseError::InvalidData { field, message } => RaiseError::InvalidData {
+            field: format!("events[{i}].{field}"),
+            message: format!("events[{i}]: {message}"),
+        },
+        RaiseError::UnknownType(m) => RaiseError::UnknownType(format!("events[{i}]: {m}")),
+        other => other,
+    }
 }
 
 /// Raises independent events in one transaction (the host's group commit):
@@ -241,23 +268,64 @@ mod tests {
             id: "evt_1".into(),
             event_type: "user.created".into(),
             occurred_at_ms: 0,
-            data_json: " { \"a\" : 1 }\n".into(),
+            data_json: " { \"id\" : 1, \"email\": \"a@example.com\" }\n".into(),
         };
         // The panel's bytes, trimmed; not re-serialised.
-        assert_eq!(check(&ok).unwrap(), "{ \"a\" : 1 }");
+        assert_eq!(check(&ok).unwrap(), "{ \"id\" : 1, \"email\": \"a@example.com\" }");
         let mut e = ok.clone();
         e.event_type = "user.exploded".into();
         assert!(matches!(check(&e), Err(RaiseError::UnknownType(_))));
         for bad in ["[1]", "{", "1", "\"{}\"", "{} {}", "{\"a\":1}x"] {
             let mut e = ok.clone();
             e.data_json = bad.into();
-            assert!(matches!(check(&e), Err(RaiseError::InvalidData(_))), "{bad}");
+            assert!(matches!(check(&e), Err(RaiseError::InvalidData { ref field, .. }) if field == "data"), "{bad}");
         }
         let mut e = ok.clone();
         e.event_type = catalog::TEST_EVENT.into();
         assert!(matches!(check(&e), Err(RaiseError::UnknownType(_))), "test.webhook is not raised");
-        let mut e = ok;
+        let mut e = ok.clone();
         e.id = "has space".into();
-        assert!(matches!(check(&e), Err(RaiseError::InvalidData(_))));
+        assert!(matches!(check(&e), Err(RaiseError::InvalidData { ref field, .. }) if field == "id"));
+        let mut e = ok.clone();
+        e.occurred_at_ms = 253_402_300_800_000;
+        assert!(matches!(check(&e), Err(RaiseError::InvalidData { ref field, .. }) if field == "occurred_at_ms"));
+    }
+
+    #[test]
+    fn data_must_match_the_published_schema() {
+        let ev = |data: &str| NewEvent {
+            id: "evt_1".into(),
+            event_type: "user.created".into(),
+            occurred_at_ms: 0,
+            data_json: data.into(),
+        };
+        let refused = |data: &str| match check(&ev(data)) {
+            Err(RaiseError::InvalidData { field, message }) => (field, message),
+            other => panic!("{data}: {other:?}"),
+        };
+        assert!(check(&ev(r#"{"id": 42, "email": "ada@example.com", "extra": [1]}"#)).is_ok());
+        let (field, message) = refused(r#"{"id": "not-an-int", "email": "ada@example.com"}"#);
+        assert_eq!(field, "data.id");
+        assert!(message.contains("integer"), "{message}");
+        assert_eq!(refused(r#"{"email": "ada@example.com"}"#).0, "data");
+        assert_eq!(refused(r#"{"id": 0, "email": "ada@example.com"}"#).0, "data.id");
+        assert_eq!(refused(r#"{"id": 1, "email": "not an address"}"#).0, "data.email");
+        assert_eq!(refused(r#"{"id": 1, "email": "a@example.com", "role": "root"}"#).0, "data.role");
+        assert_eq!(refused(r#"{"id": 1, "email": "a@example.com", "created_at": "yesterday"}"#).0, "data.created_at");
+        // A huge refused value is not echoed back whole.
+        let big = format!(r#"{{"id": "{}", "email": "a@example.com"}}"#, "x".repeat(100_000));
+        assert!(refused(&big).1.len() < 400);
+        // Every type's own example passes intake.
+        for t in catalog::EVENTS.iter().filter(|t| t.name != catalog::TEST_EVENT) {
+            let mut e = ev(&t.example());
+            e.event_type = t.name.into();
+            assert!(check(&e).is_ok(), "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn a_batch_refusal_names_the_event() {
+        let e = in_batch(3, RaiseError::InvalidData { field: "data.id".into(), message: "m".into() });
+        assert!(matches!(e, RaiseError::InvalidData { ref field, .. } if field == "events[3].data.id"));
     }
 }

@@ -47,9 +47,44 @@ pub struct Finished {
     pub delivery_id: i64,
     pub started_ms: u64,
     pub duration_ms: u64,
-    pub result: Result<OutResponse, String>,
+    pub result: Result<OutResponse, AttemptError>,
     pub request_headers: Vec<(String, String)>,
 }
+
+/// Why an attempt has no response (`deliveries.attempt-error`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptError {
+    /// Not sent or not answered: egress policy, DNS, connect, timeout…
+    Transport(String),
+    /// Not sent: building its request trapped, this delivery alone; the
+    /// text is the host's error id for the detail in its log.
+    BuildFailed(String),
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Transport(m) => f.write_str(m),
+            AttemptError::BuildFailed(id) => write!(f, "{BUILD_FAILED} (error {id})"),
+        }
+    }
+}
+
+impl From<String> for AttemptError {
+    fn from(e: String) -> Self {
+        AttemptError::Transport(e)
+    }
+}
+
+impl From<&str> for AttemptError {
+    fn from(e: &str) -> Self {
+        AttemptError::Transport(e.to_owned())
+    }
+}
+
+/// How a failed build is recorded; a delivery whose last error starts so
+/// and fails to build again is quarantined.
+const BUILD_FAILED: &str = "not sent: the plugin failed while building this request";
 
 /// The outcome of one attempt, as recorded.
 #[derive(Debug, Clone)]
@@ -229,7 +264,7 @@ fn build_all(
                 delivery_id: job.delivery_id,
                 started_ms: now,
                 duration_ms: 0,
-                result: Err(error),
+                result: Err(error.into()),
                 request_headers,
             }),
         }
@@ -338,11 +373,11 @@ fn record_in(
     {
         let (marks, ids) = in_list(finished.iter().map(|f| Value::from(f.delivery_id)).collect());
         let sql = format!(
-            "SELECT d.id, d.webhook_id, d.attempts, e.type FROM deliveries d JOIN events e ON e.id = d.event_id \
-             WHERE d.id IN ({marks})"
+            "SELECT d.id, d.webhook_id, d.attempts, e.type, d.last_error FROM deliveries d \
+             JOIN events e ON e.id = d.event_id WHERE d.id IN ({marks})"
         );
-        let facts: HashMap<i64, (i64, i64, String)> =
-            host.query(&sql, &ids)?.iter().map(|r| (r.i64(0), (r.i64(1), r.i64(2), r.str(3)))).collect();
+        let facts: HashMap<i64, (i64, i64, String, String)> =
+            host.query(&sql, &ids)?.iter().map(|r| (r.i64(0), (r.i64(1), r.i64(2), r.str(3), r.str(4)))).collect();
         let mut attempt_rows = Vec::with_capacity(finished.len());
         let mut delivery_rows = Vec::with_capacity(finished.len());
         let mut touched: Vec<(i64, WebhookTouch)> = Vec::new();
@@ -351,8 +386,11 @@ fn record_in(
         order.sort_by_key(|&i| finished[i].started_ms);
         for i in order {
             let f = &finished[i];
-            let Some((webhook_id, attempts, event_type)) = facts.get(&f.delivery_id) else { continue };
+            let Some((webhook_id, attempts, event_type, last_error)) = facts.get(&f.delivery_id) else { continue };
             let attempt_no = u64::try_from(*attempts).unwrap_or(0) + 1;
+            // A delivery whose build trapped twice running is ended, not
+            // retried for days: the same row traps the same code again.
+            let mut quarantined = false;
             let (status, error, resp_headers, body, body_size, retry_after) = match &f.result {
                 Ok(resp) => (
                     Some(resp.status),
@@ -362,7 +400,18 @@ fn record_in(
                     Some(resp.body_size),
                     policy::retry_after_ms(resp, done),
                 ),
-                Err(e) => (None, Some(e.clone()), None, None, None, None),
+                Err(AttemptError::Transport(e)) => (None, Some(e.clone()), None, None, None, None),
+                Err(AttemptError::BuildFailed(id)) => {
+                    let mut e = format!("{BUILD_FAILED} (error {id}; the operator's log has the details)");
+                    if last_error.starts_with(BUILD_FAILED) {
+                        quarantined = true;
+                        e.push_str(
+                            "; quarantined: it failed the same way before, so it is not retried. \
+                             Resend it once the cause is fixed.",
+                        );
+                    }
+                    (None, Some(e), None, None, None, None)
+                }
             };
             let success = status.is_some_and(policy::is_success);
             let error = match (status, error) {
@@ -370,8 +419,11 @@ fn record_in(
                 (_, e) => e,
             };
             let r = random.get(4 * i..4 * i + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            let next =
-                policy::after_attempt(&settings.retry_schedule_ms, attempt_no, status, retry_after, mode, done, r);
+            let next = if quarantined {
+                policy::Next { state: DeliveryState::Exhausted, at_ms: None }
+            } else {
+                policy::after_attempt(&settings.retry_schedule_ms, attempt_no, status, retry_after, mode, done, r)
+            };
             attempt_rows.push(vec![
                 f.delivery_id.into(),
                 (*webhook_id).into(),
@@ -485,10 +537,22 @@ fn headers_json(headers: &[(String, String)]) -> String {
 /// for every answer (the host's attempt deadline bounds it) and records one
 /// attempt each; answers their outcomes.
 pub fn send_now(host: &dyn Host, ids: &[i64], mode: Mode) -> Result<Vec<Outcome>, DbError> {
+    let now = host.now_ms();
+    let (built, finished) = build_all(host, ids, now, host.settings().attempt_timeout_ms)?;
+    send_built(host, built, finished, now, mode)
+}
+
+/// [`send_now`] for requests already built (`finished`: those that could
+/// not be, recorded as failed attempts).
+fn send_built(
+    host: &dyn Host,
+    built: Vec<Outgoing>,
+    mut finished: Vec<Finished>,
+    now: u64,
+    mode: Mode,
+) -> Result<Vec<Outcome>, DbError> {
     let settings = host.settings();
     let timeout = settings.attempt_timeout_ms;
-    let now = host.now_ms();
-    let (built, mut finished) = build_all(host, ids, now, timeout)?;
     let mut flying = Vec::new();
     for o in built {
         match host.http_start(&o.request) {
@@ -497,7 +561,7 @@ pub fn send_now(host: &dyn Host, ids: &[i64], mode: Mode) -> Result<Vec<Outcome>
                 delivery_id: o.delivery_id,
                 started_ms: now,
                 duration_ms: 0,
-                result: Err(e),
+                result: Err(e.into()),
                 request_headers: o.request.headers,
             }),
         }
@@ -511,7 +575,7 @@ pub fn send_now(host: &dyn Host, ids: &[i64], mode: Mode) -> Result<Vec<Outcome>
                     delivery_id: o.delivery_id,
                     started_ms,
                     duration_ms: sent.duration_ms.unwrap_or_else(|| host.now_ms().saturating_sub(started_ms)),
-                    result: sent.result,
+                    result: sent.result.map_err(AttemptError::Transport),
                     request_headers: o.request.headers,
                 });
             }
@@ -558,7 +622,12 @@ pub fn send_test(host: &dyn Host, webhook_id: i64, actor: &str) -> Result<Option
 /// delivery does not belong to the webhook or is being sent right now.
 pub fn resend(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Option<Outcome>, DbError> {
     let now = host.now_ms();
-    let lease = now + host.settings().lease_ms;
+    let settings = host.settings();
+    // Built before the lease is taken: building only reads, so a row that
+    // makes the component fail (a quarantined one, before its fix) leaves
+    // the delivery as it was, free to resend, not leased for a minute.
+    let (built, failed) = build_all(host, &[delivery_id], now, settings.attempt_timeout_ms)?;
+    let lease = now + settings.lease_ms;
     let leased = host.query(
         "UPDATE deliveries SET lease_until = ?3 WHERE id = ?1 AND webhook_id = ?2 \
          AND (lease_until IS NULL OR lease_until <= ?4) RETURNING state",
@@ -569,7 +638,7 @@ pub fn resend(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Opti
     };
     // A delivery still on its schedule stays on it; a finished one gets one more try.
     let mode = if state.is_waiting() { Mode::Scheduled } else { Mode::Once };
-    Ok(send_now(host, &[delivery_id], mode)?.into_iter().next())
+    Ok(send_built(host, built, failed, now, mode)?.into_iter().next())
 }
 
 /// Puts every exhausted delivery of a webhook created at or after `since_ms`

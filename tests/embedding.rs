@@ -244,7 +244,7 @@ fn the_flash_survives_a_decoded_then_re_encoded_round_trip() {
         .unwrap()
         .text()
         .unwrap();
-    assert!(page.contains("was created") && page.contains("Ops &amp; Billing; 100% +1"), "{page}");
+    assert!(page.contains("was created") && page.contains("Billing; 100% +1 “quoted” ü"), "{page}");
 }
 
 /// The Node panel passes on the `wh_flash` cookie alone, never its own

@@ -34,9 +34,15 @@ fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         assert!(ok, "installing {SCHEMATHESIS}");
     }
     let h = host();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/schemathesis.toml");
     let out = Command::new(&st)
         .current_dir(&dir)
-        .args(["run", &format!("{}/api/openapi.json", h.base), "--checks", "all", "--workers", "2"])
+        .arg("--config-file")
+        .arg(&config)
+        // One worker: with several, CPython 3.11's parser (Debian 12's
+        // python3) fails inside Hypothesis now and then ("AST constructor
+        // recursion depth mismatch"), an error in the tool, not the API.
+        .args(["run", &format!("{}/api/openapi.json", h.base), "--checks", "all", "--workers", "1"])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .env("NO_COLOR", "1")
         .output()

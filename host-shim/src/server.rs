@@ -445,8 +445,25 @@ struct ApiEvent {
     /// written out again (the plugin validates it once and stores it as is).
     data: Box<serde_json::value::RawValue>,
     id: Option<String>,
-    /// Milliseconds since the epoch; now when absent.
+    /// Milliseconds since the epoch; now when absent or null.
+    #[serde(default, deserialize_with = "whole_ms")]
     occurred_at_ms: Option<u64>,
+}
+
+/// A time in whole milliseconds: an integer, or a number with a zero
+/// fraction (`1.0e12`, `1500.0`), as JSON Schema's `integer` reads it and as
+/// panels that compute times in floating point send them. Negative or
+/// fractional values are refused.
+fn whole_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 2f64.powi(63)).map(|f| f as u64))
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("occurred_at_ms: {n} is not a whole number of milliseconds ≥ 0"))),
+    }
 }
 
 impl ApiEvent {

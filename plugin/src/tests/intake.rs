@@ -58,11 +58,19 @@ fn a_delivery_row_is_pending_due_with_a_stable_message_id() {
 fn the_data_is_stored_as_the_panel_sent_it() {
     let h = TestHost::new();
     let mut e = ev("e1", "user.created");
-    e.data_json = "\n  {\"b\": 2,   \"a\": 1.50}  \n".into();
+    e.data_json = "\n  {\"b\": 2, \"id\": 1,  \"email\": \"a@example.com\",   \"a\": 1.50}  \n".into();
     e.occurred_at_ms = 1_234;
     outbox::raise_batch(&h, &[e]).unwrap();
     let r = h.row("SELECT type, occurred_at, data, raised_at FROM events WHERE id = 'e1'", &[]);
-    assert_eq!(r, ["user.created".into(), 1_234i64.into(), "{\"b\": 2,   \"a\": 1.50}".into(), (T0 as i64).into()]);
+    assert_eq!(
+        r,
+        [
+            "user.created".into(),
+            1_234i64.into(),
+            "{\"b\": 2, \"id\": 1,  \"email\": \"a@example.com\",   \"a\": 1.50}".into(),
+            (T0 as i64).into()
+        ]
+    );
 }
 
 #[test]
@@ -72,7 +80,7 @@ fn a_batch_is_all_or_nothing() {
     let mut bad = ev("e2", "user.created");
     bad.data_json = "[1,2]".into();
     let r = outbox::raise_batch(&h, &[ev("e1", "user.created"), bad, ev("e3", "user.created")]);
-    assert!(matches!(r, Err(RaiseError::InvalidData(_))), "{r:?}");
+    assert!(matches!(r, Err(RaiseError::InvalidData { .. })), "{r:?}");
     assert_eq!((count(&h, "events"), count(&h, "deliveries")), (0, 0));
     let r = outbox::raise_batch(&h, &[ev("e1", "user.created"), ev("e2", "user.nope")]);
     assert!(matches!(r, Err(RaiseError::UnknownType(ref m)) if m.contains("user.nope")), "{r:?}");
@@ -112,12 +120,12 @@ fn a_reused_id_with_other_data_or_type_conflicts() {
     hook(&h, "https://a.example/", &["user.created", "user.deleted"]);
     raise(&h, "e1", "user.created");
     let mut other_data = ev("e1", "user.created");
-    other_data.data_json = "{\"n\":2}".into();
+    other_data.data_json = data("user.created", 2);
     let r = outbox::raise_batch(&h, &[other_data.clone()]);
     assert!(matches!(r, Err(RaiseError::Conflict(ref m)) if m.contains("\"e1\"")), "{r:?}");
     let r = outbox::raise_batch(&h, &[ev("e1", "user.deleted")]);
     assert!(matches!(r, Err(RaiseError::Conflict(_))), "{r:?}");
-    assert_eq!(h.texts("SELECT data FROM events", &[]), ["{\"n\":1}"], "nothing was overwritten");
+    assert_eq!(h.texts("SELECT data FROM events", &[]), [data("user.created", 1)], "nothing was overwritten");
     // In a batch the conflict refuses the others too.
     let r = outbox::raise_batch(&h, &[ev("e2", "user.created"), other_data]);
     assert!(matches!(r, Err(RaiseError::Conflict(_))));
@@ -140,7 +148,7 @@ fn ids_and_times_are_checked() {
     let h = TestHost::new();
     for id in ["", "has space", "semi;colon", &"x".repeat(129)] {
         let r = outbox::raise_batch(&h, &[ev(id, "user.created")]);
-        assert!(matches!(r, Err(RaiseError::InvalidData(_))), "{id:?}: {r:?}");
+        assert!(matches!(r, Err(RaiseError::InvalidData { .. })), "{id:?}: {r:?}");
     }
     let longest = "a".repeat(128);
     assert!(outbox::raise_batch(&h, &[ev(&longest, "user.created")]).is_ok());
@@ -148,7 +156,7 @@ fn ids_and_times_are_checked() {
     let mut late = ev("late", "user.created");
     late.occurred_at_ms = MAX_TIME_MS + 1;
     let r = outbox::raise_batch(&h, &[late.clone()]);
-    assert!(matches!(r, Err(RaiseError::InvalidData(ref m)) if m.contains("microseconds")), "{r:?}");
+    assert!(matches!(r, Err(RaiseError::InvalidData { message: ref m, .. }) if m.contains("microseconds")), "{r:?}");
     late.occurred_at_ms = MAX_TIME_MS;
     assert!(outbox::raise_batch(&h, &[late]).is_ok(), "the last instant is fine");
 }
@@ -159,7 +167,9 @@ fn data_is_limited_in_size() {
     let mut e = ev("big", "user.created");
     let filler = "x".repeat(outbox::MAX_DATA);
     e.data_json = format!("{{\"a\":\"{filler}\"}}");
-    assert!(matches!(outbox::raise_batch(&h, &[e]), Err(RaiseError::InvalidData(ref m)) if m.contains("larger")));
+    assert!(
+        matches!(outbox::raise_batch(&h, &[e]), Err(RaiseError::InvalidData { message: ref m, .. }) if m.contains("larger"))
+    );
 }
 
 #[test]
@@ -168,7 +178,7 @@ fn raise_each_answers_every_event_on_its_own() {
     hook(&h, "https://a.example/", &["user.created"]);
     raise(&h, "dup", "user.created");
     let mut conflicting = ev("dup", "user.created");
-    conflicting.data_json = "{\"n\":3}".into();
+    conflicting.data_json = data("user.created", 3);
     let mut bad = ev("bad", "user.created");
     bad.data_json = "not json".into();
     let out = outbox::raise_each(
@@ -177,7 +187,7 @@ fn raise_each_answers_every_event_on_its_own() {
     );
     assert_eq!(out.len(), 5);
     assert_eq!(out[0], Ok(raised("e1", 1)));
-    assert!(matches!(out[1], Err(RaiseError::InvalidData(_))));
+    assert!(matches!(out[1], Err(RaiseError::InvalidData { .. })));
     assert_eq!(out[2], Ok(raised("dup", 0)));
     assert!(matches!(out[3], Err(RaiseError::Conflict(_))));
     assert!(matches!(out[4], Err(RaiseError::UnknownType(_))));

@@ -38,14 +38,23 @@ pub fn hook_with(h: &TestHost, url: &str, events: &[&str], secret: Option<&str>)
     store::create(h, &valid).expect("created")
 }
 
-/// An event of `event_type` with id `id` and data `{"n": <n>}`.
+/// An event of `event_type` with id `id` and data valid against the type's
+/// schema (its published example) plus `"n": 1`.
 pub fn ev(id: &str, event_type: &str) -> NewEvent {
     NewEvent {
         id: id.to_owned(),
         event_type: event_type.to_owned(),
         occurred_at_ms: 1_000,
-        data_json: "{\"n\":1}".into(),
+        data_json: data(event_type, 1),
     }
+}
+
+/// Valid `data` for `event_type` (its schema's example) with `"n": n` added,
+/// so events can differ.
+pub fn data(event_type: &str, n: i64) -> String {
+    let mut d = crate::catalog::find(event_type).map(|t| t.example_value()).unwrap_or_else(|| serde_json::json!({}));
+    d["n"] = n.into();
+    d.to_string()
 }
 
 /// Raises one event through `raise_batch`; answers how many deliveries it queued.
@@ -82,7 +91,7 @@ pub fn failed(h: &TestHost, delivery: i64, error: &str) -> Finished {
         delivery_id: delivery,
         started_ms: h.now_ms(),
         duration_ms: 15_000,
-        result: Err(error.to_owned()),
+        result: Err(error.into()),
         request_headers: Vec::new(),
     }
 }

@@ -166,7 +166,7 @@ fn build_signs_the_payload_as_standard_webhooks_verifies_it() {
         id: "evt_1".into(),
         event_type: "user.created".into(),
         occurred_at_ms: 1_700_000_000_123,
-        data_json: r#"{"id":7}"#.into(),
+        data_json: r#"{"id":7,"email":"a@example.com"}"#.into(),
     };
     outbox::raise_batch(&h, &[e]).unwrap();
     h.advance(1_500);
@@ -177,7 +177,10 @@ fn build_signs_the_payload_as_standard_webhooks_verifies_it() {
     assert_eq!(r.url, "https://example.com/a?x=1");
     assert_eq!(r.timeout_ms, 7 * S);
     let body = String::from_utf8(r.body.clone()).unwrap();
-    assert_eq!(body, r#"{"type":"user.created","timestamp":"2023-11-14T22:13:20.123Z","data":{"id":7}}"#);
+    assert_eq!(
+        body,
+        r#"{"type":"user.created","timestamp":"2023-11-14T22:13:20.123Z","data":{"id":7,"email":"a@example.com"}}"#
+    );
     let msg_id = header(&r.headers, "webhook-id").unwrap();
     let created_at = h.int("SELECT created_at FROM webhooks WHERE id = ?1", &[w.into()]);
     assert_eq!(msg_id, outbox::msg_id("evt_1", w, created_at));
@@ -235,7 +238,7 @@ fn an_unusable_secret_becomes_a_failed_attempt() {
     let d = claim(&h, 1).claimed;
     let f = outbox::build(&h, &d).unwrap().remove(0).unwrap_err();
     assert_eq!(f.delivery_id, d[0]);
-    let err = f.result.clone().unwrap_err();
+    let err = f.result.clone().unwrap_err().to_string();
     assert!(err.starts_with("not sent: the signing secret is unusable"), "{err}");
     assert!(header(&f.request_headers, "webhook-id").is_some(), "the headers it would have sent are kept");
     record(&h, vec![f]);
@@ -527,8 +530,6 @@ fn maintenance_prunes_finished_history_only() {
 }
 
 #[test]
-#[ignore = "bug: an attempt answered after its lease ended is recorded over the delivery's later success: \
-            a succeeded delivery goes back to retrying and is sent again"]
 fn a_late_answer_does_not_undo_a_success() {
     let h = TestHost::new();
     let w = hook(&h, "https://example.com/a", &["user.created"]);

@@ -18,6 +18,11 @@ pub mod webhook;
 #[cfg(target_arch = "wasm32")]
 mod glue;
 
+#[cfg(test)]
+pub(crate) mod testhost;
+#[cfg(test)]
+mod tests;
+
 /// The plugin's name in the manifest and log lines.
 pub const NAME: &str = "webhooks";
 /// The plugin's version (the crate's).

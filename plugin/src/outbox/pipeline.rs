@@ -373,11 +373,14 @@ fn record_in(
     {
         let (marks, ids) = in_list(finished.iter().map(|f| Value::from(f.delivery_id)).collect());
         let sql = format!(
-            "SELECT d.id, d.webhook_id, d.attempts, e.type, d.last_error FROM deliveries d \
+            "SELECT d.id, d.webhook_id, d.attempts, e.type, d.last_error, d.state FROM deliveries d \
              JOIN events e ON e.id = d.event_id WHERE d.id IN ({marks})"
         );
-        let facts: HashMap<i64, (i64, i64, String, String)> =
-            host.query(&sql, &ids)?.iter().map(|r| (r.i64(0), (r.i64(1), r.i64(2), r.str(3), r.str(4)))).collect();
+        let facts: HashMap<i64, (i64, i64, String, String, DeliveryState)> = host
+            .query(&sql, &ids)?
+            .iter()
+            .map(|r| (r.i64(0), (r.i64(1), r.i64(2), r.str(3), r.str(4), DeliveryState::from_stored(&r.str(5)))))
+            .collect();
         let mut attempt_rows = Vec::with_capacity(finished.len());
         let mut delivery_rows = Vec::with_capacity(finished.len());
         let mut touched: Vec<(i64, WebhookTouch)> = Vec::new();
@@ -386,7 +389,9 @@ fn record_in(
         order.sort_by_key(|&i| finished[i].started_ms);
         for i in order {
             let f = &finished[i];
-            let Some((webhook_id, attempts, event_type, last_error)) = facts.get(&f.delivery_id) else { continue };
+            let Some((webhook_id, attempts, event_type, last_error, state)) = facts.get(&f.delivery_id) else {
+                continue;
+            };
             let attempt_no = u64::try_from(*attempts).unwrap_or(0) + 1;
             // A delivery whose build trapped twice running is ended, not
             // retried for days: the same row traps the same code again.
@@ -438,6 +443,14 @@ fn record_in(
                 error.clone().into(),
                 success.into(),
             ]);
+            // An answer that comes after the delivery succeeded (its lease
+            // ran out while it waited, and another attempt got through) is
+            // history, not news: kept as an attempt, but it neither undoes
+            // the success nor counts against the webhook. A resend
+            // (`Mode::Once`) is the admin asking again, and does count.
+            if mode == Mode::Scheduled && *state == DeliveryState::Succeeded && !success {
+                continue;
+            }
             delivery_rows.push(vec![
                 f.delivery_id.into(),
                 next.state.as_str().into(),

@@ -114,7 +114,11 @@ pub fn handle(host: &dyn Host, req: &Request) -> Response {
 fn route(host: &dyn Host, req: &Request) -> Result<Response, ApiError> {
     let segs: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let m = req.method.to_ascii_uppercase();
-    let id = |s: &str| s.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| not_found("webhook"));
+    // An id that is not a positive integer names nothing: 404, saying what.
+    let id_of =
+        |what: &'static str| move |s: &str| s.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| not_found(what));
+    let id = id_of("webhook");
+    let delivery_id = id_of("delivery");
     match (segs.as_slice(), m.as_str()) {
         (["event-types"], "GET") => event_types(),
         (["event-types"], _) => Err(method_not_allowed(&["GET"])),
@@ -148,12 +152,12 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, ApiError> {
         (["webhooks", i, "deliveries"], "GET") => deliveries(host, req, id(i)?),
         (["webhooks", _, "deliveries"], _) => Err(method_not_allowed(&["GET"])),
         (["webhooks", i, "deliveries", d], "GET") => {
-            let d = store::delivery(host, id(i)?, id(d)?)?.ok_or_else(|| not_found("delivery"))?;
+            let d = store::delivery(host, id(i)?, delivery_id(d)?)?.ok_or_else(|| not_found("delivery"))?;
             ok(200, delivery_json(&d))
         }
         (["webhooks", _, "deliveries", _], _) => Err(method_not_allowed(&["GET"])),
         (["webhooks", i, "deliveries", d, "resend"], "POST") => {
-            let (i, d) = (id(i)?, id(d)?);
+            let (i, d) = (id(i)?, delivery_id(d)?);
             if store::delivery(host, i, d)?.is_none() {
                 return Err(not_found("delivery"));
             }

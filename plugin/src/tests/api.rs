@@ -254,6 +254,11 @@ fn unknown_paths_and_ids_are_404() {
         "There is no such delivery."
     );
     assert_eq!(call(&h, "POST", "/webhooks/99/test", Json::Null).0, 404);
+    // A malformed delivery id names the delivery, not the webhook.
+    for path in ["/webhooks/1/deliveries/abc", "/webhooks/1/deliveries/0/resend"] {
+        let method = if path.ends_with("resend") { "POST" } else { "GET" };
+        assert_eq!(call(&h, method, path, Json::Null).1["error"]["message"], "There is no such delivery.", "{path}");
+    }
 }
 
 #[test]

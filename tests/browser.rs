@@ -348,3 +348,191 @@ async fn admin_pages_work_without_javascript() {
     assert_eq!(count(&h, "SELECT COUNT(*) FROM webhooks"), 0);
     c.close().await.unwrap();
 }
+
+/// Admin pages v2 (#13), what an admin tripped over first: a secret typed on
+/// the edit form was dropped while "Keep" was selected; the delete dialog
+/// focused "Delete permanently"; names over 100 characters were cut without
+/// a word; "+9 more" repeated the first three events; "Select all" did not
+/// follow the boxes; the switch kept saying "Disable" once off; the sign-in
+/// password box was unstyled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_admins_tripped_over_is_fixed() {
+    if !browsers_present() {
+        return;
+    }
+    let h = host();
+    let r = Receiver::start();
+    let (_driver, c) = browser(true).await;
+    let base = h.base.clone();
+
+    // The sign-in page's password box looks like the user name box.
+    c.goto(&format!("{base}/login")).await.unwrap();
+    let style = |id: &'static str| {
+        let c = c.clone();
+        async move {
+            c.execute(
+                &format!(
+                    "const s = getComputedStyle(document.getElementById('{id}'));\
+                     return [s.borderTopWidth, s.borderTopColor, s.paddingLeft, s.borderRadius, s.width].join(' ')"
+                ),
+                vec![],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(style("password").await, style("username").await, "the password box is styled like the others");
+    sign_in(&c, &base).await;
+
+    // "Select all" follows the boxes.
+    c.goto(&format!("{base}{MOUNT}/new")).await.unwrap();
+    c.wait().for_element(Locator::Id("wh-name")).await.unwrap();
+    let select_all = |group: &'static str| {
+        let c = c.clone();
+        async move {
+            c.execute(
+                &format!(
+                    "const a = document.querySelector('input[data-select-all={group}]');\
+                     return [a.checked, a.indeterminate]"
+                ),
+                vec![],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    for e in ["user.created", "user.updated", "user.deleted"] {
+        c.find(Locator::Css(&format!("input[name=events][value='{e}']"))).await.unwrap().click().await.unwrap();
+    }
+    assert_eq!(select_all("User").await, json!([true, false]), "all three ticked one by one");
+    c.find(Locator::Css("input[name=events][value='user.updated']")).await.unwrap().click().await.unwrap();
+    assert_eq!(select_all("User").await, json!([false, true]), "one unticked: mixed");
+    c.find(Locator::Css("input[data-select-all=User]")).await.unwrap().click().await.unwrap();
+    for g in ["Server", "Transaction", "Ticket"] {
+        c.find(Locator::Css(&format!("input[data-select-all={g}]"))).await.unwrap().click().await.unwrap();
+    }
+
+    // A name over 100 characters is not cut: the limit is stated and the
+    // whole name is kept to fix.
+    let long = "N".repeat(120);
+    c.find(Locator::Id("wh-name")).await.unwrap().send_keys(&long).await.unwrap();
+    let typed = c.find(Locator::Id("wh-name")).await.unwrap().prop("value").await.unwrap().unwrap();
+    assert_eq!(typed.len(), 120, "nothing cut while typing");
+    assert!(text(&c).await.contains("up to 100 characters"));
+    c.find(Locator::Id("wh-url")).await.unwrap().send_keys(&r.url("/ok/v2")).await.unwrap();
+    let first = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    c.find(Locator::Id("wh-secret")).await.unwrap().send_keys(first).await.unwrap();
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "Name must be at most 100 characters").await;
+    let kept = c.find(Locator::Id("wh-name")).await.unwrap().prop("value").await.unwrap().unwrap();
+    assert_eq!(kept, long, "the whole name comes back to be shortened");
+    let name = c.find(Locator::Id("wh-name")).await.unwrap();
+    name.clear().await.unwrap();
+    name.send_keys("All events").await.unwrap();
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was created").await;
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM webhook_events"), 12);
+
+    // "+9 more" unfolds the other nine, not the first three again.
+    let chips = c
+        .execute(
+            "const d = document.querySelector('.wh-more'); d.open = true;\
+             return [d.querySelector('summary').textContent.trim(),\
+                     [...d.querySelectorAll('.wh-chip')].map(e => e.textContent)]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(chips[0], "+9 more");
+    let rest: Vec<String> = serde_json::from_value(chips[1].clone()).unwrap();
+    assert_eq!(rest.len(), 9, "{rest:?}");
+    for shown in ["user.created", "user.updated", "user.deleted"] {
+        assert!(!rest.iter().any(|e| e == shown), "{shown} is shown twice: {rest:?}");
+    }
+
+    // The switch's name follows its state.
+    let switch = c.find(Locator::Css(".wh-switch")).await.unwrap();
+    assert_eq!(switch.attr("aria-label").await.unwrap().as_deref(), Some("Disable All events"));
+    switch.click().await.unwrap();
+    for _ in 0..100 {
+        if count(&h, "SELECT enabled FROM webhooks") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut label = None;
+    for _ in 0..100 {
+        label = switch.attr("aria-label").await.unwrap();
+        if label.as_deref() == Some("Enable All events") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(label.as_deref(), Some("Enable All events"));
+    switch.click().await.unwrap();
+    for _ in 0..100 {
+        if count(&h, "SELECT enabled FROM webhooks") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+
+    // Typing a new secret while "Keep" is selected replaces the secret.
+    let second = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    c.find(Locator::LinkText("Edit")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("wh-secret-state")).await.unwrap();
+    let keep = c.find(Locator::Css("input[name=secret_action][value=keep]")).await.unwrap();
+    assert_eq!(keep.prop("checked").await.unwrap().as_deref(), Some("true"), "Keep is the default");
+    c.find(Locator::Id("wh-secret")).await.unwrap().send_keys(second).await.unwrap();
+    let replace = c.find(Locator::Css("input[name=secret_action][value=replace]")).await.unwrap();
+    assert_eq!(replace.prop("checked").await.unwrap().as_deref(), Some("true"), "typing chose Replace");
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was saved").await;
+    c.find(Locator::Css("form[action$='/test'] button")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "Test delivered").await;
+    let sent = r.seen_at("/ok/v2").pop().expect("the test arrived");
+    standardwebhooks::Webhook::new(second)
+        .unwrap()
+        .verify(&sent.body, &sent.headers)
+        .expect("signed with the typed secret");
+    assert!(standardwebhooks::Webhook::new(first).unwrap().verify(&sent.body, &sent.headers).is_err());
+
+    // The delete dialog focuses the safe choice: Enter cancels.
+    c.goto(&format!("{base}{MOUNT}")).await.unwrap();
+    c.find(Locator::Css("a[data-confirm-delete]")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("dialog[open]")).await.unwrap();
+    let focused = c.execute("return document.activeElement.textContent.trim()", vec![]).await.unwrap();
+    assert_eq!(focused, json!("Cancel"));
+    c.close().await.unwrap();
+}
+
+/// Without JavaScript too, a secret typed on the edit form while "Keep" is
+/// selected is the one saved (#13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_secret_is_saved_without_javascript() {
+    if !browsers_present() {
+        return;
+    }
+    let h = host();
+    let r = Receiver::start();
+    let (_driver, c) = browser(false).await;
+    let base = h.base.clone();
+    sign_in(&c, &base).await;
+    c.goto(&format!("{base}{MOUNT}/new")).await.unwrap();
+    c.find(Locator::Id("wh-name")).await.unwrap().send_keys("No script").await.unwrap();
+    c.find(Locator::Id("wh-url")).await.unwrap().send_keys(&r.url("/ok/nojs")).await.unwrap();
+    c.find(Locator::Css("input[name=events][value='user.created']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was created").await;
+    c.find(Locator::LinkText("Edit")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("wh-secret-state")).await.unwrap();
+    let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    c.find(Locator::Id("wh-secret")).await.unwrap().send_keys(secret).await.unwrap();
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was saved").await;
+    c.find(Locator::Css("form[action$='/test'] button")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "Test delivered").await;
+    let sent = r.seen_at("/ok/nojs").pop().expect("the test arrived");
+    standardwebhooks::Webhook::new(secret).unwrap().verify(&sent.body, &sent.headers).expect("signed with it");
+    c.close().await.unwrap();
+}

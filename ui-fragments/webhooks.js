@@ -27,6 +27,9 @@
         btn.setAttribute("aria-checked", on ? "true" : "false");
         var label = btn.querySelector(".wh-switch-label");
         if (label) label.textContent = on ? "Enabled" : "Disabled";
+        // The accessible name says what the next press does.
+        var name = btn.getAttribute("data-name");
+        if (name !== null) btn.setAttribute("aria-label", (on ? "Disable " : "Enable ") + name);
       })
       .catch(function () { form.submit(); });
   });
@@ -44,7 +47,7 @@
       '<div class="wh-dialog-body"><p>This permanently deletes the webhook, its pending deliveries and its history. This cannot be undone.</p>' +
       '<form method="post" class="wh-buttons"><input type="hidden" data-csrf-slot>' +
       '<button type="submit" class="wh-btn wh-btn-danger">Delete permanently</button>' +
-      '<button type="button" class="wh-btn" data-close>Cancel</button></form></div>';
+      '<button type="button" class="wh-btn" data-close autofocus>Cancel</button></form></div>';
     d.querySelector("#wh-del-title").textContent = "Delete " + a.getAttribute("data-confirm-delete") + "?";
     var f = d.querySelector("form");
     f.action = action;
@@ -88,11 +91,36 @@
       .catch(function () { window.location = a.href; });
   });
 
-  // "Select all" per event group.
+  // "Select all" per event group, and it follows the boxes: ticked when all
+  // are, mixed when some are.
+  function syncSelectAll(group) {
+    var all = group.querySelector("input[data-select-all]");
+    if (!all) return;
+    var boxes = group.querySelectorAll('input[name="events"]');
+    var n = group.querySelectorAll('input[name="events"]:checked').length;
+    all.checked = boxes.length > 0 && n === boxes.length;
+    all.indeterminate = n > 0 && n < boxes.length;
+  }
+  document.querySelectorAll(".wh-group").forEach(syncSelectAll);
   document.addEventListener("change", function (ev) {
     var t = ev.target;
-    if (!t.matches || !t.matches("input[data-select-all]")) return;
-    var group = t.closest(".wh-group");
-    group.querySelectorAll('input[name="events"]').forEach(function (c) { c.checked = t.checked; });
+    if (!t.matches) return;
+    var group = t.closest && t.closest(".wh-group");
+    if (t.matches("input[data-select-all]")) {
+      group.querySelectorAll('input[name="events"]').forEach(function (c) { c.checked = t.checked; });
+      syncSelectAll(group);
+    } else if (t.matches('input[name="events"]') && group) {
+      syncSelectAll(group);
+    }
+  });
+
+  // Typing a secret on the edit form means replacing it: pick "Replace"
+  // while "Keep" is selected (the server does the same without this).
+  document.addEventListener("input", function (ev) {
+    var t = ev.target;
+    if (!t.matches || !t.matches("#wh-secret") || !t.value.trim()) return;
+    var keep = document.querySelector('input[name="secret_action"][value="keep"]:checked');
+    var replace = document.querySelector('input[name="secret_action"][value="replace"]');
+    if (keep && replace) replace.checked = true;
   });
 })();

@@ -298,6 +298,8 @@ struct Row<'a> {
     w: &'a Webhook,
     events_shown: Vec<&'a str>,
     events_more: usize,
+    /// The events after the first [`CHIPS_SHOWN`]: what "+N more" unfolds.
+    events_rest: Vec<&'a str>,
     last: Option<When>,
     next_retry: Option<When>,
     disabled_at: Option<When>,
@@ -323,6 +325,7 @@ fn dashboard(host: &dyn Host, req: &Request, base: &str) -> Result<Response, DbE
             w,
             events_shown: w.events.iter().take(CHIPS_SHOWN).map(String::as_str).collect(),
             events_more: w.events.len().saturating_sub(CHIPS_SHOWN),
+            events_rest: w.events.iter().skip(CHIPS_SHOWN).map(String::as_str).collect(),
             last: w.last_event_at.map(|t| When::new(t, now)),
             next_retry: w.next_retry_at.map(|t| When::new(t, now)),
             disabled_at: w.disabled_at.map(|t| When::new(t, now)),
@@ -450,7 +453,12 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
         },
         None => None,
     };
-    let action = req.f("secret_action").unwrap_or(if existing.is_some() { "keep" } else { "set" }).to_owned();
+    let mut action = req.f("secret_action").unwrap_or(if existing.is_some() { "keep" } else { "set" }).to_owned();
+    // A secret typed into the box while "Keep" is selected (the default)
+    // means "use this one": saving must never drop it silently (#13).
+    if action == "keep" && existing.is_some() && req.f("secret").is_some_and(|s| !s.trim().is_empty()) {
+        action = "replace".into();
+    }
     let mut values = FormValues {
         name: req.f("name").unwrap_or_default().to_owned(),
         url: req.f("url").unwrap_or_default().to_owned(),

@@ -43,6 +43,11 @@ fn browsers_present() -> bool {
 }
 
 async fn browser(javascript: bool) -> (Driver, Client) {
+    browser_with(javascript, &[]).await
+}
+
+/// [`browser`] with extra Chromium switches.
+async fn browser_with(javascript: bool, extra: &[&str]) -> (Driver, Client) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let driver = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
@@ -66,6 +71,7 @@ async fn browser(javascript: bool) -> (Driver, Client) {
         "--hide-scrollbars".into(),
     ];
     args.push(format!("--user-data-dir={}", profile.display()));
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let mut opts = json!({ "binary": CHROMIUM, "args": args });
     if !javascript {
         opts["prefs"] = json!({ "profile.managed_default_content_settings.javascript": 2 });
@@ -450,6 +456,17 @@ async fn what_admins_tripped_over_is_fixed() {
         assert!(!rest.iter().any(|e| e == shown), "{shown} is shown twice: {rest:?}");
     }
 
+    // The URL stays on one line (no break inside the host), whole in its title.
+    let url = c
+        .execute(
+            "const e = document.querySelector('.wh-url code');\
+             return [e.getClientRects().length, e.getBoundingClientRect().height < 24, e.title]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(url, json!([1, true, r.url("/ok/v2")]), "the URL cell");
+
     // The switch's name follows its state.
     let switch = c.find(Locator::Css(".wh-switch")).await.unwrap();
     assert_eq!(switch.attr("aria-label").await.unwrap().as_deref(), Some("Disable All events"));
@@ -534,5 +551,68 @@ async fn a_typed_secret_is_saved_without_javascript() {
     wait_text(&c, "Test delivered").await;
     let sent = r.seen_at("/ok/nojs").pop().expect("the test arrived");
     standardwebhooks::Webhook::new(secret).unwrap().verify(&sent.body, &sent.headers).expect("signed with it");
+    c.close().await.unwrap();
+}
+
+/// Dark mode (#13): with the system preference dark, every page is dark —
+/// background, tables, forms and inputs — and text stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_follows_a_dark_preference() {
+    if !browsers_present() {
+        return;
+    }
+    let h = host();
+    let r = Receiver::start();
+    // (A blocking client: outside the async context.)
+    tokio::task::block_in_place(|| {
+        h.admin().create("Billing CRM", &r.url("/ok/dark"), "", &["user.created", "ticket.closed"], true)
+    });
+    let (_driver, c) = browser_with(true, &["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
+    let base = h.base.clone();
+    // The relative luminance (0 black … 1 white) of an element's colour.
+    let luminance = |selector: &'static str, property: &'static str| {
+        let c = c.clone();
+        async move {
+            let v = c
+                .execute(
+                    &format!(
+                        "const e = document.querySelector('{selector}'); if (!e) return -1;\
+                         const m = getComputedStyle(e)['{property}'].match(/[0-9.]+/g).map(Number);\
+                         const l = m.slice(0, 3).map(v => {{ v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4 }});\
+                         return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2]"
+                    ),
+                    vec![],
+                )
+                .await
+                .unwrap();
+            v.as_f64().unwrap()
+        }
+    };
+    c.goto(&format!("{base}/login")).await.unwrap();
+    assert!(
+        c.execute("return matchMedia('(prefers-color-scheme: dark)').matches", vec![]).await.unwrap() == json!(true)
+    );
+    assert!(luminance("body", "backgroundColor").await < 0.05, "sign-in page background");
+    assert!(luminance("#password", "backgroundColor").await < 0.05, "password box");
+    assert!(luminance("body", "color").await > 0.7, "text");
+    sign_in(&c, &base).await;
+    c.goto(&format!("{base}{MOUNT}")).await.unwrap();
+    wait_text(&c, "Billing CRM").await;
+    assert!(luminance("body", "backgroundColor").await < 0.05, "dashboard background");
+    assert!(luminance(".wh-table-wrap", "backgroundColor").await < 0.05, "table");
+    assert!(luminance(".wh-name a", "color").await > 0.2, "links stay readable");
+    shot(&c, "dashboard-dark").await;
+    c.goto(&format!("{base}{MOUNT}/new")).await.unwrap();
+    c.wait().for_element(Locator::Id("wh-name")).await.unwrap();
+    assert!(luminance(".wh-form", "backgroundColor").await < 0.05, "form");
+    assert!(luminance("#wh-name", "backgroundColor").await < 0.05, "name box");
+    assert!(luminance("#wh-name", "color").await > 0.7, "typed text");
+    shot(&c, "create-form-dark").await;
+    c.goto(&format!("{base}{MOUNT}")).await.unwrap();
+    c.find(Locator::Css("form[action$='/test'] button")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "Test delivered").await;
+    assert!(luminance(".wh-table-wrap", "backgroundColor").await < 0.05, "history table");
+    assert!(luminance(".wh-badge", "color").await > 0.2, "state badges stay readable");
+    shot(&c, "history-dark").await;
     c.close().await.unwrap();
 }

@@ -459,6 +459,13 @@ fn record_in(
                 status.map(i64::from).into(),
                 error.clone().into(),
             ]);
+            // A test is one attempt the admin asked for: it is in the
+            // history, but it is not the webhook's last event hit and does
+            // not start (or end) a failure streak toward auto-disable (#13).
+            if event_type == catalog::TEST_EVENT {
+                outcomes.push(Outcome { delivery_id: f.delivery_id, status, error, success, state: next.state });
+                continue;
+            }
             let t = match touched.iter_mut().find(|(w, _)| w == webhook_id) {
                 Some((_, t)) => t,
                 None => {

@@ -389,6 +389,10 @@ fn a_test_send_is_one_attempt() {
     // Never claimed by the pipeline afterwards.
     h.advance(86_400 * S);
     assert!(claim(&h, 10).claimed.is_empty());
+    // Not the webhook's last event hit, and no failure streak (#13).
+    let r =
+        h.row("SELECT last_event_type, last_status, last_ok, failing_since FROM webhooks WHERE id = ?1", &[w.into()]);
+    assert_eq!(r, [Value::Null, Value::Null, Value::Null, Value::Null]);
 }
 
 #[test]

@@ -80,7 +80,11 @@
         head.innerHTML = '<strong>Delivery details</strong><button type="button" class="wh-btn" data-close>Close</button>';
         var body = document.createElement("div");
         body.className = "wh-dialog-body";
-        body.appendChild(document.importNode(content, true));
+        var inner = document.importNode(content, true);
+        // The page behind the modal already says where the admin is.
+        var crumbs = inner.querySelector(".wh-crumbs");
+        if (crumbs) crumbs.remove();
+        body.appendChild(inner);
         d.appendChild(head);
         d.appendChild(body);
         head.querySelector("[data-close]").addEventListener("click", function () { d.close(); });

@@ -7,7 +7,7 @@ use crate::catalog;
 use crate::host::{DbError, Host, Level};
 use crate::outbox::{self, Outcome, rfc3339};
 use crate::signing;
-use crate::store::{self, HistoryFilter, Webhook};
+use crate::store::{self, HistoryCursor, HistoryFilter, Webhook};
 use crate::webhook::{self, FieldError, Input};
 
 /// One admin request (mirrors `admin.request`).
@@ -586,7 +586,10 @@ struct HistoryPage<'a> {
     rows: Vec<HistoryRow>,
     status: &'a str,
     event_options: Vec<EventOption>,
-    page: u32,
+    /// Not the first page: the empty-page text says "on this page".
+    deep: bool,
+    /// The first page, from any other.
+    first_link: Option<String>,
     prev_link: Option<String>,
     next_link: Option<String>,
     since_choices: &'static [(&'static str, &'static str, u64)],
@@ -603,7 +606,16 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
         _ => "",
     };
     let event = req.q("event").filter(|e| catalog::find(e).is_some()).map(str::to_owned);
-    let page_no = req.q("page").and_then(|p| p.parse::<u32>().ok()).filter(|p| *p >= 1 && *p <= 100_000).unwrap_or(1);
+    // Keyset paging (`before`/`after` carry a row's key), so a deep page
+    // costs what the first does. A key that does not parse answers the
+    // first page, as does the old `page=N` of a bookmark; both keys at once
+    // is no page we link to, so the first page too.
+    let key = |name: &str| req.q(name).map(store::HistoryKey::parse);
+    let cursor = match (key("before"), key("after")) {
+        (Some(Some(k)), None) => HistoryCursor::Before(k),
+        (None, Some(Some(k))) => HistoryCursor::After(k),
+        _ => HistoryCursor::Newest,
+    };
     let filter = HistoryFilter {
         success: match status {
             "success" => Some(true),
@@ -612,32 +624,43 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
         },
         event_type: event.clone(),
     };
-    let (rows, more) = store::history(host, w.id, &filter, page_no, PER_PAGE)?;
+    let found = store::history(host, w.id, &filter, cursor, PER_PAGE)?;
     let now = host.now_ms();
-    let link = |p: u32| {
-        let mut q = vec![format!("page={p}")];
+    // Every link keeps the filters; the values are fixed words, catalog
+    // names and digits, so none needs percent-encoding.
+    let link = |cursor: Option<(&str, store::HistoryKey)>| {
+        let mut q = Vec::new();
+        if let Some((name, k)) = cursor {
+            q.push(format!("{name}={k}"));
+        }
         if !status.is_empty() {
             q.push(format!("status={status}"));
         }
         if let Some(e) = &event {
             q.push(format!("event={e}"));
         }
-        format!("{base}/{}/history?{}", w.id, q.join("&"))
+        let mut url = format!("{base}/{}/history", w.id);
+        if !q.is_empty() {
+            url.push('?');
+            url.push_str(&q.join("&"));
+        }
+        url
     };
     let t = HistoryPage {
         base,
         csrf: &req.csrf_token,
         csrf_field: &req.csrf_field,
         w: &w,
-        rows: rows.into_iter().map(|a| HistoryRow { when: When::new(a.attempted_at, now), a }).collect(),
+        rows: found.rows.into_iter().map(|a| HistoryRow { when: When::new(a.attempted_at, now), a }).collect(),
         status,
         event_options: catalog::EVENTS
             .iter()
             .map(|e| EventOption { name: e.name, selected: event.as_deref() == Some(e.name) })
             .collect(),
-        page: page_no,
-        prev_link: (page_no > 1).then(|| link(page_no - 1)),
-        next_link: more.then(|| link(page_no + 1)),
+        deep: !found.newest,
+        first_link: (!found.newest).then(|| link(None)),
+        prev_link: found.newer.map(|k| link(Some(("after", k)))),
+        next_link: found.older.map(|k| link(Some(("before", k)))),
         since_choices: SINCE_CHOICES,
         failed_count: store::exhausted_count(host, w.id)?,
     };

@@ -246,14 +246,78 @@ pub struct HistoryFilter {
     pub event_type: Option<String>,
 }
 
-/// A page of attempts, newest first; also answers whether more follow.
-pub fn history(
-    host: &dyn Host,
+/// Where a history row sits in the page order: history is newest first by
+/// attempt time, ties by attempt id — the `attempts_history` index's order.
+/// The time alone is no key (attempts can share a millisecond) and the id
+/// alone would change the order (an answer recorded late keeps its earlier
+/// start time), so the key is the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryKey {
+    pub attempted_at: u64,
+    pub id: i64,
+}
+
+impl HistoryKey {
+    /// The key of a row on a page.
+    pub fn of(a: &AttemptRow) -> Self {
+        HistoryKey { attempted_at: a.attempted_at, id: a.id }
+    }
+
+    /// Reads the `<attempted_at>_<id>` a link carries; `None` for anything
+    /// else, which the page treats as no cursor at all.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (at, id) = s.split_once('_')?;
+        let digits = |t: &str| !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(at) || !digits(id) {
+            return None;
+        }
+        // Both are SQLite integers: at most i64::MAX; ids start at 1.
+        let attempted_at = at.parse::<i64>().ok()?;
+        let id = id.parse::<i64>().ok().filter(|i| *i > 0)?;
+        Some(HistoryKey { attempted_at: attempted_at as u64, id })
+    }
+}
+
+impl std::fmt::Display for HistoryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.attempted_at, self.id)
+    }
+}
+
+/// Which history page: the newest rows, or the rows just older or just
+/// newer than a row of another page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HistoryCursor {
+    #[default]
+    Newest,
+    Before(HistoryKey),
+    After(HistoryKey),
+}
+
+/// A page of history, newest first, with the keys its "Older" and "Newer"
+/// links carry (`None`: nothing that way). `newest` is whether this is the
+/// first page.
+#[derive(Debug, Clone)]
+pub struct HistoryRows {
+    pub rows: Vec<AttemptRow>,
+    pub older: Option<HistoryKey>,
+    pub newer: Option<HistoryKey>,
+    pub newest: bool,
+}
+
+/// The query for `limit` history rows from `from` in one direction: older
+/// than the key, newest first (`older`), or newer than it, oldest first.
+/// Keyset paging, as the API's `deliveries` does: the row-value bound and
+/// the ORDER BY both follow `attempts_history` (webhook_id, attempted_at
+/// DESC, id DESC), so SQLite seeks to the key and reads `limit` entries in
+/// either direction instead of counting past an OFFSET.
+pub(crate) fn history_query(
     webhook_id: i64,
     filter: &HistoryFilter,
-    page: u32,
-    per_page: u32,
-) -> Result<(Vec<AttemptRow>, bool), DbError> {
+    from: Option<HistoryKey>,
+    older: bool,
+    limit: u32,
+) -> (String, Vec<Value>) {
     let mut sql = String::from(
         "SELECT a.id, a.delivery_id, a.attempt_no, e.type, e.id, a.attempted_at, a.duration_ms, \
          a.response_status, a.error, a.success \
@@ -261,6 +325,13 @@ pub fn history(
          WHERE a.webhook_id = ?1",
     );
     let mut params: Vec<Value> = vec![webhook_id.into()];
+    if let Some(k) = from {
+        params.push(k.attempted_at.into());
+        params.push(k.id.into());
+        let n = params.len();
+        let op = if older { "<" } else { ">" };
+        sql.push_str(&format!(" AND (a.attempted_at, a.id) {op} (?{}, ?{n})", n - 1));
+    }
     if let Some(s) = filter.success {
         params.push(s.into());
         sql.push_str(&format!(" AND a.success = ?{}", params.len()));
@@ -269,12 +340,23 @@ pub fn history(
         params.push(t.as_str().into());
         sql.push_str(&format!(" AND e.type = ?{}", params.len()));
     }
-    params.push((per_page + 1).into());
-    sql.push_str(&format!(" ORDER BY a.attempted_at DESC, a.id DESC LIMIT ?{}", params.len()));
-    params.push((u64::from(page.saturating_sub(1)) * u64::from(per_page)).into());
-    sql.push_str(&format!(" OFFSET ?{}", params.len()));
+    params.push(limit.into());
+    let dir = if older { "DESC" } else { "ASC" };
+    sql.push_str(&format!(" ORDER BY a.attempted_at {dir}, a.id {dir} LIMIT ?{}", params.len()));
+    (sql, params)
+}
+
+fn history_rows(
+    host: &dyn Host,
+    webhook_id: i64,
+    filter: &HistoryFilter,
+    from: Option<HistoryKey>,
+    older: bool,
+    limit: u32,
+) -> Result<Vec<AttemptRow>, DbError> {
+    let (sql, params) = history_query(webhook_id, filter, from, older, limit);
     let rows = host.query(&sql, &params)?;
-    let mut out: Vec<AttemptRow> = rows
+    Ok(rows
         .iter()
         .map(|r| AttemptRow {
             id: r.i64(0),
@@ -288,10 +370,55 @@ pub fn history(
             error: r.opt_str(8),
             success: r.bool(9),
         })
-        .collect();
-    let more = out.len() > per_page as usize;
-    out.truncate(per_page as usize);
-    Ok((out, more))
+        .collect())
+}
+
+/// A page of at most `per_page` attempts, newest first.
+pub fn history(
+    host: &dyn Host,
+    webhook_id: i64,
+    filter: &HistoryFilter,
+    cursor: HistoryCursor,
+    per_page: u32,
+) -> Result<HistoryRows, DbError> {
+    // One row past the page says whether more follow that way, as in `deliveries`.
+    let (mut rows, newest) = match cursor {
+        HistoryCursor::Newest => (history_rows(host, webhook_id, filter, None, true, per_page + 1)?, true),
+        HistoryCursor::Before(k) => (history_rows(host, webhook_id, filter, Some(k), true, per_page + 1)?, false),
+        HistoryCursor::After(k) => {
+            let mut up = history_rows(host, webhook_id, filter, Some(k), false, per_page + 1)?;
+            if up.len() <= per_page as usize {
+                // Nothing newer beyond these: this is the top, so answer the
+                // first page itself — full, and the same rows as a fresh visit.
+                return history(host, webhook_id, filter, HistoryCursor::Newest, per_page);
+            }
+            up.truncate(per_page as usize);
+            up.reverse();
+            // Rows newer than this page exist (the extra row); the link
+            // carries the page's first key like any other.
+            let newer = up.first().map(HistoryKey::of);
+            let older = match up.last().map(HistoryKey::of) {
+                Some(last) => {
+                    (!history_rows(host, webhook_id, filter, Some(last), true, 1)?.is_empty()).then_some(last)
+                }
+                None => None,
+            };
+            return Ok(HistoryRows { rows: up, older, newer, newest: false });
+        }
+    };
+    let more = rows.len() > per_page as usize;
+    rows.truncate(per_page as usize);
+    let older = if more { rows.last().map(HistoryKey::of) } else { None };
+    // A deeper page usually has newer rows (the page it came from), but they
+    // may have been pruned since: one index probe says. An empty deep page
+    // offers only the way back to the first page.
+    let newer = match rows.first().map(HistoryKey::of) {
+        Some(first) if !newest => {
+            (!history_rows(host, webhook_id, filter, Some(first), false, 1)?.is_empty()).then_some(first)
+        }
+        _ => None,
+    };
+    Ok(HistoryRows { rows, older, newer, newest })
 }
 
 /// A delivery with its event and every attempt, for the details page.

@@ -616,3 +616,64 @@ async fn every_page_follows_a_dark_preference() {
     shot(&c, "history-dark").await;
     c.close().await.unwrap();
 }
+
+/// Admin pages v2 (#13): times are absolute (in the admin's zone, with the
+/// zone) with a relative hint; a filter that matches nothing says so and
+/// offers to clear it; delivery details lead with the outcome, the modal
+/// does not repeat the breadcrumbs, and nothing is clipped at 360 px.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_details_read_at_a_glance() {
+    if !browsers_present() {
+        return;
+    }
+    let h = host();
+    let r = Receiver::start();
+    tokio::task::block_in_place(|| {
+        h.admin().create("Glance", &r.url("/ok/glance"), "", &["user.created", "ticket.closed"], true);
+    });
+    let (_driver, c) = browser(true).await;
+    let base = h.base.clone();
+    sign_in(&c, &base).await;
+    c.goto(&format!("{base}{MOUNT}")).await.unwrap();
+    c.find(Locator::Css("form[action$='/test'] button")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "Test delivered").await;
+
+    // An absolute time with its zone, and the relative hint beside it.
+    let cell = c.find(Locator::Css("#history td[data-label='Attempted time']")).await.unwrap().text().await.unwrap();
+    let local = c.find(Locator::Css("#history time[data-local]")).await.unwrap().text().await.unwrap();
+    let zone = c.execute("return new Intl.DateTimeFormat(undefined, {timeZoneName: 'short'}).formatToParts(new Date()).find(p => p.type === 'timeZoneName').value", vec![]).await.unwrap();
+    assert!(local.contains(zone.as_str().unwrap()), "{local:?} names the zone {zone}");
+    assert!(local.chars().filter(|c| *c == ':').count() >= 2, "hours, minutes and seconds: {local:?}");
+    assert!(cell.contains("just now") || cell.contains(" ago"), "the relative hint: {cell:?}");
+
+    // A filter that matches nothing says so.
+    c.goto(&format!("{base}{MOUNT}")).await.unwrap();
+    c.find(Locator::LinkText("History")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#history")).await.unwrap();
+    let history = c.current_url().await.unwrap();
+    c.goto(&format!("{history}?event=ticket.closed")).await.unwrap();
+    let page = text(&c).await;
+    assert!(page.contains("No deliveries match this filter"), "{page}");
+    assert!(!page.contains("No deliveries yet"), "{page}");
+    c.find(Locator::LinkText("Clear the filter")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#history")).await.unwrap();
+
+    // Details lead with the outcome; the request comes after.
+    let details = c.find(Locator::Css("a[data-details]")).await.unwrap().attr("href").await.unwrap().unwrap();
+    c.goto(&format!("{base}{details}")).await.unwrap();
+    let page = text(&c).await;
+    let outcome = page.find("HTTP 200").unwrap_or_else(|| panic!("no outcome: {page}"));
+    assert!(outcome < page.find("Payload").unwrap() && outcome < page.find("Request headers").unwrap(), "{page}");
+    c.set_window_size(360, 800).await.unwrap();
+    c.goto(&format!("{base}{details}")).await.unwrap();
+    let width = c.execute("return document.documentElement.scrollWidth", vec![]).await.unwrap();
+    assert!(width.as_u64().unwrap() <= 360, "the details page is {width} px wide at 360");
+    c.set_window_size(1280, 900).await.unwrap();
+    // In the modal, no second set of breadcrumbs.
+    c.goto(history.as_str()).await.unwrap();
+    c.find(Locator::Css("a[data-details]")).await.unwrap().click().await.unwrap();
+    let dialog = c.wait().for_element(Locator::Css("dialog#wh-details[open]")).await.unwrap();
+    assert!(dialog.find(Locator::Css(".wh-crumbs")).await.is_err(), "the modal repeats the breadcrumbs");
+    assert!(dialog.text().await.unwrap().contains("HTTP 200"));
+    c.close().await.unwrap();
+}

@@ -95,6 +95,17 @@
       .catch(function () { window.location = a.href; });
   });
 
+  // Absolute times in the admin's own time zone, with the zone; the page
+  // says UTC without this script.
+  var local = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short"
+  });
+  document.querySelectorAll("time[data-local]").forEach(function (t) {
+    var d = new Date(t.getAttribute("datetime"));
+    if (!isNaN(d)) t.textContent = local.format(d);
+  });
+
   // "Select all" per event group, and it follows the boxes: ticked when all
   // are, mixed when some are.
   function syncSelectAll(group) {

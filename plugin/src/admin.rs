@@ -280,15 +280,24 @@ pub fn duration_words(ms: u64) -> String {
     }
 }
 
-/// A time for templates: relative text, exact title, machine value.
+/// A time for templates: relative text, exact title, machine value, and an
+/// absolute time to show (UTC, with its zone; the page script shows it in
+/// the admin's own zone) that tells rows apart and matches a receiver's log.
 pub struct When {
     pub rel: String,
     pub exact: String,
+    pub abs: String,
 }
 
 impl When {
     fn new(ms: u64, now: u64) -> Self {
-        When { rel: relative(ms, now), exact: rfc3339(ms) }
+        let exact = rfc3339(ms);
+        // "2026-11-28T09:14:03.123Z" → "2026-11-28 09:14:03 UTC".
+        let abs = match (exact.get(..10), exact.get(11..19)) {
+            (Some(d), Some(t)) => format!("{d} {t} UTC"),
+            _ => exact.clone(),
+        };
+        When { rel: relative(ms, now), exact, abs }
     }
 }
 
@@ -588,6 +597,8 @@ struct HistoryPage<'a> {
     event_options: Vec<EventOption>,
     /// Not the first page: the empty-page text says "on this page".
     deep: bool,
+    /// A filter is set: an empty page says the filter matched nothing.
+    filtered: bool,
     /// The first page, from any other.
     first_link: Option<String>,
     prev_link: Option<String>,
@@ -658,6 +669,7 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
             .map(|e| EventOption { name: e.name, selected: event.as_deref() == Some(e.name) })
             .collect(),
         deep: !found.newest,
+        filtered: !status.is_empty() || event.is_some(),
         first_link: (!found.newest).then(|| link(None)),
         prev_link: found.newer.map(|k| link(Some(("after", k)))),
         next_link: found.older.map(|k| link(Some(("before", k)))),

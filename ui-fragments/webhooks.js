@@ -84,6 +84,7 @@
         // The page behind the modal already says where the admin is.
         var crumbs = inner.querySelector(".wh-crumbs");
         if (crumbs) crumbs.remove();
+        localize(inner);
         body.appendChild(inner);
         d.appendChild(head);
         d.appendChild(body);
@@ -101,10 +102,13 @@
     year: "numeric", month: "short", day: "numeric",
     hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short"
   });
-  document.querySelectorAll("time[data-local]").forEach(function (t) {
-    var d = new Date(t.getAttribute("datetime"));
-    if (!isNaN(d)) t.textContent = local.format(d);
-  });
+  function localize(root) {
+    root.querySelectorAll("time[data-local]").forEach(function (t) {
+      var d = new Date(t.getAttribute("datetime"));
+      if (!isNaN(d)) t.textContent = local.format(d);
+    });
+  }
+  localize(document);
 
   // "Select all" per event group, and it follows the boxes: ticked when all
   // are, mixed when some are.

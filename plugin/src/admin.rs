@@ -599,6 +599,10 @@ struct HistoryPage<'a> {
     deep: bool,
     /// A filter is set: an empty page says the filter matched nothing.
     filtered: bool,
+    /// Where this page is: rows `from`–`to` of `total` (under the filter).
+    from: i64,
+    to: i64,
+    total: i64,
     /// The first page, from any other.
     first_link: Option<String>,
     prev_link: Option<String>,
@@ -636,6 +640,8 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
         event_type: event.clone(),
     };
     let found = store::history(host, w.id, &filter, cursor, PER_PAGE)?;
+    let (before, total) = store::history_position(host, w.id, &filter, found.rows.first().map(store::HistoryKey::of))?;
+    let shown = found.rows.len() as i64;
     let now = host.now_ms();
     // Every link keeps the filters; the values are fixed words, catalog
     // names and digits, so none needs percent-encoding.
@@ -670,6 +676,9 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
             .collect(),
         deep: !found.newest,
         filtered: !status.is_empty() || event.is_some(),
+        from: before + 1,
+        to: before + shown,
+        total,
         first_link: (!found.newest).then(|| link(None)),
         prev_link: found.newer.map(|k| link(Some(("after", k)))),
         next_link: found.older.map(|k| link(Some(("before", k)))),

@@ -1,5 +1,6 @@
 //! Webhook records and the history queries behind the admin pages.
 
+use crate::catalog;
 use crate::host::{DbError, Host, Row, Value, transaction};
 use crate::outbox::DeliveryState;
 use crate::webhook::{MAX_WEBHOOKS, Valid};
@@ -502,9 +503,52 @@ pub fn delivery(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Op
 
 /// Deliveries of a webhook that gave up (for the "retry failed" form).
 pub fn exhausted_count(host: &dyn Host, webhook_id: i64) -> Result<i64, DbError> {
-    let rows = host
-        .query("SELECT COUNT(*) FROM deliveries WHERE webhook_id = ?1 AND state = 'exhausted'", &[webhook_id.into()])?;
+    // A failed test is one attempt the admin asked for, not a delivery that
+    // gave up after every retry (#13): not counted, not retried in bulk.
+    let rows = host.query(
+        "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.id = d.event_id \
+         WHERE d.webhook_id = ?1 AND d.state = 'exhausted' AND e.type <> ?2",
+        &[webhook_id.into(), catalog::TEST_EVENT.into()],
+    )?;
     Ok(rows.first().map(|r| r.i64(0)).unwrap_or(0))
+}
+
+/// Where a history page sits: how many rows (under `filter`) come before
+/// its first row, and how many there are in all — "26–50 of 65". Counts
+/// over the same index the page seeks in.
+pub fn history_position(
+    host: &dyn Host,
+    webhook_id: i64,
+    filter: &HistoryFilter,
+    first: Option<HistoryKey>,
+) -> Result<(i64, i64), DbError> {
+    let count = |newer_than: Option<HistoryKey>| -> Result<i64, DbError> {
+        let mut sql = String::from(
+            "SELECT COUNT(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             JOIN events e ON e.id = d.event_id WHERE a.webhook_id = ?1",
+        );
+        let mut params: Vec<Value> = vec![webhook_id.into()];
+        if let Some(k) = newer_than {
+            params.push(k.attempted_at.into());
+            params.push(k.id.into());
+            let n = params.len();
+            sql.push_str(&format!(" AND (a.attempted_at, a.id) > (?{}, ?{n})", n - 1));
+        }
+        if let Some(s) = filter.success {
+            params.push(s.into());
+            sql.push_str(&format!(" AND a.success = ?{}", params.len()));
+        }
+        if let Some(t) = &filter.event_type {
+            params.push(t.as_str().into());
+            sql.push_str(&format!(" AND e.type = ?{}", params.len()));
+        }
+        Ok(host.query(&sql, &params)?.first().map(|r| r.i64(0)).unwrap_or(0))
+    };
+    let before = match first {
+        Some(k) => count(Some(k))?,
+        None => 0,
+    };
+    Ok((before, count(None)?))
 }
 
 /// One delivery in a list: its event, state and latest attempt.

@@ -666,8 +666,9 @@ pub fn resend(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Opti
 pub fn retry_failed_since(host: &dyn Host, webhook_id: i64, since_ms: u64) -> Result<u64, DbError> {
     host.execute(
         "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?3, lease_until = NULL \
-         WHERE webhook_id = ?1 AND state = 'exhausted' AND created_at >= ?2",
-        &[webhook_id.into(), since_ms.into(), host.now_ms().into()],
+         WHERE webhook_id = ?1 AND state = 'exhausted' AND created_at >= ?2 \
+         AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = deliveries.event_id AND e.type = ?4)",
+        &[webhook_id.into(), since_ms.into(), host.now_ms().into(), catalog::TEST_EVENT.into()],
     )
 }
 

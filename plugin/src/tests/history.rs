@@ -268,3 +268,34 @@ fn the_page_query_seeks_in_the_history_index_without_offset() {
         }
     }
 }
+
+/// #13 item 14: each page says where it is and how many there are, under
+/// the filter too.
+#[test]
+fn each_page_says_where_it_is_among_how_many() {
+    let h = seeded(65);
+    let (older, _) = walk(&h, &format!("{BASE}/1/history"));
+    let spans: Vec<bool> = ["1–25 of 65", "26–50 of 65", "51–65 of 65"]
+        .iter()
+        .zip(&older)
+        .map(|(want, page)| page.html.contains(want))
+        .collect();
+    assert_eq!(spans, [true, true, true], "{:?}", older.iter().map(|p| p.rows.len()).collect::<Vec<_>>());
+    let failed = expected(&h, "a.success = 0").len();
+    let page = get(&h, &format!("{BASE}/1/history?status=failed"));
+    assert!(page.html.contains(&format!("1–{failed} of {failed}")), "{}", page.html);
+}
+
+/// #13 item 13: a failed test is not "gave up after every retry", and
+/// "Retry failed" leaves it alone.
+#[test]
+fn failed_tests_are_not_counted_as_given_up() {
+    let h = TestHost::new();
+    let w = hook(&h, "https://a.example/", &["user.created"]);
+    h.respond(|_| crate::testhost::Reply::status(500));
+    crate::outbox::send_test(&h, w, "alice").unwrap().unwrap();
+    assert_eq!(crate::store::exhausted_count(&h, w).unwrap(), 0);
+    assert_eq!(crate::outbox::retry_failed_since(&h, w, 0).unwrap(), 0);
+    let page = get(&h, &format!("{BASE}/{w}/history"));
+    assert!(!page.html.contains("gave up after every retry"), "{}", page.html);
+}

@@ -85,7 +85,8 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
         ([], true, _) => dashboard(host, req, &base),
         ([], _, true) => save(host, req, &base, None),
         (["new"], true, _) => {
-            let blank = FormValues { enabled: true, ..FormValues::default() };
+            let blank =
+                FormValues { enabled: true, form_id: outbox::hex(&host.random_bytes(16)), ..FormValues::default() };
             Ok(form_page(host, req, &base, None, blank, Vec::new(), 200))
         }
         ([i], _, true) => match id(i) {
@@ -104,6 +105,7 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
                 events: w.events.clone(),
                 enabled: w.enabled,
                 generated: false,
+                form_id: String::new(),
             };
             Ok(form_page(host, req, &base, Some(&w), values, Vec::new(), 200))
         }
@@ -356,6 +358,8 @@ struct FormValues {
     enabled: bool,
     /// The secret field holds a secret generated just now.
     generated: bool,
+    /// The create form's one-time id (32 hex digits), kept across re-renders.
+    form_id: String,
 }
 
 struct EventBox {
@@ -476,6 +480,13 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
         events: req.f_all("events"),
         enabled: req.f("enabled").is_some_and(|v| v == "on" || v == "1" || v == "true"),
         generated: false,
+        // Only a well-formed id counts; a form without one (an old page, a
+        // script) simply creates.
+        form_id: req
+            .f("form_id")
+            .filter(|f| f.len() == 32 && f.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_default()
+            .to_owned(),
     };
 
     // "Generate" re-renders the form with a fresh secret and saves nothing,
@@ -526,15 +537,26 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
         }
     };
     match id {
-        None => match store::create(host, &valid) {
+        None => match store::create_once(host, &valid, Some(values.form_id.as_str()).filter(|f| !f.is_empty())) {
             Ok(new_id) => {
                 host.log(Level::Info, &format!("{} created webhook {new_id}", req.actor));
-                Ok(redirect(
-                    base,
-                    "",
-                    flash(FlashKind::Success, format!("Webhook \u{201c}{}\u{201d} was created.", valid.name)),
-                ))
+                let mut message = format!("Webhook \u{201c}{}\u{201d} was created.", valid.name);
+                if store::list(host)?.iter().any(|w| w.id != new_id && w.name == valid.name) {
+                    message.push_str(" Another webhook has the same name; rename one to tell them apart.");
+                }
+                Ok(redirect(base, "", flash(FlashKind::Success, message)))
             }
+            Err(store::CreateError::AlreadyCreated(_, name)) => Ok(redirect(
+                base,
+                "",
+                flash(
+                    FlashKind::Info,
+                    format!(
+                        "This form was already submitted: webhook \u{201c}{name}\u{201d} was created then. \
+                         Nothing new was created."
+                    ),
+                ),
+            )),
             Err(store::CreateError::TooMany) => {
                 let e = vec![FieldError {
                     field: "name",

@@ -383,6 +383,8 @@ fn create(host: &dyn Host, req: &Request) -> Result<Response, ApiError> {
             ));
         }
         Err(store::CreateError::Db(e)) => return Err(e.into()),
+        // The API sends no form id; an id given twice would mean the same.
+        Err(store::CreateError::AlreadyCreated(id, _)) => id,
     };
     host.log(Level::Info, &format!("{} created webhook {id} (API)", req.actor));
     let w = store::get(host, id)?.ok_or_else(|| not_found("webhook"))?;

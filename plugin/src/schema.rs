@@ -105,6 +105,10 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS id_counters (name TEXT PRIMARY KEY, last INTEGER NOT NULL);
      INSERT INTO id_counters (name, last) SELECT 'webhooks', COALESCE(MAX(id), 0) FROM webhooks
         WHERE true ON CONFLICT (name) DO NOTHING;",
+    // 9: the create form carries a one-time id; the webhook it created keeps
+    // it, so Back + resubmit finds that webhook instead of making a second.
+    "ALTER TABLE webhooks ADD COLUMN form_id TEXT;
+     CREATE UNIQUE INDEX IF NOT EXISTS webhooks_form_id ON webhooks (form_id) WHERE form_id IS NOT NULL;",
 ];
 
 /// The first version whose sealed secrets hold key bytes.

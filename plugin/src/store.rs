@@ -94,6 +94,9 @@ pub fn get(host: &dyn Host, id: i64) -> Result<Option<Webhook>, DbError> {
 #[derive(Debug)]
 pub enum CreateError {
     TooMany,
+    /// The create form with this one-time id was submitted before: the
+    /// webhook it made (id, name).
+    AlreadyCreated(i64, String),
     Db(DbError),
 }
 
@@ -105,8 +108,21 @@ impl From<DbError> for CreateError {
 
 /// Stores a new webhook; answers its id.
 pub fn create(host: &dyn Host, v: &Valid) -> Result<i64, CreateError> {
+    create_once(host, v, None)
+}
+
+/// [`create`] for a form submission carrying `form_id`: a second submission
+/// of the same form (Back, then submit again) creates nothing and answers
+/// the webhook the first one made.
+pub fn create_once(host: &dyn Host, v: &Valid, form_id: Option<&str>) -> Result<i64, CreateError> {
     let now = host.now_ms();
     transaction(host, || {
+        if let Some(f) = form_id {
+            let done = host.query("SELECT id, name FROM webhooks WHERE form_id = ?1", &[f.into()])?;
+            if let Some(r) = done.first() {
+                return Err(CreateError::AlreadyCreated(r.i64(0), r.str(1)));
+            }
+        }
         let count = host.query("SELECT COUNT(*) FROM webhooks", &[])?.first().map(|r| r.i64(0)).unwrap_or(0);
         if count >= MAX_WEBHOOKS {
             return Err(CreateError::TooMany);
@@ -123,8 +139,8 @@ pub fn create(host: &dyn Host, v: &Valid) -> Result<i64, CreateError> {
             return Err(DbError::Io("the webhook id counter is missing".into()).into());
         };
         let rows = host.query(
-            "INSERT INTO webhooks (id, name, url, secret_sealed, secret_set_at, enabled, created_at, updated_at) \
-             VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
+            "INSERT INTO webhooks (id, name, url, secret_sealed, secret_set_at, enabled, created_at, updated_at, form_id) \
+             VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?8) RETURNING id",
             &[
                 v.name.as_str().into(),
                 v.url.as_str().into(),
@@ -133,6 +149,7 @@ pub fn create(host: &dyn Host, v: &Valid) -> Result<i64, CreateError> {
                 v.enabled.into(),
                 now.into(),
                 new_id.into(),
+                form_id.into(),
             ],
         )?;
         let id = rows.first().map(|r| r.i64(0)).unwrap_or_default();

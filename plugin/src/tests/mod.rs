@@ -6,6 +6,7 @@
 mod api;
 mod history;
 mod intake;
+mod pages;
 mod pipeline;
 mod policy;
 mod schema;

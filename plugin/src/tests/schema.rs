@@ -48,6 +48,8 @@ fn secrets_sealed_as_text_before_version_5_are_resealed_as_key_bytes() {
     let w = hook(&h, "https://a.example/", &["user.created"]);
     // A database at version 4: the sealed values hold the secret's text.
     h.execute_batch("DELETE FROM plugin_schema WHERE version > 4").unwrap();
+    // And without what later versions added that cannot be added twice.
+    h.execute_batch("DROP INDEX webhooks_form_id; ALTER TABLE webhooks DROP COLUMN form_id;").unwrap();
     h.execute(
         "UPDATE webhooks SET secret_sealed = ?2, prev_secret_sealed = ?3 WHERE id = ?1",
         &[w.into(), h.seal(SECRET.as_bytes()).into(), Value::Blob(vec![0xde, 0xad])],

@@ -20,7 +20,12 @@
 //!   ([`Checker`]): an Argon2id check takes ~19 MiB and tens of milliseconds.
 //!   On whatever thread called, a burst of failed sign-ins left each
 //!   thread's malloc arena holding its own 19 MiB (+130 MiB measured) and
-//!   stalled the tokio worker it ran on.
+//!   stalled the tokio worker it ran on. The caller awaits the answer (no
+//!   thread waits), and at most [`MAX_QUEUED`] checks wait their turn; past
+//!   that a sign-in is answered "busy" at once.
+//! - An attempt is counted before its password is checked (and uncounted
+//!   if it succeeds), so attempts sent in parallel cannot outrun the limits
+//!   while the first ones are being checked.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -44,6 +49,8 @@ pub const MAX_TRACKED: usize = 10_000;
 pub const MAX_USER_LEN: usize = 128;
 /// The failure-counting window and the lockout that follows.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Password checks waiting for the checker before sign-ins are refused as busy.
+pub const MAX_QUEUED: usize = 16;
 /// A session ends after this long without a request.
 pub const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
 
@@ -59,12 +66,12 @@ pub struct Auth {
 /// one password at a time (callers queue), so the Argon2 memory is one
 /// block, reused, and no async worker ever runs a check.
 struct Checker {
-    tx: mpsc::SyncSender<(String, mpsc::SyncSender<bool>)>,
+    tx: mpsc::SyncSender<(String, tokio::sync::oneshot::Sender<bool>)>,
 }
 
 impl Checker {
     fn start(hash: String) -> Checker {
-        let (tx, rx) = mpsc::sync_channel::<(String, mpsc::SyncSender<bool>)>(64);
+        let (tx, rx) = mpsc::sync_channel::<(String, tokio::sync::oneshot::Sender<bool>)>(MAX_QUEUED);
         let spawned = std::thread::Builder::new().name("password-check".into()).spawn(move || {
             for (password, reply) in rx {
                 let ok = PasswordHash::new(&hash)
@@ -79,11 +86,15 @@ impl Checker {
         Checker { tx }
     }
 
-    /// Whether `password` matches; blocks until the checker answers (call
-    /// it from a blocking thread). False if the checker is gone.
-    fn check(&self, password: &str) -> bool {
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.tx.send((password.to_owned(), reply)).is_ok() && answer.recv().unwrap_or(false)
+    /// Whether `password` matches, once the checker gets to it; `None` when
+    /// [`MAX_QUEUED`] checks already wait. False if the checker is gone.
+    async fn check(&self, password: &str) -> Option<bool> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        match self.tx.try_send((password.to_owned(), reply)) {
+            Ok(()) => Some(answer.await.unwrap_or(false)),
+            Err(mpsc::TrySendError::Full(_)) => None,
+            Err(mpsc::TrySendError::Disconnected(_)) => Some(false),
+        }
     }
 }
 
@@ -94,6 +105,8 @@ pub enum LoginError {
     Invalid,
     /// Too many failures; try again after this long.
     Locked(Duration),
+    /// Too many sign-ins are being checked right now; try again shortly.
+    Busy,
 }
 
 /// Hashes a password with Argon2id and a random salt (PHC string).
@@ -129,31 +142,61 @@ impl Auth {
         Ok((Auth::new(user, hash), Some(generated)))
     }
 
-    fn locked(&self, key: &str, max: u32) -> Option<Duration> {
-        let f = self.failures.lock().ok()?;
-        let (n, since) = f.get(key)?;
-        let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
-        (*n >= max).then_some(left)
+    /// Counts an attempt against `keys`, unless one of them is already at
+    /// its limit (then: how long until it is not). One lock for both, so
+    /// parallel attempts are counted one by one.
+    fn reserve(&self, keys: &[(String, u32)]) -> Result<(), LoginError> {
+        let Ok(mut f) = self.failures.lock() else { return Err(LoginError::Busy) };
+        let locked = keys
+            .iter()
+            .filter_map(|(k, max)| {
+                let (n, since) = f.get(k)?;
+                let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
+                (*n >= *max).then_some(left)
+            })
+            .max();
+        if let Some(left) = locked {
+            return Err(LoginError::Locked(left));
+        }
+        for (k, _) in keys {
+            Self::count(&mut f, k);
+        }
+        Ok(())
     }
 
+    /// Takes back one counted attempt (it succeeded, or was never checked).
+    fn unreserve(&self, key: &str) {
+        if let Ok(mut f) = self.failures.lock()
+            && let Some(e) = f.get_mut(key)
+        {
+            e.0 = e.0.saturating_sub(1);
+        }
+    }
+
+    #[cfg(test)]
     fn fail(&self, key: &str) {
         if let Ok(mut f) = self.failures.lock() {
-            if f.len() >= MAX_TRACKED && !f.contains_key(key) {
-                f.retain(|_, (_, since)| since.elapsed() <= FAILURE_WINDOW);
-                if f.len() >= MAX_TRACKED {
-                    // Still full of live entries: forget the oldest half.
-                    let mut ages: Vec<Instant> = f.values().map(|(_, since)| *since).collect();
-                    ages.sort_unstable();
-                    let cut = ages[ages.len() / 2];
-                    f.retain(|_, (_, since)| *since > cut);
-                }
-            }
-            let e = f.entry(key.to_owned()).or_insert((0, Instant::now()));
-            if e.1.elapsed() > FAILURE_WINDOW {
-                *e = (0, Instant::now());
-            }
-            e.0 += 1;
+            Self::count(&mut f, key);
         }
+    }
+
+    /// Counts one attempt under `key` in the bounded table.
+    fn count(f: &mut HashMap<String, (u32, Instant)>, key: &str) {
+        if f.len() >= MAX_TRACKED && !f.contains_key(key) {
+            f.retain(|_, (_, since)| since.elapsed() <= FAILURE_WINDOW);
+            if f.len() >= MAX_TRACKED {
+                // Still full of live entries: forget the oldest half.
+                let mut ages: Vec<Instant> = f.values().map(|(_, since)| *since).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                f.retain(|_, (_, since)| *since > cut);
+            }
+        }
+        let e = f.entry(key.to_owned()).or_insert((0, Instant::now()));
+        if e.1.elapsed() > FAILURE_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
     }
 
     /// How many failures are tracked now (for tests and metrics).
@@ -162,27 +205,30 @@ impl Auth {
     }
 
     /// Checks credentials from `client`; answers a new session id.
-    pub fn login(&self, client: &str, user: &str, password: &str) -> Result<String, LoginError> {
+    pub async fn login(&self, client: &str, user: &str, password: &str) -> Result<String, LoginError> {
         let mut end = user.len().min(MAX_USER_LEN);
         while !user.is_char_boundary(end) {
             end -= 1;
         }
         let name = user[..end].to_lowercase();
         let keys = [(format!("addr:{client}"), MAX_ADDRESS_FAILURES), (format!("pair:{client}\n{name}"), MAX_FAILURES)];
-        if let Some(left) = keys.iter().filter_map(|(k, max)| self.locked(k, *max)).max() {
-            return Err(LoginError::Locked(left));
-        }
+        self.reserve(&keys)?;
         let user_ok = bool::from(user.as_bytes().ct_eq(self.user.as_bytes()));
         // Verify even for a wrong user name so timing does not tell which was wrong.
-        let pass_ok = self.checker.check(password);
-        if !(user_ok && pass_ok) {
+        let Some(pass_ok) = self.checker.check(password).await else {
+            // Never checked: not a failure of this address.
             for (k, _) in &keys {
-                self.fail(k);
+                self.unreserve(k);
             }
+            return Err(LoginError::Busy);
+        };
+        if !(user_ok && pass_ok) {
             return Err(LoginError::Invalid);
         }
-        // The admin is in: this pair starts afresh. (The address keeps its
-        // count: one right guess must not wipe a scan's trace.)
+        // The admin is in: this pair starts afresh, and this attempt was no
+        // failure. (The address keeps its other failures: one right guess
+        // must not wipe a scan's trace.)
+        self.unreserve(&keys[0].0);
         if let Ok(mut f) = self.failures.lock() {
             f.remove(&keys[1].0);
         }
@@ -218,31 +264,53 @@ impl Auth {
 mod tests {
     use super::*;
 
-    #[test]
-    fn wrong_password_never_creates_a_session_and_locks_out() {
+    #[tokio::test]
+    async fn wrong_password_never_creates_a_session_and_locks_out() {
         let a = Auth::new("admin", hash_password("correct horse"));
-        assert_eq!(a.login("1.2.3.4", "admin", "nope"), Err(LoginError::Invalid));
-        assert_eq!(a.login("1.2.3.4", "root", "correct horse"), Err(LoginError::Invalid));
+        assert_eq!(a.login("1.2.3.4", "admin", "nope").await, Err(LoginError::Invalid));
+        assert_eq!(a.login("1.2.3.4", "root", "correct horse").await, Err(LoginError::Invalid));
         assert!(a.sessions.lock().unwrap().is_empty());
-        let id = a.login("1.2.3.4", "admin", "correct horse").unwrap();
+        let id = a.login("1.2.3.4", "admin", "correct horse").await.unwrap();
         assert_eq!(a.session_user(&id).as_deref(), Some("admin"));
         a.logout(&id);
         assert_eq!(a.session_user(&id), None);
         for _ in 0..MAX_FAILURES {
-            let _ = a.login("5.6.7.8", "admin", "bad");
+            let _ = a.login("5.6.7.8", "admin", "bad").await;
         }
-        assert!(matches!(a.login("5.6.7.8", "admin", "correct horse"), Err(LoginError::Locked(_))));
+        assert!(matches!(a.login("5.6.7.8", "admin", "correct horse").await, Err(LoginError::Locked(_))));
         // A stranger failing as the admin does not lock the admin out elsewhere.
-        assert!(a.login("9.9.9.9", "admin", "correct horse").is_ok());
+        assert!(a.login("9.9.9.9", "admin", "correct horse").await.is_ok());
         // Many user names from one address: the address is limited too.
         for i in 0..MAX_ADDRESS_FAILURES {
-            let _ = a.login("7.7.7.7", &format!("guess{i}"), "bad");
+            let _ = a.login("7.7.7.7", &format!("guess{i}"), "bad").await;
         }
-        assert!(matches!(a.login("7.7.7.7", "admin", "correct horse"), Err(LoginError::Locked(_))));
+        assert!(matches!(a.login("7.7.7.7", "admin", "correct horse").await, Err(LoginError::Locked(_))));
     }
 
-    #[test]
-    fn the_failure_table_stays_bounded() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_attempts_cannot_outrun_the_limits() {
+        let a = std::sync::Arc::new(Auth::new("admin", hash_password("correct horse")));
+        let tasks: Vec<_> = (0..60)
+            .map(|i| {
+                let a = a.clone();
+                tokio::spawn(async move { a.login("6.6.6.6", &format!("u{i}"), "bad").await })
+            })
+            .collect();
+        let mut checked = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Err(LoginError::Invalid) => checked += 1,
+                Err(LoginError::Locked(_) | LoginError::Busy) => {}
+                Ok(_) => panic!("signed in with a wrong password"),
+            }
+        }
+        assert!(checked <= MAX_ADDRESS_FAILURES, "{checked} guesses checked from one address");
+        // And the real admin elsewhere is not locked out.
+        assert!(a.login("9.9.9.9", "admin", "correct horse").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_failure_table_stays_bounded() {
         let a = Auth::new("admin", hash_password("correct horse"));
         let long = "x".repeat(200 * 1024);
         // Without the password work (it is what makes a sign-in slow), the
@@ -252,13 +320,13 @@ mod tests {
         }
         assert!(a.tracked_failures() <= MAX_TRACKED, "{}", a.tracked_failures());
         // A 200 KiB user name counts by its first bytes only.
-        assert_eq!(a.login("1.1.1.1", &long, "bad"), Err(LoginError::Invalid));
+        assert_eq!(a.login("1.1.1.1", &long, "bad").await, Err(LoginError::Invalid));
         let longest = a.failures.lock().unwrap().keys().map(String::len).max().unwrap();
         assert!(longest < MAX_USER_LEN + 64, "{longest}");
     }
 
-    #[test]
-    fn generated_password_is_stored_only_hashed() {
+    #[tokio::test]
+    async fn generated_password_is_stored_only_hashed() {
         let dir = tempfile::tempdir().unwrap();
         let (_, pw) = Auth::load("admin".into(), None, dir.path()).unwrap();
         let pw = pw.unwrap();
@@ -266,6 +334,6 @@ mod tests {
         assert!(stored.starts_with("$argon2id$") && !stored.contains(&pw));
         let (again, none) = Auth::load("admin".into(), None, dir.path()).unwrap();
         assert!(none.is_none());
-        assert!(again.login("a", "admin", &pw).is_ok());
+        assert!(again.login("a", "admin", &pw).await.is_ok());
     }
 }

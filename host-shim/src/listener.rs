@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,10 +68,12 @@ pub fn connection_cap() -> usize {
     soft.saturating_sub(RESERVED_FILES).clamp(64, 16_384) as usize
 }
 
-/// One open connection: when it came, whether a request is in progress,
+/// One open connection: whether a request is in progress and since when,
 /// and how to close it.
 struct Conn {
     busy: Arc<AtomicUsize>,
+    /// When its current request began (ms on the listener's clock).
+    since: Arc<AtomicU64>,
     abort: Option<AbortHandle>,
 }
 
@@ -83,12 +85,21 @@ struct Open {
 }
 
 impl Open {
-    /// Admits a connection, closing the oldest idle one if at `cap`; `None`
-    /// when every open connection is mid-request.
-    fn admit(&mut self, cap: usize) -> Option<(u64, Arc<AtomicUsize>)> {
+    /// Admits a connection at `now_ms`, closing one if at `cap`: the oldest
+    /// idle one, else the oldest whose request has run longer than
+    /// `slow_ms` (a body trickled in, a frame every few seconds, never
+    /// looks idle); `None` when every connection is in a young request.
+    fn admit(&mut self, cap: usize, now_ms: u64, slow_ms: u64) -> Option<(u64, Arc<AtomicUsize>, Arc<AtomicU64>)> {
         if self.conns.len() >= cap {
-            let idle = self.conns.iter().find(|(_, c)| c.busy.load(Ordering::Acquire) == 0).map(|(id, _)| *id)?;
-            if let Some(c) = self.conns.remove(&idle)
+            let idle = self.conns.iter().find(|(_, c)| c.busy.load(Ordering::Acquire) == 0).map(|(id, _)| *id);
+            let slow = || {
+                self.conns
+                    .iter()
+                    .find(|(_, c)| now_ms.saturating_sub(c.since.load(Ordering::Acquire)) > slow_ms)
+                    .map(|(id, _)| *id)
+            };
+            let victim = idle.or_else(slow)?;
+            if let Some(c) = self.conns.remove(&victim)
                 && let Some(a) = c.abort
             {
                 a.abort();
@@ -97,8 +108,9 @@ impl Open {
         let id = self.next;
         self.next += 1;
         let busy = Arc::new(AtomicUsize::new(0));
-        self.conns.insert(id, Conn { busy: busy.clone(), abort: None });
-        Some((id, busy))
+        let since = Arc::new(AtomicU64::new(now_ms));
+        self.conns.insert(id, Conn { busy: busy.clone(), since: since.clone(), abort: None });
+        Some((id, busy, since))
     }
 }
 
@@ -136,6 +148,9 @@ pub async fn serve(
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = Arc::new(Mutex::new(Open::default()));
+    let clock = std::time::Instant::now();
+    let now_ms = move || clock.elapsed().as_millis() as u64;
+    let slow_ms = limits.header_timeout.max(limits.body_timeout).as_millis() as u64;
     tokio::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
@@ -152,22 +167,29 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let admitted = open.lock().map(|mut o| o.admit(limits.max_connections)).unwrap_or(None);
-        let Some((id, busy)) = admitted else {
-            tracing::warn!(cap = limits.max_connections, "every connection is mid-request; turning one away");
+        let admitted = open.lock().map(|mut o| o.admit(limits.max_connections, now_ms(), slow_ms)).unwrap_or(None);
+        let Some((id, busy, since)) = admitted else {
+            tracing::warn!(cap = limits.max_connections, "every connection is in a young request; turning one away");
             continue;
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             busy.fetch_add(1, Ordering::AcqRel);
+            since.store(now_ms(), Ordering::Release);
             let guard = Busy(busy.clone());
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
             let mut router = router.clone();
             async move {
-                let resp = router.call(req.map(axum::body::Body::new)).await;
-                drop(guard);
-                resp
+                let resp = router.call(req.map(axum::body::Body::new)).await?;
+                // Busy until the response's last byte is handed to hyper: a
+                // connection still sending a long page is not idle.
+                Ok::<_, std::convert::Infallible>(resp.map(|b| {
+                    axum::body::Body::new(http_body_util::BodyExt::map_frame(b, move |f| {
+                        let _held = &guard;
+                        f
+                    }))
+                }))
             }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
@@ -191,6 +213,9 @@ pub async fn serve(
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("connections still open after {:?}; closing them", limits.shutdown_grace);
+            if let Ok(o) = open.lock() {
+                o.conns.values().filter_map(|c| c.abort.as_ref()).for_each(AbortHandle::abort);
+            }
         }
     }
     Ok(())
@@ -203,17 +228,20 @@ mod tests {
     #[test]
     fn at_the_cap_the_oldest_idle_connection_makes_room() {
         let mut o = Open::default();
-        let (a, busy_a) = o.admit(2).unwrap();
-        let (b, _) = o.admit(2).unwrap();
+        let (a, busy_a, _) = o.admit(2, 0, 10_000).unwrap();
+        let (b, _, _) = o.admit(2, 0, 10_000).unwrap();
         busy_a.fetch_add(1, Ordering::AcqRel);
         // `a` is mid-request: `b`, the oldest idle one, goes.
-        let (c, busy_c) = o.admit(2).unwrap();
+        let (c, busy_c, _) = o.admit(2, 1_000, 10_000).unwrap();
         assert_eq!(o.conns.keys().copied().collect::<Vec<_>>(), vec![a, c]);
         assert!(!o.conns.contains_key(&b));
-        // All mid-request: the newcomer is turned away.
+        // All in young requests: the newcomer is turned away.
         busy_c.fetch_add(1, Ordering::AcqRel);
-        assert!(o.admit(2).is_none());
+        assert!(o.admit(2, 5_000, 10_000).is_none());
         assert_eq!(o.conns.len(), 2);
+        // A request running past the slow mark (a trickled body) makes room.
+        let (d, _, _) = o.admit(2, 10_500, 10_000).unwrap();
+        assert_eq!(o.conns.keys().copied().collect::<Vec<_>>(), vec![c, d], "`a` (since 0) went");
     }
 
     #[test]

@@ -520,7 +520,29 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
     {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| too_large())
+    read_limited(body, MAX_BODY).await.map_err(|e| match e {
+        Unread::TooLarge => too_large(),
+        Unread::Stalled => {
+            unread(api_error(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the body did not arrive in time", None))
+        }
+    })
+}
+
+/// Why a body was not read whole.
+enum Unread {
+    TooLarge,
+    /// It stopped coming (the listener's body timeout) or the connection broke.
+    Stalled,
+}
+
+/// Reads at most `limit` bytes of `body`.
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Unread> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Unread::TooLarge),
+        Err(_) => Err(Unread::Stalled),
+    }
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, Response> {
@@ -733,8 +755,10 @@ async fn login(
 ) -> Response {
     let mount = app.hooks.config().mount_path.clone();
     // Anyone can post here: read no more than a sign-in form can need.
-    let Ok(body) = axum::body::to_bytes(body, MAX_LOGIN_FORM).await else {
-        return unread(plain(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."));
+    let body = match read_limited(body, MAX_LOGIN_FORM).await {
+        Ok(b) => b,
+        Err(Unread::TooLarge) => return unread(plain(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")),
+        Err(Unread::Stalled) => return unread(plain(StatusCode::REQUEST_TIMEOUT, "The form did not arrive in time.")),
     };
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let field = |n: &str| form.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).unwrap_or("");
@@ -744,16 +768,9 @@ async fn login(
         let msg = "The sign-in form expired; please try again.".to_owned();
         return login_response(&app, StatusCode::FORBIDDEN, &pre, fresh, &next, field("username"), Some(msg));
     }
-    // The password check waits for the checker thread (auth::Checker): on a
-    // blocking thread, never on an async worker.
-    let checked = {
-        let (app, user, password) = (app.clone(), field("username").to_owned(), field("password").to_owned());
-        tokio::task::spawn_blocking(move || app.auth.login(&peer.ip().to_string(), &user, &password)).await
-    };
-    let Ok(checked) = checked else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "Sign-in is unavailable right now; try again.");
-    };
-    match checked {
+    // The password is checked on the checker's own thread (auth::Checker);
+    // this task only awaits its answer.
+    match app.auth.login(&peer.ip().to_string(), field("username"), field("password")).await {
         Ok(session) => {
             tracing::info!(user = field("username"), "admin signed in");
             let mut resp = see_other(&next);
@@ -766,6 +783,11 @@ async fn login(
             tracing::warn!(client = %peer.ip(), "failed admin sign-in");
             let msg = "Wrong user name or password.".to_owned();
             login_response(&app, StatusCode::UNAUTHORIZED, &pre, false, &next, field("username"), Some(msg))
+        }
+        Err(LoginError::Busy) => {
+            tracing::warn!(client = %peer.ip(), "admin sign-in refused: too many sign-ins being checked");
+            let msg = "Too many sign-ins are being checked right now. Try again in a moment.".to_owned();
+            login_response(&app, StatusCode::SERVICE_UNAVAILABLE, &pre, false, &next, field("username"), Some(msg))
         }
         Err(LoginError::Locked(left)) => {
             tracing::warn!(client = %peer.ip(), "admin sign-in refused: too many failures");

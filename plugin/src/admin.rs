@@ -621,10 +621,11 @@ struct HistoryPage<'a> {
     deep: bool,
     /// A filter is set: an empty page says the filter matched nothing.
     filtered: bool,
-    /// Where this page is: rows `from`–`to` of `total` (under the filter).
+    /// Where this page is: rows `from`–`to` of `total` (under the filter),
+    /// `total` shown as "10,000+" past the counting cap.
     from: i64,
     to: i64,
-    total: i64,
+    total: String,
     /// The first page, from any other.
     first_link: Option<String>,
     prev_link: Option<String>,
@@ -663,7 +664,8 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
     };
     let found = store::history(host, w.id, &filter, cursor, PER_PAGE)?;
     let (before, total) = store::history_position(host, w.id, &filter, found.rows.first().map(store::HistoryKey::of))?;
-    let shown = found.rows.len() as i64;
+    // Deeper than the counting cap, the position is not known: say the total only.
+    let shown = if before > store::HISTORY_COUNT_CAP { -1 - before } else { found.rows.len() as i64 };
     let now = host.now_ms();
     // Every link keeps the filters; the values are fixed words, catalog
     // names and digits, so none needs percent-encoding.
@@ -700,7 +702,11 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
         filtered: !status.is_empty() || event.is_some(),
         from: before + 1,
         to: before + shown,
-        total,
+        total: if total > store::HISTORY_COUNT_CAP {
+            format!("{}+", store::HISTORY_COUNT_CAP)
+        } else {
+            total.to_string()
+        },
         first_link: (!found.newest).then(|| link(None)),
         prev_link: found.newer.map(|k| link(Some(("after", k)))),
         next_link: found.older.map(|k| link(Some(("before", k)))),

@@ -530,9 +530,14 @@ pub fn exhausted_count(host: &dyn Host, webhook_id: i64) -> Result<i64, DbError>
     Ok(rows.first().map(|r| r.i64(0)).unwrap_or(0))
 }
 
+/// Most rows a history page counts for its position; past it the page says
+/// "of 10,000+" rather than count millions of attempts on every view.
+pub const HISTORY_COUNT_CAP: i64 = 10_000;
+
 /// Where a history page sits: how many rows (under `filter`) come before
 /// its first row, and how many there are in all — "26–50 of 65". Counts
-/// over the same index the page seeks in.
+/// over the same index the page seeks in, each stopping at
+/// [`HISTORY_COUNT_CAP`] + 1.
 pub fn history_position(
     host: &dyn Host,
     webhook_id: i64,
@@ -540,10 +545,13 @@ pub fn history_position(
     first: Option<HistoryKey>,
 ) -> Result<(i64, i64), DbError> {
     let count = |newer_than: Option<HistoryKey>| -> Result<i64, DbError> {
-        let mut sql = String::from(
-            "SELECT COUNT(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-             JOIN events e ON e.id = d.event_id WHERE a.webhook_id = ?1",
-        );
+        // The joins only when the event type filters.
+        let mut sql = String::from(if filter.event_type.is_some() {
+            "SELECT 1 FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             JOIN events e ON e.id = d.event_id WHERE a.webhook_id = ?1"
+        } else {
+            "SELECT 1 FROM attempts a WHERE a.webhook_id = ?1"
+        });
         let mut params: Vec<Value> = vec![webhook_id.into()];
         if let Some(k) = newer_than {
             params.push(k.attempted_at.into());
@@ -559,6 +567,7 @@ pub fn history_position(
             params.push(t.as_str().into());
             sql.push_str(&format!(" AND e.type = ?{}", params.len()));
         }
+        let sql = format!("SELECT COUNT(*) FROM ({sql} LIMIT {})", HISTORY_COUNT_CAP + 1);
         Ok(host.query(&sql, &params)?.first().map(|r| r.i64(0)).unwrap_or(0))
     };
     let before = match first {

@@ -139,6 +139,17 @@ fn count(h: &Host, sql: &str) -> i64 {
     h.count(sql)
 }
 
+/// Waits (up to 3 s) until `sql` answers `want`.
+async fn until_count(h: &Host, sql: &str, want: i64) {
+    for _ in 0..100 {
+        if count(h, sql) == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(count(h, sql), want, "{sql}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_click_through_with_javascript() {
     if !browsers_present() {
@@ -205,22 +216,12 @@ async fn admin_click_through_with_javascript() {
     let switch = c.find(Locator::Css(".wh-switch")).await.unwrap();
     assert_eq!(switch.attr("aria-checked").await.unwrap().as_deref(), Some("true"));
     switch.click().await.unwrap();
-    for _ in 0..100 {
-        if count(&h, "SELECT enabled FROM webhooks") == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    until_count(&h, "SELECT enabled FROM webhooks", 0).await;
     assert_eq!(count(&h, "SELECT enabled FROM webhooks"), 0);
     assert_eq!(c.execute("return window.__marker", vec![]).await.unwrap(), json!(42), "no full reload");
     assert_eq!(switch.attr("aria-checked").await.unwrap().as_deref(), Some("false"));
     switch.click().await.unwrap();
-    for _ in 0..100 {
-        if count(&h, "SELECT enabled FROM webhooks") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    until_count(&h, "SELECT enabled FROM webhooks", 1).await;
     shot(&c, "dashboard").await;
 
     // Send test → history with the outcome.
@@ -471,12 +472,7 @@ async fn what_admins_tripped_over_is_fixed() {
     let switch = c.find(Locator::Css(".wh-switch")).await.unwrap();
     assert_eq!(switch.attr("aria-label").await.unwrap().as_deref(), Some("Disable All events"));
     switch.click().await.unwrap();
-    for _ in 0..100 {
-        if count(&h, "SELECT enabled FROM webhooks") == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    until_count(&h, "SELECT enabled FROM webhooks", 0).await;
     let mut label = None;
     for _ in 0..100 {
         label = switch.attr("aria-label").await.unwrap();
@@ -487,12 +483,7 @@ async fn what_admins_tripped_over_is_fixed() {
     }
     assert_eq!(label.as_deref(), Some("Enable All events"));
     switch.click().await.unwrap();
-    for _ in 0..100 {
-        if count(&h, "SELECT enabled FROM webhooks") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    until_count(&h, "SELECT enabled FROM webhooks", 1).await;
 
     // Typing a new secret while "Keep" is selected replaces the secret.
     let second = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";

@@ -344,12 +344,26 @@ pub(crate) fn history_query(
     );
     let mut params: Vec<Value> = vec![webhook_id.into()];
     if let Some(k) = from {
-        params.push(k.attempted_at.into());
-        params.push(k.id.into());
-        let n = params.len();
-        let op = if older { "<" } else { ">" };
-        sql.push_str(&format!(" AND (a.attempted_at, a.id) {op} (?{}, ?{n})", n - 1));
+        push_bound(k, if older { "<" } else { ">" }, &mut sql, &mut params);
     }
+    push_filter(filter, &mut sql, &mut params);
+    params.push(limit.into());
+    let dir = if older { "DESC" } else { "ASC" };
+    sql.push_str(&format!(" ORDER BY a.attempted_at {dir}, a.id {dir} LIMIT ?{}", params.len()));
+    (sql, params)
+}
+
+/// Rows before (`<`, older) or after (`>`, newer) `k` in the page order:
+/// a row-value bound on the index's own columns, so SQLite seeks to it.
+fn push_bound(k: HistoryKey, op: &str, sql: &mut String, params: &mut Vec<Value>) {
+    params.push(k.attempted_at.into());
+    params.push(k.id.into());
+    let n = params.len();
+    sql.push_str(&format!(" AND (a.attempted_at, a.id) {op} (?{}, ?{n})", n - 1));
+}
+
+/// The history filter's conditions on `a` (attempts) and `e` (events).
+fn push_filter(filter: &HistoryFilter, sql: &mut String, params: &mut Vec<Value>) {
     if let Some(s) = filter.success {
         params.push(s.into());
         sql.push_str(&format!(" AND a.success = ?{}", params.len()));
@@ -358,10 +372,6 @@ pub(crate) fn history_query(
         params.push(t.as_str().into());
         sql.push_str(&format!(" AND e.type = ?{}", params.len()));
     }
-    params.push(limit.into());
-    let dir = if older { "DESC" } else { "ASC" };
-    sql.push_str(&format!(" ORDER BY a.attempted_at {dir}, a.id {dir} LIMIT ?{}", params.len()));
-    (sql, params)
 }
 
 fn history_rows(
@@ -554,19 +564,9 @@ pub fn history_position(
         });
         let mut params: Vec<Value> = vec![webhook_id.into()];
         if let Some(k) = newer_than {
-            params.push(k.attempted_at.into());
-            params.push(k.id.into());
-            let n = params.len();
-            sql.push_str(&format!(" AND (a.attempted_at, a.id) > (?{}, ?{n})", n - 1));
+            push_bound(k, ">", &mut sql, &mut params);
         }
-        if let Some(s) = filter.success {
-            params.push(s.into());
-            sql.push_str(&format!(" AND a.success = ?{}", params.len()));
-        }
-        if let Some(t) = &filter.event_type {
-            params.push(t.as_str().into());
-            sql.push_str(&format!(" AND e.type = ?{}", params.len()));
-        }
+        push_filter(filter, &mut sql, &mut params);
         let sql = format!("SELECT COUNT(*) FROM ({sql} LIMIT {})", HISTORY_COUNT_CAP + 1);
         Ok(host.query(&sql, &params)?.first().map(|r| r.i64(0)).unwrap_or(0))
     };

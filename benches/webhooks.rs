@@ -142,7 +142,9 @@ async fn create_webhooks(hooks: &Webhooks, addr: SocketAddr, k: usize) {
 
 fn data_json(i: usize) -> String {
     let us = now_us();
-    format!(r#"{{"id":{i},"email":"user{i}@example.com","name":"User {i}","raised_at_us":{us}}}"#)
+    // user.created's schema: an id from 1, an email.
+    let id = i + 1;
+    format!(r#"{{"id":{id},"email":"user{id}@example.com","name":"User {id}","raised_at_us":{us}}}"#)
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -384,7 +386,7 @@ async fn binary_phases(
     while sent < pending_events {
         let n = (pending_events - sent).min(1000);
         let events: Vec<_> = (0..n)
-            .map(|i| json!({"type": "user.created", "data": {"id": sent + i, "email": "x@example.com"}}))
+            .map(|i| json!({"type": "user.created", "data": {"id": sent + i + 1, "email": "x@example.com"}}))
             .collect();
         let r = api
             .post(format!("{base}/api/events/batch"))

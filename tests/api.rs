@@ -279,29 +279,14 @@ fn every_route_answers_as_documented() {
     assert_eq!(api.call("POST", ev, ev, true, Some(big())).status, 413);
     let unknown_type = api.call("POST", ev, ev, true, Some(json!({"type": "user.exploded", "data": {}}).to_string()));
     assert_eq!(unknown_type.json["error"]["code"], "unknown_type");
-    let raised = api.call(
-        "POST",
-        ev,
-        ev,
-        true,
-        Some(
-            json!({"type": "user.created", "id": "user-42-created", "data": {"id": 42, "email": "ada@example.com"}})
-                .to_string(),
-        ),
-    );
+    let event =
+        json!({"type": "user.created", "id": "user-42-created", "data": {"id": 42, "email": "ada@example.com"}})
+            .to_string();
+    let raised = api.call("POST", ev, ev, true, Some(event.clone()));
     assert_eq!((raised.status, raised.json["queued"].as_u64()), (202, Some(1)));
     // The same event again: the panel retrying, 202 with nothing queued.
     // Another event under that id: 409, nothing stored.
-    let again = api.call(
-        "POST",
-        ev,
-        ev,
-        true,
-        Some(
-            json!({"type": "user.created", "id": "user-42-created", "data": {"id": 42, "email": "ada@example.com"}})
-                .to_string(),
-        ),
-    );
+    let again = api.call("POST", ev, ev, true, Some(event));
     assert_eq!((again.status, again.json["queued"].as_u64()), (202, Some(0)));
     let reused = api.call(
         "POST",

@@ -622,9 +622,9 @@ struct HistoryPage<'a> {
     /// A filter is set: an empty page says the filter matched nothing.
     filtered: bool,
     /// Where this page is: rows `from`–`to` of `total` (under the filter),
-    /// `total` shown as "10,000+" past the counting cap.
-    from: i64,
-    to: i64,
+    /// `total` shown as "10,000+" past the counting cap; no position on an
+    /// empty page or deeper than the cap.
+    position: Option<(i64, i64)>,
     total: String,
     /// The first page, from any other.
     first_link: Option<String>,
@@ -665,7 +665,8 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
     let found = store::history(host, w.id, &filter, cursor, PER_PAGE)?;
     let (before, total) = store::history_position(host, w.id, &filter, found.rows.first().map(store::HistoryKey::of))?;
     // Deeper than the counting cap, the position is not known: say the total only.
-    let shown = if before > store::HISTORY_COUNT_CAP { -1 - before } else { found.rows.len() as i64 };
+    let shown = found.rows.len() as i64;
+    let position = (shown > 0 && before <= store::HISTORY_COUNT_CAP).then_some((before + 1, before + shown));
     let now = host.now_ms();
     // Every link keeps the filters; the values are fixed words, catalog
     // names and digits, so none needs percent-encoding.
@@ -700,8 +701,7 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
             .collect(),
         deep: !found.newest,
         filtered: !status.is_empty() || event.is_some(),
-        from: before + 1,
-        to: before + shown,
+        position,
         total: if total > store::HISTORY_COUNT_CAP {
             format!("{}+", store::HISTORY_COUNT_CAP)
         } else {

@@ -435,3 +435,41 @@ fn a_host_whose_every_slot_hangs_waits_without_spinning() {
     assert!(used < 0.3, "the idle host used {used:.2} s of CPU in 2 s while every slot hung");
     assert_eq!(r.count_at("/hang/dead"), 64, "no more than the slots were sent");
 }
+
+/// The kind of a transport failure reaches the component as wasi:http's own
+/// error code, and the history says it in words with the host's detail
+/// beside them: on the engine's path and on a test send's own `wasi:http`
+/// request. (Before, every failure arrived as `internal-error(string)`.)
+#[test]
+fn transport_failures_are_told_by_kind_in_words() {
+    let h = host_with(&[("WEBHOOKS_RETRY_SCHEDULE", "0s")]);
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let a = h.admin();
+    a.create("Closed", &format!("http://127.0.0.1:{closed}/x"), "", &["user.created"], true);
+    a.create("Nowhere", "http://no-such-host.invalid/x", "", &["user.created"], true);
+    h.raise(json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com"}}));
+    eventually(WAIT, "both attempts recorded", || h.count("SELECT COUNT(*) FROM attempts") == 2);
+    let db = h.db();
+    let error_of = |name: &str| -> String {
+        db.query_row(
+            "SELECT a.error FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             JOIN webhooks w ON w.id = d.webhook_id WHERE w.name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let closed_error = error_of("Closed");
+    assert!(closed_error.starts_with("Not sent: the receiver refused the connection"), "{closed_error}");
+    assert!(closed_error.contains(&format!("connecting to 127.0.0.1:{closed} failed")), "{closed_error}");
+    let dns_error = error_of("Nowhere");
+    assert!(dns_error.starts_with("Not sent: the host name could not be found (DNS)"), "{dns_error}");
+    assert!(dns_error.contains("no-such-host.invalid"), "{dns_error}");
+
+    // A test send: the component's own wasi:http request gets the code.
+    let id: i64 = db.query_row("SELECT id FROM webhooks WHERE name = 'Closed'", [], |r| r.get(0)).unwrap();
+    let r = h.api().post(format!("{}/api/webhooks/{id}/test", h.base)).bearer_auth(support::TOKEN).send().unwrap();
+    let body = r.text().unwrap();
+    assert!(body.contains("Not sent: the receiver refused the connection"), "{body}");
+}

@@ -350,7 +350,7 @@ async fn secrets_sealed_by_an_older_version_still_sign_after_the_upgrade() {
     let key = webhooks_host::secrets::SecretKey::load_or_create(&tmp.path().join("data/secret.key")).unwrap();
     {
         let db = db(&tmp);
-        db.execute("UPDATE webhooks SET secret_sealed = ?1", [key.seal(secret.as_bytes())]).unwrap();
+        db.execute("UPDATE webhooks SET secret_sealed = ?1", [key.seal(secret.as_bytes()).unwrap()]).unwrap();
         db.execute("DELETE FROM plugin_schema WHERE version >= 5", []).unwrap();
         // And without what later versions added that cannot be added twice.
         db.execute_batch("DROP INDEX webhooks_form_id; ALTER TABLE webhooks DROP COLUMN form_id;").unwrap();

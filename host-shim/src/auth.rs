@@ -37,7 +37,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use subtle::ConstantTimeEq;
 
-use crate::secrets::{random_hex, write_private};
+use crate::secrets::{random_hex, read_or_create};
 
 /// Failed sign-ins allowed per (address, user name) within the window.
 pub const MAX_FAILURES: u32 = 5;
@@ -88,7 +88,7 @@ impl Checker {
 
     /// Whether `password` matches, once the checker gets to it; `None` when
     /// [`MAX_QUEUED`] checks already wait. False if the checker is gone.
-    async fn check(&self, password: &str) -> Option<bool> {
+    async fn verify(&self, password: &str) -> Option<bool> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         match self.tx.try_send((password.to_owned(), reply)) {
             Ok(()) => Some(answer.await.unwrap_or(false)),
@@ -132,14 +132,16 @@ impl Auth {
         if let Some(p) = password.filter(|p| !p.is_empty()) {
             return Ok((Auth::new(user, hash_password(&p)), None));
         }
-        let path = data.join("admin-password.hash");
-        if let Ok(hash) = std::fs::read_to_string(&path) {
-            return Ok((Auth::new(user, hash.trim().to_owned()), None));
-        }
-        let generated = random_hex(10);
-        let hash = hash_password(&generated);
-        write_private(&path, hash.as_bytes())?;
-        Ok((Auth::new(user, hash), Some(generated)))
+        let mut generated = None;
+        let (hash, _) = read_or_create(&data.join("admin-password.hash"), || {
+            let password = random_hex(10);
+            let hash = hash_password(&password);
+            generated = Some(password);
+            Ok(hash.into_bytes())
+        })?;
+        let hash = String::from_utf8(hash)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "admin-password.hash is not UTF-8"))?;
+        Ok((Auth::new(user, hash.trim().to_owned()), generated))
     }
 
     /// Counts an attempt against `keys`, unless one of them is already at
@@ -215,7 +217,7 @@ impl Auth {
         self.reserve(&keys)?;
         let user_ok = bool::from(user.as_bytes().ct_eq(self.user.as_bytes()));
         // Verify even for a wrong user name so timing does not tell which was wrong.
-        let Some(pass_ok) = self.checker.check(password).await else {
+        let Some(pass_ok) = self.checker.verify(password).await else {
             // Never checked: not a failure of this address.
             for (k, _) in &keys {
                 self.unreserve(k);

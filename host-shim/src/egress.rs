@@ -14,12 +14,19 @@
 //!   6to4 and Teredo tunnels are refused whole. A DNS failure is a refusal;
 //! - redirects are never followed (the 3xx goes back to the component);
 //! - one deadline covers connect, first byte and the whole response body;
-//!   the body is read up to [`MAX_BODY_READ`] and the rest is counted but
-//!   not kept (the connection is then dropped);
+//!   the body is read up to [`MAX_BODY_READ`] and no further (a receiver
+//!   may stream forever): the rest is neither read nor counted, and the
+//!   connection is dropped;
 //! - connections are pooled per origin (keep-alive).
 //!
 //! An operator allowlist (host names or CIDRs) opens chosen internal targets
 //! on purpose; it is empty by default.
+//!
+//! Every failure is an [`EgressError`]: wasi:http's own `error-code` (what
+//! kind of failure, for the component to put in words) beside the host's
+//! sentence (which address, which step), as Spin's outbound HTTP reports
+//! them. The delivery engine hands both to the component; a component's own
+//! `wasi:http` request gets the code (`DnsError` carries the sentence).
 
 use std::fmt;
 use std::future::Future;
@@ -37,10 +44,12 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 use tokio::net::TcpStream;
+use wasmtime_wasi_http::p2::bindings::http::types::{DnsErrorPayload, ErrorCode, TlsAlertReceivedPayload};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// Response bytes read from a receiver, at most; more is counted, not kept.
+/// Response bytes read from a receiver, at most; reading stops there (the
+/// history keeps a prefix: enough to see what a receiver said).
 pub const MAX_BODY_READ: usize = 1024 * 1024;
 /// Largest request body the component may send.
 pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
@@ -200,30 +209,37 @@ impl Policy {
     }
 
     /// Checks one resolved address.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), String> {
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), EgressError> {
         match forbidden_reason(ip) {
-            Some(why) if !self.ip_allowed(ip) => Err(format!(
-                "refused by the egress policy: {ip} is {why} (an operator can allow it with WEBHOOKS_ALLOWED_HOSTS)"
+            Some(why) if !self.ip_allowed(ip) => Err(EgressError::new(
+                ErrorCode::DestinationIpProhibited,
+                format!(
+                    "refused by the egress policy: {ip} is {why} (an operator can allow it with WEBHOOKS_ALLOWED_HOSTS)"
+                ),
             )),
             _ => Ok(()),
         }
     }
 
     /// What can be decided from the URL alone (save time; no DNS).
-    pub fn check_url(&self, raw: &str) -> Result<(), String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("URL is not valid: {e}."))?;
+    pub fn check_url(&self, raw: &str) -> Result<(), EgressError> {
+        let invalid = |m: String| EgressError::new(ErrorCode::HttpRequestUriInvalid, m);
+        let url = url::Url::parse(raw).map_err(|e| invalid(format!("URL is not valid: {e}.")))?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err("URL must start with http:// or https://.".into());
+            return Err(invalid("URL must start with http:// or https://.".into()));
         }
         match url.host() {
-            None => Err("URL must name a host.".into()),
+            None => Err(invalid("URL must name a host.".into())),
             Some(url::Host::Ipv4(v4)) => self.check_ip(IpAddr::V4(v4)),
             Some(url::Host::Ipv6(v6)) => self.check_ip(IpAddr::V6(v6)),
             Some(url::Host::Domain(d)) => {
                 let d = d.trim_end_matches('.').to_ascii_lowercase();
                 if (d == "localhost" || d.ends_with(".localhost")) && !self.host_allowed(&d) {
-                    Err(format!(
-                        "refused by the egress policy: {d} names this machine (an operator can allow it with WEBHOOKS_ALLOWED_HOSTS)"
+                    Err(EgressError::new(
+                        ErrorCode::DestinationIpProhibited,
+                        format!(
+                            "refused by the egress policy: {d} names this machine (an operator can allow it with WEBHOOKS_ALLOWED_HOSTS)"
+                        ),
                     ))
                 } else {
                     Ok(())
@@ -233,7 +249,12 @@ impl Policy {
     }
 
     /// Resolves `host` and keeps it only if every address passes.
-    pub async fn resolve(&self, resolver: &dyn Resolver, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    pub async fn resolve(
+        &self,
+        resolver: &dyn Resolver,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, EgressError> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             self.check_ip(ip)?;
@@ -243,14 +264,16 @@ impl Policy {
         if !named_ok {
             self.check_url(&format!("http://{bare}/"))?;
         }
-        let addrs = resolver.lookup(bare, port).await.map_err(|e| format!("DNS lookup for {bare} failed: {e}"))?;
+        let addrs =
+            resolver.lookup(bare, port).await.map_err(|e| dns_error(format!("DNS lookup for {bare} failed: {e}")))?;
         if addrs.is_empty() {
-            return Err(format!("DNS lookup for {bare} returned no addresses"));
+            return Err(dns_error(format!("DNS lookup for {bare} returned no addresses")));
         }
         if !named_ok {
             // Every address, not just the first: a resolver may rotate them.
             for a in &addrs {
-                self.check_ip(a.ip()).map_err(|e| format!("{e}; {bare} resolved to it"))?;
+                self.check_ip(a.ip())
+                    .map_err(|e| EgressError { detail: format!("{}; {bare} resolved to it", e.detail), ..e })?;
             }
         }
         Ok(addrs)
@@ -312,14 +335,43 @@ impl hyper::rt::Write for GuardedStream {
     }
 }
 
-/// A refusal or failure with the sentence for the history.
-#[derive(Debug)]
-pub struct EgressError(pub String);
+/// A refusal or a failure: wasi:http's kind of it, and the host's sentence.
+#[derive(Debug, Clone)]
+pub struct EgressError {
+    /// What kind of failure, as wasi:http names it.
+    pub code: ErrorCode,
+    /// What happened, for the history and the log: the address, the step.
+    pub detail: String,
+}
+
+impl EgressError {
+    fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        EgressError { code, detail: detail.into() }
+    }
+}
 
 impl fmt::Display for EgressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.detail)
     }
+}
+
+/// A DNS failure; wasi:http's payload carries the sentence (`rcode` is
+/// free text there), so a component's own request sees it too.
+fn dns_error(detail: String) -> EgressError {
+    EgressError::new(ErrorCode::DnsError(DnsErrorPayload { rcode: Some(detail.clone()), info_code: None }), detail)
+}
+
+/// What a failed connect was, by the OS error's kind.
+fn connect_error(addr: SocketAddr, e: &std::io::Error) -> EgressError {
+    use std::io::ErrorKind;
+    let code = match e.kind() {
+        ErrorKind::ConnectionRefused => ErrorCode::ConnectionRefused,
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => ErrorCode::DestinationIpUnroutable,
+        ErrorKind::TimedOut => ErrorCode::ConnectionTimeout,
+        _ => ErrorCode::DestinationUnavailable,
+    };
+    EgressError::new(code, format!("connecting to {addr} failed: {e}"))
 }
 
 impl std::error::Error for EgressError {}
@@ -344,9 +396,12 @@ impl tower_service::Service<http::Uri> for GuardedConnector {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let host = uri.host().ok_or_else(|| EgressError("URL has no host".into()))?.to_owned();
+            let host = uri
+                .host()
+                .ok_or_else(|| EgressError::new(ErrorCode::HttpRequestUriInvalid, "URL has no host"))?
+                .to_owned();
             let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
-            let addrs = this.policy.resolve(&*this.resolver, &host, port).await.map_err(EgressError)?;
+            let addrs = this.policy.resolve(&*this.resolver, &host, port).await?;
             let mut last = None;
             for addr in addrs {
                 match tokio::time::timeout(this.connect_timeout, TcpStream::connect(addr)).await {
@@ -354,11 +409,16 @@ impl tower_service::Service<http::Uri> for GuardedConnector {
                         let _ = s.set_nodelay(true);
                         return Ok(GuardedStream(TokioIo::new(s)));
                     }
-                    Ok(Err(e)) => last = Some(format!("connecting to {addr} failed: {e}")),
-                    Err(_) => last = Some(format!("connecting to {addr} timed out")),
+                    Ok(Err(e)) => last = Some(connect_error(addr, &e)),
+                    Err(_) => {
+                        last = Some(EgressError::new(
+                            ErrorCode::ConnectionTimeout,
+                            format!("connecting to {addr} timed out"),
+                        ))
+                    }
                 }
             }
-            Err(EgressError(last.unwrap_or_else(|| "no address to connect to".into())))
+            Err(last.unwrap_or_else(|| EgressError::new(ErrorCode::DestinationUnavailable, "no address to connect to")))
         })
     }
 }
@@ -429,31 +489,41 @@ impl Egress {
         headers: &[(String, String)],
         body: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Fetched, String> {
+    ) -> Result<Fetched, EgressError> {
+        let invalid = |m: String| EgressError::new(ErrorCode::HttpRequestUriInvalid, m);
         // WHATWG parsing, as the component's own requests get (tabs and
         // newlines dropped, host lower-cased), before hyper sees the URI.
-        let url =
-            url::Url::parse(url).map_err(|e| format!("refused by the egress policy: the URL is not valid ({e})"))?;
+        let url = url::Url::parse(url)
+            .map_err(|e| invalid(format!("refused by the egress policy: the URL is not valid ({e})")))?;
         let mut req = http::Request::post(url.as_str());
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| format!("the request is not valid: {e}"))?;
+        let req =
+            req.body(Full::new(Bytes::from(body))).map_err(|e| invalid(format!("the request is not valid: {e}")))?;
         self.fetch(req, timeout.min(self.timeout)).await
     }
 
     /// Sends one request under the policy and the deadline; reads the body.
-    pub async fn fetch(&self, req: http::Request<Full<Bytes>>, timeout: Duration) -> Result<Fetched, String> {
+    pub async fn fetch(&self, req: http::Request<Full<Bytes>>, timeout: Duration) -> Result<Fetched, EgressError> {
         let scheme = req.uri().scheme_str().unwrap_or("");
         if scheme != "http" && scheme != "https" {
-            return Err(format!("refused by the egress policy: scheme {scheme:?} is not http or https"));
+            return Err(EgressError::new(
+                ErrorCode::HttpRequestUriInvalid,
+                format!("refused by the egress policy: scheme {scheme:?} is not http or https"),
+            ));
         }
         let run = async {
-            let resp = self.client.request(req).await.map_err(|e| describe_client_error(&e))?;
+            let resp = self.client.request(req).await.map_err(|e| client_error(&e))?;
             let (head, mut body) = resp.into_parts();
             let mut kept = Vec::new();
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| format!("reading the response body failed: {e}"))?;
+                let frame = frame.map_err(|e| {
+                    EgressError::new(
+                        ErrorCode::HttpResponseIncomplete,
+                        format!("reading the response body failed: {e}"),
+                    )
+                })?;
                 if let Ok(data) = frame.into_data() {
                     let room = MAX_BODY_READ.saturating_sub(kept.len());
                     kept.extend_from_slice(&data[..data.len().min(room)]);
@@ -468,31 +538,58 @@ impl Egress {
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
-            Err(_) => Err(format!("timed out after {} ms (connect, response and body)", timeout.as_millis())),
+            Err(_) => Err(EgressError::new(
+                ErrorCode::HttpResponseTimeout,
+                format!("timed out after {} ms (connect, response and body)", timeout.as_millis()),
+            )),
         }
     }
 }
 
-fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
-    // Our connector's sentence is somewhere in the source chain.
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = src {
-        if let Some(eg) = s.downcast_ref::<EgressError>() {
-            return eg.0.clone();
-        }
-        src = s.source();
-    }
-    if e.is_connect() {
-        return format!("connection failed: {e}");
-    }
+/// The kind and sentence of a failed request: our connector's own error if
+/// it is in the source chain (policy, DNS, connect), else TLS or HTTP.
+fn client_error(e: &hyper_util::client::legacy::Error) -> EgressError {
     let mut msg = e.to_string();
+    let mut code = None;
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
+        if let Some(eg) = s.downcast_ref::<EgressError>() {
+            return eg.clone();
+        }
+        if code.is_none() {
+            code = tls_code(s).or_else(|| s.downcast_ref::<hyper::Error>().map(hyper_code));
+        }
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    msg
+    let code =
+        code.unwrap_or(if e.is_connect() { ErrorCode::DestinationUnavailable } else { ErrorCode::HttpProtocolError });
+    EgressError::new(code, msg)
+}
+
+/// A TLS failure, from rustls's error.
+fn tls_code(e: &(dyn std::error::Error + 'static)) -> Option<ErrorCode> {
+    let e = e.downcast_ref::<rustls::Error>()?;
+    Some(match e {
+        rustls::Error::InvalidCertificate(_) => ErrorCode::TlsCertificateError,
+        rustls::Error::AlertReceived(alert) => ErrorCode::TlsAlertReceived(TlsAlertReceivedPayload {
+            alert_id: Some(u8::from(*alert)),
+            alert_message: Some(format!("{alert:?}")),
+        }),
+        _ => ErrorCode::TlsProtocolError,
+    })
+}
+
+/// What hyper's error says about the exchange.
+fn hyper_code(e: &hyper::Error) -> ErrorCode {
+    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        ErrorCode::ConnectionTerminated
+    } else if e.is_timeout() {
+        ErrorCode::ConnectionReadTimeout
+    } else {
+        ErrorCode::HttpProtocolError
+    }
 }
 
 /// The `wasi:http` hooks of one store: every `outgoing-handler.handle`
@@ -535,13 +632,21 @@ impl WasiHttpHooks for Hooks {
             let (parts, body) = request.into_parts();
             let body = tokio::time::timeout(timeout, http_body_util::Limited::new(body, MAX_REQUEST_BODY).collect())
                 .await
-                .map_err(|_| HttpError::InternalError(Some("timed out writing the request body".into())))?
-                .map_err(|e| HttpError::InternalError(Some(format!("request body: {e}"))))?
+                .map_err(|_| HttpError::ConnectionWriteTimeout)?
+                .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                    Some(_) => HttpError::HttpRequestBodySize(None),
+                    None => HttpError::InternalError(Some(format!("request body: {e}"))),
+                })?
                 .to_bytes();
             let req = http::Request::from_parts(parts, Full::new(body));
             let fetched = egress.fetch(req, timeout).await;
             metrics.attempt_finished(started.elapsed(), fetched.is_ok());
-            let fetched = fetched.map_err(|m| HttpError::InternalError(Some(m)))?;
+            let fetched = fetched.map_err(|e| {
+                // The component gets the kind; the sentence goes to the log
+                // (the address and the step, never the URL's path or query).
+                tracing::info!(code = ?e.code, "a request of the component failed: {}", e.detail);
+                HttpError::from(e.code)
+            })?;
             let body: HyperOutgoingBody = Full::new(fetched.body).map_err(|never| match never {}).boxed_unsync();
             let resp = http::Response::from_parts(fetched.head, body);
             Ok((resp, Box::new(async { Ok(()) }) as Box<dyn Future<Output = Result<(), HttpError>> + Send>))
@@ -642,10 +747,12 @@ mod tests {
         let p = Policy::default();
         let mixed = Lying(vec!["93.184.216.34:80".parse().unwrap(), "127.0.0.1:80".parse().unwrap()]);
         let e = p.resolve(&mixed, "rebind.example", 80).await.unwrap_err();
-        assert!(e.contains("127.0.0.1"), "{e}");
+        assert!(e.detail.contains("127.0.0.1"), "{e}");
+        assert!(matches!(e.code, ErrorCode::DestinationIpProhibited), "{e}");
         let public = Lying(vec!["93.184.216.34:80".parse().unwrap()]);
         assert_eq!(p.resolve(&public, "ok.example", 80).await.unwrap().len(), 1);
         let none = Lying(vec![]);
-        assert!(p.resolve(&none, "empty.example", 80).await.is_err());
+        let e = p.resolve(&none, "empty.example", 80).await.unwrap_err();
+        assert!(matches!(e.code, ErrorCode::DnsError(_)), "{e}");
     }
 }

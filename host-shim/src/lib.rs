@@ -7,13 +7,15 @@
 //! | module | capability |
 //! |---|---|
 //! | [`runtime`] | compile (cached), instantiate, call under deadlines and memory limits |
-//! | [`storage`] | the plugin's SQLite database (rusqlite, WAL) |
+//! | [`storage`] | the plugin's SQLite database (rusqlite, WAL): the `storage` interface |
+//! | [`host_info`] | mount path, settings and the egress check: the `host-info` interface |
+//! | [`telemetry`] | the plugin's log lines and attempt counts: the `log` and `telemetry` interfaces |
 //! | [`datadir`] | a private data folder: folders 0700, the database, keys and cache 0600 |
 //! | [`egress`] | policed, pooled outbound HTTP for `wasi:http` |
 //! | [`scheduler`] | the delivery engine: one loop that drives `deliveries.step` (the process's one writer) and sends through the egress |
 //! | [`intake`] | the queue of events raised one at a time, committed in groups by the engine (or on their own when it does not run) |
 //! | [`metrics`] | Prometheus metrics for `/metrics` |
-//! | [`secrets`] | webhook secrets sealed at rest with a host-held key |
+//! | [`secrets`] | webhook secrets sealed at rest with a host-held key (the `secrets` interface); every secret file of the data folder |
 //! | [`auth`] | admin sign-in and sessions for `serve` |
 //! | [`admin_ui`] | the panel layout, menu, CSRF and flash messages around the plugin's pages |
 //! | [`server`] | `webhooks-host serve`: a minimal panel over HTTP |
@@ -61,6 +63,7 @@ pub mod bindings;
 pub mod config;
 pub mod datadir;
 pub mod egress;
+pub mod host_info;
 pub mod intake;
 pub mod listener;
 pub mod metrics;
@@ -69,6 +72,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,30 +111,25 @@ impl Event {
     }
 }
 
-/// What raising one event committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Raised {
-    /// The event's id.
-    pub event_id: String,
-    /// Deliveries queued (0 when the id had been raised before).
-    pub queued: u32,
-}
+/// Which input of an event was refused, and why: the contract's own type.
+pub use bindings::ex::events::Invalid;
+/// What raising one event committed: the event's id and the deliveries
+/// queued (0 when the id had been raised before). The contract's own type,
+/// as the component answers it.
+pub use bindings::ex::events::Raised;
 
-/// Why raising failed; nothing was stored.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+/// Why raising failed; nothing was stored. The contract's `raise-error`
+/// cases, plus the one the contract cannot have: the call into the plugin
+/// failed. Converted from the contract's type in one place (`raise_error`).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RaiseError {
     /// The type is not in the catalog.
     #[error("{0}")]
     UnknownType(String),
     /// The id, time or data is malformed; `field` names it as the event API
     /// does (`id`, `occurred_at_ms`, `data`, `data.id`, `events[3].data.id`).
-    #[error("{message}")]
-    InvalidData {
-        /// The input at fault, as the event API names it.
-        field: String,
-        /// What is wrong with it.
-        message: String,
-    },
+    #[error("{}", .0.message)]
+    InvalidData(Invalid),
     /// The id was raised before with a different type or data.
     #[error("{0}")]
     Conflict(String),
@@ -229,7 +228,7 @@ impl Webhooks {
         let event_type = event.event_type.clone();
         let r = self.intake.raise(self.to_wit(event)).await?.map_err(raise_error)?;
         self.rt.metrics().event_raised(&event_type);
-        Ok(Raised { event_id: r.event_id, queued: r.queued })
+        Ok(r)
     }
 
     fn to_wit(&self, e: Event) -> bindings::types::Event {
@@ -265,7 +264,7 @@ impl Webhooks {
         if out.iter().any(|r| r.queued > 0) {
             self.waker.wake();
         }
-        Ok(out.into_iter().map(|r| Raised { event_id: r.event_id, queued: r.queued }).collect())
+        Ok(out)
     }
 
     /// Hands one admin request (already authenticated and CSRF-checked) to
@@ -368,7 +367,7 @@ impl Webhooks {
 fn raise_error(e: ex::events::RaiseError) -> RaiseError {
     match e {
         ex::events::RaiseError::UnknownType(m) => RaiseError::UnknownType(m),
-        ex::events::RaiseError::InvalidData(i) => RaiseError::InvalidData { field: i.field, message: i.message },
+        ex::events::RaiseError::InvalidData(i) => RaiseError::InvalidData(i),
         ex::events::RaiseError::Conflict(m) => RaiseError::Conflict(m),
         ex::events::RaiseError::Storage(m) => RaiseError::Storage(m),
     }

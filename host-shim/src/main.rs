@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use webhooks_host::Webhooks;
 use webhooks_host::config::{self, Config};
 use webhooks_host::egress;
-use webhooks_host::secrets::{random_hex, write_private};
+use webhooks_host::secrets::{random_hex, read_or_create};
 use webhooks_host::server::{self, App};
 use webhooks_host::storage::Durability;
 
@@ -241,12 +241,7 @@ fn init_logging(format: LogFormat) {
 
 /// Reads a secret file, or creates it (mode 0600) with `make()`.
 fn secret_file(path: &Path, make: impl FnOnce() -> Vec<u8>) -> anyhow::Result<(Vec<u8>, bool)> {
-    if let Ok(b) = std::fs::read(path) {
-        return Ok((b, false));
-    }
-    let bytes = make();
-    write_private(path, &bytes).with_context(|| format!("creating {}", path.display()))?;
-    Ok((bytes, true))
+    read_or_create(path, || Ok(make())).with_context(|| format!("reading or creating {}", path.display()))
 }
 
 async fn serve(r: Resolved) -> anyhow::Result<()> {

@@ -37,8 +37,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::bindings::{self, Webhooks, WebhooksPre};
 use crate::config::{Config, WasiClock};
 use crate::egress::{Egress, Hooks, Policy};
+use crate::host_info::HostInfo;
 use crate::metrics::Metrics;
 use crate::storage::{self, Storage};
+use crate::telemetry::Telemetry;
 
 /// The component, built from `plugin/` by this crate's build script.
 pub static COMPONENT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/webhooks_plugin.wasm"));
@@ -56,7 +58,7 @@ pub struct State {
     hooks: Hooks,
     pub(crate) db: Storage,
     limits: StoreLimits,
-    shared: Arc<Shared>,
+    caps: Arc<Capabilities>,
     /// When the current call is interrupted.
     deadline: Instant,
 }
@@ -73,8 +75,10 @@ impl WasiHttpView for State {
     }
 }
 
-/// Settings every instance shares.
-pub(crate) struct Shared {
+/// What the host provides every instance, shared by all of them: the
+/// settings, the egress, the sealing key and the metrics. Each capability
+/// module reaches its part through the getter it is linked with.
+pub(crate) struct Capabilities {
     pub config: Config,
     pub egress: Egress,
     /// Seals webhook signing keys and signs with them.
@@ -83,97 +87,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
 }
 
+// `types` declares records only; it links no functions of its own.
 impl bindings::types::Host for State {}
-
-// Synchronous on purpose: plugin calls run on blocking threads (see the
-// module comment), and SQLite statements here take microseconds.
-impl bindings::storage::Host for State {
-    async fn execute(
-        &mut self,
-        sql: String,
-        params: Vec<bindings::storage::Value>,
-    ) -> Result<u64, bindings::storage::Error> {
-        self.db.execute(&sql, &params)
-    }
-    async fn query(
-        &mut self,
-        sql: String,
-        params: Vec<bindings::storage::Value>,
-    ) -> Result<bindings::storage::Rows, bindings::storage::Error> {
-        self.db.query(&sql, &params)
-    }
-    async fn execute_many(
-        &mut self,
-        sql: String,
-        rows: Vec<Vec<bindings::storage::Value>>,
-    ) -> Result<Vec<u64>, bindings::storage::Error> {
-        self.db.execute_many(&sql, &rows)
-    }
-    async fn execute_batch(&mut self, sql: String) -> Result<(), bindings::storage::Error> {
-        self.db.execute_batch(&sql)
-    }
-    async fn begin(&mut self) -> Result<(), bindings::storage::Error> {
-        self.db.begin()
-    }
-    async fn commit(&mut self) -> Result<(), bindings::storage::Error> {
-        self.db.commit()
-    }
-    async fn rollback(&mut self) {
-        self.db.rollback()
-    }
-}
-
-impl bindings::secrets::Host for State {
-    async fn seal(&mut self, plaintext: Vec<u8>) -> Vec<u8> {
-        self.shared.key.seal(&plaintext)
-    }
-    async fn sign(&mut self, sealed: Vec<u8>, message: Vec<u8>) -> Result<Vec<u8>, String> {
-        self.shared.key.sign(&sealed, &message)
-    }
-    async fn open(&mut self, sealed: Vec<u8>) -> Result<Vec<u8>, String> {
-        self.shared.key.open(&sealed)
-    }
-}
-
-impl bindings::log::Host for State {
-    async fn log(&mut self, level: bindings::log::Level, message: String) {
-        // Bounded so a component cannot flood the operator's log.
-        let message: String = message.chars().take(2000).collect();
-        use bindings::log::Level;
-        match level {
-            Level::Debug => tracing::debug!(target: "webhooks::plugin", "{message}"),
-            Level::Info => tracing::info!(target: "webhooks::plugin", "{message}"),
-            Level::Warn => tracing::warn!(target: "webhooks::plugin", "{message}"),
-            Level::Error => tracing::error!(target: "webhooks::plugin", "{message}"),
-        }
-    }
-}
-
-impl bindings::telemetry::Host for State {
-    async fn attempts_recorded(&mut self, succeeded: u32, retrying: u32, exhausted: u32) {
-        self.shared.metrics.attempts(succeeded, retrying, exhausted);
-    }
-}
-
-impl bindings::host_info::Host for State {
-    async fn mount_path(&mut self) -> String {
-        self.shared.config.mount_path.clone()
-    }
-    async fn get_settings(&mut self) -> bindings::host_info::Settings {
-        let c = &self.shared.config;
-        bindings::host_info::Settings {
-            retry_schedule_ms: c.retry_schedule.iter().map(|d| d.as_millis() as u64).collect(),
-            attempt_timeout_ms: c.attempt_timeout.as_millis() as u64,
-            lease_ms: c.lease.as_millis() as u64,
-            auto_disable_after_ms: c.auto_disable_after.as_millis() as u64,
-            retention_ms: c.retention.as_millis() as u64,
-            per_webhook_concurrency: c.per_webhook_concurrency,
-        }
-    }
-    async fn check_destination(&mut self, url: String) -> Result<(), String> {
-        self.shared.egress.policy().check_url(&url)
-    }
-}
 
 /// One instance with its store.
 pub struct Worker {
@@ -199,7 +114,7 @@ pub enum CallError {
 pub struct Runtime {
     engine: Engine,
     pre: WebhooksPre<State>,
-    shared: Arc<Shared>,
+    caps: Arc<Capabilities>,
     idle: Mutex<Vec<Worker>>,
 }
 
@@ -251,12 +166,13 @@ impl Runtime {
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        // Each capability links its own interface, reaching its part of the
+        // store through the getter it is given.
         bindings::types::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        bindings::storage::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        bindings::log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        bindings::secrets::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        bindings::host_info::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
-        bindings::telemetry::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        storage::add_to_linker(&mut linker, |s| &mut s.db)?;
+        crate::secrets::add_to_linker(&mut linker, |s| &s.caps.key)?;
+        crate::telemetry::add_to_linker(&mut linker, |s| Telemetry(&s.caps.metrics))?;
+        crate::host_info::add_to_linker(&mut linker, |s| HostInfo { config: &s.caps.config, egress: &s.caps.egress })?;
         let pre = WebhooksPre::new(linker.instantiate_pre(&component)?)?;
         let key = match &config.secret_key {
             Some(k) => k.clone(),
@@ -271,7 +187,7 @@ impl Runtime {
         let rt = Arc::new(Runtime {
             engine: engine.clone(),
             pre,
-            shared: Arc::new(Shared { config, egress, key, metrics: Default::default() }),
+            caps: Arc::new(Capabilities { config, egress, key, metrics: Default::default() }),
             idle: Mutex::new(Vec::new()),
         });
         // The epoch ticker: deadlines are counted in its ticks. It stops when
@@ -289,11 +205,11 @@ impl Runtime {
 
     /// The settings in force.
     pub fn config(&self) -> &Config {
-        &self.shared.config
+        &self.caps.config
     }
 
     async fn instantiate(&self) -> Result<Worker, CallError> {
-        let c = &self.shared.config;
+        let c = &self.caps.config;
         let conn = storage::open(&c.db_path(), c.durability).map_err(|e| CallError::Instantiate(e.to_string()))?;
         // No preopens, no env, no args, no stdio, no sockets.
         let wasi = WasiCtxBuilder::new()
@@ -306,14 +222,14 @@ impl Runtime {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: Hooks::new(self.shared.egress.clone(), self.shared.metrics.clone()),
+            hooks: Hooks::new(self.caps.egress.clone(), self.caps.metrics.clone()),
             db: Storage::new(conn),
             limits: StoreLimitsBuilder::new()
                 .memory_size(c.memory_limit)
                 .instances(16)
                 .trap_on_grow_failure(true)
                 .build(),
-            shared: self.shared.clone(),
+            caps: self.caps.clone(),
             deadline: Instant::now() + c.call_timeout,
         };
         let mut store = Store::new(&self.engine, state);
@@ -379,14 +295,14 @@ impl Runtime {
         .await
         .unwrap_or_else(|e| Err(CallError::Trap(format!("the plugin call panicked in the host: {e}"))));
         if r.is_err() {
-            self.shared.metrics.plugin_error(name);
+            self.caps.metrics.plugin_error(name);
         }
         r
     }
 
     /// `plugin.describe`.
     pub async fn describe(self: &Arc<Self>) -> Result<bindings::ex::plugin::Manifest, CallError> {
-        self.call("describe", self.shared.config.call_timeout, |w, h| {
+        self.call("describe", self.caps.config.call_timeout, |w, h| {
             h.block_on(w.bindings.panel_webhooks_plugin().call_describe(&mut w.store))
         })
         .await
@@ -405,7 +321,7 @@ impl Runtime {
         self: &Arc<Self>,
         req: bindings::ex::admin::Request,
     ) -> Result<bindings::ex::admin::Response, CallError> {
-        let deadline = self.shared.config.call_timeout + self.shared.config.attempt_timeout;
+        let deadline = self.caps.config.call_timeout + self.caps.config.attempt_timeout;
         self.call("admin", deadline, move |w, h| {
             h.block_on(w.bindings.panel_webhooks_admin().call_handle(&mut w.store, &req))
         })
@@ -418,7 +334,7 @@ impl Runtime {
         self: &Arc<Self>,
         req: bindings::ex::management::ApiRequest,
     ) -> Result<bindings::ex::management::ApiResponse, CallError> {
-        let deadline = self.shared.config.call_timeout + self.shared.config.attempt_timeout;
+        let deadline = self.caps.config.call_timeout + self.caps.config.attempt_timeout;
         self.call("api", deadline, move |w, h| {
             h.block_on(w.bindings.panel_webhooks_management().call_handle(&mut w.store, &req))
         })
@@ -428,7 +344,7 @@ impl Runtime {
     /// `deliveries.stats`.
     pub async fn stats(self: &Arc<Self>) -> Result<bindings::ex::deliveries::QueueStats, CallError> {
         let r = self
-            .call("stats", self.shared.config.call_timeout, |w, h| {
+            .call("stats", self.caps.config.call_timeout, |w, h| {
                 h.block_on(w.bindings.panel_webhooks_deliveries().call_stats(&mut w.store))
             })
             .await?;
@@ -437,12 +353,12 @@ impl Runtime {
 
     /// The metrics this runtime's calls and requests feed.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.shared.metrics
+        &self.caps.metrics
     }
 
     /// The policed egress every request goes through.
     pub fn egress(&self) -> &Egress {
-        &self.shared.egress
+        &self.caps.egress
     }
 
     /// `events.raise-batch`.
@@ -450,7 +366,7 @@ impl Runtime {
         self: &Arc<Self>,
         events: Vec<bindings::types::Event>,
     ) -> Result<Result<Vec<bindings::ex::events::Raised>, bindings::ex::events::RaiseError>, CallError> {
-        self.call("raise-batch", self.shared.config.call_timeout, move |w, h| {
+        self.call("raise-batch", self.caps.config.call_timeout, move |w, h| {
             h.block_on(w.bindings.panel_webhooks_events().call_raise_batch(&mut w.store, &events))
         })
         .await
@@ -461,7 +377,7 @@ impl Runtime {
         self: &Arc<Self>,
         events: Vec<bindings::types::Event>,
     ) -> Result<Vec<Result<bindings::ex::events::Raised, bindings::ex::events::RaiseError>>, CallError> {
-        self.call("raise-each", self.shared.config.call_timeout, move |w, h| {
+        self.call("raise-each", self.caps.config.call_timeout, move |w, h| {
             h.block_on(w.bindings.panel_webhooks_events().call_raise_each(&mut w.store, &events))
         })
         .await
@@ -487,7 +403,7 @@ impl Runtime {
         claim_max: u32,
     ) -> Result<bindings::ex::deliveries::StepReport, CallError> {
         let r = self
-            .call("step", self.shared.config.call_timeout, move |w, h| {
+            .call("step", self.caps.config.call_timeout, move |w, h| {
                 h.block_on(w.bindings.panel_webhooks_deliveries().call_step(
                     &mut w.store,
                     &raised,
@@ -506,7 +422,7 @@ impl Runtime {
         claimed: Vec<i64>,
     ) -> Result<Vec<Result<bindings::ex::deliveries::Outgoing, bindings::ex::deliveries::Unsendable>>, CallError> {
         let r = self
-            .call("build", self.shared.config.call_timeout, move |w, h| {
+            .call("build", self.caps.config.call_timeout, move |w, h| {
                 h.block_on(w.bindings.panel_webhooks_deliveries().call_build(&mut w.store, &claimed))
             })
             .await?;
@@ -518,7 +434,7 @@ impl Runtime {
     fn answered<T>(&self, name: &'static str, r: Result<T, String>) -> Result<T, CallError> {
         r.map_err(|e| {
             tracing::error!(call = name, "plugin call answered an error: {e}");
-            self.shared.metrics.plugin_error(name);
+            self.caps.metrics.plugin_error(name);
             CallError::Failed(e)
         })
     }

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::bindings::ex::deliveries::{AttemptError, Outgoing, Response, Sent, Unsendable};
+use crate::bindings::ex::deliveries::{AttemptError, Outgoing, Response, Sent, TransportError, Unsendable};
 use crate::intake::{self, Held, MAX_GROUP, Queue, Raising};
 use crate::runtime::{CallError, Runtime};
 
@@ -333,7 +333,7 @@ fn built(
                         delivery_id: u.delivery_id,
                         started_ms: now_ms,
                         duration_ms: 0,
-                        outcome: Err(AttemptError::Transport(u.error)),
+                        outcome: Err(AttemptError::Unsendable(u.error)),
                         request_headers: u.request_headers,
                     }),
                 }
@@ -405,7 +405,7 @@ async fn send(rt: Arc<Runtime>, slot: Arc<Semaphore>, o: Outgoing) -> Sent {
                 body_size: f.body.len() as u64,
                 body: f.body.to_vec(),
             })
-            .map_err(AttemptError::Transport),
+            .map_err(|e| AttemptError::Transport(TransportError { code: e.code, detail: e.detail })),
         request_headers: o.headers,
     }
 }

@@ -8,9 +8,17 @@
 //! Format: `0x01 || nonce (12 bytes) || ciphertext+tag`. The key comes from
 //! `WEBHOOKS_SECRET_KEY` (64 hex characters) or from `<data>/secret.key`,
 //! created with mode 0600 on first start.
+//!
+//! This module is also the one place a secret file is read or created
+//! ([`read_or_create`]): the sealing key, the CSRF key (`host.key`), the API
+//! token and the admin password hash.
 
 use std::io::Write as _;
 use std::path::Path;
+
+use wasmtime::component::{HasData, Linker};
+
+use crate::bindings::secrets as wit;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -45,26 +53,29 @@ impl SecretKey {
 
     /// Reads `path`, or creates it with a random key (mode 0600).
     pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            return Self::from_hex(&s).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));
-        }
-        let mut b = [0u8; 32];
-        getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
-        write_private(path, hex::encode(b).as_bytes())?;
-        Ok(SecretKey(b))
+        let (hex_key, _) = read_or_create(path, || {
+            let mut b = [0u8; 32];
+            getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+            Ok(hex::encode(b).into_bytes())
+        })?;
+        let text = String::from_utf8_lossy(&hex_key);
+        Self::from_hex(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 
-    /// Encrypts.
-    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+    /// Encrypts under a fresh random nonce. Fails only when the OS random
+    /// source does, or for a plaintext past ChaCha20-Poly1305's 256 GiB.
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, String> {
         let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
         let mut nonce = [0u8; NONCE];
-        getrandom::fill(&mut nonce).expect("the OS random source works");
-        let ct = cipher.encrypt(Nonce::from_slice(&nonce), plaintext).expect("in-memory encryption cannot fail");
+        getrandom::fill(&mut nonce).map_err(|e| format!("the OS random source failed: {e}"))?;
+        let ct = cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .map_err(|_| "the secret could not be sealed (too long)".to_string())?;
         let mut out = Vec::with_capacity(1 + NONCE + ct.len());
         out.push(VERSION);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
-        out
+        Ok(out)
     }
 
     /// HMAC-SHA256 of `message` under the key bytes sealed in `sealed`; the
@@ -90,8 +101,24 @@ impl SecretKey {
     }
 }
 
-/// Creates `path` with mode 0600 (never overwriting) and writes `bytes`:
-/// how every key, token and password hash reaches the disk.
+/// The bytes of the secret file `path`, or, when there is none, new bytes
+/// from `make` written to it with mode 0600; `true` when it was created.
+/// Every key, token and password hash of the data folder goes through here.
+pub fn read_or_create(
+    path: &Path,
+    make: impl FnOnce() -> std::io::Result<Vec<u8>>,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    match std::fs::read(path) {
+        Ok(b) => return Ok((b, false)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let bytes = make()?;
+    write_private(path, &bytes)?;
+    Ok((bytes, true))
+}
+
+/// Creates `path` with mode 0600 (never overwriting) and writes `bytes`.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -107,6 +134,32 @@ pub fn random_hex(n: usize) -> String {
     hex::encode(b)
 }
 
+/// The `secrets` interface sees the host key through a shared reference:
+/// sealing and signing need no mutable state, and the key is never copied
+/// into a store.
+pub struct Sealing;
+
+impl HasData for Sealing {
+    type Data<'a> = &'a SecretKey;
+}
+
+/// Links the `secrets` interface to the key `get` picks out of the store.
+pub fn add_to_linker<T: Send + 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &SecretKey) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, Sealing>(linker, get)
+}
+
+impl wit::Host for &SecretKey {
+    async fn seal(&mut self, plaintext: Vec<u8>) -> Result<Vec<u8>, String> {
+        SecretKey::seal(self, &plaintext)
+    }
+    async fn sign(&mut self, sealed: Vec<u8>, message: Vec<u8>) -> Result<Vec<u8>, String> {
+        SecretKey::sign(self, &sealed, &message)
+    }
+    async fn open(&mut self, sealed: Vec<u8>) -> Result<Vec<u8>, String> {
+        SecretKey::open(self, &sealed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,10 +167,10 @@ mod tests {
     #[test]
     fn round_trip_and_tamper_detection() {
         let k = SecretKey::from_bytes([7; 32]);
-        let s = k.seal(b"whsec_abc");
+        let s = k.seal(b"whsec_abc").unwrap();
         assert!(!s.windows(9).any(|w| w == b"whsec_abc"), "no plaintext in the sealed bytes");
         assert_eq!(k.open(&s).unwrap(), b"whsec_abc");
-        assert_ne!(k.seal(b"whsec_abc"), s, "fresh nonce each time");
+        assert_ne!(k.seal(b"whsec_abc").unwrap(), s, "fresh nonce each time");
         let mut bad = s.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert!(k.open(&bad).is_err());
@@ -133,7 +186,7 @@ mod tests {
         // whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD over "id.timestamp.body".
         let key_bytes = base64::engine::general_purpose::STANDARD.decode("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
         let k = SecretKey::from_bytes([3; 32]);
-        let sealed = k.seal(&key_bytes);
+        let sealed = k.seal(&key_bytes).unwrap();
         let msg = br#"msg_27UH4WbU6Z5A5EzD8u03UvzRbpk.1649367553.{"email":"test@example.com","username":"test_user"}"#;
         let mac = k.sign(&sealed, msg).unwrap();
         assert_eq!(
@@ -149,7 +202,7 @@ mod tests {
         let p = dir.path().join("secret.key");
         let a = SecretKey::load_or_create(&p).unwrap();
         let b = SecretKey::load_or_create(&p).unwrap();
-        assert_eq!(b.open(&a.seal(b"x")).unwrap(), b"x");
+        assert_eq!(b.open(&a.seal(b"x").unwrap()).unwrap(), b"x");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, params_from_iter, types::Value as SqlValue};
 
-use crate::bindings::storage::{Error, Rows, Value};
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings::storage::{self as wit, Error, Rows, Value};
 
 /// Largest number of rows one query may return.
 pub const MAX_ROWS: usize = 100_000;
@@ -250,6 +252,41 @@ impl Storage {
         let open = !self.conn.is_autocommit();
         self.rollback();
         open
+    }
+}
+
+/// Links the `storage` interface: each store's calls go to its own
+/// [`Storage`], which `get` picks out of the store.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut Storage,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSelf<Storage>>(linker, get)
+}
+
+// Synchronous on purpose: plugin calls run on blocking threads (see the
+// module comment), and SQLite statements here take microseconds.
+impl wit::Host for Storage {
+    async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, Error> {
+        Storage::execute(self, &sql, &params)
+    }
+    async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
+        Storage::query(self, &sql, &params)
+    }
+    async fn execute_many(&mut self, sql: String, rows: Vec<Vec<Value>>) -> Result<Vec<u64>, Error> {
+        Storage::execute_many(self, &sql, &rows)
+    }
+    async fn execute_batch(&mut self, sql: String) -> Result<(), Error> {
+        Storage::execute_batch(self, &sql)
+    }
+    async fn begin(&mut self) -> Result<(), Error> {
+        Storage::begin(self)
+    }
+    async fn commit(&mut self) -> Result<(), Error> {
+        Storage::commit(self)
+    }
+    async fn rollback(&mut self) {
+        Storage::rollback(self)
     }
 }
 

@@ -25,7 +25,7 @@ struct Component;
 export!(Component);
 
 /// The host as seen from inside the component.
-struct Wasm;
+struct WasmHost;
 
 fn to_wit(v: &Value) -> storage::Value {
     match v {
@@ -57,7 +57,7 @@ fn db_err(e: storage::Error) -> DbError {
     }
 }
 
-impl Host for Wasm {
+impl Host for WasmHost {
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         let p: Vec<_> = params.iter().map(to_wit).collect();
         storage::execute(sql, &p).map_err(db_err)
@@ -116,7 +116,7 @@ impl Host for Wasm {
             per_webhook_concurrency: s.per_webhook_concurrency,
         }
     }
-    fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, String> {
         panel::webhooks::secrets::seal(plaintext)
     }
     fn sign(&self, sealed: &[u8], message: &[u8]) -> Result<Vec<u8>, String> {
@@ -178,7 +178,7 @@ fn start(r: &OutRequest) -> Result<FutureIncomingResponse, String> {
     let _ = opts.set_first_byte_timeout(Some(ns));
     let _ = opts.set_between_bytes_timeout(Some(ns));
     let body = req.body().map_err(|()| "request body already taken".to_string())?;
-    let fut = outgoing_handler::handle(req, Some(opts)).map_err(|e| describe(&e))?;
+    let fut = outgoing_handler::handle(req, Some(opts)).map_err(|e| describe(&e, None))?;
     {
         let stream = body.write().map_err(|()| "request body stream unavailable".to_string())?;
         for chunk in r.body.chunks(4096) {
@@ -186,7 +186,7 @@ fn start(r: &OutRequest) -> Result<FutureIncomingResponse, String> {
         }
         // The stream must go before the body is finished.
     }
-    OutgoingBody::finish(body, None).map_err(|e| describe(&e))?;
+    OutgoingBody::finish(body, None).map_err(|e| describe(&e, None))?;
     Ok(fut)
 }
 
@@ -211,43 +211,64 @@ fn read(resp: IncomingResponse) -> OutResponse {
     OutResponse { status, headers, body, body_size: size }
 }
 
-/// A sentence for the history from a wasi:http error code.
-fn describe(e: &ErrorCode) -> String {
-    match e {
-        // The host's egress puts its reason (policy refusals, timeouts) here.
-        ErrorCode::InternalError(Some(m)) => m.clone(),
-        ErrorCode::DnsError(p) => {
-            format!("DNS lookup failed{}", p.rcode.as_ref().map(|r| format!(": {r}")).unwrap_or_default())
+/// What an admin reads in the history for a failed request: the kind of
+/// failure (wasi:http's error code) in words, then the host's own sentence
+/// when there is one (which address, which step).
+fn describe(e: &ErrorCode, detail: Option<&str>) -> String {
+    let words: std::borrow::Cow<'static, str> = match e {
+        ErrorCode::DestinationIpProhibited => {
+            "Not sent: the address is on a private or reserved network, which webhooks may not reach".into()
         }
-        ErrorCode::DnsTimeout => "DNS lookup timed out".into(),
-        ErrorCode::DestinationIpProhibited => "refused: the destination address is not allowed".into(),
-        ErrorCode::ConnectionRefused => "connection refused".into(),
-        ErrorCode::ConnectionTimeout => "connection timed out".into(),
+        ErrorCode::DnsError(_) => "Not sent: the host name could not be found (DNS)".into(),
+        ErrorCode::DnsTimeout => "Not sent: looking up the host name timed out (DNS)".into(),
+        ErrorCode::DestinationNotFound => "Not sent: the host name could not be found".into(),
+        ErrorCode::DestinationUnavailable | ErrorCode::DestinationIpUnroutable => {
+            "Not sent: the receiver's address could not be reached".into()
+        }
+        ErrorCode::ConnectionRefused => "Not sent: the receiver refused the connection (nothing listens there)".into(),
+        ErrorCode::ConnectionTimeout => "Not sent: connecting to the receiver timed out".into(),
         ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
-            "timed out waiting for the response".into()
+            "No answer: the receiver did not answer in time".into()
         }
-        ErrorCode::ConnectionTerminated => "the connection was closed before a response".into(),
-        ErrorCode::TlsCertificateError => "TLS certificate not valid".into(),
-        ErrorCode::TlsProtocolError => "TLS handshake failed".into(),
-        ErrorCode::HttpProtocolError => "the endpoint did not speak valid HTTP".into(),
-        other => format!("{other:?}"),
+        ErrorCode::ConnectionWriteTimeout => "Not sent: the request could not be written in time".into(),
+        ErrorCode::ConnectionTerminated => "No answer: the receiver closed the connection before answering".into(),
+        ErrorCode::ConnectionLimitReached => "Not sent: too many connections are open".into(),
+        ErrorCode::TlsCertificateError => "Not sent: the receiver's TLS certificate is not valid for it".into(),
+        ErrorCode::TlsProtocolError | ErrorCode::TlsAlertReceived(_) => {
+            "Not sent: the TLS handshake with the receiver failed".into()
+        }
+        ErrorCode::HttpRequestUriInvalid | ErrorCode::HttpRequestUriTooLong => "Not sent: the URL is not valid".into(),
+        ErrorCode::HttpRequestBodySize(_) => "Not sent: the request body is too large".into(),
+        ErrorCode::HttpResponseIncomplete => "The response was cut off before its end".into(),
+        ErrorCode::HttpProtocolError => "The receiver did not answer with valid HTTP".into(),
+        ErrorCode::InternalError(Some(m)) if detail.is_none() => return m.clone(),
+        other => format!("Not sent: {other:?}").into(),
+    };
+    // A DNS error's payload carries the host's sentence when no detail came.
+    let detail = detail.or(match e {
+        ErrorCode::DnsError(p) => p.rcode.as_deref(),
+        _ => None,
+    });
+    match detail {
+        Some(d) if !d.is_empty() => format!("{words} ({d})"),
+        _ => words.into_owned(),
     }
 }
 
 /// Requests in flight in this instance: ticket, response future, start time.
-struct Flights {
+struct RequestsInFlight {
     next: Ticket,
     live: Vec<(Ticket, FutureIncomingResponse, u64)>,
 }
 
 thread_local! {
-    static FLIGHTS: RefCell<Flights> = const { RefCell::new(Flights { next: 1, live: Vec::new() }) };
+    static IN_FLIGHT: RefCell<RequestsInFlight> = const { RefCell::new(RequestsInFlight { next: 1, live: Vec::new() }) };
 }
 
 fn http_start(r: &OutRequest) -> Result<Ticket, String> {
     let t0 = monotonic_ms();
     let fut = start(r)?;
-    Ok(FLIGHTS.with_borrow_mut(|f| {
+    Ok(IN_FLIGHT.with_borrow_mut(|f| {
         let t = f.next;
         f.next = f.next.wrapping_add(1).max(1);
         f.live.push((t, fut, t0));
@@ -257,7 +278,7 @@ fn http_start(r: &OutRequest) -> Result<Ticket, String> {
 
 /// Waits on every future in flight plus a timer with wasi:io/poll.
 fn http_wait(timeout_ms: u64) -> Vec<(Ticket, Sent)> {
-    let ready: Vec<usize> = FLIGHTS.with_borrow(|f| {
+    let ready: Vec<usize> = IN_FLIGHT.with_borrow(|f| {
         if f.live.is_empty() {
             return Vec::new();
         }
@@ -270,7 +291,7 @@ fn http_wait(timeout_ms: u64) -> Vec<(Ticket, Sent)> {
         hit.into_iter().map(|k| k as usize).filter(|k| *k < f.live.len()).collect()
     });
     let mut done = Vec::new();
-    FLIGHTS.with_borrow_mut(|f| {
+    IN_FLIGHT.with_borrow_mut(|f| {
         let mut taken: Vec<(Ticket, FutureIncomingResponse, u64)> = Vec::new();
         let mut sorted = ready;
         sorted.sort_unstable_by(|a, b| b.cmp(a));
@@ -284,7 +305,7 @@ fn http_wait(timeout_ms: u64) -> Vec<(Ticket, Sent)> {
                     continue;
                 }
                 Some(Err(())) => Err("response already taken".to_string()),
-                Some(Ok(Err(code))) => Err(describe(&code)),
+                Some(Ok(Err(code))) => Err(describe(&code, None)),
                 Some(Ok(Ok(resp))) => Ok(read(resp)),
             };
             done.push((t, Sent { result, duration_ms: Some(monotonic_ms().saturating_sub(t0)) }));
@@ -319,7 +340,7 @@ impl ex::plugin::Guest for Component {
     }
 
     fn migrate() -> Result<u32, String> {
-        schema::migrate(&Wasm)
+        schema::migrate(&WasmHost)
     }
 }
 
@@ -346,7 +367,7 @@ impl ex::admin::Guest for Component {
             csrf_token: req.csrf_token,
             csrf_field: req.csrf_field,
         };
-        match admin::handle(&Wasm, &r) {
+        match admin::handle(&WasmHost, &r) {
             admin::Response::Page { status, title, fragment, flash } => {
                 ex::admin::Response::Page(ex::admin::Page { status, title, fragment, flash: flash_to_wit(flash) })
             }
@@ -361,7 +382,7 @@ impl ex::admin::Guest for Component {
 impl ex::management::Guest for Component {
     fn handle(req: ex::management::ApiRequest) -> ex::management::ApiResponse {
         let r = api::Request { method: req.method, path: req.path, query: req.query, body: req.body, actor: req.actor };
-        let out = api::handle(&Wasm, &r);
+        let out = api::handle(&WasmHost, &r);
         ex::management::ApiResponse { status: out.status, body: out.body, allow: out.allow }
     }
 }
@@ -410,7 +431,7 @@ impl ex::events::Guest for Component {
     fn raise(e: ex::events::Event) -> Result<ex::events::Raised, ex::events::RaiseError> {
         #[cfg(feature = "test-hooks")]
         test_hook(&e);
-        let mut out = outbox::raise_batch(&Wasm, &[new_event(e)]).map_err(raise_err)?;
+        let mut out = outbox::raise_batch(&WasmHost, &[new_event(e)]).map_err(raise_err)?;
         out.pop().map(raised_to_wit).ok_or_else(|| ex::events::RaiseError::Storage("nothing raised".into()))
     }
 
@@ -418,7 +439,7 @@ impl ex::events::Guest for Component {
         #[cfg(feature = "test-hooks")]
         es.iter().for_each(test_hook);
         let events: Vec<_> = es.into_iter().map(new_event).collect();
-        let out = outbox::raise_batch(&Wasm, &events).map_err(raise_err)?;
+        let out = outbox::raise_batch(&WasmHost, &events).map_err(raise_err)?;
         Ok(out.into_iter().map(raised_to_wit).collect())
     }
 
@@ -426,7 +447,7 @@ impl ex::events::Guest for Component {
         #[cfg(feature = "test-hooks")]
         es.iter().for_each(test_hook);
         let events: Vec<_> = es.into_iter().map(new_event).collect();
-        outbox::raise_each(&Wasm, &events).into_iter().map(|r| r.map(raised_to_wit).map_err(raise_err)).collect()
+        outbox::raise_each(&WasmHost, &events).into_iter().map(|r| r.map(raised_to_wit).map_err(raise_err)).collect()
     }
 }
 
@@ -453,14 +474,17 @@ impl ex::deliveries::Guest for Component {
                     .outcome
                     .map(|r| OutResponse { status: r.status, headers: r.headers, body: r.body, body_size: r.body_size })
                     .map_err(|e| match e {
-                        ex::deliveries::AttemptError::Transport(m) => outbox::AttemptError::Transport(m),
+                        ex::deliveries::AttemptError::Transport(t) => {
+                            outbox::AttemptError::Transport(describe(&t.code, Some(&t.detail)))
+                        }
+                        ex::deliveries::AttemptError::Unsendable(m) => outbox::AttemptError::Transport(m),
                         ex::deliveries::AttemptError::BuildFailed(id) => outbox::AttemptError::BuildFailed(id),
                     }),
                 request_headers: f.request_headers,
             })
             .collect();
-        let r = outbox::step(&Wasm, &raised, &finished, claim_max).map_err(|e| {
-            Wasm.log(Level::Error, &format!("delivery step failed: {e}"));
+        let r = outbox::step(&WasmHost, &raised, &finished, claim_max).map_err(|e| {
+            WasmHost.log(Level::Error, &format!("delivery step failed: {e}"));
             e.to_string()
         })?;
         Ok(ex::deliveries::StepReport {
@@ -471,8 +495,8 @@ impl ex::deliveries::Guest for Component {
     }
 
     fn build(claimed: Vec<i64>) -> Result<Vec<Result<ex::deliveries::Outgoing, ex::deliveries::Unsendable>>, String> {
-        let built = outbox::build(&Wasm, &claimed).map_err(|e| {
-            Wasm.log(Level::Error, &format!("building requests failed: {e}"));
+        let built = outbox::build(&WasmHost, &claimed).map_err(|e| {
+            WasmHost.log(Level::Error, &format!("building requests failed: {e}"));
             e.to_string()
         })?;
         Ok(built
@@ -496,7 +520,7 @@ impl ex::deliveries::Guest for Component {
     }
 
     fn stats() -> Result<ex::deliveries::QueueStats, String> {
-        let s = outbox::stats(&Wasm).map_err(|e| format!("reading queue stats failed: {e}"))?;
+        let s = outbox::stats(&WasmHost).map_err(|e| format!("reading queue stats failed: {e}"))?;
         Ok(ex::deliveries::QueueStats {
             pending: s.pending,
             retrying: s.retrying,
@@ -505,7 +529,7 @@ impl ex::deliveries::Guest for Component {
     }
 
     fn maintain() -> Result<ex::deliveries::Pruned, String> {
-        let p = outbox::maintain(&Wasm).map_err(|e| format!("pruning history failed: {e}"))?;
+        let p = outbox::maintain(&WasmHost).map_err(|e| format!("pruning history failed: {e}"))?;
         Ok(ex::deliveries::Pruned { attempts: p.attempts, deliveries: p.deliveries, events: p.events })
     }
 }

@@ -205,7 +205,7 @@ pub trait Host {
     fn mount_path(&self) -> String;
     fn settings(&self) -> Settings;
     /// Seals a signing key with the host's key (AEAD).
-    fn seal(&self, plaintext: &[u8]) -> Vec<u8>;
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, String>;
     /// HMAC-SHA256 of `message` under a key `seal` sealed; the key is opened
     /// only inside the host.
     fn sign(&self, sealed: &[u8], message: &[u8]) -> Result<Vec<u8>, String>;

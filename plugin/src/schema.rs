@@ -148,7 +148,7 @@ pub fn migrate(host: &dyn Host) -> Result<u32, String> {
 fn seal_plaintext_secrets(host: &dyn Host) -> Result<(), crate::host::DbError> {
     let rows = host.query("SELECT id, secret, updated_at FROM webhooks WHERE secret IS NOT NULL", &[])?;
     for r in rows.iter() {
-        let sealed = crate::store::seal_secret(host, &r.str(1));
+        let sealed = crate::store::seal_secret(host, &r.str(1))?;
         host.execute(
             "UPDATE webhooks SET secret_sealed = ?2, secret_set_at = ?3, secret = NULL WHERE id = ?1",
             &[r.i64(0).into(), sealed.into(), r.i64(2).into()],
@@ -167,17 +167,17 @@ fn reseal_key_bytes(host: &dyn Host) -> Result<(), crate::host::DbError> {
          WHERE secret_sealed IS NOT NULL OR prev_secret_sealed IS NOT NULL",
         &[],
     )?;
-    let reseal = |sealed: Option<Vec<u8>>| -> Value {
-        match sealed.as_deref().map(|s| (s, host.open_legacy(s))) {
-            Some((_, Ok(text))) => Value::from(crate::store::seal_secret(host, &String::from_utf8_lossy(&text))),
+    let reseal = |sealed: Option<Vec<u8>>| -> Result<Value, crate::host::DbError> {
+        Ok(match sealed.as_deref().map(|s| (s, host.open_legacy(s))) {
+            Some((_, Ok(text))) => Value::from(crate::store::seal_secret(host, &String::from_utf8_lossy(&text))?),
             Some((s, Err(_))) => Value::from(s.to_vec()),
             None => Value::Null,
-        }
+        })
     };
     for r in rows.iter() {
         host.execute(
             "UPDATE webhooks SET secret_sealed = ?2, prev_secret_sealed = ?3 WHERE id = ?1",
-            &[r.i64(0).into(), reseal(r.opt_blob(1)), reseal(r.opt_blob(2))],
+            &[r.i64(0).into(), reseal(r.opt_blob(1))?, reseal(r.opt_blob(2))?],
         )?;
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Standard Webhooks signing: `v1,<base64 HMAC-SHA256 of id.timestamp.body>`.
 //!
-//! See `shared/reference/standard-webhooks.md`. A `whsec_` secret is the
+//! The specification: <https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md>
+//! ("Signature scheme"); its reference vector is tested below. A `whsec_` secret is the
 //! base64 of the key bytes; any other string is used as its raw bytes, and
 //! [`whsec_form`] gives the `whsec_` string a verification library needs for it.
 

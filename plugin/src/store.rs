@@ -127,7 +127,7 @@ pub fn create_once(host: &dyn Host, v: &Valid, form_id: Option<&str>) -> Result<
         if count >= MAX_WEBHOOKS {
             return Err(CreateError::TooMany);
         }
-        let sealed = v.secret.clone().flatten().map(|s| seal_secret(host, &s));
+        let sealed = v.secret.clone().flatten().map(|s| seal_secret(host, &s)).transpose()?;
         let set_at = sealed.as_ref().map(|_| now);
         // The next id from the counter (schema 8), never one used before.
         let next = host.query(
@@ -177,7 +177,7 @@ pub fn update(host: &dyn Host, id: i64, v: &Valid) -> Result<bool, DbError> {
                 ", secret_sealed = NULL, secret_set_at = NULL, prev_secret_sealed = NULL, prev_secret_until = NULL",
             ),
             Some(Some(new)) => {
-                params.push(seal_secret(host, new).into());
+                params.push(seal_secret(host, new)?.into());
                 if v.rotate {
                     // The current secret keeps signing beside the new one.
                     params.push((now + ROTATION_WINDOW_MS).into());
@@ -659,6 +659,6 @@ pub fn deliveries(
 
 /// Seals a secret's signing key: the key bytes it stands for (see
 /// `signing::key_bytes`), which the host signs with from then on.
-pub fn seal_secret(host: &dyn Host, secret: &str) -> Vec<u8> {
-    host.seal(&crate::signing::key_bytes(secret))
+pub fn seal_secret(host: &dyn Host, secret: &str) -> Result<Vec<u8>, DbError> {
+    host.seal(&crate::signing::key_bytes(secret)).map_err(|e| DbError::Io(format!("sealing the secret failed: {e}")))
 }

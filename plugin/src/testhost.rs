@@ -347,13 +347,13 @@ impl Host for TestHost {
         self.settings.borrow().clone()
     }
 
-    fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, String> {
         // A fresh "nonce" each time, as the real AEAD has.
         let nonce = self.seals.get().wrapping_add(1);
         self.seals.set(nonce);
         let mut out = vec![SEALED, nonce];
         out.extend(plaintext.iter().map(|b| b ^ SEAL_KEY));
-        out
+        Ok(out)
     }
 
     fn sign(&self, sealed: &[u8], message: &[u8]) -> Result<Vec<u8>, String> {
@@ -461,15 +461,15 @@ mod tests {
     #[test]
     fn secrets_clock_and_randomness() {
         let h = TestHost::new();
-        let a = h.seal(b"key");
-        assert_ne!(h.seal(b"key"), a, "a fresh nonce per seal");
+        let a = h.seal(b"key").unwrap();
+        assert_ne!(h.seal(b"key").unwrap(), a, "a fresh nonce per seal");
         assert!(!a.windows(3).any(|w| w == b"key"));
         assert_eq!(h.open_legacy(&a).unwrap(), b"key");
         assert!(h.sign(b"plain", b"m").is_err());
         // HMAC-SHA256 under the sealed key: the Standard Webhooks reference vector.
         let key = crate::signing::key_bytes("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD");
         let msg = br#"msg_27UH4WbU6Z5A5EzD8u03UvzRbpk.1649367553.{"email":"test@example.com","username":"test_user"}"#;
-        let mac = h.sign(&h.seal(&key), msg).unwrap();
+        let mac = h.sign(&h.seal(&key).unwrap(), msg).unwrap();
         assert_eq!(crate::signing::signature(&mac), "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
 
         h.advance(5);

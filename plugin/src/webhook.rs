@@ -4,10 +4,18 @@ use crate::catalog;
 use crate::host::Host;
 use crate::signing;
 
-/// Limits with clear messages (issue: API and input limits).
+/// Longest name, in characters: a name is a label on a dashboard row and in
+/// a page title, and the form says so.
 pub const MAX_NAME: usize = 100;
+/// Longest URL, in bytes: what browsers, proxies and receivers' servers
+/// reliably accept in a request line (RFC 9110 recommends supporting 8,000;
+/// common servers cut at 2–8 KiB), and what a history row repeats.
 pub const MAX_URL: usize = 2048;
+/// Longest secret, in bytes: far above any real key (a `whsec_` key is 24–64
+/// bytes), and small enough that it never bloats a row or a form.
 pub const MAX_SECRET: usize = 256;
+/// Most webhooks per panel: every raised event is matched against each
+/// subscriber in its commit, and a dashboard lists them on one page.
 pub const MAX_WEBHOOKS: i64 = 500;
 
 /// The fields an admin submits.

@@ -59,6 +59,10 @@ pub fn check(e: &NewEvent) -> Result<&str, RaiseError> {
         )));
     }
     let invalid = |field: &str, message: String| RaiseError::InvalidData { field: field.into(), message };
+    // The id travels in the payload, in logs, in URLs of the API and (hashed)
+    // in `webhook-id`: a short, URL- and header-safe alphabet keeps it one
+    // token everywhere, and 128 characters fit any panel's own key plus a
+    // suffix (`txn_1-paid`, a UUID, `invoice:2026:42`).
     if e.id.is_empty() || e.id.len() > 128 || !e.id.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)) {
         return Err(invalid("id", "event id must be 1-128 characters of letters, digits, '_', '-', '.' or ':'".into()));
     }

@@ -6,7 +6,10 @@ use super::Mode;
 use super::state::DeliveryState;
 use crate::host::OutResponse;
 
-/// Upper bound for a receiver's `Retry-After`.
+/// Upper bound for a receiver's `Retry-After`. A receiver may ask for a
+/// pause, not park a delivery for days: past 6 hours the webhook's own
+/// schedule (and the auto-disable clock) speaks for it, and an attempt
+/// stays well inside the history's retention.
 pub const MAX_RETRY_AFTER_MS: u64 = 6 * 60 * 60 * 1000;
 
 /// When a new delivery first falls due: the schedule's first entry is the

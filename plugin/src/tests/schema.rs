@@ -52,7 +52,7 @@ fn secrets_sealed_as_text_before_version_5_are_resealed_as_key_bytes() {
     h.execute_batch("DROP INDEX webhooks_form_id; ALTER TABLE webhooks DROP COLUMN form_id;").unwrap();
     h.execute(
         "UPDATE webhooks SET secret_sealed = ?2, prev_secret_sealed = ?3 WHERE id = ?1",
-        &[w.into(), h.seal(SECRET.as_bytes()).into(), Value::Blob(vec![0xde, 0xad])],
+        &[w.into(), h.seal(SECRET.as_bytes()).unwrap().into(), Value::Blob(vec![0xde, 0xad])],
     )
     .unwrap();
     migrate(&h).unwrap();

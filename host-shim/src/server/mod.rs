@@ -1,0 +1,271 @@
+//! `webhooks-host serve`: a minimal panel over HTTP, so anyone can run the
+//! integration — the admin pages inside a panel layout, the event API, the
+//! stylesheet, a health check.
+//!
+//! | module | what it answers |
+//! |---|---|
+//! | this one | the routes, the response headers every answer gets, static files, `/healthz` |
+//! | [`session`] | `/login`, `/logout`: the admin's sign-in and its cookies |
+//! | [`admin`] | the admin pages: who acts (session or panel), CSRF, the layout around the plugin's fragment |
+//! | [`api`] | `/api/*` and `/metrics`: the bearer token, bodies, the event API, the management gateway |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::Webhooks;
+use crate::admin_ui;
+use crate::auth::Auth;
+
+mod admin;
+mod api;
+mod session;
+
+use admin::admin;
+pub use admin::{ACTOR_HEADER, CSRF_FIELD_HEADER, CSRF_TOKEN_HEADER, FRAGMENT_HEADER, TITLE_HEADER};
+pub use api::MAX_BATCH;
+use api::{api_batch, api_error, api_event, api_management, metrics};
+use session::{login, login_page, logout};
+
+/// Largest request body the API and forms accept.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// The HTTP API's OpenAPI 3.1 description, checked in at `docs/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// What the HTTP server needs.
+pub struct App {
+    /// The running integration.
+    pub hooks: Webhooks,
+    /// Bearer token for `/api/*`.
+    pub api_token: String,
+    /// Key for CSRF tokens.
+    pub key: Vec<u8>,
+    /// The admin account and sessions.
+    pub auth: Auth,
+    /// Admins reach the panel over https (`--public-url`): cookies are
+    /// `Secure` and HSTS is sent on every response.
+    pub https: bool,
+    /// Reverse proxies whose `X-Forwarded-Proto: https` is believed
+    /// (`--trusted-proxies`): a request they forward over https gets
+    /// `Secure` cookies and HSTS. From anyone else the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl App {
+    /// The attributes every cookie of ours carries; `Secure` is added by
+    /// [`https_only`] when the request came over https.
+    fn cookie_attrs(&self) -> &'static str {
+        "Path=/; HttpOnly; SameSite=Strict"
+    }
+
+    /// Whether this request reached the panel over https: always when the
+    /// public URL is https; otherwise when a trusted proxy says so.
+    fn over_https(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
+        self.https
+            || peer.is_some_and(|p| {
+                let ip = p.ip().to_canonical();
+                self.trusted_proxies.iter().any(|n| n.contains(&ip))
+            }) && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                // A chain of proxies appends; the first is where the client came in.
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+    }
+}
+
+/// For a request that came over https: `Secure` on every cookie set and
+/// HSTS. Only then: on a plain-http panel either would lock admins out.
+async fn https_only(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let https = app.over_https(peer, req.headers());
+    let mut resp = next.run(req).await;
+    if https {
+        let h = resp.headers_mut();
+        let cookies: Vec<HeaderValue> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| match v.to_str() {
+                Ok(s) if !s.contains("; Secure") => HeaderValue::from_str(&format!("{s}; Secure")).unwrap_or(v.clone()),
+                _ => v.clone(),
+            })
+            .collect();
+        h.remove(header::SET_COOKIE);
+        for c in cookies {
+            h.append(header::SET_COOKIE, c);
+        }
+        h.entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HeaderValue::from_static("max-age=31536000"));
+    }
+    resp
+}
+
+/// The panel's routes.
+pub fn router(app: Arc<App>) -> Router {
+    let mount = app.hooks.config().mount_path.clone();
+    Router::new()
+        .route(
+            "/",
+            get({
+                let to = mount.clone();
+                move || async move { axum::response::Redirect::to(&to) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/static/panel.css", get(|| async { asset("text/css", admin_ui::PANEL_CSS) }))
+        .route("/static/webhooks.css", get(|| async { asset("text/css", admin_ui::WEBHOOKS_CSS) }))
+        .route("/static/webhooks.js", get(|| async { asset("text/javascript", admin_ui::WEBHOOKS_JS) }))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/api/events", post(api_event))
+        .route("/api/events/batch", post(api_batch))
+        .route("/api/openapi.json", get(|| async { asset("application/json", OPENAPI) }))
+        .route("/api/event-types", axum::routing::any(api_management))
+        .route("/api/webhooks", axum::routing::any(api_management))
+        .route("/api/webhooks/{*rest}", axum::routing::any(api_management))
+        .route("/metrics", get(metrics))
+        .route(&mount, get(admin).post(admin))
+        .route(&format!("{mount}/"), get(admin).post(admin))
+        .route(&format!("{mount}/{{*rest}}"), get(admin).post(admin))
+        .fallback(|uri: Uri| async move {
+            // API clients get the API's error shape; browsers get text.
+            if uri.path().starts_with("/api/") {
+                api_error(StatusCode::NOT_FOUND, "not_found", format!("No API route {}.", uri.path()), None)
+            } else {
+                (StatusCode::NOT_FOUND, "not found").into_response()
+            }
+        })
+        .method_not_allowed_fallback(|uri: Uri| async move {
+            api_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} does not take this method.", uri.path()),
+                None,
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), https_only))
+        .with_state(app)
+        // No extractor reads more than the API's own limit (axum's default is 2 MiB).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(baseline_headers))
+}
+
+/// On every response, whoever answered it: `nosniff`, and `no-store` on
+/// JSON (it carries webhooks, deliveries and payloads) unless a handler set
+/// its own caching (the static OpenAPI document may be cached).
+async fn baseline_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.entry("x-content-type-options").or_insert(HeaderValue::from_static("nosniff"));
+    let json =
+        h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("application/json"));
+    if json {
+        h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// Serves until `shutdown` resolves; answers the bound address through `bound`.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    crate::listener::serve(listener, router(app), crate::listener::Limits::default(), shutdown).await
+}
+
+fn asset(ct: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn secure_headers(h: &mut HeaderMap) {
+    h.insert("content-security-policy", HeaderValue::from_static(admin_ui::CSP));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+fn see_other(to: &str) -> Response {
+    let mut resp = Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, to)
+        .body(Body::empty())
+        .unwrap_or_default();
+    secure_headers(resp.headers_mut());
+    resp
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
+}
+
+fn html(status: StatusCode, body: String, clear_flash: bool) -> Response {
+    let mut resp = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
+    secure_headers(resp.headers_mut());
+    if clear_flash {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("wh_flash=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        );
+    }
+    resp
+}
+
+/// A refusal sent before the request's body was read: the connection cannot
+/// carry another request (the rest of the body would come first), so the
+/// client is told not to reuse it.
+fn unread(mut resp: Response) -> Response {
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn plain(status: StatusCode, msg: &'static str) -> Response {
+    (status, msg).into_response()
+}
+
+/// What a page or an API body says when a plugin call failed: an error id
+/// the admin can quote, never the failure itself (a trap's message carries
+/// a wasm backtrace). The detail goes to the log under the same id.
+fn plugin_failed(e: &dyn std::fmt::Display) -> String {
+    let id = format!("E-{}", crate::secrets::random_hex(4));
+    tracing::error!(error_id = %id, "a plugin call failed: {e}");
+    format!("The webhooks plugin could not answer (error {id}); the operator's log has the details.")
+}
+
+/// Why a body was not read whole.
+enum Unread {
+    TooLarge,
+    /// It stopped coming (the listener's body timeout) or the connection broke.
+    Stalled,
+}
+
+/// Reads at most `limit` bytes of `body`.
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Unread> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Unread::TooLarge),
+        Err(_) => Err(Unread::Stalled),
+    }
+}

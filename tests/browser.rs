@@ -430,7 +430,7 @@ async fn what_admins_tripped_over_is_fixed() {
     let first = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     c.find(Locator::Id("wh-secret")).await.unwrap().send_keys(first).await.unwrap();
     c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
-    wait_text(&c, "Name must be at most 100 characters").await;
+    wait_text(&c, "Shorten the name to 100 characters or fewer").await;
     let kept = c.find(Locator::Id("wh-name")).await.unwrap().prop("value").await.unwrap().unwrap();
     assert_eq!(kept, long, "the whole name comes back to be shortened");
     let name = c.find(Locator::Id("wh-name")).await.unwrap();
@@ -667,4 +667,134 @@ async fn history_and_details_read_at_a_glance() {
     assert!(dialog.find(Locator::Css(".wh-crumbs")).await.is_err(), "the modal repeats the breadcrumbs");
     assert!(dialog.text().await.unwrap().contains("HTTP 200"));
     c.close().await.unwrap();
+}
+
+/// #13 item 8: an invalid form leads the admin to each problem, with
+/// JavaScript and without: the page comes back at the form's own address,
+/// "Error: " leads the title, the keyboard starts on the error summary,
+/// which lists every error in plain words, each linked to its field (marked
+/// invalid and described by the same words); fixed, the form creates exactly
+/// one webhook. At 360 px the summary fits the screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_errors_lead_the_admin_to_each_field() {
+    use fantoccini::key::Key;
+    if !browsers_present() {
+        return;
+    }
+    let h = host();
+    let r = Receiver::start();
+    let base = h.base.clone();
+    let new_form = format!("{MOUNT}/new");
+    for javascript in [true, false] {
+        let (_driver, c) = browser(javascript).await;
+        sign_in(&c, &base).await;
+        c.goto(&format!("{base}{new_form}")).await.unwrap();
+        // No name, no scheme, no events.
+        c.find(Locator::Id("wh-url")).await.unwrap().send_keys("example.com/hooks").await.unwrap();
+        c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("[data-error-summary]")).await.unwrap();
+
+        assert_eq!(c.current_url().await.unwrap().path(), new_form, "js={javascript}: still the form's address");
+        assert!(c.title().await.unwrap().starts_with("Error: Create webhook"), "js={javascript}");
+        let focused = c
+            .execute(
+                "return document.activeElement.matches('[data-error-summary][role=alert][tabindex=\"-1\"]')",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(focused, json!(true), "js={javascript}: the summary has the focus");
+        let summary = c.find(Locator::Css("[data-error-summary]")).await.unwrap().text().await.unwrap();
+        assert!(summary.starts_with("There is a problem"), "{summary}");
+
+        // Every error, linked to its field, which is marked invalid and
+        // described by the same words.
+        let links = c
+            .execute(
+                "return [...document.querySelectorAll('[data-error-summary] a')].map(a => {\
+                   const t = document.getElementById(a.getAttribute('href').slice(1));\
+                   const own = t && (t.getAttribute('aria-describedby') || '').includes('-err');\
+                   const holder = own ? t : t && t.closest('fieldset[aria-describedby]');\
+                   const msg = (holder ? holder.getAttribute('aria-describedby').split(' ') : [])\
+                     .map(i => document.getElementById(i)).filter(e => e && e.classList.contains('wh-err'))\
+                     .map(e => e.textContent.replace('Error: ', '').trim()).join(' ');\
+                   return [a.getAttribute('href'), a.textContent.trim(), t && t.getAttribute('aria-invalid'), msg];\
+                 })",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let name_msg = "Enter a name, for example \u{201c}Billing CRM\u{201d}.";
+        let url_msg = "Add https:// in front of the address (for example https://example.com/hooks).";
+        let events_msg = "Choose at least one event.";
+        assert_eq!(
+            links,
+            json!([
+                ["#wh-name", name_msg, "true", name_msg],
+                ["#wh-url", url_msg, "true", url_msg],
+                ["#wh-events", events_msg, "true", events_msg],
+            ]),
+            "js={javascript}"
+        );
+
+        if !javascript {
+            // Readable at 360 px: the summary wraps, nothing is wider than the screen.
+            c.set_window_size(360, 800).await.unwrap();
+            let widths = c
+                .execute(
+                    "return [document.documentElement.scrollWidth,\
+                             Math.ceil(document.querySelector('[data-error-summary]').getBoundingClientRect().right)]",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let w: Vec<u64> = serde_json::from_value(widths).unwrap();
+            assert!(w[0] <= 360 && w[1] <= 360, "at 360 px: page {} px, summary ends at {} px", w[0], w[1]);
+            shot(&c, "validation-360").await;
+            c.set_window_size(1280, 900).await.unwrap();
+        }
+
+        // The keyboard: Tab from the summary reaches its first link; the
+        // second link, followed, puts the caret in the URL box.
+        c.active_element().await.unwrap().send_keys(&Key::Tab).await.unwrap();
+        let first = c.execute("return document.activeElement.getAttribute('href')", vec![]).await.unwrap();
+        assert_eq!(first, json!("#wh-name"), "js={javascript}: Tab from the summary");
+        c.active_element().await.unwrap().send_keys(&Key::Tab).await.unwrap();
+        c.active_element().await.unwrap().send_keys(&Key::Enter).await.unwrap();
+        let mut at = json!(null);
+        for _ in 0..50 {
+            at = c.execute("return document.activeElement.id", vec![]).await.unwrap();
+            if at == json!("wh-url") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        assert_eq!(at, json!("wh-url"), "js={javascript}: the link leads to the field");
+
+        // Fixed, one webhook, back on the list.
+        let name = format!("Validated js={javascript}");
+        let url = c.find(Locator::Id("wh-url")).await.unwrap();
+        url.clear().await.unwrap();
+        url.send_keys(&r.url("/ok/validation")).await.unwrap();
+        c.find(Locator::Id("wh-name")).await.unwrap().send_keys(&name).await.unwrap();
+        c.find(Locator::Css("input[name=events][value='user.created']")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+        wait_text(&c, "was created").await;
+        assert_eq!(c.current_url().await.unwrap().path(), MOUNT);
+        assert_eq!(count(&h, &format!("SELECT COUNT(*) FROM webhooks WHERE name = '{name}'")), 1);
+
+        // The edit form keeps its address too.
+        let id = count(&h, &format!("SELECT id FROM webhooks WHERE name = '{name}'"));
+        let edit = format!("{MOUNT}/{id}/edit");
+        c.goto(&format!("{base}{edit}")).await.unwrap();
+        c.find(Locator::Id("wh-name")).await.unwrap().clear().await.unwrap();
+        c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("[data-error-summary]")).await.unwrap();
+        assert_eq!(c.current_url().await.unwrap().path(), edit, "js={javascript}");
+        let focused = c.execute("return document.activeElement.hasAttribute('data-error-summary')", vec![]).await;
+        assert_eq!(focused.unwrap(), json!(true), "js={javascript}");
+        assert!(c.title().await.unwrap().starts_with("Error: Edit "));
+        c.close().await.unwrap();
+    }
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM webhooks"), 2);
 }

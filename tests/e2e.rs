@@ -93,19 +93,37 @@ fn invalid_input_is_refused_with_values_kept_and_nothing_stored() {
     let h = host();
     let a = h.admin();
     let cases: &[(&str, &str, &[&str], &str)] = &[
-        ("Bad URL", "http//nope", &["user.created"], "URL is not valid"),
-        ("FTP", "ftp://example.com/x", &["user.created"], "http:// or https://"),
+        ("Bad URL", "http//nope", &["user.created"], "Start the address with https:// (a colon and two slashes)"),
+        (
+            "No scheme",
+            "example.com/hooks",
+            &["user.created"],
+            "Add https:// in front of the address (for example https://example.com/hooks).",
+        ),
+        ("FTP", "ftp://example.com/x", &["user.created"], "webhooks cannot be sent to ftp: addresses"),
         ("Unknown", "https://example.com/h", &["user.exploded"], "Unknown event type: user.exploded"),
-        ("", "https://example.com/h", &["user.created"], "Name is required"),
+        ("", "https://example.com/h", &["user.created"], "Enter a name, for example"),
         ("No events", "https://example.com/h", &[], "Choose at least one event"),
-        ("Spaces", "https://exa mple.com/", &["user.created"], "must not contain spaces"),
-        ("Loopback", "http://127.0.0.2/h", &["user.created"], "loopback"),
-        ("Userinfo", "http://u:p@example.com/", &["user.created"], "user name or password"),
+        ("Spaces", "https://exa mple.com/", &["user.created"], "Remove the spaces from the address"),
+        ("Userinfo", "http://u:p@example.com/", &["user.created"], "Remove the user name and password"),
+        // The real host's egress refusals, named in words (#13 item 8).
+        ("Loopback", "http://127.0.0.2/h", &["user.created"], "This address points back at this server itself."),
+        ("Localhost", "http://localhost:8080/h", &["user.created"], "This address points back at this server itself."),
+        (
+            "Private",
+            "http://192.168.1.10/h",
+            &["user.created"],
+            "This address is on a private network. Webhooks can only reach public addresses; ask your operator to allow it.",
+        ),
+        ("Metadata", "http://169.254.169.254/latest/", &["user.created"], "This is a link-local address"),
     ];
     for (name, url, events, message) in cases {
         let (s, _, body) = a.create(name, url, "", events, true);
         assert_eq!(s, 422, "{name}: {body}");
         assert!(body.contains(message), "{name}: expected {message:?}");
+        for jargon in ["egress policy", "relative URL", "URL is not valid", "WEBHOOKS_ALLOWED_HOSTS"] {
+            assert!(!body.contains(jargon), "{name}: {jargon:?} shown");
+        }
         if !name.is_empty() {
             assert!(body.contains(&format!("value=\"{name}\"")), "{name}: value kept");
         }

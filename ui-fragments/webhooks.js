@@ -133,6 +133,22 @@
     }
   });
 
+  // An invalid form comes back with its error summary focused (autofocus;
+  // here too, for a browser that skips it). A link in it focuses its field
+  // and scrolls so the field's label or legend shows above it.
+  var summary = document.querySelector("[data-error-summary]");
+  if (summary && document.activeElement !== summary) summary.focus();
+  document.addEventListener("click", function (ev) {
+    var a = ev.target.closest && ev.target.closest("[data-error-summary] a[href^='#']");
+    var field = a && document.getElementById(a.getAttribute("href").slice(1));
+    if (!field) return;
+    ev.preventDefault();
+    var set = field.closest("fieldset.wh-field");
+    var label = (set && set.querySelector("legend")) || (field.labels && field.labels[0]) || field;
+    label.scrollIntoView();
+    field.focus({ preventScroll: true });
+  });
+
   // Typing a secret on the edit form means replacing it: pick "Replace"
   // while "Keep" is selected (the server does the same without this).
   document.addEventListener("input", function (ev) {

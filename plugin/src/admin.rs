@@ -83,13 +83,16 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
     let id = |s: &str| s.parse::<i64>().ok().filter(|v| *v > 0);
     match (segs.as_slice(), get, post) {
         ([], true, _) => dashboard(host, req, &base),
-        ([], _, true) => save(host, req, &base, None),
+        // The forms post to their own address, so an invalid submission
+        // comes back where the admin was; `POST /` and `POST /{id}` stay for
+        // pages rendered before and for scripts.
+        ([], _, true) | (["new"], _, true) => save(host, req, &base, None),
         (["new"], true, _) => {
             let blank =
                 FormValues { enabled: true, form_id: outbox::hex(&host.random_bytes(16)), ..FormValues::default() };
             Ok(form_page(host, req, &base, None, blank, Vec::new(), 200))
         }
-        ([i], _, true) => match id(i) {
+        ([i], _, true) | ([i, "edit"], _, true) => match id(i) {
             Some(i) => save(host, req, &base, Some(i)),
             None => Ok(Response::NotFound),
         },
@@ -363,6 +366,8 @@ struct FormValues {
 }
 
 struct EventBox {
+    /// The first box of the form: the target of the events error's link.
+    first: bool,
     name: &'static str,
     description: &'static str,
     checked: bool,
@@ -386,14 +391,24 @@ struct FormPage<'a> {
     v: FormValues,
     groups: Vec<Group>,
     errors: Vec<FieldError>,
+    /// Every error, in the order of the fields, each with the id of the
+    /// field its link leads to.
+    summary: Vec<(&'static str, String)>,
     generated: bool,
     secret_since: Option<When>,
     rotation_until: Option<When>,
 }
 
+/// The form's fields in page order, with the id of the control an error's
+/// link focuses (for the events, the first checkbox).
+const FIELD_TARGETS: &[(&str, &str)] =
+    &[("name", "wh-name"), ("url", "wh-url"), ("secret", "wh-secret"), ("events", "wh-events")];
+
 impl FormPage<'_> {
-    fn error(&self, field: &str) -> Option<&str> {
-        self.errors.iter().find(|e| e.field == field).map(|e| e.message.as_str())
+    /// The field's messages, for the line under it.
+    fn error(&self, field: &str) -> Option<String> {
+        let m: Vec<&str> = self.errors.iter().filter(|e| e.field == field).map(|e| e.message.as_str()).collect();
+        (!m.is_empty()).then(|| m.join(" "))
     }
 }
 
@@ -406,6 +421,8 @@ fn form_page(
     errors: Vec<FieldError>,
     status: u16,
 ) -> Response {
+    let first_box =
+        catalog::CATEGORIES.first().and_then(|c| catalog::EVENTS.iter().find(|e| e.category == *c)).map(|e| e.name);
     let groups = catalog::CATEGORIES
         .iter()
         .map(|c| Group {
@@ -414,6 +431,7 @@ fn form_page(
                 .iter()
                 .filter(|e| e.category == *c)
                 .map(|e| EventBox {
+                    first: Some(e.name) == first_box,
                     name: e.name,
                     description: e.description,
                     checked: v.events.iter().any(|x| x == e.name),
@@ -423,14 +441,24 @@ fn form_page(
         })
         .collect();
     let action = match editing {
-        Some(w) => format!("{base}/{}", w.id),
-        None => base.to_owned(),
+        Some(w) => format!("{base}/{}/edit", w.id),
+        None => format!("{base}/new"),
     };
     let generated = v.generated;
-    let title = match editing {
+    let mut title = match editing {
         Some(w) => format!("Edit {}", w.name),
         None => "Create webhook".to_owned(),
     };
+    if !errors.is_empty() {
+        // The first words a screen reader says of the page (GOV.UK's pattern).
+        title.insert_str(0, "Error: ");
+    }
+    let summary = FIELD_TARGETS
+        .iter()
+        .flat_map(|(field, target)| {
+            errors.iter().filter(move |e| e.field == *field).map(move |e| (*target, e.message.clone()))
+        })
+        .collect();
     let now = host.now_ms();
     let secret_since = editing.and_then(|w| w.secret_set_at).map(|t| When::new(t, now));
     let rotation_until = editing.and_then(|w| w.previous_secret_until).filter(|t| *t > now).map(|t| When::new(t, now));
@@ -443,13 +471,13 @@ fn form_page(
         v,
         groups,
         errors,
+        summary,
         generated,
         secret_since,
         rotation_until,
     };
-    let fl = (status == 422)
-        .then(|| Flash { kind: FlashKind::Error, message: "Please correct the fields marked below.".into() });
-    page(status, &title, render(&t), fl)
+    // The page's error summary says what a flash would have.
+    page(status, &title, render(&t), None)
 }
 
 /// An event's example as the body a receiver gets (the same envelope as

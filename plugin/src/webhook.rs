@@ -58,19 +58,20 @@ pub fn validate(host: &dyn Host, input: &Input) -> Result<Valid, Vec<FieldError>
     let mut errors = Vec::new();
 
     let name = input.name.trim().to_owned();
+    let chars = name.chars().count();
     if name.is_empty() {
-        errors.push(err("name", "Name is required."));
-    } else if name.chars().count() > MAX_NAME {
-        errors.push(err("name", format!("Name must be at most {MAX_NAME} characters.")));
+        errors.push(err("name", "Enter a name, for example \u{201c}Billing CRM\u{201d}."));
+    } else if chars > MAX_NAME {
+        errors.push(err("name", format!("Shorten the name to {MAX_NAME} characters or fewer (it has {chars}).")));
     } else if name.chars().any(char::is_control) {
-        errors.push(err("name", "Name must not contain control characters."));
+        errors.push(err("name", "Remove the tabs, line breaks or other invisible characters from the name."));
     }
 
     let url = match validate_url(input.url.trim()) {
         Ok(url) => match host.check_destination(&url) {
             Ok(()) => url,
             Err(reason) => {
-                errors.push(err("url", reason));
+                errors.push(err("url", refusal_message(&reason)));
                 String::new()
             }
         },
@@ -121,37 +122,128 @@ pub fn validate(host: &dyn Host, input: &Input) -> Result<Valid, Vec<FieldError>
     }
 }
 
+/// How an address should look, for messages.
+const URL_EXAMPLE: &str = "https://example.com/hooks";
+
 /// Syntax rules a URL must pass before the host's policy is asked; answers
 /// the normalised URL (numeric hosts such as `0x7f000001` become dotted).
+/// Each refusal says what to change, in words, never the parser's.
 pub fn validate_url(raw: &str) -> Result<String, String> {
     if raw.is_empty() {
-        return Err("URL is required.".into());
+        return Err(format!("Enter the address that should receive the webhooks, for example {URL_EXAMPLE}."));
     }
     if raw.len() > MAX_URL {
-        return Err(format!("URL must be at most {MAX_URL} bytes."));
+        return Err(format!("Shorten the address to {MAX_URL} characters or fewer."));
     }
     // The WHATWG parser silently drops tabs and newlines and turns `\` into
     // `/`; an admin who typed them did not mean the URL the parser would make.
-    if raw.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\') {
-        return Err("URL must not contain spaces, backslashes or control characters.".into());
+    if raw.chars().any(char::is_control) {
+        return Err("Remove the line breaks, tabs or other invisible characters from the address.".into());
     }
-    let url = url::Url::parse(raw).map_err(|e| format!("URL is not valid: {e}."))?;
+    if raw.chars().any(char::is_whitespace) {
+        return Err("Remove the spaces from the address (a space inside a path is written %20).".into());
+    }
+    if raw.contains('\\') {
+        return Err("Use / instead of \\ in the address.".into());
+    }
+    let url = url::Url::parse(raw).map_err(|e| parse_problem(raw, e))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err("URL must start with http:// or https://.".into());
+        // "example.com:8080/x" and "localhost:8080" parse with the host name
+        // as their scheme: what is missing is https://.
+        let rest = raw.get(url.scheme().len() + 1..).unwrap_or_default();
+        if url.scheme().contains('.') || rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(missing_scheme());
+        }
+        return Err(format!(
+            "Use an address that starts with https:// (or http://); webhooks cannot be sent to {}: addresses.",
+            url.scheme()
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err("URL must name a host.".into());
+        return Err(no_host());
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("URL must not contain a user name or password.".into());
+        return Err("Remove the user name and password (the part before @) from the address. \
+                    To prove the webhooks come from you, set a signing secret."
+            .into());
     }
     if url.fragment().is_some() {
-        return Err("URL must not contain a fragment (#…): it is never sent.".into());
+        return Err("Remove the # and everything after it from the address: that part is never sent.".into());
     }
     if url.port() == Some(0) {
-        return Err("URL port must be between 1 and 65535.".into());
+        return Err(bad_port());
     }
     Ok(url.as_str().to_owned())
+}
+
+fn missing_scheme() -> String {
+    format!("Add https:// in front of the address (for example {URL_EXAMPLE}).")
+}
+
+fn no_host() -> String {
+    format!("Add the receiving server's name after https://, for example {URL_EXAMPLE}.")
+}
+
+fn bad_port() -> String {
+    "Use a port number from 1 to 65535 after the colon, or leave the port out.".into()
+}
+
+/// The parser's refusal, as what to change.
+fn parse_problem(raw: &str, e: url::ParseError) -> String {
+    use url::ParseError as P;
+    match e {
+        // "http//x", "https:x.example": the scheme is there, its :// is not.
+        P::RelativeUrlWithoutBase if raw.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("http")) => {
+            format!("Start the address with https:// (a colon and two slashes), for example {URL_EXAMPLE}.")
+        }
+        P::RelativeUrlWithoutBase => missing_scheme(),
+        P::EmptyHost => no_host(),
+        P::InvalidPort => bad_port(),
+        P::InvalidIpv4Address => "Check the IP address: four numbers from 0 to 255, separated by dots.".into(),
+        P::InvalidIpv6Address => "Check the IPv6 address between [ and ]: it is not a valid IPv6 address.".into(),
+        P::InvalidDomainCharacter | P::IdnaError => {
+            "The server name has characters a domain name cannot have; check it for typing mistakes.".into()
+        }
+        _ => format!("Check the address for typing mistakes; it should look like {URL_EXAMPLE}."),
+    }
+}
+
+/// The host's egress refusal (`host-info.check-destination`) as what the
+/// admin can do about it. The host answers `refused by the egress policy:
+/// <address> is <kind> (…)` or `… <name> names this machine (…)`
+/// (`host-shim/src/egress.rs`); the kinds matched here are its wording. Any
+/// other answer gets the general sentence, which is true of every refusal.
+fn refusal_message(reason: &str) -> String {
+    const ASK: &str = "Webhooks can only reach public addresses; ask your operator to allow it.";
+    let Some(rest) = reason.strip_prefix("refused by the egress policy: ") else {
+        return "Webhooks cannot be sent to this address. Use the receiver's public address, \
+                or ask your operator to allow this one."
+            .into();
+    };
+    let kind = rest.split_once(" is ").map_or("", |(_, k)| k);
+    let is = |prefixes: &[&str]| prefixes.iter().any(|p| kind.starts_with(p));
+    if rest.contains(" names this machine")
+        || is(&["a loopback address", "the unspecified address", "a 'this network' address"])
+    {
+        format!("This address points back at this server itself. {ASK}")
+    } else if is(&[
+        "a private address",
+        "a unique local (private) address",
+        "a site-local address",
+        "a carrier-grade NAT address",
+    ]) {
+        format!("This address is on a private network. {ASK}")
+    } else if is(&["a link-local address"]) {
+        format!("This is a link-local address (a cloud server's metadata service lives there). {ASK}")
+    } else if is(&["a documentation address"]) {
+        "This address is reserved for examples in documentation; no server answers there. \
+         Use the receiver's real address."
+            .into()
+    } else {
+        "This is a special-purpose address (such as multicast or reserved) that cannot receive webhooks. \
+         Use the receiver's public address, or ask your operator to allow this one."
+            .into()
+    }
 }
 
 /// Key sizes the Standard Webhooks specification allows for `whsec_` secrets.
@@ -159,13 +251,17 @@ const WHSEC_KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
 
 fn secret_problem(s: &str) -> Option<String> {
     if s.len() > MAX_SECRET {
-        return Some(format!("Secret must be at most {MAX_SECRET} characters."));
+        return Some(format!("Shorten the secret to {MAX_SECRET} characters or fewer, or use Generate."));
     }
     if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Some("Secret must not contain spaces or control characters.".into());
+        return Some("Remove the spaces and line breaks from the secret, or use Generate.".into());
     }
     if s.starts_with("whsec_") && !signing::is_valid_whsec(s) {
-        return Some("A secret starting with whsec_ must be followed by base64.".into());
+        return Some(
+            "After whsec_ the secret must be base64 (letters, digits, + and /): check it was copied whole, \
+             or use Generate."
+                .into(),
+        );
     }
     if let Some(n) = signing::whsec_key_len(s).filter(|n| !(WHSEC_KEY_BYTES.contains(n))) {
         // Standard Webhooks: keys of 24 to 64 bytes; shorter ones are guessable.
@@ -176,7 +272,7 @@ fn secret_problem(s: &str) -> Option<String> {
         ));
     }
     if s.len() < 8 {
-        return Some("Secret must be at least 8 characters (or use Generate).".into());
+        return Some("Use a secret of at least 8 characters, or use Generate.".into());
     }
     None
 }

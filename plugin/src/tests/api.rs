@@ -102,7 +102,7 @@ fn validation_failures_name_every_field() {
     let e = &j["error"];
     assert_eq!(e["code"], "validation_failed");
     assert_eq!(e["field"], "name");
-    assert_eq!(e["message"], "Name is required.");
+    assert_eq!(e["message"], "Enter a name, for example \u{201c}Billing CRM\u{201d}.");
     let fields: Vec<&str> = e["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["name", "url", "events"]);
     assert_eq!(h.int("SELECT COUNT(*) FROM webhooks", &[]), 0);
@@ -151,7 +151,11 @@ fn a_destination_the_host_refuses_is_a_url_error() {
     let (s, j, _) = call(&h, "POST", "/webhooks", body);
     assert_eq!(s, 422);
     assert_eq!(j["error"]["field"], "url");
-    assert_eq!(j["error"]["message"], "refused by the egress policy: 127.0.0.1 is a loopback address");
+    assert_eq!(
+        j["error"]["message"],
+        "This address points back at this server itself. \
+         Webhooks can only reach public addresses; ask your operator to allow it."
+    );
 }
 
 #[test]

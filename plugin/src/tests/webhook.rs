@@ -61,9 +61,12 @@ fn names_are_limited_in_characters_not_bytes() {
     i.name = "é".repeat(MAX_NAME);
     assert!(validate(&h, &i).is_ok(), "100 two-byte characters");
     i.name = "a".repeat(MAX_NAME + 1);
-    assert_eq!(message_for(&h, &i, "name"), "Name must be at most 100 characters.");
+    assert_eq!(message_for(&h, &i, "name"), "Shorten the name to 100 characters or fewer (it has 101).");
     i.name = "tab\there".into();
-    assert_eq!(message_for(&h, &i, "name"), "Name must not contain control characters.");
+    assert_eq!(
+        message_for(&h, &i, "name"),
+        "Remove the tabs, line breaks or other invisible characters from the name."
+    );
 }
 
 #[test]
@@ -73,7 +76,10 @@ fn the_host_is_asked_about_the_normalised_url() {
     let mut i = input();
     // 0x0a000001 is 10.0.0.1 once parsed.
     i.url = "http://0x0a000001/".into();
-    assert_eq!(message_for(&h, &i, "url"), "refused: the destination address is not allowed");
+    assert_eq!(
+        message_for(&h, &i, "url"),
+        "Webhooks cannot be sent to this address. Use the receiver's public address, or ask your operator to allow this one."
+    );
     i.url = "http://10.1.2.3:8080/".into();
     assert!(validate(&h, &i).is_err());
     i.url = "http://11.1.2.3/".into();
@@ -86,9 +92,12 @@ fn syntax_errors_come_before_the_host_is_asked() {
     h.refuse("", "the host was asked");
     let mut i = input();
     i.url = "https://user:pw@crm.example/".into();
-    assert_eq!(message_for(&h, &i, "url"), "URL must not contain a user name or password.");
+    assert!(message_for(&h, &i, "url").starts_with("Remove the user name and password (the part before @)"));
     i.url = String::new();
-    assert_eq!(message_for(&h, &i, "url"), "URL is required.");
+    assert_eq!(
+        message_for(&h, &i, "url"),
+        "Enter the address that should receive the webhooks, for example https://example.com/hooks."
+    );
 }
 
 #[test]
@@ -133,4 +142,109 @@ fn a_stored_secret_is_sealed_key_bytes() {
     assert_eq!(r.opt_str(1), None, "never in clear");
     let sealed = r.opt_blob(0).unwrap();
     assert_eq!(h.open_legacy(&sealed).unwrap(), crate::signing::key_bytes(SECRET));
+}
+
+/// #13 item 8: each address problem says, in plain words, what to change;
+/// never the parser's wording ("relative URL without a base").
+#[test]
+fn each_url_problem_says_what_to_do() {
+    let h = TestHost::new();
+    let cases: &[(&str, &str)] = &[
+        ("example.com/hooks", "Add https:// in front of the address (for example https://example.com/hooks)."),
+        ("example.com:8080/hooks", "Add https:// in front of the address"),
+        ("localhost:8080", "Add https:// in front of the address"),
+        ("http//example.com/hooks", "Start the address with https:// (a colon and two slashes)"),
+        (
+            "ftp://example.com/x",
+            "Use an address that starts with https:// (or http://); webhooks cannot be sent to ftp: addresses.",
+        ),
+        ("javascript:alert(1)", "webhooks cannot be sent to javascript: addresses"),
+        ("https://exa mple.com/", "Remove the spaces from the address"),
+        ("https://example.com/a\tb", "Remove the line breaks, tabs or other invisible characters"),
+        ("https://example.com\\@evil/", "Use / instead of \\ in the address."),
+        ("https://user:pw@example.com/", "Remove the user name and password (the part before @)"),
+        ("https://example.com/#top", "Remove the # and everything after it"),
+        ("https://", "Add the receiving server's name after https://"),
+        ("https://example.com:0/", "Use a port number from 1 to 65535"),
+        ("https://example.com:65536/", "Use a port number from 1 to 65535"),
+        ("https://1.2.3.256/", "Check the IP address"),
+        ("https://[example.com]/", "Check the IPv6 address"),
+        ("https://exa%mple.com/", "The server name has characters a domain name cannot have"),
+    ];
+    for (url, want) in cases {
+        let mut i = input();
+        i.url = (*url).to_owned();
+        let got = message_for(&h, &i, "url");
+        assert!(got.starts_with(want) || got.contains(want), "{url:?}: {got:?}");
+        for jargon in ["relative URL", "base", "URL is not valid", "egress"] {
+            assert!(!got.contains(jargon), "{url:?}: {got:?}");
+        }
+    }
+    let mut i = input();
+    i.url = format!("https://example.com/{}", "a".repeat(2048));
+    assert_eq!(message_for(&h, &i, "url"), "Shorten the address to 2048 characters or fewer.");
+}
+
+/// #13 item 8: the host's egress refusals (its wording, `host-shim/src/egress.rs`),
+/// told as what kind of address it is and what to do. `tests/e2e.rs` checks
+/// the same against the real host.
+#[test]
+fn egress_refusals_name_the_kind_of_address() {
+    let h = TestHost::new();
+    let refusal = |what: &str| {
+        format!("refused by the egress policy: {what} (an operator can allow it with WEBHOOKS_ALLOWED_HOSTS)")
+    };
+    h.refuse("http://10.", &refusal("10.0.0.1 is a private address"));
+    h.refuse("http://[fd00::1]", &refusal("fd00::1 is a unique local (private) address"));
+    h.refuse("http://127.", &refusal("127.0.0.1 is a loopback address"));
+    h.refuse("http://localhost", &refusal("localhost names this machine"));
+    h.refuse("http://169.254.", &refusal("169.254.169.254 is a link-local address (cloud metadata lives here)"));
+    h.refuse("http://192.0.2.", &refusal("192.0.2.1 is a documentation address"));
+    h.refuse("http://224.", &refusal("224.0.0.1 is a multicast address"));
+    let ask = "Webhooks can only reach public addresses; ask your operator to allow it.";
+    let cases = [
+        ("http://10.0.0.1/", format!("This address is on a private network. {ask}")),
+        ("http://[fd00::1]/", format!("This address is on a private network. {ask}")),
+        ("http://127.0.0.1:8080/", format!("This address points back at this server itself. {ask}")),
+        ("http://localhost/", format!("This address points back at this server itself. {ask}")),
+        (
+            "http://169.254.169.254/latest/",
+            format!("This is a link-local address (a cloud server's metadata service lives there). {ask}"),
+        ),
+        (
+            "http://192.0.2.1/",
+            "This address is reserved for examples in documentation; no server answers there. \
+             Use the receiver's real address."
+                .to_owned(),
+        ),
+        (
+            "http://224.0.0.1/",
+            "This is a special-purpose address (such as multicast or reserved) that cannot receive webhooks. \
+             Use the receiver's public address, or ask your operator to allow this one."
+                .to_owned(),
+        ),
+    ];
+    for (url, want) in cases {
+        let mut i = input();
+        i.url = url.to_owned();
+        assert_eq!(message_for(&h, &i, "url"), want, "{url}");
+    }
+}
+
+/// #13 item 8: name and secret messages say what to do, with the limit.
+#[test]
+fn name_and_secret_messages_say_what_to_do() {
+    let h = TestHost::new();
+    let mut i = input();
+    i.name = "  ".into();
+    assert_eq!(message_for(&h, &i, "name"), "Enter a name, for example \u{201c}Billing CRM\u{201d}.");
+    i = input();
+    i.secret = Some("short".into());
+    assert_eq!(message_for(&h, &i, "secret"), "Use a secret of at least 8 characters, or use Generate.");
+    i.secret = Some("two words here".into());
+    assert_eq!(message_for(&h, &i, "secret"), "Remove the spaces and line breaks from the secret, or use Generate.");
+    i.secret = Some("whsec_!!!!".into());
+    assert!(message_for(&h, &i, "secret").starts_with("After whsec_ the secret must be base64"));
+    i.secret = Some("s".repeat(300));
+    assert_eq!(message_for(&h, &i, "secret"), "Shorten the secret to 256 characters or fewer, or use Generate.");
 }

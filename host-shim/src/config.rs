@@ -46,6 +46,10 @@ pub struct Config {
     pub maintenance_every: Duration,
     /// SQLite `synchronous` setting.
     pub durability: Durability,
+    /// PostgreSQL instead of the embedded SQLite file: the plugin's tables
+    /// live in this database, which several hosts may share. `None` (the
+    /// default): `<data_dir>/webhooks.db`.
+    pub database_url: Option<crate::storage::postgres::DatabaseUrl>,
     /// Delivery capacity: `delivery_workers × batch_size` requests in flight
     /// at most, driven by one engine loop. Default 2;
     /// 0 makes an intake-only node (events are queued, another node delivers).
@@ -93,6 +97,7 @@ impl Config {
             per_webhook_concurrency: 16,
             maintenance_every: Duration::from_secs(3600),
             durability: Durability::Normal,
+            database_url: None,
             delivery_workers: 2,
             batch_size: 64,
             memory_limit: 256 << 20,
@@ -108,7 +113,7 @@ impl Config {
         self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache"))
     }
 
-    /// The database file.
+    /// The SQLite database file (unused with [`Config::database_url`]).
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("webhooks.db")
     }
@@ -153,6 +158,8 @@ pub struct FileSettings {
     pub per_webhook_concurrency: Option<u32>,
     /// `durability = "normal"` or `"full"`.
     pub durability: Option<Durability>,
+    /// `database_url = "postgres://webhooks@127.0.0.1/webhooks"`; unset: SQLite in `data_dir`.
+    pub database_url: Option<String>,
     /// `call_timeout = "10s"`
     pub call_timeout: Option<String>,
     /// `memory_limit_mib = 256`

@@ -110,6 +110,10 @@ pub fn prepare(config: &Config) -> anyhow::Result<()> {
     if cache.starts_with(data) || !cache.exists() {
         create_private_dir(&cache).with_context(|| format!("creating {}", cache.display()))?;
     }
+    if config.database_url.is_some() {
+        // The tables live in PostgreSQL; no database file here.
+        return Ok(());
+    }
     let db = config.db_path();
     private_database(&db).with_context(|| format!("creating {}", db.display()))
 }

@@ -5,7 +5,7 @@
 
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::host_info::{self as wit, Settings};
+use crate::bindings::host_info::{self as wit, Dialect, Settings};
 use crate::config::Config;
 use crate::egress::Egress;
 
@@ -15,6 +15,8 @@ pub struct HostInfo<'a> {
     pub config: &'a Config,
     /// The egress whose policy `check-destination` applies.
     pub egress: &'a Egress,
+    /// The engine the storage runs on.
+    pub dialect: Dialect,
 }
 
 struct HasHostInfo;
@@ -45,6 +47,9 @@ impl wit::Host for HostInfo<'_> {
             retention_ms: c.retention.as_millis() as u64,
             per_webhook_concurrency: c.per_webhook_concurrency,
         }
+    }
+    async fn get_dialect(&mut self) -> Dialect {
+        self.dialect
     }
     async fn check_destination(&mut self, url: String) -> Result<(), String> {
         self.egress.policy().check_url(&url).map_err(|e| e.detail)

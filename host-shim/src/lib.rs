@@ -7,7 +7,7 @@
 //! | module | capability |
 //! |---|---|
 //! | [`runtime`] | compile (cached), instantiate, call under deadlines and memory limits |
-//! | [`storage`] | the plugin's SQLite database (rusqlite, WAL): the `storage` interface |
+//! | [`storage`] | the plugin's database, SQLite (rusqlite, WAL) or PostgreSQL (tokio-postgres, pooled): the `storage` interface |
 //! | [`host_info`] | mount path, settings and the egress check: the `host-info` interface |
 //! | [`telemetry`] | the plugin's log lines and attempt counts: the `log` and `telemetry` interfaces |
 //! | [`datadir`] | a private data folder: folders 0700, the database, keys and cache 0600 |
@@ -173,10 +173,13 @@ impl Webhooks {
     /// # Ok(()) }
     /// ```
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        // PostgreSQL first: an unreachable server, a refused sign-in or a
+        // missing database stops the start before anything is created.
+        let backend = storage::Backend::connect(&config).await?;
         // Before anything else touches the folder: SQLite then opens a 0600
         // database and gives its -wal/-shm files the same mode.
         datadir::prepare(&config)?;
-        let rt = Runtime::new(config)?;
+        let rt = Runtime::new(config, backend)?;
         let version = rt.migrate().await?.map_err(|e| anyhow::anyhow!("migrating the plugin's schema: {e}"))?;
         let manifest = rt.describe().await?;
         tracing::info!(plugin = %manifest.name, version = %manifest.version, schema = version, "plugin ready");

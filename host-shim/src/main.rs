@@ -82,6 +82,10 @@ struct Serve {
     /// Requests on the wire to one webhook at once, from this host [default: 16].
     #[arg(long, env = "WEBHOOKS_PER_WEBHOOK_CONCURRENCY")]
     per_webhook_concurrency: Option<u32>,
+    /// PostgreSQL database for the plugin's tables, e.g. postgres://webhooks@127.0.0.1/webhooks;
+    /// several hosts may share one [default: none: SQLite in DATA/webhooks.db].
+    #[arg(long = "database", env = "WEBHOOKS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// SQLite durability: normal (safe against crashes) or full (safe against power loss) [default: normal].
     #[arg(long, env = "WEBHOOKS_DURABILITY", value_enum)]
     durability: Option<Durability>,
@@ -178,6 +182,12 @@ fn resolve(s: Serve) -> anyhow::Result<Resolved> {
     cfg.retention = duration("retention", s.retention, f.retention.as_deref(), cfg.retention)?;
     cfg.call_timeout = duration("call_timeout", s.call_timeout, f.call_timeout.as_deref(), cfg.call_timeout)?;
     cfg.durability = s.durability.or(f.durability).unwrap_or_default();
+    if let Some(u) = s.database_url.or(f.database_url.clone()).filter(|u| !u.trim().is_empty()) {
+        cfg.database_url = Some(
+            webhooks_host::storage::postgres::DatabaseUrl::parse(&u)
+                .map_err(|e| anyhow::anyhow!("database_url: {e}"))?,
+        );
+    }
     cfg.memory_limit = s.memory_limit_mib.or(f.memory_limit_mib).unwrap_or(256).clamp(16, 4096) << 20;
     cfg.component_path = s.component.or(f.component.clone());
     cfg.per_webhook_concurrency = s.per_webhook_concurrency.or(f.per_webhook_concurrency).unwrap_or(16).clamp(1, 1024);

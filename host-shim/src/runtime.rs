@@ -20,7 +20,9 @@
 //! - WASI gets no filesystem, no environment, no arguments, no stdio and no
 //!   sockets: the only ways out are the imports in `wit/webhooks.wit` and
 //!   `wasi:http`, which goes through [`crate::egress`];
-//! - each instance has its own SQLite connection; instances are pooled.
+//! - each instance has its own storage ([`Backend::open`]: its own SQLite
+//!   connection, or a session on the shared PostgreSQL pool); instances are
+//!   pooled.
 
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -39,7 +41,7 @@ use crate::config::{Config, WasiClock};
 use crate::egress::{Egress, Hooks, Policy};
 use crate::host_info::HostInfo;
 use crate::metrics::Metrics;
-use crate::storage::{self, Storage};
+use crate::storage::{self, Backend, Storage};
 use crate::telemetry::Telemetry;
 
 /// The component, built from `plugin/` by this crate's build script.
@@ -83,6 +85,8 @@ pub(crate) struct Capabilities {
     pub egress: Egress,
     /// Seals webhook signing keys and signs with them.
     pub key: crate::secrets::SecretKey,
+    /// Where each instance's storage comes from.
+    pub backend: Backend,
     /// Fed by the egress and the scheduler, read by `/metrics`.
     pub metrics: Arc<Metrics>,
 }
@@ -154,8 +158,9 @@ fn load_component(engine: &Engine, wasm: &[u8], cache_dir: &Path) -> anyhow::Res
 }
 
 impl Runtime {
-    /// Loads the component and prepares instantiation.
-    pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
+    /// Loads the component and prepares instantiation; instances get their
+    /// storage from `backend`.
+    pub fn new(config: Config, backend: Backend) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
         let engine = engine()?;
         let custom = match &config.component_path {
@@ -172,7 +177,11 @@ impl Runtime {
         storage::add_to_linker(&mut linker, |s| &mut s.db)?;
         crate::secrets::add_to_linker(&mut linker, |s| &s.caps.key)?;
         crate::telemetry::add_to_linker(&mut linker, |s| Telemetry(&s.caps.metrics))?;
-        crate::host_info::add_to_linker(&mut linker, |s| HostInfo { config: &s.caps.config, egress: &s.caps.egress })?;
+        crate::host_info::add_to_linker(&mut linker, |s| HostInfo {
+            config: &s.caps.config,
+            egress: &s.caps.egress,
+            dialect: s.caps.backend.dialect(),
+        })?;
         let pre = WebhooksPre::new(linker.instantiate_pre(&component)?)?;
         let key = match &config.secret_key {
             Some(k) => k.clone(),
@@ -187,7 +196,7 @@ impl Runtime {
         let rt = Arc::new(Runtime {
             engine: engine.clone(),
             pre,
-            caps: Arc::new(Capabilities { config, egress, key, metrics: Default::default() }),
+            caps: Arc::new(Capabilities { config, egress, key, backend, metrics: Default::default() }),
             idle: Mutex::new(Vec::new()),
         });
         // The epoch ticker: deadlines are counted in its ticks. It stops when
@@ -210,7 +219,7 @@ impl Runtime {
 
     async fn instantiate(&self) -> Result<Worker, CallError> {
         let c = &self.caps.config;
-        let conn = storage::open(&c.db_path(), c.durability).map_err(|e| CallError::Instantiate(e.to_string()))?;
+        let db = self.caps.backend.open().map_err(CallError::Instantiate)?;
         // No preopens, no env, no args, no stdio, no sockets.
         let wasi = WasiCtxBuilder::new()
             .wall_clock(WasiClock(c.clock.clone()))
@@ -223,7 +232,7 @@ impl Runtime {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: Hooks::new(self.caps.egress.clone(), self.caps.metrics.clone()),
-            db: Storage::new(conn),
+            db,
             limits: StoreLimitsBuilder::new()
                 .memory_size(c.memory_limit)
                 .instances(16)
@@ -256,8 +265,13 @@ impl Runtime {
         Ok(w)
     }
 
-    fn finish<R>(&self, mut w: Worker, r: wasmtime::Result<R>) -> Result<R, CallError> {
-        if w.store.data_mut().db.end_call() {
+    fn finish<R>(
+        &self,
+        mut w: Worker,
+        r: wasmtime::Result<R>,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<R, CallError> {
+        if handle.block_on(w.store.data_mut().db.end_call()) {
             tracing::warn!("the plugin left a transaction open; it was rolled back");
         }
         match r {
@@ -290,7 +304,7 @@ impl Runtime {
         let r = tokio::task::spawn_blocking(move || {
             let mut w = handle.block_on(rt.checkout(deadline))?;
             let r = f(&mut w, &handle);
-            rt.finish(w, r)
+            rt.finish(w, r, &handle)
         })
         .await
         .unwrap_or_else(|e| Err(CallError::Trap(format!("the plugin call panicked in the host: {e}"))));
@@ -308,8 +322,13 @@ impl Runtime {
         .await
     }
 
-    /// `plugin.migrate`.
+    /// `plugin.migrate`, under the backend's migration lock (PostgreSQL:
+    /// hosts starting together on one database migrate once).
     pub async fn migrate(self: &Arc<Self>) -> Result<Result<u32, String>, CallError> {
+        let _lock = match self.caps.backend.migration_lock().await {
+            Ok(lock) => lock,
+            Err(e) => return Ok(Err(e)),
+        };
         self.call("migrate", Duration::from_secs(60), |w, h| {
             h.block_on(w.bindings.panel_webhooks_plugin().call_migrate(&mut w.store))
         })

@@ -64,7 +64,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Starts the engine (unless `delivery_workers` is 0: an intake-only
-    /// node), the checkpointer and the pruner. The engine takes `queue` now,
+    /// node), the SQLite checkpointer and the pruner. The engine takes `queue` now,
     /// so it commits the first events raised.
     pub fn start(rt: Arc<Runtime>, queue: Queue) -> Self {
         let (wake, _) = watch::channel(0u64);
@@ -74,7 +74,10 @@ impl Scheduler {
             let held = queue.try_hold();
             tasks.spawn(supervise(rt.clone(), queue, held, wake.clone(), stop.subscribe()));
         }
-        tasks.spawn(checkpoints(rt.clone(), stop.subscribe()));
+        // PostgreSQL checkpoints its own WAL.
+        if rt.config().database_url.is_none() {
+            tasks.spawn(checkpoints(rt.clone(), stop.subscribe()));
+        }
         tasks.spawn(pruning(rt, stop.subscribe()));
         Scheduler { wake, stop, tasks }
     }

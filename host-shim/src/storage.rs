@@ -1,7 +1,11 @@
-//! Storage capability: the plugin's own SQLite database, one connection per
-//! component instance (rusqlite, WAL).
+//! Storage capability: the plugin's own database. [`Storage`] is one
+//! instance's: SQLite by default ([`Sqlite`], this module: one connection per
+//! component instance, rusqlite, WAL), or PostgreSQL when the operator sets
+//! `database_url` ([`postgres`]: a bounded pool shared by the instances).
+//! [`Backend`] is what the runtime opens each instance's storage from; the
+//! runtime never knows which engine it is.
 //!
-//! Statements run synchronously on the thread of the plugin call that issues
+//! SQLite statements run synchronously on the thread of the plugin call that issues
 //! them. That is never an async executor thread: every plugin call runs on a
 //! blocking-pool thread of its own (see `runtime.rs`), so a slow statement or
 //! a lock wait holds that call alone, never the HTTP server or another call.
@@ -17,14 +21,18 @@
 //!   transactions here last well under a millisecond, so the first retries
 //!   come after 100 µs rather than SQLite's default 1, 2, 5, 10 ms.
 
-use std::path::Path;
+pub mod postgres;
+
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, params_from_iter, types::Value as SqlValue};
 
 use wasmtime::component::{HasSelf, Linker};
 
+use crate::bindings::host_info::Dialect;
 use crate::bindings::storage::{self as wit, Error, Rows, Value};
+use crate::config::Config;
 
 /// Largest number of rows one query may return.
 pub const MAX_ROWS: usize = 100_000;
@@ -156,15 +164,98 @@ pub fn map_err(e: rusqlite::Error) -> Error {
     }
 }
 
-/// One instance's database connection.
-pub struct Storage {
-    conn: Connection,
+/// Where every instance's storage comes from: the SQLite file, or the pool
+/// of PostgreSQL connections the instances share.
+#[derive(Clone)]
+pub enum Backend {
+    /// `<data>/webhooks.db`, one connection per instance.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// Its `synchronous` setting.
+        durability: Durability,
+    },
+    /// A bounded pool on the operator's database.
+    Postgres {
+        /// Shared by every instance of this host.
+        pool: deadpool_postgres::Pool,
+        /// Where it points, for the migration lock's own connection.
+        url: postgres::DatabaseUrl,
+    },
+}
+
+impl Backend {
+    /// The backend `config` asks for. For PostgreSQL this connects now, so
+    /// an unreachable server, a refused sign-in or a missing database stops
+    /// the start with one line before anything is created.
+    pub async fn connect(config: &Config) -> anyhow::Result<Backend> {
+        Ok(match &config.database_url {
+            None => Backend::Sqlite { path: config.db_path(), durability: config.durability },
+            Some(url) => {
+                Backend::Postgres { pool: postgres::connect(url).await.map_err(anyhow::Error::msg)?, url: url.clone() }
+            }
+        })
+    }
+
+    /// A new instance's storage.
+    pub fn open(&self) -> Result<Storage, String> {
+        Ok(match self {
+            Backend::Sqlite { path, durability } => {
+                Storage::Sqlite(Sqlite::new(open(path, *durability).map_err(|e| e.to_string())?))
+            }
+            Backend::Postgres { pool, .. } => Storage::Postgres(postgres::Session::new(pool.clone())),
+        })
+    }
+
+    /// The SQL dialect the component is told (`host-info.get-dialect`).
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Backend::Sqlite { .. } => Dialect::Sqlite,
+            Backend::Postgres { .. } => Dialect::Postgres,
+        }
+    }
+
+    /// Held while the component migrates: on PostgreSQL a session-level
+    /// advisory lock, so hosts starting together migrate one after another
+    /// (the later ones find the schema current). SQLite's `BEGIN IMMEDIATE`
+    /// already serialises migrations on one file.
+    pub async fn migration_lock(&self) -> Result<Option<postgres::MigrationLock>, String> {
+        match self {
+            Backend::Sqlite { .. } => Ok(None),
+            Backend::Postgres { url, .. } => postgres::migration_lock(url).await.map(Some),
+        }
+    }
+}
+
+/// One instance's storage, on either engine.
+pub enum Storage {
+    /// Its own SQLite connection.
+    Sqlite(Sqlite),
+    /// Its session on the PostgreSQL pool.
+    Postgres(postgres::Session),
 }
 
 impl Storage {
+    /// Called after every exported call: a transaction the component left
+    /// open is rolled back so it cannot hold the write lock between calls.
+    /// Answers whether one was open.
+    pub async fn end_call(&mut self) -> bool {
+        match self {
+            Storage::Sqlite(s) => s.end_call(),
+            Storage::Postgres(p) => p.end_call().await,
+        }
+    }
+}
+
+/// One instance's SQLite connection.
+pub struct Sqlite {
+    conn: Connection,
+}
+
+impl Sqlite {
     /// Wraps an open connection.
     pub fn new(conn: Connection) -> Self {
-        Storage { conn }
+        Sqlite { conn }
     }
 
     /// Runs one statement; answers rows changed.
@@ -264,29 +355,52 @@ pub fn add_to_linker<T: Send + 'static>(
     wit::add_to_linker::<T, HasSelf<Storage>>(linker, get)
 }
 
-// Synchronous on purpose: plugin calls run on blocking threads (see the
-// module comment), and SQLite statements here take microseconds.
+// SQLite runs synchronously on purpose: plugin calls run on blocking threads
+// (see the module comment), and its statements take microseconds.
+// PostgreSQL's are awaited: the call's `Handle::block_on` drives them while
+// the connection's I/O runs on the tokio runtime.
 impl wit::Host for Storage {
     async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, Error> {
-        Storage::execute(self, &sql, &params)
+        match self {
+            Storage::Sqlite(s) => s.execute(&sql, &params),
+            Storage::Postgres(p) => p.execute(&sql, &params).await,
+        }
     }
     async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
-        Storage::query(self, &sql, &params)
+        match self {
+            Storage::Sqlite(s) => s.query(&sql, &params),
+            Storage::Postgres(p) => p.query(&sql, &params).await,
+        }
     }
     async fn execute_many(&mut self, sql: String, rows: Vec<Vec<Value>>) -> Result<Vec<u64>, Error> {
-        Storage::execute_many(self, &sql, &rows)
+        match self {
+            Storage::Sqlite(s) => s.execute_many(&sql, &rows),
+            Storage::Postgres(p) => p.execute_many(&sql, &rows).await,
+        }
     }
     async fn execute_batch(&mut self, sql: String) -> Result<(), Error> {
-        Storage::execute_batch(self, &sql)
+        match self {
+            Storage::Sqlite(s) => s.execute_batch(&sql),
+            Storage::Postgres(p) => p.execute_batch(&sql).await,
+        }
     }
     async fn begin(&mut self) -> Result<(), Error> {
-        Storage::begin(self)
+        match self {
+            Storage::Sqlite(s) => s.begin(),
+            Storage::Postgres(p) => p.begin().await,
+        }
     }
     async fn commit(&mut self) -> Result<(), Error> {
-        Storage::commit(self)
+        match self {
+            Storage::Sqlite(s) => s.commit(),
+            Storage::Postgres(p) => p.commit().await,
+        }
     }
     async fn rollback(&mut self) {
-        Storage::rollback(self)
+        match self {
+            Storage::Sqlite(s) => s.rollback(),
+            Storage::Postgres(p) => p.rollback().await,
+        }
     }
 }
 
@@ -294,9 +408,9 @@ impl wit::Host for Storage {
 mod tests {
     use super::*;
 
-    fn mem() -> Storage {
+    fn mem() -> Sqlite {
         let dir = tempfile::tempdir().unwrap();
-        let s = Storage::new(open(&dir.path().join("t.db"), Durability::Normal).unwrap());
+        let s = Sqlite::new(open(&dir.path().join("t.db"), Durability::Normal).unwrap());
         std::mem::forget(dir);
         s
     }

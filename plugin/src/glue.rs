@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Ticket, Value};
+use crate::host::{DbError, Dialect, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Ticket, Value};
 use crate::outbox::MAX_STORED_BODY;
 use crate::{admin, api, catalog, outbox, schema};
 
@@ -114,6 +114,12 @@ impl Host for WasmHost {
             auto_disable_after_ms: s.auto_disable_after_ms,
             retention_ms: s.retention_ms,
             per_webhook_concurrency: s.per_webhook_concurrency,
+        }
+    }
+    fn dialect(&self) -> Dialect {
+        match host_info::get_dialect() {
+            host_info::Dialect::Sqlite => Dialect::Sqlite,
+            host_info::Dialect::Postgres => Dialect::Postgres,
         }
     }
     fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, String> {

@@ -159,6 +159,15 @@ pub struct Settings {
     pub per_webhook_concurrency: u32,
 }
 
+/// The SQL dialect the host's storage speaks (mirrors `host-info.get-dialect`).
+/// The SQL stays in the subset both engines share; code branches on this
+/// only where they must differ (DDL, the claim, scalar functions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
 /// One outgoing HTTP request the plugin wants sent.
 #[derive(Debug, Clone)]
 pub struct OutRequest {
@@ -204,6 +213,8 @@ pub trait Host {
     fn log(&self, level: Level, message: &str);
     fn mount_path(&self) -> String;
     fn settings(&self) -> Settings;
+    /// Which engine runs the SQL.
+    fn dialect(&self) -> Dialect;
     /// Seals a signing key with the host's key (AEAD).
     fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, String>;
     /// HMAC-SHA256 of `message` under a key `seal` sealed; the key is opened

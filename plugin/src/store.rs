@@ -1,7 +1,7 @@
 //! Webhook records and the history queries behind the admin pages.
 
 use crate::catalog;
-use crate::host::{DbError, Host, Row, Value, transaction};
+use crate::host::{DbError, Dialect, Host, Row, Value, transaction};
 use crate::outbox::DeliveryState;
 use crate::webhook::{MAX_WEBHOOKS, Valid};
 
@@ -130,9 +130,19 @@ pub fn create_once(host: &dyn Host, v: &Valid, form_id: Option<&str>) -> Result<
         let sealed = v.secret.clone().flatten().map(|s| seal_secret(host, &s)).transpose()?;
         let set_at = sealed.as_ref().map(|_| now);
         // The next id from the counter (schema 8), never one used before.
+        // The larger of two values is SQLite's two-argument `MAX`,
+        // PostgreSQL's `GREATEST`.
         let next = host.query(
-            "UPDATE id_counters SET last = MAX(last, (SELECT COALESCE(MAX(id), 0) FROM webhooks)) + 1 \
-             WHERE name = 'webhooks' RETURNING last",
+            match host.dialect() {
+                Dialect::Sqlite => {
+                    "UPDATE id_counters SET last = MAX(last, (SELECT COALESCE(MAX(id), 0) FROM webhooks)) + 1 \
+                     WHERE name = 'webhooks' RETURNING last"
+                }
+                Dialect::Postgres => {
+                    "UPDATE id_counters SET last = GREATEST(last, (SELECT COALESCE(MAX(id), 0) FROM webhooks)) + 1 \
+                     WHERE name = 'webhooks' RETURNING last"
+                }
+            },
             &[],
         )?;
         let Some(new_id) = next.first().map(|r| r.i64(0)) else {
@@ -180,10 +190,12 @@ pub fn update(host: &dyn Host, id: i64, v: &Valid) -> Result<bool, DbError> {
                 params.push(seal_secret(host, new)?.into());
                 if v.rotate {
                     // The current secret keeps signing beside the new one.
+                    // (The CAST types the parameter for PostgreSQL, which
+                    // reads an untyped CASE of NULL and ?7 as text.)
                     params.push((now + ROTATION_WINDOW_MS).into());
                     sql.push_str(
                         ", prev_secret_sealed = secret_sealed, prev_secret_until = CASE WHEN secret_sealed IS NULL \
-                         THEN NULL ELSE ?7 END, secret_sealed = ?6, secret_set_at = ?4",
+                         THEN NULL ELSE CAST(?7 AS BIGINT) END, secret_sealed = ?6, secret_set_at = ?4",
                     );
                 } else {
                     sql.push_str(
@@ -567,7 +579,7 @@ pub fn history_position(
             push_bound(k, ">", &mut sql, &mut params);
         }
         push_filter(filter, &mut sql, &mut params);
-        let sql = format!("SELECT COUNT(*) FROM ({sql} LIMIT {})", HISTORY_COUNT_CAP + 1);
+        let sql = format!("SELECT COUNT(*) FROM ({sql} LIMIT {}) AS capped", HISTORY_COUNT_CAP + 1);
         Ok(host.query(&sql, &params)?.first().map(|r| r.i64(0)).unwrap_or(0))
     };
     let before = match first {

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 
 use rusqlite::{Connection, ErrorCode, params_from_iter};
 
-use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Ticket, Value};
+use crate::host::{DbError, Dialect, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Ticket, Value};
 
 /// 2023-11-14T22:13:20Z: the clock's start.
 pub const T0: u64 = 1_700_000_000_000;
@@ -345,6 +345,12 @@ impl Host for TestHost {
 
     fn settings(&self) -> Settings {
         self.settings.borrow().clone()
+    }
+
+    /// Always SQLite: the PostgreSQL branches run in the end-to-end tests
+    /// against a real server (`tests/postgres.rs`, `WEBHOOKS_TEST_ENGINE`).
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
     }
 
     fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, String> {

@@ -19,7 +19,7 @@ use super::intake::{INSERT_DELIVERY, NewEvent, RaiseError, Raised, commit_each, 
 use super::state::DeliveryState;
 use super::{MAX_STORED_BODY, Mode, hex, payload, policy};
 use crate::catalog;
-use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Row, Settings, Value, in_list, transaction};
+use crate::host::{DbError, Dialect, Host, Level, OutRequest, OutResponse, Row, Settings, Value, in_list, transaction};
 use crate::signing;
 
 /// Largest stored response header value and total header bytes.
@@ -161,27 +161,52 @@ fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) 
     // bound's worth of leased rows to skip), so the cost follows the number
     // of webhooks and the bound, never the backlog: a dead endpoint with
     // 100,000 due rows costs one index seek. The oldest `n` of those are
-    // leased. `CROSS JOIN` pins that order (SQLite never reorders it):
-    // with its statistics the planner would otherwise scan every delivery
-    // and run the subquery for each.
-    let rows = host.query(
-        "WITH f AS (SELECT +webhook_id AS webhook_id, COUNT(*) AS n FROM deliveries \
-               WHERE lease_until > ?2 GROUP BY +webhook_id), \
-         room AS (SELECT w.id, ?5 - COALESCE(f.n, 0) AS room FROM webhooks w LEFT JOIN f ON f.webhook_id = w.id \
-               WHERE w.enabled = 1 AND ?5 - COALESCE(f.n, 0) > 0), \
-         c AS (SELECT d.id, d.next_attempt_at, r.room, \
-               ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at, d.id) AS k \
-               FROM room r CROSS JOIN deliveries d ON d.id IN (\
-                 SELECT d2.id FROM deliveries d2 WHERE d2.webhook_id = r.id \
-                   AND d2.state IN ('pending', 'retrying') AND d2.next_attempt_at <= ?2 \
-                   AND (d2.lease_until IS NULL OR d2.lease_until <= ?2) \
-                 ORDER BY d2.next_attempt_at, d2.id LIMIT ?4)) \
-         UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
-            SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id",
-        &[lease_until.into(), now.into(), n.into(), per_webhook.min(n).into(), per_webhook.into()],
-    )?;
+    // leased. On SQLite `CROSS JOIN` pins that order (SQLite never reorders
+    // it): with its statistics the planner would otherwise scan every
+    // delivery and run the subquery for each. PostgreSQL runs the same plan
+    // as a `LATERAL` join.
+    let sql = match host.dialect() {
+        Dialect::Sqlite => CLAIM_SQLITE,
+        Dialect::Postgres => CLAIM_POSTGRES,
+    };
+    let rows =
+        host.query(sql, &[lease_until.into(), now.into(), n.into(), per_webhook.min(n).into(), per_webhook.into()])?;
     Ok(rows.iter().map(|r| r.i64(0)).collect())
 }
+
+/// [`claim`] on SQLite. `CROSS JOIN` pins the join order (SQLite never
+/// reorders it); `+webhook_id` keeps the count on the leased-rows index.
+const CLAIM_SQLITE: &str = "WITH f AS (SELECT +webhook_id AS webhook_id, COUNT(*) AS n FROM deliveries \
+       WHERE lease_until > ?2 GROUP BY +webhook_id), \
+ room AS (SELECT w.id, ?5 - COALESCE(f.n, 0) AS room FROM webhooks w LEFT JOIN f ON f.webhook_id = w.id \
+       WHERE w.enabled = 1 AND ?5 - COALESCE(f.n, 0) > 0), \
+ c AS (SELECT d.id, d.next_attempt_at, r.room, \
+       ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at, d.id) AS k \
+       FROM room r CROSS JOIN deliveries d ON d.id IN (\
+         SELECT d2.id FROM deliveries d2 WHERE d2.webhook_id = r.id \
+           AND d2.state IN ('pending', 'retrying') AND d2.next_attempt_at <= ?2 \
+           AND (d2.lease_until IS NULL OR d2.lease_until <= ?2) \
+         ORDER BY d2.next_attempt_at, d2.id LIMIT ?4)) \
+ UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
+    SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id";
+
+/// [`claim`] on PostgreSQL: the same plan written as a `LATERAL` join (a
+/// `CROSS JOIN` takes no `ON` there), and the front rows of each webhook are
+/// locked `FOR UPDATE SKIP LOCKED`, so a row another transaction is
+/// changing is passed over rather than waited on or claimed twice.
+const CLAIM_POSTGRES: &str = "WITH f AS (SELECT webhook_id, COUNT(*) AS n FROM deliveries \
+       WHERE lease_until > ?2 GROUP BY webhook_id), \
+ room AS (SELECT w.id, ?5 - COALESCE(f.n, 0) AS room FROM webhooks w LEFT JOIN f ON f.webhook_id = w.id \
+       WHERE w.enabled = 1 AND ?5 - COALESCE(f.n, 0) > 0), \
+ c AS (SELECT d.id, d.next_attempt_at, r.room, \
+       ROW_NUMBER() OVER (PARTITION BY r.id ORDER BY d.next_attempt_at, d.id) AS k \
+       FROM room r CROSS JOIN LATERAL (\
+         SELECT d2.id, d2.next_attempt_at FROM deliveries d2 WHERE d2.webhook_id = r.id \
+           AND d2.state IN ('pending', 'retrying') AND d2.next_attempt_at <= ?2 \
+           AND (d2.lease_until IS NULL OR d2.lease_until <= ?2) \
+         ORDER BY d2.next_attempt_at, d2.id LIMIT ?4 FOR UPDATE SKIP LOCKED) d) \
+ UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
+    SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id";
 
 /// When the next delivery falls due, if any waits: the earliest unleased
 /// due time of an enabled webhook, or the earliest lease expiry.
@@ -194,7 +219,7 @@ fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
                      AND d.state IN ('pending', 'retrying') AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
                    ORDER BY d.next_attempt_at LIMIT 1) AS t \
              FROM webhooks w WHERE w.enabled = 1 \
-           UNION ALL SELECT MIN(lease_until) FROM deliveries WHERE lease_until > ?1)",
+           UNION ALL SELECT MIN(lease_until) FROM deliveries WHERE lease_until > ?1) AS due",
         &[now.into()],
     )?;
     Ok(rows.first().and_then(|r| r.opt_i64(0)).map(|v| u64::try_from(v).unwrap_or(0)))

@@ -408,8 +408,7 @@ fn every_route_answers_as_documented() {
     assert_eq!(h.raise(slow).0, 202);
     let leased = "SELECT COUNT(*) FROM deliveries WHERE event_id = 'srv-slow' AND lease_until IS NOT NULL";
     eventually(Duration::from_secs(10), "B's delivery in flight", || h.count(leased) == 1);
-    let b_delivery: i64 =
-        h.db().query_row("SELECT id FROM deliveries WHERE event_id = 'srv-slow'", [], |r| r.get(0)).unwrap();
+    let b_delivery: i64 = h.int("SELECT id FROM deliveries WHERE event_id = 'srv-slow'", &[]);
     let busy = api.call("POST", rs, &format!("/api/webhooks/{b_id}/deliveries/{b_delivery}/resend"), true, None);
     assert_eq!((busy.status, busy.json["error"]["code"].as_str()), (409, Some("in_flight")));
 

@@ -12,20 +12,16 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn id_of(h: &Host, name: &str) -> i64 {
-    h.db().query_row("SELECT id FROM webhooks WHERE name = ?1", [name], |r| r.get(0)).unwrap()
+    h.int("SELECT id FROM webhooks WHERE name = ?1", &[name.into()])
 }
 
 /// attempted_at, duration_ms, response_status, error, success
 type AttemptRow = (i64, i64, Option<i64>, Option<String>, bool);
 
 fn attempts(h: &Host) -> Vec<AttemptRow> {
-    let db = h.db();
-    let mut st = db
-        .prepare("SELECT attempted_at, duration_ms, response_status, error, success FROM attempts ORDER BY id")
-        .unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .unwrap()
-        .map(Result::unwrap)
+    h.rows("SELECT attempted_at, duration_ms, response_status, error, success FROM attempts ORDER BY id", &[])
+        .into_iter()
+        .map(|r| (r[0].int(), r[1].int(), r[2].opt_int(), r[3].opt_text(), r[4].int() == 1))
         .collect()
 }
 
@@ -192,7 +188,7 @@ fn failing_without_success_for_the_configured_time_disables_until_re_enabled() {
     let id = id_of(&h, "Broken");
     h.raise(json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com"}}));
     eventually(WAIT, "auto-disabled", || h.count("SELECT COUNT(*) FROM webhooks WHERE enabled = 0") == 1);
-    let reason: String = h.db().query_row("SELECT disabled_reason FROM webhooks", [], |r| r.get(0)).unwrap();
+    let reason = h.text("SELECT disabled_reason FROM webhooks", &[]);
     assert!(reason.contains("failed for"), "{reason}");
     let (_, page) = a.get(MOUNT);
     assert!(page.contains("without a success"));
@@ -450,15 +446,12 @@ fn transport_failures_are_told_by_kind_in_words() {
     a.create("Nowhere", "http://no-such-host.invalid/x", "", &["user.created"], true);
     h.raise(json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com"}}));
     eventually(WAIT, "both attempts recorded", || h.count("SELECT COUNT(*) FROM attempts") == 2);
-    let db = h.db();
     let error_of = |name: &str| -> String {
-        db.query_row(
+        h.text(
             "SELECT a.error FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
              JOIN webhooks w ON w.id = d.webhook_id WHERE w.name = ?1",
-            [name],
-            |r| r.get(0),
+            &[name.into()],
         )
-        .unwrap()
     };
     let closed_error = error_of("Closed");
     assert!(closed_error.starts_with("Not sent: the receiver refused the connection"), "{closed_error}");
@@ -468,7 +461,7 @@ fn transport_failures_are_told_by_kind_in_words() {
     assert!(dns_error.contains("no-such-host.invalid"), "{dns_error}");
 
     // A test send: the component's own wasi:http request gets the code.
-    let id: i64 = db.query_row("SELECT id FROM webhooks WHERE name = 'Closed'", [], |r| r.get(0)).unwrap();
+    let id = h.int("SELECT id FROM webhooks WHERE name = 'Closed'", &[]);
     let r = h.api().post(format!("{}/api/webhooks/{id}/test", h.base)).bearer_auth(support::TOKEN).send().unwrap();
     let body = r.text().unwrap();
     assert!(body.contains("Not sent: the receiver refused the connection"), "{body}");

@@ -11,7 +11,7 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(15);
 
 fn webhook_id(h: &Host, name: &str) -> i64 {
-    h.db().query_row("SELECT id FROM webhooks WHERE name = ?1", [name], |r| r.get(0)).unwrap()
+    h.int("SELECT id FROM webhooks WHERE name = ?1", &[name.into()])
 }
 
 fn verify(secret: &str, s: &Seen) {
@@ -49,12 +49,8 @@ fn create_update_toggle_delete() {
         ],
     );
     assert_eq!(s, 303);
-    let (name, url, enabled): (String, String, bool) = h
-        .db()
-        .query_row("SELECT name, url, enabled FROM webhooks WHERE id = ?1", [id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
+    let row = h.row("SELECT name, url, enabled FROM webhooks WHERE id = ?1", &[id.into()]);
+    let (name, url, enabled) = (row[0].text(), row[1].text(), row[2].int() == 1);
     assert_eq!((name.as_str(), url.as_str(), enabled), ("CRM v2", url2.as_str(), true));
     assert_eq!(h.count(&format!("SELECT COUNT(*) FROM webhook_events WHERE webhook_id = {id}")), 1);
 
@@ -221,8 +217,7 @@ fn send_test_history_and_delivery_details() {
     assert!(hist.contains("Shop") && hist.contains(&r.url("/html/shop")));
 
     // Details: payload, request headers with signature, response status, headers, body — inert.
-    let delivery: i64 =
-        h.db().query_row("SELECT id FROM deliveries WHERE webhook_id = ?1", [id], |r| r.get(0)).unwrap();
+    let delivery: i64 = h.int("SELECT id FROM deliveries WHERE webhook_id = ?1", &[id.into()]);
     let (s, det) = a.get(&format!("{MOUNT}/{id}/deliveries/{delivery}"));
     assert_eq!(s, 200);
     assert!(det.contains("&#34;type&#34;: &#34;test.webhook&#34;"), "pretty payload");

@@ -181,6 +181,8 @@ pub enum Backend {
         pool: deadpool_postgres::Pool,
         /// Where it points, for the migration lock's own connection.
         url: postgres::DatabaseUrl,
+        /// How each statement is prepared.
+        learnt: postgres::Prepared,
     },
 }
 
@@ -191,9 +193,11 @@ impl Backend {
     pub async fn connect(config: &Config) -> anyhow::Result<Backend> {
         Ok(match &config.database_url {
             None => Backend::Sqlite { path: config.db_path(), durability: config.durability },
-            Some(url) => {
-                Backend::Postgres { pool: postgres::connect(url).await.map_err(anyhow::Error::msg)?, url: url.clone() }
-            }
+            Some(url) => Backend::Postgres {
+                pool: postgres::connect(url).await.map_err(anyhow::Error::msg)?,
+                url: url.clone(),
+                learnt: Default::default(),
+            },
         })
     }
 
@@ -203,7 +207,9 @@ impl Backend {
             Backend::Sqlite { path, durability } => {
                 Storage::Sqlite(Sqlite::new(open(path, *durability).map_err(|e| e.to_string())?))
             }
-            Backend::Postgres { pool, .. } => Storage::Postgres(postgres::Session::new(pool.clone())),
+            Backend::Postgres { pool, learnt, .. } => {
+                Storage::Postgres(postgres::Session::new(pool.clone(), learnt.clone()))
+            }
         })
     }
 

@@ -1,6 +1,14 @@
 //! Test harness: the real `webhooks-host` binary on a temp data dir, a real
 //! HTTP receiver on 127.0.0.1, and an admin browser-less client (cookies +
 //! CSRF like a browser). Nothing here stands in for our own parts.
+//!
+//! With `WEBHOOKS_TEST_ENGINE=postgres` every host started here runs on a
+//! fresh scratch database of the PostgreSQL server at
+//! `WEBHOOKS_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`),
+//! dropped with the host; [`Host::count`], [`Host::int`], [`Host::text`] and
+//! [`Host::rows`] read whichever engine the host runs on, so the same test
+//! bodies check both. (`.ci/run` runs the scenarios that exercise the SQL
+//! paths that way; `tests/postgres.rs` has what is PostgreSQL's own.)
 
 #![allow(dead_code)]
 
@@ -215,11 +223,164 @@ impl Receiver {
     }
 }
 
+/// Whether this test process runs its hosts on PostgreSQL
+/// (`WEBHOOKS_TEST_ENGINE=postgres`) rather than SQLite.
+pub fn on_postgres() -> bool {
+    match std::env::var("WEBHOOKS_TEST_ENGINE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("WEBHOOKS_TEST_ENGINE={other:?}: use sqlite or postgres"),
+    }
+}
+
+/// The PostgreSQL server the tests use, as a URL without a database.
+pub fn postgres_server() -> String {
+    std::env::var("WEBHOOKS_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// A client on `database` of the test server.
+pub fn postgres_client(database: &str) -> postgres::Client {
+    let url = format!("{}/{database}", postgres_server());
+    postgres::Client::connect(&url, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("PostgreSQL for the tests at {url}: {e} (is the server running? see .ci/run)"))
+}
+
+/// A database of its own on the test server, dropped with this value.
+pub struct ScratchDb {
+    pub name: String,
+}
+
+/// Scratch databases older than this are left over by a test process that
+/// was killed; the next one to create a database drops them.
+const SCRATCH_STALE_SECS: u64 = 3 * 3600;
+
+impl ScratchDb {
+    /// Creates `webhooks_test_<unix seconds>_<random>`.
+    pub fn create() -> ScratchDb {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let mut rand = [0u8; 6];
+        getrandom::fill(&mut rand).unwrap();
+        let name = format!("webhooks_test_{now}_{}", hex::encode(rand));
+        let mut c = postgres_client("postgres");
+        for row in c.query(r"SELECT datname FROM pg_database WHERE datname LIKE 'webhooks\_test\_%'", &[]).unwrap() {
+            let old: String = row.get(0);
+            let born = old.split('_').nth(2).and_then(|t| t.parse::<u64>().ok()).unwrap_or(now);
+            if now.saturating_sub(born) > SCRATCH_STALE_SECS {
+                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{old}\" WITH (FORCE)"));
+            }
+        }
+        c.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
+        ScratchDb { name }
+    }
+
+    /// The URL a host is given.
+    pub fn url(&self) -> String {
+        format!("{}/{}", postgres_server(), self.name)
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres_client(&self.name)
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&format!("{}/postgres", postgres_server()), postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// The scratch database of each data folder started by [`spawn_host`], so a
+/// restart on the same folder finds the same database (kept to the end of
+/// the test process; a later process drops it once stale).
+fn scratch_for(data: &Path) -> Arc<ScratchDb> {
+    static DBS: Mutex<Vec<(PathBuf, Arc<ScratchDb>)>> = Mutex::new(Vec::new());
+    let mut dbs = DBS.lock().unwrap();
+    if let Some((_, db)) = dbs.iter().find(|(p, _)| p == data) {
+        return db.clone();
+    }
+    let db = Arc::new(ScratchDb::create());
+    dbs.push((data.to_owned(), db.clone()));
+    db
+}
+
+/// One cell of a row read by [`Host::rows`], from either engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl Cell {
+    pub fn int(&self) -> i64 {
+        match self {
+            Cell::Int(i) => *i,
+            c => panic!("not an integer: {c:?}"),
+        }
+    }
+    pub fn opt_int(&self) -> Option<i64> {
+        match self {
+            Cell::Null => None,
+            c => Some(c.int()),
+        }
+    }
+    pub fn text(&self) -> String {
+        match self {
+            Cell::Text(t) => t.clone(),
+            c => panic!("not a text: {c:?}"),
+        }
+    }
+    pub fn opt_text(&self) -> Option<String> {
+        match self {
+            Cell::Null => None,
+            c => Some(c.text()),
+        }
+    }
+}
+
+/// A parameter of [`Host::rows`]: `?N` in the SQL, on either engine.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(v.to_owned())
+    }
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(match self {
+            Arg::Int(i) => (*i).into(),
+            Arg::Text(t) => t.as_str().into(),
+        })
+    }
+}
+
 /// The real `webhooks-host serve` process.
 pub struct Host {
     pub child: Child,
     pub base: String,
     pub data: PathBuf,
+    /// Its PostgreSQL database, when the tests run on PostgreSQL.
+    pub pg: Option<Arc<ScratchDb>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -227,13 +388,29 @@ impl Drop for Host {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the host logged besides the usual.
+        if std::thread::panicking() {
+            let log = self.log();
+            let notable: Vec<&str> = log.lines().filter(|l| !l.contains(" INFO ")).collect();
+            eprintln!("--- the host's log (but INFO lines):\n{}", notable.join("\n"));
+        }
     }
 }
 
 pub fn host_with(env: &[(&str, &str)]) -> Host {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let mut h = spawn_host(&data, env);
+    let mut h = if on_postgres() {
+        // A database of its own, dropped with the host.
+        let db = Arc::new(ScratchDb::create());
+        let mut cmd = host_command(&data, env);
+        cmd.env("WEBHOOKS_DATABASE_URL", db.url());
+        let mut h = spawn(cmd, &data);
+        h.pg = Some(db);
+        h
+    } else {
+        spawn_host(&data, env)
+    };
     h._tmp = Some(tmp);
     h
 }
@@ -242,9 +419,17 @@ pub fn host() -> Host {
     host_with(&[])
 }
 
-/// Starts the binary on `data` (kept by the caller).
+/// Starts the binary on `data` (kept by the caller); on PostgreSQL, on the
+/// scratch database of that folder.
 pub fn spawn_host(data: &Path, env: &[(&str, &str)]) -> Host {
-    spawn(host_command(data, env), data)
+    let mut cmd = host_command(data, env);
+    let db = on_postgres().then(|| scratch_for(data));
+    if let Some(db) = &db {
+        cmd.env("WEBHOOKS_DATABASE_URL", db.url());
+    }
+    let mut h = spawn(cmd, data);
+    h.pg = db;
+    h
 }
 
 /// The command [`spawn_host`] runs, to adjust before [`spawn`].
@@ -297,18 +482,93 @@ pub fn spawn(mut cmd: Command, data: &Path) -> Host {
         }
     });
     let base = rx.recv_timeout(Duration::from_secs(120)).expect("host printed its address");
-    Host { child, base, data: data.to_owned(), _tmp: None }
+    Host { child, base, data: data.to_owned(), pg: None, _tmp: None }
 }
 
 impl Host {
+    /// The SQLite file itself, for tests that run on SQLite only.
     pub fn db(&self) -> rusqlite::Connection {
+        assert!(self.pg.is_none(), "this test reads the SQLite file: run it without WEBHOOKS_TEST_ENGINE=postgres");
         let c = rusqlite::Connection::open(self.data.join("webhooks.db")).unwrap();
         c.busy_timeout(Duration::from_secs(5)).unwrap();
         c
     }
 
+    /// Every row of `sql` (`?N` parameters), on the engine the host runs on.
+    pub fn rows(&self, sql: &str, args: &[Arg]) -> Vec<Vec<Cell>> {
+        match &self.pg {
+            Some(db) => {
+                use postgres::types::{ToSql, Type};
+                let mut c = db.client();
+                let sql = webhooks_host::storage::postgres::rewrite_placeholders(sql);
+                let params: Vec<Box<dyn ToSql + Sync>> = args
+                    .iter()
+                    .map(|a| -> Box<dyn ToSql + Sync> {
+                        match a {
+                            Arg::Int(i) => Box::new(*i),
+                            Arg::Text(t) => Box::new(t.clone()),
+                        }
+                    })
+                    .collect();
+                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+                let rows = c.query(&sql, &refs).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| match *r.columns()[i].type_() {
+                                Type::INT8 => r.get::<_, Option<i64>>(i).map_or(Cell::Null, Cell::Int),
+                                Type::INT4 => r.get::<_, Option<i32>>(i).map_or(Cell::Null, |v| Cell::Int(v.into())),
+                                Type::BOOL => r.get::<_, Option<bool>>(i).map_or(Cell::Null, |v| Cell::Int(v.into())),
+                                Type::FLOAT8 => r.get::<_, Option<f64>>(i).map_or(Cell::Null, Cell::Real),
+                                Type::BYTEA => r.get::<_, Option<Vec<u8>>>(i).map_or(Cell::Null, Cell::Blob),
+                                _ => r.get::<_, Option<String>>(i).map_or(Cell::Null, Cell::Text),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+            None => {
+                use rusqlite::types::ValueRef;
+                let c = self.db();
+                let mut st = c.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let n = st.column_count();
+                st.query_map(rusqlite::params_from_iter(args), |r| {
+                    (0..n)
+                        .map(|i| {
+                            Ok(match r.get_ref(i)? {
+                                ValueRef::Null => Cell::Null,
+                                ValueRef::Integer(v) => Cell::Int(v),
+                                ValueRef::Real(v) => Cell::Real(v),
+                                ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+                                ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+            }
+        }
+    }
+
+    /// The first row of `sql`; it must have one.
+    pub fn row(&self, sql: &str, args: &[Arg]) -> Vec<Cell> {
+        self.rows(sql, args).into_iter().next().unwrap_or_else(|| panic!("no row: {sql}"))
+    }
+
+    /// The integer in the first column of the first row.
+    pub fn int(&self, sql: &str, args: &[Arg]) -> i64 {
+        self.row(sql, args)[0].int()
+    }
+
+    /// The text in the first column of the first row.
+    pub fn text(&self, sql: &str, args: &[Arg]) -> String {
+        self.row(sql, args)[0].text()
+    }
+
     pub fn count(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+        self.int(sql, &[])
     }
 
     pub fn log(&self) -> String {

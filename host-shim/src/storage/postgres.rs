@@ -5,6 +5,15 @@
 //! `host-info.get-dialect` only where the engines must differ. Here:
 //! - `?N` becomes `$N` ([`rewrite_placeholders`]; quoted text and comments
 //!   are left alone);
+//! - a statement is prepared letting PostgreSQL infer its parameter types;
+//!   where it cannot (SQL written for SQLite's dynamic types: `CASE WHEN ?5
+//!   = 1 …` beside `enabled = ?5`, a `CASE` of `NULL` and `?7`), it is
+//!   prepared again with each parameter declared as its value's own type
+//!   ([`declared_type`]: integer → int8, real → float8, text → text, blob →
+//!   bytea, null → left to infer), as SQLite would take it. What worked is
+//!   remembered for the host's life ([`Prepared`]); inside a transaction the
+//!   first try runs under a savepoint, since a failed statement would abort
+//!   the transaction;
 //! - each WIT value is bound as the type the prepared statement expects
 //!   ([`bind`]: an integer as int2/int4/int8/bool/float/text, a text as
 //!   text/varchar/json, a blob as bytea…), and a value that cannot be one is
@@ -24,12 +33,14 @@
 //!   (or a free pooled connection) is waited on for [`BUSY_TIMEOUT`] before
 //!   `busy`.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use futures_util::{TryStreamExt, pin_mut};
-use postgres_types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use postgres_types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use tokio_postgres::NoTls;
 
 use super::{BUSY_TIMEOUT, MAX_RESULT_BYTES, MAX_ROWS};
@@ -477,10 +488,43 @@ fn pool_err(e: PoolError) -> Error {
     }
 }
 
+/// What the host learnt preparing statements (after
+/// [`rewrite_placeholders`]): those whose parameter types PostgreSQL infers,
+/// and those prepared with declared types because it cannot. Shared by the
+/// host's sessions.
+#[derive(Default)]
+pub struct Learnt {
+    inferred: HashSet<String>,
+    declared: HashSet<String>,
+}
+
+/// [`Learnt`], shared.
+pub type Prepared = Arc<Mutex<Learnt>>;
+
+/// Whether preparing failed only for want of parameter types: inconsistent
+/// or undeterminable types, a mismatch (an untyped `CASE` read as text), no
+/// operator or function for unknown operands.
+fn needs_declared_types(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| ["42P08", "42P18", "42804", "42883", "42725"].contains(&d.code().code()))
+}
+
+/// The type a value has on its own, as SQLite would take it; a null is left
+/// for PostgreSQL to infer (type 0 on the wire: unspecified).
+fn declared_type(v: Option<&Value>) -> Type {
+    match v {
+        Some(Value::Integer(_)) => Type::INT8,
+        Some(Value::Real(_)) => Type::FLOAT8,
+        Some(Value::Text(_)) => Type::TEXT,
+        Some(Value::Blob(_)) => Type::BYTEA,
+        Some(Value::Null) | None => Type::new("unspecified".into(), 0, Kind::Pseudo, "pg_catalog".into()),
+    }
+}
+
 /// One component instance's storage: the shared pool, and the connection its
 /// open transaction holds.
 pub struct Session {
     pool: Pool,
+    learnt: Prepared,
     tx: Option<Tx>,
 }
 
@@ -546,8 +590,8 @@ impl Held<'_> {
 
 impl Session {
     /// A session on the shared pool.
-    pub fn new(pool: Pool) -> Self {
-        Session { pool, tx: None }
+    pub fn new(pool: Pool, learnt: Prepared) -> Self {
+        Session { pool, learnt, tx: None }
     }
 
     async fn held(&mut self) -> Result<Held<'_>, Error> {
@@ -557,15 +601,62 @@ impl Session {
         }
     }
 
-    async fn prepared(c: &Object, sql: &str) -> Result<tokio_postgres::Statement, Error> {
-        c.prepare_cached(&rewrite_placeholders(sql)).await.map_err(map_err)
+    /// Prepares `sql` (cached per connection), with parameter types inferred,
+    /// or declared from `rows` (the first non-null value of each column) when
+    /// inferring fails; see the module comment.
+    async fn prepared(
+        h: &Held<'_>,
+        learnt: &Prepared,
+        sql: &str,
+        rows: &[&[Value]],
+    ) -> Result<tokio_postgres::Statement, Error> {
+        let c = h.client();
+        let text = rewrite_placeholders(sql);
+        let (inferred, declared) =
+            learnt.lock().map(|l| (l.inferred.contains(&text), l.declared.contains(&text))).unwrap_or_default();
+        if inferred {
+            return c.prepare_cached(&text).await.map_err(map_err);
+        }
+        if !declared {
+            // The first try. Inside a transaction under a savepoint: a
+            // statement that fails to prepare aborts the transaction.
+            let in_tx = matches!(h, Held::Tx(_));
+            if in_tx {
+                c.batch_execute("SAVEPOINT webhooks_prepare").await.map_err(map_err)?;
+            }
+            let tried = c.prepare_cached(&text).await;
+            if in_tx {
+                let end = if tried.is_ok() { "" } else { "ROLLBACK TO SAVEPOINT webhooks_prepare; " };
+                c.batch_execute(&format!("{end}RELEASE SAVEPOINT webhooks_prepare")).await.map_err(map_err)?;
+            }
+            match tried {
+                Ok(stmt) => {
+                    if let Ok(mut l) = learnt.lock() {
+                        l.inferred.insert(text);
+                    }
+                    return Ok(stmt);
+                }
+                Err(e) if needs_declared_types(&e) => {
+                    if let Ok(mut l) = learnt.lock() {
+                        l.declared.insert(text.clone());
+                    }
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        let n = rows.first().map_or(0, |r| r.len());
+        let types: Vec<Type> = (0..n)
+            .map(|i| declared_type(rows.iter().filter_map(|r| r.get(i)).find(|v| !matches!(v, Value::Null))))
+            .collect();
+        c.prepare_typed_cached(&text, &types).await.map_err(map_err)
     }
 
     /// Runs one statement; answers rows changed.
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
+        let learnt = self.learnt.clone();
         let mut h = self.held().await?;
         let r = async {
-            let stmt = Self::prepared(h.client(), sql).await?;
+            let stmt = Self::prepared(&h, &learnt, sql, &[params]).await?;
             let args = bind(stmt.params(), params)?;
             h.client().execute_raw(&stmt, args.iter()).await.map_err(map_err)
         }
@@ -575,9 +666,10 @@ impl Session {
 
     /// Runs one statement and collects its rows within the caps.
     pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Error> {
+        let learnt = self.learnt.clone();
         let mut h = self.held().await?;
         let r = async {
-            let stmt = Self::prepared(h.client(), sql).await?;
+            let stmt = Self::prepared(&h, &learnt, sql, &[params]).await?;
             let args = bind(stmt.params(), params)?;
             let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
             let stream = h.client().query_raw(&stmt, args.iter()).await.map_err(map_err)?;
@@ -611,9 +703,11 @@ impl Session {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let learnt = self.learnt.clone();
+        let all: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
         let mut h = self.held().await?;
         let r = async {
-            let stmt = Self::prepared(h.client(), sql).await?;
+            let stmt = Self::prepared(&h, &learnt, sql, &all).await?;
             let mut out = Vec::with_capacity(rows.len());
             for params in rows {
                 let args = bind(stmt.params(), params)?;

@@ -270,20 +270,17 @@ fn a_poison_delivery_is_recorded_as_failed_and_the_others_go_on() {
     let r = Receiver::start();
     h.admin().create("A", &r.url("/ok/a"), "", &["user.created"], true);
     {
-        let db = h.db();
-        let (webhook, created): (i64, i64) =
-            db.query_row("SELECT id, created_at FROM webhooks", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        db.execute(
+        let row = h.row("SELECT id, created_at FROM webhooks", &[]);
+        let (webhook, created) = (row[0].int(), row[1].int());
+        h.execute(
             "INSERT INTO events (id, type, occurred_at, data, raised_at) VALUES ('evt_old', 'user.created', ?1, '{}', 0)",
-            [(LAST_MS + 1) as i64],
-        )
-        .unwrap();
-        db.execute(
+            &[((LAST_MS + 1) as i64).into()],
+        );
+        h.execute(
             "INSERT INTO deliveries (webhook_id, event_id, msg_id, state, attempts, next_attempt_at, created_at) \
              VALUES (?1, 'evt_old', 'msg_old', 'pending', 0, 0, ?2)",
-            [webhook, created],
-        )
-        .unwrap();
+            &[webhook.into(), created.into()],
+        );
     }
     let mut batch: Vec<_> = (0..20)
         .map(|i| json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com", "i": i}}))
@@ -303,12 +300,9 @@ fn a_poison_delivery_is_recorded_as_failed_and_the_others_go_on() {
     };
     eventually(WAIT, "both poison deliveries recorded as failed", || failed() == 2);
     let errors: Vec<String> = h
-        .db()
-        .prepare("SELECT a.error FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.success = 0 ORDER BY d.event_id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+        .rows("SELECT a.error FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.success = 0 ORDER BY d.event_id", &[])
+        .iter()
+        .map(|r| r[0].text())
         .collect();
     assert!(errors[0].contains("past the year 9999"), "{errors:?}");
     assert!(errors[1].contains("failed while building"), "{errors:?}");
@@ -332,32 +326,27 @@ fn a_delivery_that_keeps_trapping_is_quarantined() {
     let h = spawn_host(&data, &[("WEBHOOKS_COMPONENT", component.to_str().unwrap()), schedule]);
     let r = Receiver::start();
     h.admin().create("A", &r.url("/ok/a"), "", &["user.created"], true);
-    let webhook: i64 = h.db().query_row("SELECT id FROM webhooks", [], |r| r.get(0)).unwrap();
+    let webhook = h.int("SELECT id FROM webhooks", &[]);
     let trap = json!({"type": "user.created", "id": "evt_trap", "data": {"id": 1, "email": "ada@example.com", "__hook": "trap-build"}});
     let good = json!({"type": "user.created", "id": "evt_good", "data": {"id": 2, "email": "bob@example.com"}});
     assert_eq!(h.raise_batch(&[trap, good]).0, 202);
     r.wait_for("/ok/a", 1, WAIT);
     let state = || -> (String, i64) {
-        h.db()
-            .query_row("SELECT state, attempts FROM deliveries WHERE event_id = 'evt_trap'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap()
+        let r = h.row("SELECT state, attempts FROM deliveries WHERE event_id = 'evt_trap'", &[]);
+        (r[0].text(), r[1].int())
     };
     eventually(WAIT, "the trapping delivery is ended", || state().0 == "exhausted");
     // Longer than the rest of the schedule: no third attempt comes.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(state(), ("exhausted".to_owned(), 2), "quarantined after its second failed build");
     let errors: Vec<String> = h
-        .db()
-        .prepare(
+        .rows(
             "SELECT a.error FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
              WHERE d.event_id = 'evt_trap' ORDER BY a.attempt_no",
+            &[],
         )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+        .iter()
+        .map(|r| r[0].text())
         .collect();
     assert!(errors[0].contains("failed while building") && !errors[0].contains("quarantined"), "{errors:?}");
     assert!(errors[1].contains("quarantined") && errors[1].contains("Resend"), "{errors:?}");
@@ -368,8 +357,7 @@ fn a_delivery_that_keeps_trapping_is_quarantined() {
         assert!(!e.contains("backtrace") && !e.contains("wasm"), "{e}");
     }
     assert_eq!(r.count_at("/ok/a"), 1, "only the good one was sent");
-    let delivery: i64 =
-        h.db().query_row("SELECT id FROM deliveries WHERE event_id = 'evt_trap'", [], |r| r.get(0)).unwrap();
+    let delivery = h.int("SELECT id FROM deliveries WHERE event_id = 'evt_trap'", &[]);
     let resend = |h: &Host| {
         let r = h
             .api()
@@ -392,8 +380,7 @@ fn a_delivery_that_keeps_trapping_is_quarantined() {
     let (status, body) = resend(&h);
     assert_eq!(status, 200, "{body}");
     r.wait_for("/ok/a", 2, WAIT);
-    let state: String =
-        h.db().query_row("SELECT state FROM deliveries WHERE id = ?1", [delivery], |r| r.get(0)).unwrap();
+    let state = h.text("SELECT state FROM deliveries WHERE id = ?1", &[delivery.into()]);
     assert_eq!(state, "succeeded");
 }
 

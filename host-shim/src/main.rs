@@ -225,13 +225,21 @@ fn resolve(s: Serve) -> anyhow::Result<Resolved> {
     })
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(s) => {
-            let r = resolve(s)?;
+    let done = match cli.command {
+        Command::Serve(s) => resolve(s).and_then(|r| {
             init_logging(r.log_format);
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(r))
+        }),
+    };
+    match done {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming the problem and its causes, never a backtrace
+            // (which `RUST_BACKTRACE` would add to anyhow's own report).
+            let _ = writeln!(std::io::stderr(), "Error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -400,18 +400,27 @@ impl Drop for Host {
 pub fn host_with(env: &[(&str, &str)]) -> Host {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let mut h = if on_postgres() {
-        // A database of its own, dropped with the host.
-        let db = Arc::new(ScratchDb::create());
-        let mut cmd = host_command(&data, env);
-        cmd.env("WEBHOOKS_DATABASE_URL", db.url());
-        let mut h = spawn(cmd, &data);
-        h.pg = Some(db);
-        h
-    } else {
-        spawn_host(&data, env)
-    };
+    let mut h =
+        if on_postgres() { spawn_on(&data, Arc::new(ScratchDb::create()), env) } else { spawn_host(&data, env) };
     h._tmp = Some(tmp);
+    h
+}
+
+/// A host on a scratch PostgreSQL database of its own (dropped with it),
+/// whatever `WEBHOOKS_TEST_ENGINE` says.
+pub fn host_on_postgres(env: &[(&str, &str)]) -> Host {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = spawn_on(&tmp.path().join("data"), Arc::new(ScratchDb::create()), env);
+    h._tmp = Some(tmp);
+    h
+}
+
+/// Starts the binary on `data` with its tables in `db`.
+pub fn spawn_on(data: &Path, db: Arc<ScratchDb>, env: &[(&str, &str)]) -> Host {
+    let mut cmd = host_command(data, env);
+    cmd.env("WEBHOOKS_DATABASE_URL", db.url());
+    let mut h = spawn(cmd, data);
+    h.pg = Some(db);
     h
 }
 
@@ -422,14 +431,10 @@ pub fn host() -> Host {
 /// Starts the binary on `data` (kept by the caller); on PostgreSQL, on the
 /// scratch database of that folder.
 pub fn spawn_host(data: &Path, env: &[(&str, &str)]) -> Host {
-    let mut cmd = host_command(data, env);
-    let db = on_postgres().then(|| scratch_for(data));
-    if let Some(db) = &db {
-        cmd.env("WEBHOOKS_DATABASE_URL", db.url());
+    if on_postgres() {
+        return spawn_on(data, scratch_for(data), env);
     }
-    let mut h = spawn(cmd, data);
-    h.pg = db;
-    h
+    spawn(host_command(data, env), data)
 }
 
 /// The command [`spawn_host`] runs, to adjust before [`spawn`].
@@ -549,6 +554,28 @@ impl Host {
                 .map(Result::unwrap)
                 .collect()
             }
+        }
+    }
+
+    /// Runs one statement (`?N` parameters) on the engine the host runs on;
+    /// answers the rows changed.
+    pub fn execute(&self, sql: &str, args: &[Arg]) -> u64 {
+        match &self.pg {
+            Some(db) => {
+                let sql = webhooks_host::storage::postgres::rewrite_placeholders(sql);
+                let params: Vec<Box<dyn postgres::types::ToSql + Sync>> = args
+                    .iter()
+                    .map(|a| -> Box<dyn postgres::types::ToSql + Sync> {
+                        match a {
+                            Arg::Int(i) => Box::new(*i),
+                            Arg::Text(t) => Box::new(t.clone()),
+                        }
+                    })
+                    .collect();
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+                db.client().execute(&sql, &refs).unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+            None => self.db().execute(sql, rusqlite::params_from_iter(args)).unwrap() as u64,
         }
     }
 

@@ -10,10 +10,12 @@
 //!   = 1 …` beside `enabled = ?5`, a `CASE` of `NULL` and `?7`), it is
 //!   prepared again with each parameter declared as its value's own type
 //!   ([`declared_type`]: integer → int8, real → float8, text → text, blob →
-//!   bytea, null → left to infer), as SQLite would take it. What worked is
-//!   remembered for the host's life ([`Prepared`]); inside a transaction the
-//!   first try runs under a savepoint, since a failed statement would abort
-//!   the transaction;
+//!   bytea, null → left to infer), as SQLite would take it. So is a
+//!   statement where it inferred text for a number or a blob (`SELECT CASE
+//!   … ELSE ?2 END`): SQLite would answer the number. What worked is
+//!   remembered for the host's life ([`Prepared`]); inside a transaction a
+//!   try that may fail runs under a savepoint, since a failed statement
+//!   would abort the transaction;
 //! - each WIT value is bound as the type the prepared statement expects
 //!   ([`bind`]: an integer as int2/int4/int8/bool/float/text, a text as
 //!   text/varchar/json, a blob as bytea…), and a value that cannot be one is
@@ -123,7 +125,8 @@ impl DatabaseUrl {
         if c.get_connect_timeout().is_none() {
             c.connect_timeout(CONNECT_TIMEOUT);
         }
-        let lock = format!("-c lock_timeout={}", BUSY_TIMEOUT.as_millis());
+        // Notices ("relation … already exists, skipping") are not news.
+        let lock = format!("-c lock_timeout={} -c client_min_messages=warning", BUSY_TIMEOUT.as_millis());
         let options = match c.get_options() {
             Some(o) if !o.is_empty() => format!("{o} {lock}"),
             _ => lock,
@@ -603,7 +606,7 @@ impl Session {
 
     /// Prepares `sql` (cached per connection), with parameter types inferred,
     /// or declared from `rows` (the first non-null value of each column) when
-    /// inferring fails; see the module comment.
+    /// inferring fails or reads a number as text; see the module comment.
     async fn prepared(
         h: &Held<'_>,
         learnt: &Prepared,
@@ -612,43 +615,64 @@ impl Session {
     ) -> Result<tokio_postgres::Statement, Error> {
         let c = h.client();
         let text = rewrite_placeholders(sql);
+        let n = rows.first().map_or(0, |r| r.len());
+        let types: Vec<Type> = (0..n)
+            .map(|i| declared_type(rows.iter().filter_map(|r| r.get(i)).find(|v| !matches!(v, Value::Null))))
+            .collect();
         let (inferred, declared) =
             learnt.lock().map(|l| (l.inferred.contains(&text), l.declared.contains(&text))).unwrap_or_default();
-        if inferred {
-            return c.prepare_cached(&text).await.map_err(map_err);
+        if declared {
+            return c.prepare_typed_cached(&text, &types).await.map_err(map_err);
         }
-        if !declared {
-            // The first try. Inside a transaction under a savepoint: a
-            // statement that fails to prepare aborts the transaction.
-            let in_tx = matches!(h, Held::Tx(_));
-            if in_tx {
-                c.batch_execute("SAVEPOINT webhooks_prepare").await.map_err(map_err)?;
-            }
-            let tried = c.prepare_cached(&text).await;
-            if in_tx {
-                let end = if tried.is_ok() { "" } else { "ROLLBACK TO SAVEPOINT webhooks_prepare; " };
-                c.batch_execute(&format!("{end}RELEASE SAVEPOINT webhooks_prepare")).await.map_err(map_err)?;
-            }
-            match tried {
+        let stmt = if inferred {
+            c.prepare_cached(&text).await.map_err(map_err)?
+        } else {
+            match Self::guarded(h, c.prepare_cached(&text)).await? {
                 Ok(stmt) => {
                     if let Ok(mut l) = learnt.lock() {
-                        l.inferred.insert(text);
+                        l.inferred.insert(text.clone());
                     }
-                    return Ok(stmt);
+                    stmt
                 }
                 Err(e) if needs_declared_types(&e) => {
                     if let Ok(mut l) = learnt.lock() {
                         l.declared.insert(text.clone());
                     }
+                    return c.prepare_typed_cached(&text, &types).await.map_err(map_err);
                 }
                 Err(e) => return Err(map_err(e)),
             }
+        };
+        // A number or a blob where PostgreSQL inferred text: declared, it
+        // stays a number, as on SQLite; where PostgreSQL refuses that (a
+        // text column compared with it), the text reading stands.
+        let lost = stmt
+            .params()
+            .iter()
+            .zip(&types)
+            .any(|(inferred, own)| is_text(inferred) && !is_text(own) && own.oid() != 0);
+        if lost && let Ok(Ok(typed)) = Self::guarded(h, c.prepare_typed_cached(&text, &types)).await {
+            return Ok(typed);
         }
-        let n = rows.first().map_or(0, |r| r.len());
-        let types: Vec<Type> = (0..n)
-            .map(|i| declared_type(rows.iter().filter_map(|r| r.get(i)).find(|v| !matches!(v, Value::Null))))
-            .collect();
-        c.prepare_typed_cached(&text, &types).await.map_err(map_err)
+        Ok(stmt)
+    }
+
+    /// Runs `prepare` so that its failure cannot abort the open transaction
+    /// (under a savepoint); answers its own result inside.
+    async fn guarded<T>(
+        h: &Held<'_>,
+        prepare: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<Result<T, tokio_postgres::Error>, Error> {
+        let in_tx = matches!(h, Held::Tx(_));
+        if in_tx {
+            h.client().batch_execute("SAVEPOINT webhooks_prepare").await.map_err(map_err)?;
+        }
+        let tried = prepare.await;
+        if in_tx {
+            let undo = if tried.is_ok() { "" } else { "ROLLBACK TO SAVEPOINT webhooks_prepare; " };
+            h.client().batch_execute(&format!("{undo}RELEASE SAVEPOINT webhooks_prepare")).await.map_err(map_err)?;
+        }
+        Ok(tried)
     }
 
     /// Runs one statement; answers rows changed.

@@ -1,0 +1,378 @@
+//! What is PostgreSQL's own (#12): the start refuses bad database settings
+//! with one line and creates nothing; hosts starting together migrate once;
+//! the schema is SQLite's in PostgreSQL's types; the storage interface maps
+//! values, errors and limits as it does on SQLite; history pages the same.
+//! Every test runs against the real server `.ci/postgres` makes sure of
+//! (`WEBHOOKS_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432`).
+//! The scenarios shared with SQLite (webhooks, deliveries, retries, the API)
+//! run on PostgreSQL from their own files with `WEBHOOKS_TEST_ENGINE=postgres`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::*;
+
+use webhooks_host::bindings::storage::{Error, Value};
+use webhooks_host::storage::postgres::{DatabaseUrl, Session, connect};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Runs `serve` with `database_url` until it exits (it must, within 60 s);
+/// answers its exit success and its stderr.
+fn start_refused(data: &std::path::Path, database_url: &str) -> (bool, String) {
+    let mut cmd: Command = host_command(data, &[]);
+    cmd.env("WEBHOOKS_DATABASE_URL", database_url)
+        .env("WEBHOOKS_CACHE_DIR", concat!(env!("CARGO_TARGET_TMPDIR"), "/cwasm-cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.success(), err);
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("webhooks-host started with database_url={database_url}; it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The one line a refused start prints; nothing else on stderr.
+fn one_line(err: &str) -> &str {
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, not: {err}");
+    lines[0]
+}
+
+#[test]
+fn bad_database_settings_are_refused_at_start_with_one_line_and_nothing_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = postgres_server();
+    // Nothing listens on port 1.
+    let (ok, err) = start_refused(&data, "postgres://postgres@127.0.0.1:1/webhooks");
+    let line = one_line(&err);
+    assert!(!ok);
+    assert!(line.contains("cannot reach the PostgreSQL server at postgres@127.0.0.1:1/webhooks"), "{line}");
+    assert!(line.contains("refused"), "says why: {line}");
+    // A database that does not exist.
+    let missing = format!("webhooks_missing_{}", std::process::id());
+    let (ok, err) = start_refused(&data, &format!("{server}/{missing}"));
+    let line = one_line(&err);
+    assert!(!ok);
+    assert!(line.contains(&format!("the PostgreSQL database \"{missing}\" does not exist")), "{line}");
+    assert!(line.contains(&format!("createdb {missing}")), "says what to do: {line}");
+    // Not a PostgreSQL URL at all.
+    let (ok, err) = start_refused(&data, "mysql://root@127.0.0.1/webhooks");
+    let line = one_line(&err);
+    assert!(!ok);
+    assert!(line.contains("database_url: only postgres:// URLs are supported"), "{line}");
+    // No database was created, and no data folder (keys, cache) either.
+    let mut c = postgres_client("postgres");
+    assert!(c.query("SELECT 1 FROM pg_database WHERE datname = $1", &[&missing]).unwrap().is_empty());
+    assert!(!data.exists(), "a refused start leaves no data folder");
+}
+
+#[test]
+fn a_wrong_password_is_refused_at_start_with_one_line() {
+    // `.ci/postgres` makes this role sign in with its password (scram-sha-256).
+    let db = ScratchDb::create();
+    let mut c = postgres_client("postgres");
+    c.batch_execute(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'webhooks_test_pw') THEN
+             CREATE ROLE webhooks_test_pw LOGIN;
+           END IF;
+         END $$;
+         ALTER ROLE webhooks_test_pw PASSWORD 'the-right-one';",
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let host = postgres_server().replace("postgres://postgres@", "");
+    let (ok, err) = start_refused(&data, &format!("postgres://webhooks_test_pw:a-wrong-one@{host}/{}", db.name));
+    let line = one_line(&err);
+    assert!(!ok);
+    assert!(
+        line.contains("PostgreSQL refused to sign in user \"webhooks_test_pw\"")
+            && line.contains("password authentication failed"),
+        "{line} (is pg_hba.conf set up by .ci/postgres?)"
+    );
+    assert!(!line.contains("a-wrong-one"), "the password is never shown: {line}");
+    assert!(!data.exists(), "a refused start leaves no data folder");
+}
+
+#[test]
+fn a_database_with_a_newer_schema_is_refused_and_left_as_it_was() {
+    let db = Arc::new(ScratchDb::create());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let h = spawn_on(&data, db.clone(), &[]);
+    h.admin().create("Kept", "http://127.0.0.1:9/x", "", &["user.created"], true);
+    drop(h);
+    let mut c = db.client();
+    c.batch_execute("INSERT INTO plugin_schema (version) VALUES (99)").unwrap();
+    let tables = |c: &mut postgres::Client| -> Vec<String> {
+        c.query("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let before = tables(&mut c);
+    let (ok, err) = start_refused(&data, &db.url());
+    let line = one_line(&err);
+    assert!(!ok);
+    assert!(
+        line.contains("the database has schema version 99, newer than this plugin's") && line.contains("upgrade"),
+        "{line}"
+    );
+    assert_eq!(tables(&mut c), before, "nothing created or dropped");
+    let rows = c.query("SELECT name FROM webhooks", &[]).unwrap();
+    assert_eq!(rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(), ["Kept"]);
+}
+
+#[test]
+fn hosts_starting_together_on_one_database_migrate_once() {
+    let db = Arc::new(ScratchDb::create());
+    let tmp = tempfile::tempdir().unwrap();
+    let hosts: Vec<Host> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..3)
+            .map(|i| {
+                let (db, data) = (db.clone(), tmp.path().join(format!("node{i}")));
+                s.spawn(move || spawn_on(&data, db, &[]))
+            })
+            .collect();
+        starts.into_iter().map(|t| t.join().expect("every node started")).collect()
+    });
+    let versions: Vec<i32> =
+        db.client().query("SELECT version FROM plugin_schema", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(versions.len(), 1, "one migration recorded: {versions:?}");
+    // Each node works on the same tables.
+    hosts[0].admin().create("Shared", "http://127.0.0.1:9/x", "", &["user.created"], true);
+    for h in &hosts {
+        let (s, page) = h.admin().get(MOUNT);
+        assert_eq!(s, 200);
+        assert!(page.contains("Shared"), "every node sees the webhook");
+    }
+}
+
+/// A SQLite column type as its PostgreSQL counterpart in the baseline.
+fn pg_type_of(table: &str, column: &str, sqlite: &str) -> &'static str {
+    match (table, column, sqlite) {
+        ("plugin_schema", "version", "INTEGER") => "integer",
+        (_, _, "INTEGER") => "bigint",
+        (_, _, "TEXT") => "text",
+        (_, _, "BLOB") => "bytea",
+        other => panic!("a SQLite type without a PostgreSQL counterpart: {other:?}"),
+    }
+}
+
+#[test]
+fn the_postgres_schema_is_the_sqlite_schema_in_postgres_types() {
+    // A later migration added to one engine only would show here.
+    let tmp = tempfile::tempdir().unwrap();
+    let sqlite = spawn(host_command(&tmp.path().join("data"), &[]), &tmp.path().join("data"));
+    assert!(sqlite.pg.is_none());
+    let pg = host_on_postgres(&[]);
+    let db = sqlite.db();
+    // Per table, per column: the type, and whether NULL is refused (a
+    // primary key refuses it on both engines, whatever SQLite's pragma says).
+    let mut expected: BTreeMap<String, BTreeMap<String, (String, bool)>> = BTreeMap::new();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for t in &tables {
+        let cols: Vec<(String, String, bool, i64)> = db
+            .prepare(&format!("SELECT name, type, \"notnull\", pk FROM pragma_table_info('{t}')"))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        expected.insert(
+            t.clone(),
+            cols.into_iter()
+                .map(|(c, ty, nn, pk)| (c.clone(), (pg_type_of(t, &c, &ty).to_owned(), nn || pk > 0)))
+                .collect(),
+        );
+    }
+    let mut found: BTreeMap<String, BTreeMap<String, (String, bool)>> = BTreeMap::new();
+    for r in pg
+        .pg
+        .as_ref()
+        .unwrap()
+        .client()
+        .query(
+            "SELECT table_name::text, column_name::text, data_type::text, is_nullable = 'NO' \
+             FROM information_schema.columns WHERE table_schema = 'public'",
+            &[],
+        )
+        .unwrap()
+    {
+        found.entry(r.get(0)).or_default().insert(r.get(1), (r.get(2), r.get(3)));
+    }
+    assert_eq!(found, expected);
+    let index_names = |names: Vec<String>| -> BTreeSet<String> { names.into_iter().collect() };
+    let sqlite_indexes = index_names(
+        db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect(),
+    );
+    let pg_indexes = index_names(
+        pg.pg
+            .as_ref()
+            .unwrap()
+            .client()
+            .query(
+                "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' \
+                 AND indexname NOT LIKE '%\\_pkey' AND indexname NOT LIKE '%\\_key'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    );
+    assert_eq!(pg_indexes, sqlite_indexes);
+    let version = |h: &Host| h.int("SELECT MAX(version) FROM plugin_schema", &[]);
+    assert_eq!(version(&pg), version(&sqlite), "the same schema version");
+}
+
+/// The storage interface on a real server, as `storage.rs`'s tests check it on SQLite.
+#[test]
+fn storage_maps_values_errors_and_limits_as_on_sqlite() {
+    let db = ScratchDb::create();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let url = DatabaseUrl::parse(&db.url()).unwrap();
+        let pool = connect(&url).await.unwrap();
+        let mut s = Session::new(pool.clone(), Default::default());
+        let mut other = Session::new(pool, Default::default());
+        s.execute_batch(
+            "CREATE TABLE t (a BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, b TEXT UNIQUE, c DOUBLE PRECISION, \
+             d BYTEA, e INTEGER, f SMALLINT, g BOOLEAN, h VARCHAR(10))",
+        )
+        .await
+        .unwrap();
+        // Each value bound as its column's type; read back as SQLite gives it.
+        let n = s
+            .execute(
+                "INSERT INTO t (b, c, d, e, f, g, h) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                &[
+                    Value::Text("x".into()),
+                    Value::Real(1.5),
+                    Value::Blob(vec![0, 1, 255]),
+                    Value::Integer(7),
+                    Value::Integer(-3),
+                    Value::Integer(1),
+                    Value::Text("short".into()),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let r = s.query("SELECT a, b, c, d, e, f, g, h, NULL, SUM(e) OVER () FROM t", &[]).await.unwrap();
+        assert_eq!(r.columns[..4], ["a", "b", "c", "d"]);
+        let row = &r.rows[0];
+        assert!(matches!(row[0], Value::Integer(1)));
+        assert!(matches!(&row[1], Value::Text(t) if t == "x"));
+        assert!(matches!(row[2], Value::Real(v) if v == 1.5));
+        assert!(matches!(&row[3], Value::Blob(b) if b == &[0, 1, 255]));
+        assert!(matches!((&row[4], &row[5], &row[6]), (Value::Integer(7), Value::Integer(-3), Value::Integer(1))));
+        assert!(matches!(&row[7], Value::Text(t) if t == "short"));
+        assert!(matches!(row[8], Value::Null));
+        assert!(matches!(row[9], Value::Integer(7)), "a numeric SUM reads as an integer");
+        // Parameters PostgreSQL cannot type alone, as SQLite code writes them.
+        let r = s
+            .query("SELECT CASE WHEN ?1 = 1 THEN NULL ELSE ?2 END, ?1 + 1", &[Value::Integer(0), Value::Integer(5)])
+            .await
+            .unwrap();
+        assert!(matches!((&r.rows[0][0], &r.rows[0][1]), (Value::Integer(5), Value::Integer(1))), "{:?}", r.rows);
+        // Errors the component can act on.
+        let dup = s.execute("INSERT INTO t (b) VALUES (?1)", &[Value::Text("x".into())]).await;
+        assert!(matches!(dup, Err(Error::Constraint(ref m)) if m.contains("unique")), "{dup:?}");
+        assert!(matches!(s.query("SELEC nonsense", &[]).await, Err(Error::InvalidStatement(_))));
+        assert!(matches!(s.execute("INSERT INTO t (b) VALUES (?1)", &[]).await, Err(Error::InvalidStatement(_))));
+        let small = s.execute("INSERT INTO t (f) VALUES (?1)", &[Value::Integer(70_000)]).await;
+        assert!(matches!(small, Err(Error::InvalidStatement(ref m)) if m.contains("?1")), "{small:?}");
+        let wrong = s.execute("INSERT INTO t (e) VALUES (?1)", &[Value::Blob(vec![1])]).await;
+        assert!(matches!(wrong, Err(Error::InvalidStatement(ref m)) if m.contains("?1")), "{wrong:?}");
+        // A transaction left open is rolled back at the end of the call.
+        s.begin().await.unwrap();
+        assert!(matches!(s.begin().await, Err(Error::InvalidStatement(_))), "no nested begin");
+        s.execute("INSERT INTO t (b) VALUES ('in-tx')", &[]).await.unwrap();
+        assert!(s.end_call().await);
+        let count = |r: webhooks_host::bindings::storage::Rows| match r.rows[0][0] {
+            Value::Integer(n) => n,
+            _ => panic!("a count"),
+        };
+        assert_eq!(count(s.query("SELECT COUNT(*) FROM t WHERE b = 'in-tx'", &[]).await.unwrap()), 0);
+        assert!(!s.end_call().await);
+        // A transaction whose statement failed is not committed.
+        s.begin().await.unwrap();
+        s.execute("INSERT INTO t (b) VALUES ('kept?')", &[]).await.unwrap();
+        assert!(s.execute("INSERT INTO t (b) VALUES ('x')", &[]).await.is_err());
+        assert!(matches!(s.commit().await, Err(Error::InvalidStatement(_))));
+        assert_eq!(count(s.query("SELECT COUNT(*) FROM t WHERE b = 'kept?'", &[]).await.unwrap()), 0);
+        // Writers take turns: a second transaction waits for the first's
+        // lock, and past the lock timeout answers busy.
+        s.begin().await.unwrap();
+        let t = Instant::now();
+        assert!(matches!(other.begin().await, Err(Error::Busy)));
+        assert!(t.elapsed() >= Duration::from_secs(4), "waited for the lock first");
+        s.commit().await.unwrap();
+        other.begin().await.unwrap();
+        other.commit().await.unwrap();
+        // The caps.
+        let big = s.query("SELECT generate_series(1, ?1)", &[Value::Integer(100_005)]).await;
+        assert!(matches!(big, Err(Error::TooLarge)));
+        let wide = s.query("SELECT repeat('x', 1048576) FROM generate_series(1, 40)", &[]).await;
+        assert!(matches!(wide, Err(Error::TooLarge)));
+    });
+}
+
+#[test]
+fn history_pages_on_postgres_as_on_sqlite() {
+    let h = host_on_postgres(&[("WEBHOOKS_RETRY_SCHEDULE", "0s")]);
+    let r = Receiver::start();
+    let a = h.admin();
+    a.create("Paged", &r.url("/status/500/p"), "", &["user.created"], true);
+    let id = h.int("SELECT id FROM webhooks WHERE name = 'Paged'", &[]);
+    let events: Vec<_> = (0..30)
+        .map(|i| json!({"type": "user.created", "id": format!("evt-{i}"), "data": {"id": i + 1, "email": "ada@example.com"}}))
+        .collect();
+    assert_eq!(h.raise_batch(&events).0, 202);
+    eventually(WAIT, "30 attempts", || h.count("SELECT COUNT(*) FROM attempts") == 30);
+    let (s, first) = a.get(&format!("{MOUNT}/{id}/history"));
+    assert_eq!(s, 200);
+    assert!(first.contains("1–25 of 30"), "position on the first page");
+    let older = first.split("rel=\"next\"").next().unwrap().rsplit("href=\"").next().unwrap();
+    let older = older.split('"').next().unwrap().replace("&amp;", "&").replace("&#38;", "&");
+    assert!(older.contains("before="), "{older}");
+    let (s, second) = a.get(&older);
+    assert_eq!(s, 200);
+    assert!(second.contains("26–30 of 30"), "the older page");
+    assert!(!second.contains("rel=\"next\""), "nothing older");
+    // Filters read the same: all failed, none succeeded.
+    let (_, failed) = a.get(&format!("{MOUNT}/{id}/history?status=failed"));
+    assert!(failed.contains("1–25 of 30"));
+    let (_, ok) = a.get(&format!("{MOUNT}/{id}/history?status=success"));
+    assert!(ok.contains("0 in all"), "no successes");
+}

@@ -166,6 +166,8 @@ pub fn map_err(e: rusqlite::Error) -> Error {
 
 /// Where every instance's storage comes from: the SQLite file, or the pool
 /// of PostgreSQL connections the instances share.
+// One per host, made once: no gain in boxing the larger variant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Backend {
     /// `<data>/webhooks.db`, one connection per instance.

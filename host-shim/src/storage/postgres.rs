@@ -567,6 +567,8 @@ impl Tx {
 }
 
 /// The connection a statement runs on: the transaction's, or one of its own.
+// A short-lived value on the stack of one statement: no gain in boxing.
+#[allow(clippy::large_enum_variant)]
 enum Held<'a> {
     Tx(&'a mut Tx),
     Own(Object),

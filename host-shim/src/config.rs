@@ -303,6 +303,14 @@ mod tests {
         assert!(s.data_dir.unwrap().ends_with("docs/./data"));
         assert_eq!(parse_schedule(&s.retry_schedule.unwrap().joined()).unwrap().len(), 8);
         assert_eq!(s.durability, Some(Durability::Normal));
+        assert_eq!(s.database_url, None, "SQLite unless the operator asks");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pg.toml");
+        std::fs::write(&p, "database_url = \"postgres://hooks@127.0.0.1/webhooks\"\n").unwrap();
+        assert_eq!(
+            FileSettings::load(&p).unwrap().database_url.as_deref(),
+            Some("postgres://hooks@127.0.0.1/webhooks")
+        );
     }
 
     #[test]

@@ -831,6 +831,21 @@ mod tests {
     }
 
     #[test]
+    fn urls_are_checked_and_never_shown_with_their_password() {
+        let u = DatabaseUrl::parse("postgres://hooks:s3cret@db.internal:6543/webhooks").unwrap();
+        assert_eq!(u.describe(), "hooks@db.internal:6543/webhooks");
+        assert!(!format!("{u:?}").contains("s3cret"));
+        assert!(DatabaseUrl::parse("postgresql://hooks@127.0.0.1/webhooks").is_ok());
+        for bad in ["sqlite:///tmp/x.db", "/var/lib/webhooks.db", "mysql://root@h/db"] {
+            assert!(DatabaseUrl::parse(bad).unwrap_err().contains("only postgres:// URLs"), "{bad}");
+        }
+        assert!(DatabaseUrl::parse("postgres://hooks@127.0.0.1").unwrap_err().contains("names no database"));
+        assert!(
+            DatabaseUrl::parse("postgres://hooks@127.0.0.1:notaport/db").unwrap_err().contains("not a PostgreSQL URL")
+        );
+    }
+
+    #[test]
     fn numerics_read_as_integers_when_whole() {
         // 123456789 = [1, 2345, 6789] base 10,000, weight 2, scale 0.
         let mut raw = vec![];

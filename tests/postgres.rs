@@ -348,15 +348,31 @@ fn storage_maps_values_errors_and_limits_as_on_sqlite() {
         assert!(matches!(small, Err(Error::InvalidStatement(ref m)) if m.contains("?1")), "{small:?}");
         let wrong = s.execute("INSERT INTO t (e) VALUES (?1)", &[Value::Blob(vec![1])]).await;
         assert!(matches!(wrong, Err(Error::InvalidStatement(ref m)) if m.contains("?1")), "{wrong:?}");
+        let count = |r: webhooks_host::bindings::storage::Rows| match r.rows[0][0] {
+            Value::Integer(n) => n,
+            _ => panic!("a count"),
+        };
+        // Many rows in one crossing, inside a transaction (pipelined) and out.
+        s.begin().await.unwrap();
+        let rows: Vec<Vec<Value>> =
+            (0..300).map(|i| vec![Value::Text(format!("many-{i}")), Value::Integer(i)]).collect();
+        let n = s.execute_many("INSERT INTO t (b, e) VALUES (?1, ?2)", &rows).await.unwrap();
+        assert_eq!(n, vec![1; 300]);
+        s.commit().await.unwrap();
+        let again = s.execute_many("UPDATE t SET e = ?2 WHERE b = ?1", &rows[..3]).await.unwrap();
+        assert_eq!(again, [1, 1, 1]);
+        // A failing row inside a transaction: the error, and nothing of it kept.
+        s.begin().await.unwrap();
+        let clash = vec![vec![Value::Text("fresh".into()), Value::Integer(1)], rows[5].clone()];
+        let r = s.execute_many("INSERT INTO t (b, e) VALUES (?1, ?2)", &clash).await;
+        assert!(matches!(r, Err(Error::Constraint(_))), "{r:?}");
+        s.rollback().await;
+        assert_eq!(count(s.query("SELECT COUNT(*) FROM t WHERE b = 'fresh'", &[]).await.unwrap()), 0);
         // A transaction left open is rolled back at the end of the call.
         s.begin().await.unwrap();
         assert!(matches!(s.begin().await, Err(Error::InvalidStatement(_))), "no nested begin");
         s.execute("INSERT INTO t (b) VALUES ('in-tx')", &[]).await.unwrap();
         assert!(s.end_call().await);
-        let count = |r: webhooks_host::bindings::storage::Rows| match r.rows[0][0] {
-            Value::Integer(n) => n,
-            _ => panic!("a count"),
-        };
         assert_eq!(count(s.query("SELECT COUNT(*) FROM t WHERE b = 'in-tx'", &[]).await.unwrap()), 0);
         assert!(!s.end_call().await);
         // A transaction whose statement failed is not committed.

@@ -724,7 +724,10 @@ impl Session {
     }
 
     /// Runs one statement once per parameter row; answers rows changed by
-    /// each. Stops at the first error.
+    /// each. Stops at the first error. Inside a transaction the runs are
+    /// pipelined (sent without waiting for each answer: a step's hundreds of
+    /// rows cost a round trip or so, not one each); a failure aborts the
+    /// transaction there, so nothing after it takes effect either.
     pub async fn execute_many(&mut self, sql: &str, rows: &[Vec<Value>]) -> Result<Vec<u64>, Error> {
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -734,6 +737,11 @@ impl Session {
         let mut h = self.held().await?;
         let r = async {
             let stmt = Self::prepared(&h, &learnt, sql, &all).await?;
+            if matches!(h, Held::Tx(_)) {
+                let binds = rows.iter().map(|p| bind(stmt.params(), p)).collect::<Result<Vec<_>, _>>()?;
+                let runs = binds.iter().map(|args| h.client().execute_raw(&stmt, args.iter()));
+                return futures_util::future::try_join_all(runs).await.map_err(map_err);
+            }
             let mut out = Vec::with_capacity(rows.len());
             for params in rows {
                 let args = bind(stmt.params(), params)?;

@@ -5,7 +5,7 @@ use askama::Template;
 
 use crate::catalog;
 use crate::host::{DbError, Host, Level};
-use crate::outbox::{self, Outcome, rfc3339};
+use crate::outbox::{self, DeliveryState, Outcome, rfc3339};
 use crate::signing;
 use crate::store::{self, HistoryCursor, HistoryFilter, Webhook};
 use crate::webhook::{self, FieldError, Input};
@@ -754,6 +754,9 @@ struct TryView {
 
 struct DeliveryView {
     d: store::DeliveryDetail,
+    /// The state in words: a test send is one attempt the admin asked for,
+    /// so it reads "test failed", never "exhausted" (it gave up on nothing).
+    state_label: String,
     payload_pretty: String,
     occurred: When,
     next: Option<When>,
@@ -763,7 +766,17 @@ struct DeliveryView {
 impl DeliveryView {
     fn new(d: &store::DeliveryDetail, now: u64) -> Self {
         let payload_pretty = outbox::payload_pretty(&d.event_type, d.occurred_at, &d.data);
+        let state_label = if d.event_type == catalog::TEST_EVENT {
+            match d.state {
+                DeliveryState::Succeeded => "test succeeded".to_owned(),
+                DeliveryState::Exhausted => "test failed".to_owned(),
+                s => format!("test {}", s.as_str()),
+            }
+        } else {
+            d.state.as_str().to_owned()
+        };
         DeliveryView {
+            state_label,
             payload_pretty,
             occurred: When::new(d.occurred_at, now),
             next: d.next_attempt_at.filter(|_| d.state.is_waiting()).map(|t| When::new(t, now)),

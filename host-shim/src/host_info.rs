@@ -46,7 +46,7 @@ impl wit::Host for HostInfo<'_> {
             per_webhook_concurrency: c.per_webhook_concurrency,
         }
     }
-    async fn check_destination(&mut self, url: String) -> Result<(), String> {
-        self.egress.policy().check_url(&url).map_err(|e| e.detail)
+    async fn check_destination(&mut self, url: String) -> Result<(), wit::Refused> {
+        self.egress.policy().check_url(&url)
     }
 }

@@ -22,7 +22,9 @@ use std::collections::VecDeque;
 
 use rusqlite::{Connection, ErrorCode, params_from_iter};
 
-use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Ticket, Value};
+use crate::host::{
+    DbError, Host, Level, OutRequest, OutResponse, Refused, RefusedKind, Rows, Sent, Settings, Ticket, Value,
+};
 
 /// 2023-11-14T22:13:20Z: the clock's start.
 pub const T0: u64 = 1_700_000_000_000;
@@ -70,7 +72,7 @@ pub struct TestHost {
     rng: Cell<u64>,
     scripted_random: RefCell<VecDeque<Vec<u8>>>,
     settings: RefCell<Settings>,
-    refused: RefCell<Vec<(String, String)>>,
+    refused: RefCell<Vec<(String, Refused)>>,
     responder: RefCell<Responder>,
     on_wait: RefCell<Option<WaitHook>>,
     next_ticket: Cell<Ticket>,
@@ -157,9 +159,10 @@ impl TestHost {
         self.script_random((u32::MAX / 2).to_le_bytes().to_vec());
     }
 
-    /// The egress policy refuses URLs starting with `prefix`.
-    pub fn refuse(&self, prefix: &str, reason: &str) {
-        self.refused.borrow_mut().push((prefix.to_owned(), reason.to_owned()));
+    /// The egress policy refuses URLs starting with `prefix` as `kind`.
+    pub fn refuse(&self, prefix: &str, kind: RefusedKind) {
+        let detail = format!("refused by the egress policy: {prefix}… ({kind:?})");
+        self.refused.borrow_mut().push((prefix.to_owned(), Refused { kind, detail }));
     }
 
     /// Every request from now on comes to what `f` says.
@@ -368,9 +371,9 @@ impl Host for TestHost {
         self.open(sealed)
     }
 
-    fn check_destination(&self, url: &str) -> Result<(), String> {
+    fn check_destination(&self, url: &str) -> Result<(), Refused> {
         match self.refused.borrow().iter().find(|(prefix, _)| url.starts_with(prefix.as_str())) {
-            Some((_, reason)) => Err(reason.clone()),
+            Some((_, refused)) => Err(refused.clone()),
             None => Ok(()),
         }
     }

@@ -205,17 +205,17 @@ pub fn load(host: &dyn Host, webhook_id: i64, now: u64) -> Result<Health, DbErro
 const PRUNE_BATCH: u32 = 2000;
 const PRUNE_ROUNDS: u32 = 50;
 
+/// One batch of rollup rows of hours before `?1`.
+pub(crate) const PRUNE_SQL: &str = "DELETE FROM attempt_rollups WHERE (webhook_id, hour, bucket) IN (\
+     SELECT webhook_id, hour, bucket FROM attempt_rollups WHERE hour < ?1 LIMIT ?2)";
+
 /// Deletes the rollups of hours that ended by `cutoff` (the history
 /// retention's), in short batches on `attempt_rollups_by_hour`; answers how
 /// many rows went.
 pub fn prune(host: &dyn Host, cutoff: u64) -> Result<u64, DbError> {
     let mut pruned = 0;
     for _ in 0..PRUNE_ROUNDS {
-        let n = host.execute(
-            "DELETE FROM attempt_rollups WHERE (webhook_id, hour, bucket) IN (\
-               SELECT webhook_id, hour, bucket FROM attempt_rollups WHERE hour < ?1 LIMIT ?2)",
-            &[hour_of(cutoff).into(), PRUNE_BATCH.into()],
-        )?;
+        let n = host.execute(PRUNE_SQL, &[hour_of(cutoff).into(), PRUNE_BATCH.into()])?;
         pruned += n;
         if n < u64::from(PRUNE_BATCH) {
             break;
@@ -272,15 +272,19 @@ pub fn hour_text(ms: u64) -> String {
 // ---------------------------------------------------------------- view
 
 /// The chart's coordinate space (the SVG scales it to the page): plot area
-/// x from `X0` to `X1`; the success panel from `OK_TOP`, the latency panel
-/// from `LAT_TOP`, each `PANEL_H` high.
+/// x from `X0` to `X1`; the success panel `OK_H` high from `OK_TOP`, the
+/// latency panel `LAT_H` high from `LAT_TOP`. Text is 11 units (webhooks.css),
+/// about 9 px on a 360 px screen.
 const VIEW_W: f64 = 360.0;
-const VIEW_H: f64 = 172.0;
-const X0: f64 = 38.0;
+const VIEW_H: f64 = 182.0;
+const X0: f64 = 46.0;
 const X1: f64 = 356.0;
-const OK_TOP: f64 = 14.0;
-const LAT_TOP: f64 = 92.0;
-const PANEL_H: f64 = 56.0;
+const OK_TOP: f64 = 16.0;
+const OK_H: f64 = 56.0;
+const LAT_TOP: f64 = 98.0;
+const LAT_H: f64 = 64.0;
+/// Half the width of the widest x label ("Nov 28" at the chart's font size).
+const EDGE: f64 = 20.0;
 
 /// Rounds a coordinate for the page (two decimals are well below a pixel).
 fn c(v: f64) -> String {
@@ -290,7 +294,7 @@ fn c(v: f64) -> String {
 
 /// The y of latency bucket `b`'s upper bound in the latency panel.
 fn lat_y(b: usize) -> f64 {
-    LAT_TOP + PANEL_H - (b as f64 + 1.0) / BUCKETS as f64 * PANEL_H
+    LAT_TOP + LAT_H - (b as f64 + 1.0) / BUCKETS as f64 * LAT_H
 }
 
 /// One hour or day, as the template shows it.
@@ -329,6 +333,9 @@ pub struct LatMark {
 pub struct Tick {
     pub at: String,
     pub text: String,
+    /// `middle` under its slot; `end` at the right edge, so the last label
+    /// (today's) is not cut off.
+    pub anchor: &'static str,
 }
 
 /// One period (24 hours or 30 days) as the template shows it.
@@ -350,6 +357,9 @@ pub struct PeriodView {
     pub view_box: String,
     pub x0: String,
     pub x1: String,
+    /// Baselines of the two panels' titles.
+    pub ok_title_y: String,
+    pub lat_title_y: String,
     pub ok_top: String,
     pub ok_bottom: String,
     pub lat_top: String,
@@ -435,10 +445,10 @@ fn period(
         .enumerate()
         .map(|(i, s)| {
             let x = X0 + i as f64 * slot_w + (slot_w - bar_w) / 2.0;
-            let ok_h = if s.attempts == 0 { 0.0 } else { s.successes as f64 / s.attempts as f64 * PANEL_H };
-            let bottom = OK_TOP + PANEL_H;
+            let ok_h = if s.attempts == 0 { 0.0 } else { s.successes as f64 / s.attempts as f64 * OK_H };
+            let bottom = OK_TOP + OK_H;
             let ok = (s.successes > 0).then(|| (c(bottom - ok_h), c(ok_h)));
-            let bad = (s.failures() > 0).then(|| (c(OK_TOP), c(PANEL_H - ok_h)));
+            let bad = (s.failures() > 0).then(|| (c(OK_TOP), c(OK_H - ok_h)));
             let lat = s.percentile(50).zip(s.percentile(95)).map(|(p50, p95)| LatMark {
                 cx: c(x + bar_w / 2.0),
                 y50: c(lat_y(p50)),
@@ -483,11 +493,15 @@ fn period(
         .iter()
         .enumerate()
         .filter(|(_, s)| ticked(s.start_ms))
-        .map(|(i, s)| Tick { at: c(X0 + (i as f64 + 0.5) * slot_w), text: label(s.start_ms) })
+        .map(|(i, s)| {
+            let at = X0 + (i as f64 + 0.5) * slot_w;
+            let (at, anchor) = if at + EDGE > VIEW_W { (X1, "end") } else { (at, "middle") };
+            Tick { at: c(at), text: label(s.start_ms), anchor }
+        })
         .collect();
     let lat_ticks = [3usize, 6, 9, 12]
         .iter()
-        .map(|b| Tick { at: c(lat_y(*b)), text: latency_text(*b).trim_start_matches("≤ ").to_owned() })
+        .map(|b| Tick { at: c(lat_y(*b)), text: latency_text(*b).trim_start_matches("≤ ").to_owned(), anchor: "end" })
         .collect();
     let unit_word = if span_ms == HOUR_MS { "hour" } else { "day" };
     let empty = total.attempts == 0;
@@ -536,13 +550,15 @@ fn period(
         slots: views,
         x_ticks,
         lat_ticks,
+        ok_title_y: c(OK_TOP - 5.0),
+        lat_title_y: c(LAT_TOP - 5.0),
         view_box: format!("0 0 {} {}", c(VIEW_W), c(VIEW_H)),
         x0: c(X0),
         x1: c(X1),
         ok_top: c(OK_TOP),
-        ok_bottom: c(OK_TOP + PANEL_H),
+        ok_bottom: c(OK_TOP + OK_H),
         lat_top: c(LAT_TOP),
-        lat_bottom: c(LAT_TOP + PANEL_H),
+        lat_bottom: c(LAT_TOP + LAT_H),
         label_x: c(X0 - 4.0),
         axis_y: c(VIEW_H - 4.0),
     }

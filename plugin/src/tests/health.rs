@@ -64,14 +64,18 @@ fn part<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
 }
 
 /// The cells of one row (`attempts`, `succeeded`, `rate`, `p50`, `p95`) of
-/// a period's table (`hours`, `days`).
+/// a period's table (`hours`, `days`), oldest first as in the chart (the
+/// table shows the newest first).
 fn cells(html: &str, period: &str, row: &str) -> Vec<String> {
     let table = part(html, &format!("id=\"wh-health-table-{period}\""), "</table>");
     let tr = part(table, &format!("data-row=\"{row}\""), "</tr>");
-    tr.split("<td>").skip(1).map(|c| c[..c.find("</td>").unwrap()].to_owned()).collect()
+    let mut v: Vec<String> = tr.split("<td>").skip(1).map(|c| c[..c.find("</td>").unwrap()].to_owned()).collect();
+    v.reverse();
+    v
 }
 
-/// The column headings of a period's table, after the first.
+/// The column headings of a period's table after the first, as the table
+/// shows them (newest first).
 fn headings(html: &str, period: &str) -> Vec<String> {
     let table = part(html, &format!("id=\"wh-health-table-{period}\""), "</thead>");
     table.split("<time ").skip(1).map(|c| c[c.find('>').unwrap() + 1..c.find("</time>").unwrap()].to_owned()).collect()
@@ -140,7 +144,8 @@ fn known_attempts_give_exact_hourly_counts_rates_and_percentiles() {
     let html = page(&h, 1);
     let hours = headings(&html, "hours");
     assert_eq!(hours.len(), 24);
-    assert_eq!((hours[0].as_str(), hours[22].as_str(), hours[23].as_str()), ("10:00", "08:00", "09:00"));
+    assert_eq!((hours[0].as_str(), hours[1].as_str(), hours[23].as_str()), ("09:00", "08:00", "10:00"), "newest first");
+    assert!(html.contains("<th scope=\"col\">Hour (UTC)</th>"));
     let (old, eight, now) = (0, 22, 23);
     assert_eq!(cells(&html, "hours", "attempts"), row(24, "0", &[(old, "2"), (eight, "10"), (now, "5")]));
     assert_eq!(cells(&html, "hours", "succeeded"), row(24, "0", &[(old, "1"), (eight, "10"), (now, "3")]));
@@ -159,16 +164,16 @@ fn known_attempts_give_exact_hourly_counts_rates_and_percentiles() {
     assert_eq!(svg.matches("class=\"wh-chart-bad\"").count(), 2);
     assert_eq!(svg.matches("class=\"wh-chart-p50\"").count(), 3);
     assert_eq!(svg.matches("class=\"wh-chart-p95\"").count(), 3);
-    // This hour: 60 % of the 56-unit panel is green, from its bottom (70) up;
+    // This hour: 60 % of the 56-unit panel is green, from its bottom (72) up;
     // p50 in bucket 3 (≤10 ms) and p95 in bucket 5 (≤50 ms) of 16 on the
-    // latency panel (92 to 148).
+    // latency panel (98 to 162).
     let slot = part(svg, "data-start=\"2026-11-28T09:00:00Z\"", "</g>");
     assert!(slot.contains("60%") && slot.contains("5 attempts, 3 succeeded"), "{slot}");
-    assert!(slot.contains("class=\"wh-chart-ok\" x=") && slot.contains("y=\"36.4\" width="), "{slot}");
+    assert!(slot.contains("class=\"wh-chart-ok\" x=") && slot.contains("y=\"38.4\" width="), "{slot}");
     assert!(slot.contains("height=\"33.6\""), "{slot}");
     assert!(slot.contains("height=\"22.4\""), "{slot}");
-    assert!(slot.contains("cy=\"134\""), "p50 at 148 − 4/16 × 56: {slot}");
-    assert!(slot.contains("y1=\"127\" y2=\"127\""), "p95 at 148 − 6/16 × 56: {slot}");
+    assert!(slot.contains("cy=\"146\""), "p50 at 162 − 4/16 × 64: {slot}");
+    assert!(slot.contains("y1=\"138\" y2=\"138\""), "p95 at 162 − 6/16 × 64: {slot}");
     // Its accessible name sums the period up, worst hour included.
     assert!(
         svg.contains(
@@ -185,7 +190,9 @@ fn known_attempts_give_exact_daily_counts_rates_and_percentiles() {
     let html = page(&h, 1);
     let days = headings(&html, "days");
     assert_eq!(days.len(), 30);
-    assert_eq!((days[0].as_str(), days[28].as_str(), days[29].as_str()), ("Oct 30", "Nov 27", "Nov 28"));
+    assert_eq!((days[0].as_str(), days[1].as_str(), days[29].as_str()), ("Nov 28", "Nov 27", "Oct 30"), "newest first");
+    // Today's label ends at the chart's right edge, whole.
+    assert!(chart(&html, "days").contains("<text x=\"356\" y=\"178\" text-anchor=\"end\">Nov 28</text>"));
     let (first, yesterday, today) = (0, 28, 29);
     assert_eq!(cells(&html, "days", "attempts"), row(30, "0", &[(first, "3"), (yesterday, "3"), (today, "15")]));
     assert_eq!(cells(&html, "days", "succeeded"), row(30, "0", &[(first, "3"), (yesterday, "2"), (today, "13")]));
@@ -287,6 +294,7 @@ fn rollups_are_pruned_with_the_history_and_the_webhook() {
     }
     let p = outbox::maintain(&h).unwrap();
     assert_eq!((p.attempts, p.rollups), (2, 2), "{p:?}");
+    assert!(page(&h, w).contains("History is kept for 2 days, so older days show nothing."));
     let hours = |h: &TestHost| -> Vec<i64> { rollups(h).iter().map(|r| crate::host::Row(r).i64(1)).collect() };
     assert_eq!(hours(&h), [health::hour_of(NOW - H) as i64, health::hour_of(NOW) as i64]);
     // The hour the cutoff falls in stays until it has wholly passed.
@@ -336,4 +344,12 @@ fn a_page_reads_a_bounded_range_of_the_rollups_key() {
             "{p:#?}"
         );
     }
+    // Pruning finds old hours on their own index, not by scanning every row.
+    let p: Vec<String> = h
+        .query(&format!("EXPLAIN QUERY PLAN {}", health::PRUNE_SQL), &[NOW.into(), 2000u32.into()])
+        .unwrap()
+        .iter()
+        .map(|r| r.str(3))
+        .collect();
+    assert!(p.iter().any(|l| l.contains("INDEX attempt_rollups_by_hour (hour<?)")), "{p:#?}");
 }

@@ -4,6 +4,7 @@
 use askama::Template;
 
 use crate::catalog;
+use crate::health;
 use crate::host::{DbError, Host, Level};
 use crate::outbox::{self, DeliveryState, Outcome, rfc3339};
 use crate::signing;
@@ -660,6 +661,8 @@ struct HistoryPage<'a> {
     next_link: Option<String>,
     since_choices: &'static [(&'static str, &'static str, u64)],
     failed_count: i64,
+    /// The health view (`ui-fragments/health.html`), from the hourly rollups.
+    health: health::HealthView,
 }
 
 fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<Response, DbError> {
@@ -740,6 +743,7 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
         next_link: found.older.map(|k| link(Some(("before", k)))),
         since_choices: SINCE_CHOICES,
         failed_count: store::exhausted_count(host, w.id)?,
+        health: health::HealthView::new(&health::load(host, w.id, now)?, host.settings().retention_ms),
     };
     Ok(page(200, &format!("History of {}", w.name), render(&t), None))
 }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod api;
 pub mod catalog;
+pub mod health;
 pub mod host;
 pub mod outbox;
 pub mod schema;

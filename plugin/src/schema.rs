@@ -109,7 +109,41 @@ const MIGRATIONS: &[&str] = &[
     // it, so Back + resubmit finds that webhook instead of making a second.
     "ALTER TABLE webhooks ADD COLUMN form_id TEXT;
      CREATE UNIQUE INDEX IF NOT EXISTS webhooks_form_id ON webhooks (form_id) WHERE form_id IS NOT NULL;",
+    // 10: the health view's hourly rollup (see `health`): per webhook, UTC
+    // hour (its start, ms) and latency bucket (`health::BOUNDS_MS`; -1: no
+    // response), the attempts and successes, kept by `record` and pruned
+    // with the history. Backfilled from the attempts there are, test sends
+    // excepted; the CASE is `health::bucket` (held to it by a test). Built
+    // afresh when run again, so its counts never double.
+    "CREATE TABLE IF NOT EXISTS attempt_rollups (
+        webhook_id INTEGER NOT NULL,
+        hour INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        successes INTEGER NOT NULL,
+        PRIMARY KEY (webhook_id, hour, bucket)
+     );
+     CREATE INDEX IF NOT EXISTS attempt_rollups_by_hour ON attempt_rollups (hour);
+     DELETE FROM attempt_rollups;
+     INSERT INTO attempt_rollups (webhook_id, hour, bucket, attempts, successes)
+        SELECT a.webhook_id, a.attempted_at / 3600000 * 3600000,
+            CASE WHEN a.response_status IS NULL THEN -1
+                 WHEN a.duration_ms <= 1 THEN 0 WHEN a.duration_ms <= 2 THEN 1 WHEN a.duration_ms <= 5 THEN 2
+                 WHEN a.duration_ms <= 10 THEN 3 WHEN a.duration_ms <= 20 THEN 4 WHEN a.duration_ms <= 50 THEN 5
+                 WHEN a.duration_ms <= 100 THEN 6 WHEN a.duration_ms <= 200 THEN 7 WHEN a.duration_ms <= 500 THEN 8
+                 WHEN a.duration_ms <= 1000 THEN 9 WHEN a.duration_ms <= 2000 THEN 10
+                 WHEN a.duration_ms <= 5000 THEN 11 WHEN a.duration_ms <= 10000 THEN 12
+                 WHEN a.duration_ms <= 20000 THEN 13 WHEN a.duration_ms <= 50000 THEN 14 ELSE 15 END,
+            COUNT(*), SUM(a.success)
+        FROM attempts a
+        WHERE NOT EXISTS (SELECT 1 FROM deliveries d JOIN events e ON e.id = d.event_id
+                          WHERE d.id = a.delivery_id AND e.type = 'test.webhook')
+        GROUP BY 1, 2, 3;",
 ];
+
+/// The version that adds and backfills `attempt_rollups` (tests run it again).
+#[cfg(test)]
+pub(crate) const ROLLUPS_SINCE: usize = 10;
 
 /// The first version whose sealed secrets hold key bytes.
 const KEY_BYTES_SINCE: usize = 5;

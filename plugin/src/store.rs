@@ -218,6 +218,7 @@ pub fn delete(host: &dyn Host, id: i64) -> Result<bool, DbError> {
         // Explicit rather than relying on ON DELETE CASCADE, which needs a
         // per-connection pragma a host might not set.
         host.execute("DELETE FROM attempts WHERE webhook_id = ?1", &[id.into()])?;
+        host.execute("DELETE FROM attempt_rollups WHERE webhook_id = ?1", &[id.into()])?;
         host.execute("DELETE FROM deliveries WHERE webhook_id = ?1", &[id.into()])?;
         host.execute("DELETE FROM webhook_events WHERE webhook_id = ?1", &[id.into()])?;
         Ok(host.execute("DELETE FROM webhooks WHERE id = ?1", &[id.into()])? > 0)

@@ -34,6 +34,9 @@ pub struct Pruned {
     pub attempts: u64,
     pub deliveries: u64,
     pub events: u64,
+    /// Rows of the health view's hourly rollup (not reported to the host:
+    /// `deliveries.pruned` keeps its three fields).
+    pub rollups: u64,
 }
 
 /// Rows deleted per statement, so the write lock is held briefly.
@@ -43,7 +46,8 @@ const PRUNE_ROUNDS: u32 = 50;
 
 /// Deletes history older than the retention period: attempts of finished
 /// deliveries, then finished deliveries without attempts, then events
-/// without deliveries. Pending and retrying work is never pruned.
+/// without deliveries, then the health rollups of hours before the cutoff.
+/// Pending and retrying work is never pruned.
 pub fn maintain(host: &dyn Host) -> Result<Pruned, DbError> {
     let cutoff = host.now_ms().saturating_sub(host.settings().retention_ms);
     let mut p = Pruned::default();
@@ -74,5 +78,6 @@ pub fn maintain(host: &dyn Host) -> Result<Pruned, DbError> {
             }
         }
     }
+    p.rollups = crate::health::prune(host, cutoff)?;
     Ok(p)
 }

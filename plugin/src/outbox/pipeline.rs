@@ -19,6 +19,7 @@ use super::intake::{INSERT_DELIVERY, NewEvent, RaiseError, Raised, commit_each, 
 use super::state::DeliveryState;
 use super::{MAX_STORED_BODY, Mode, hex, payload, policy};
 use crate::catalog;
+use crate::health;
 use crate::host::{DbError, Host, Level, OutRequest, OutResponse, Row, Settings, Value, in_list, transaction};
 use crate::signing;
 
@@ -385,6 +386,7 @@ fn record_in(
         let mut delivery_rows = Vec::with_capacity(finished.len());
         let mut touched: Vec<(i64, WebhookTouch)> = Vec::new();
         let mut outcomes = Vec::with_capacity(finished.len());
+        let mut rollup = health::Rollup::default();
         let mut order: Vec<usize> = (0..finished.len()).collect();
         order.sort_by_key(|&i| finished[i].started_ms);
         for i in order {
@@ -443,6 +445,12 @@ fn record_in(
                 error.clone().into(),
                 success.into(),
             ]);
+            // Every attempt at a real event counts toward the health view,
+            // the late answer below included (the receiver did answer it);
+            // a test send is the admin's one-off, as for the failure streak.
+            if event_type != catalog::TEST_EVENT {
+                rollup.add(*webhook_id, f.started_ms, status, f.duration_ms, success);
+            }
             // An answer that comes after the delivery succeeded (its lease
             // ran out while it waited, and another attempt got through) is
             // history, not news: kept as an attempt, but it neither undoes
@@ -489,6 +497,7 @@ fn record_in(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             &attempt_rows,
         )?;
+        rollup.write(host)?;
         host.execute_many(
             "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, lease_until = NULL, \
              last_status = ?5, last_error = ?6 WHERE id = ?1",

@@ -4,6 +4,7 @@
 //! `schema::migrate` — on an in-memory SQLite, without wasmtime.
 
 mod api;
+mod health;
 mod history;
 mod intake;
 mod pages;

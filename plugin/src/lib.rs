@@ -10,6 +10,7 @@ pub mod api;
 pub mod catalog;
 pub mod host;
 pub mod outbox;
+pub mod playground;
 pub mod schema;
 pub mod signing;
 pub mod store;

@@ -762,10 +762,10 @@ async fn signature_playground_explains_each_failure() {
     assert!(codes.is_empty(), "{v}");
 
     // A tampered body: compared with the body sent; the signature itself genuine.
-    let tampered = body.replacen("\"data\":{", "\"data\":{\"role\":\"admin\",", 1);
+    let tampered = body.replacen("\"data\":{", "\"data\":{\"tampered\":true,", 1);
     let (v, codes) = check(&c, &history, headers_of(&got, &[]), tampered).await;
     assert!(v.contains("Does not verify.") && v.contains("The body differs from the one this webhook sent"), "{v}");
-    assert!(v.contains("First difference at byte") && v.contains("role"), "{v}");
+    assert!(v.contains("First difference at byte") && v.contains("tampered"), "{v}");
     assert!(v.contains("The signature itself is genuine") && v.contains("rotating (previous) secret"), "{v}");
     assert_eq!(codes, ["body-changed", "signature-genuine"], "{v}");
     shot(&c, "playground").await;
@@ -810,6 +810,10 @@ async fn signature_playground_explains_each_failure() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(label == "Copied" || label == "Selected: press Ctrl+C", "{label}");
+    // Open code scrolls inside its box at 360 px; the page does not.
+    c.set_window_size(360, 800).await.unwrap();
+    let width = c.execute("return document.documentElement.scrollWidth", vec![]).await.unwrap();
+    assert!(width.as_u64().unwrap() <= 360, "the history page with code open is {width} px wide at 360");
     c.close().await.unwrap();
 
     // Without JavaScript: the form is a plain post; no Copy button.

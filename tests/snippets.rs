@@ -1,7 +1,7 @@
 //! The receiver code on a webhook's history page (#13), run as an admin
 //! would run it. Each snippet is cut out of the page the real host renders —
 //! and must be its file under `ui-fragments/snippets/`, with the webhook's
-//! own URL in its first line — then started as a receiver on 127.0.0.1 with
+//! own URL in its opening comment — then started as a receiver on 127.0.0.1 with
 //! the Standard Webhooks library of its language. It must print that it
 //! verified a real delivery from the real host, and refuse a forged one.
 //!
@@ -42,14 +42,35 @@ fn snippet_file(file: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Text of an escaped HTML fragment (what askama escapes).
+/// Text of an escaped HTML fragment: askama writes `&#60;`-style numeric
+/// references (and HTML has a few named ones).
 fn unescape(html: &str) -> String {
-    html.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#x27;", "'")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let end = rest.find(';').expect("a terminated reference");
+        let name = &rest[1..end];
+        let c = match name {
+            "lt" => '<',
+            "gt" => '>',
+            "amp" => '&',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => {
+                let code = match name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+                    Some(hex) => u32::from_str_radix(hex, 16),
+                    None => name.strip_prefix('#').expect("a character reference").parse(),
+                };
+                char::from_u32(code.unwrap()).unwrap()
+            }
+        };
+        out.push(c);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Creates a webhook to `url` with [`SECRET`] through the admin pages and
@@ -67,7 +88,7 @@ fn shown_snippet(h: &Host, url: &str, lang: &str, file: &str) -> String {
     let end = html[start..].find("</code>").unwrap() + start;
     let shown = unescape(&html[start..end]);
     assert_eq!(shown, snippet_file(file).replacen(FILE_URL, url, 1), "the page shows {file}");
-    assert!(shown.lines().next().unwrap().contains(url), "the first line names this endpoint: {shown}");
+    assert!(shown.lines().take(2).any(|l| l.contains(url)), "the opening comment names this endpoint: {shown}");
     assert!(shown.contains("WEBHOOK_SECRET"), "the secret comes from the environment");
     assert!(!html.contains(SECRET) && !html.contains(&SECRET["whsec_".len()..]), "the secret is never on the page");
     shown

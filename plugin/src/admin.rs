@@ -799,7 +799,7 @@ fn verify_page(
     page(status, &format!("Check a request to {}", w.name), render(&t), fl)
 }
 
-/// The URL each receiver snippet names in its first line; the page shows
+/// The URL each receiver snippet names in its opening comment; the page shows
 /// the webhook's own URL there.
 pub const SNIPPET_URL: &str = "https://example.com/webhooks";
 

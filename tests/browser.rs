@@ -777,8 +777,9 @@ async fn signature_playground_explains_each_failure() {
 
     // An hour-old timestamp, signed with the current secret.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let sign =
-        |secret: &str, ts: i64| standardwebhooks::Webhook::new(secret).unwrap().sign(&msg_id, ts, body.as_bytes()).unwrap();
+    let sign = |secret: &str, ts: i64| {
+        standardwebhooks::Webhook::new(secret).unwrap().sign(&msg_id, ts, body.as_bytes()).unwrap()
+    };
     let old = [("webhook-timestamp", (now - 3600).to_string()), ("webhook-signature", sign(SECOND, now - 3600))];
     let (v, codes) = check(&c, &history, headers_of(&got, &old), body.clone()).await;
     assert!(v.contains("The timestamp is 1 h") && v.contains(" old."), "{v}");

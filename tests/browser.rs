@@ -831,4 +831,29 @@ async fn signature_playground_explains_each_failure() {
     assert!(v.contains("The webhook-signature header is malformed"), "{v}");
     assert_eq!(codes, ["malformed-signature"], "{v}");
     c.close().await.unwrap();
+
+    // Dark, as the admin's system prefers: the result, the boxes, the code.
+    let (_driver, c) = browser_with(true, &["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
+    sign_in(&c, &base).await;
+    let (v, _) = check(&c, &history, headers_of(&got, &[]), body.clone()).await;
+    assert!(v.contains("Verified with the rotating"), "{v}");
+    let luminance = |selector: &'static str, property: &'static str| {
+        let c = c.clone();
+        async move {
+            let script = format!(
+                "const m = getComputedStyle(document.querySelector('{selector}'))['{property}'].match(/[0-9.]+/g).map(Number);\
+                 const l = m.slice(0, 3).map(v => {{ v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4 }});\
+                 return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2]"
+            );
+            c.execute(&script, vec![]).await.unwrap().as_f64().unwrap()
+        }
+    };
+    assert!(luminance("#wh-verdict", "backgroundColor").await < 0.05, "the verdict box");
+    assert!(luminance("#wh-verdict", "color").await > 0.7, "its text");
+    assert!(luminance("#wh-pg-body", "backgroundColor").await < 0.05, "the body box");
+    assert!(luminance("#wh-pg-body", "color").await > 0.7, "pasted text");
+    c.goto(&history).await.unwrap();
+    assert!(luminance("#receiver-code", "backgroundColor").await < 0.05, "the receiver code panel");
+    assert!(luminance("#wh-snippet-php", "color").await > 0.7, "code");
+    c.close().await.unwrap();
 }

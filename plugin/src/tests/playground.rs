@@ -335,6 +335,22 @@ fn the_page_shows_the_verdict_and_keeps_nothing() {
     assert!(!fragment.contains("wh-verdict"), "nothing was checked");
     assert_eq!(changes(&h), before, "no table changed");
     assert_eq!(h.log_lines().len(), logs, "nothing logged");
+    // What is pasted comes back escaped, in the form and in the findings.
+    let evil = "</textarea><script>alert(1)</script>";
+    let Response::Page { fragment, .. } = admin::handle(
+        &h,
+        &post(&format!("/{w}/verify"), &[("headers", &format!("{headers}x-evil: {evil}\n")), ("body", evil)]),
+    ) else {
+        panic!("not a page")
+    };
+    assert!(fragment.contains("data-finding=\"body-changed\""), "{fragment}");
+    assert!(!fragment.contains("<script>") && fragment.contains("&#60;script&#62;alert(1)"), "{fragment}");
+    // The page on its own, empty, for a bookmark or a reload.
+    let get = Request { method: "GET".into(), ..post(&format!("/{w}/verify"), &[]) };
+    let Response::Page { status, fragment, .. } = admin::handle(&h, &get) else { panic!("not a page") };
+    assert_eq!(status, 200);
+    assert!(fragment.contains("id=\"wh-pg-headers\"") && !fragment.contains("wh-verdict"), "{fragment}");
+    assert_eq!(changes(&h), before, "no table changed");
     // An unknown webhook is not found.
     let missing = admin::handle(&h, &post("/999/verify", &[("headers", &headers), ("body", &got.body)]));
     assert_eq!(missing, Response::NotFound);
@@ -353,4 +369,19 @@ fn the_history_page_offers_the_playground_and_the_receiver_code() {
     assert!(fragment.contains("Verifies the deliveries of https://example.com/hook"), "the endpoint's own URL");
     assert!(!fragment.contains(admin::SNIPPET_URL), "no placeholder left");
     assert!(!fragment.contains(SECRET));
+}
+
+#[test]
+fn a_secret_the_host_cannot_open_is_said_plainly() {
+    let h = TestHost::new();
+    let (w, _, got) = delivered(&h, Some(SECRET));
+    // Sealed under another host key, as if the key file changed.
+    h.execute(
+        "UPDATE webhooks SET secret_sealed = ?2 WHERE id = ?1",
+        &[w.into(), crate::host::Value::Blob(vec![9, 9])],
+    )
+    .unwrap();
+    let r = check(&h, w, &got);
+    assert_eq!(r.verdict, Verdict::Refused);
+    assert_eq!(codes(&r), ["secret-unusable"], "{r:#?}");
 }

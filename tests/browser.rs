@@ -1007,3 +1007,192 @@ async fn health_chart_shows_known_attempts() {
     shot(&c, "health-dark-360").await;
     c.close().await.unwrap();
 }
+
+/// The signature playground (#13) fed what a real receiver got: a genuine
+/// delivery verifies and names the current secret; after a rotation the
+/// delivery signed before it verifies with the rotating secret; a tampered
+/// body, an old timestamp and a wrong secret each get their own explanation.
+/// No secret is ever on the page; the form works without JavaScript; the
+/// result fits 360 px; the receiver code has a Copy button only with
+/// JavaScript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_playground_explains_each_failure() {
+    const FIRST: &str = "whsec_cGxheWdyb3VuZCBmaXJzdCBzZWNyZXQgMDEyMzQ1";
+    const SECOND: &str = "whsec_cGxheWdyb3VuZCBzZWNvbmQgc2VjcmV0IDY3ODk=";
+    const STRANGER: &str = "whsec_c29tZWJvZHkgZWxzZSdzIHNlY3JldA==";
+
+    /// The headers as a receiver's log prints them (`Name: value`), some replaced.
+    fn headers_of(s: &Seen, replace: &[(&str, String)]) -> String {
+        let mut out = String::new();
+        for (k, v) in &s.headers {
+            let v = replace.iter().find(|(n, _)| *n == k.as_str()).map_or(v.to_str().unwrap(), |(_, x)| x.as_str());
+            out.push_str(&format!("{}: {v}\n", k.as_str()));
+        }
+        out
+    }
+
+    /// Pastes into the history page's form and submits; answers the result's
+    /// text and its findings' codes, after checking no secret is on the page.
+    async fn check(c: &Client, history: &str, headers: String, body: String) -> (String, Vec<String>) {
+        c.goto(history).await.unwrap();
+        c.find(Locator::Css("#verify > summary")).await.unwrap().click().await.unwrap();
+        for (field, value) in [("wh-pg-headers", headers), ("wh-pg-body", body)] {
+            let e = c.find(Locator::Id(field)).await.unwrap();
+            e.clear().await.unwrap();
+            e.send_keys(&value).await.unwrap();
+        }
+        c.find(Locator::Css(".wh-playground button[type=submit]")).await.unwrap().click().await.unwrap();
+        let verdict = c.wait().for_element(Locator::Id("wh-verdict")).await.unwrap().text().await.unwrap();
+        let mut codes = Vec::new();
+        for f in c.find_all(Locator::Css("#wh-verdict [data-finding]")).await.unwrap() {
+            codes.push(f.attr("data-finding").await.unwrap().unwrap());
+        }
+        let source = c.source().await.unwrap();
+        for secret in [FIRST, SECOND, STRANGER] {
+            assert!(!source.contains(secret) && !source.contains(&secret["whsec_".len()..]), "a secret on the page");
+        }
+        (verdict, codes)
+    }
+
+    if !browsers_present() {
+        return;
+    }
+    let h = host();
+    let r = Receiver::start();
+    let url = r.url("/ok/pg");
+    let (id, got) = tokio::task::block_in_place(|| {
+        h.admin().create("Playground", &url, FIRST, &["user.created"], true);
+        let id = count(&h, "SELECT id FROM webhooks WHERE name = 'Playground'");
+        let (s, _) = h.raise(json!({"type": "user.created", "id": "pg-1", "data": example_data("user.created")}));
+        assert_eq!(s, 202);
+        (id, r.wait_for("/ok/pg", 1, Duration::from_secs(10)).remove(0))
+    });
+    let body = String::from_utf8(got.body.to_vec()).unwrap();
+    let msg_id = got.header("webhook-id");
+
+    let (_driver, c) = browser(true).await;
+    let base = h.base.clone();
+    sign_in(&c, &base).await;
+    let history = format!("{base}{MOUNT}/{id}/history");
+
+    // The genuine delivery, as the receiver got it.
+    let (v, codes) = check(&c, &history, headers_of(&got, &[]), body.clone()).await;
+    assert!(v.contains("Verified with the current secret."), "{v}");
+    assert!(codes.is_empty(), "{v}");
+    // What was pasted stays in the form for another try.
+    assert_eq!(c.find(Locator::Id("wh-pg-body")).await.unwrap().prop("value").await.unwrap().unwrap(), body);
+    c.find(Locator::LinkText("View this delivery")).await.unwrap().click().await.unwrap();
+    wait_text(&c, &msg_id).await;
+
+    // Rotate to a new secret: the delivery signed before verifies with the old one.
+    tokio::task::block_in_place(|| {
+        let form = [
+            ("name", "Playground"),
+            ("url", url.as_str()),
+            ("events", "user.created"),
+            ("enabled", "on"),
+            ("secret_action", "rotate"),
+            ("secret", SECOND),
+        ];
+        assert_eq!(h.admin().post(&format!("{MOUNT}/{id}"), &form).0, 303);
+    });
+    let (v, codes) = check(&c, &history, headers_of(&got, &[]), body.clone()).await;
+    assert!(v.contains("Verified with the rotating (previous) secret") && v.contains("until"), "{v}");
+    assert!(codes.is_empty(), "{v}");
+
+    // A tampered body: compared with the body sent; the signature itself genuine.
+    let tampered = body.replacen("\"data\":{", "\"data\":{\"tampered\":true,", 1);
+    let (v, codes) = check(&c, &history, headers_of(&got, &[]), tampered).await;
+    assert!(v.contains("Does not verify.") && v.contains("The body differs from the one this webhook sent"), "{v}");
+    assert!(v.contains("First difference at byte") && v.contains("tampered"), "{v}");
+    assert!(v.contains("The signature itself is genuine") && v.contains("rotating (previous) secret"), "{v}");
+    assert_eq!(codes, ["body-changed", "signature-genuine"], "{v}");
+    shot(&c, "playground").await;
+    // The result reads at 360 px without scrolling sideways.
+    c.set_window_size(360, 800).await.unwrap();
+    let width = c.execute("return document.documentElement.scrollWidth", vec![]).await.unwrap();
+    assert!(width.as_u64().unwrap() <= 360, "the result page is {width} px wide at 360");
+    c.set_window_size(1280, 900).await.unwrap();
+
+    // An hour-old timestamp, signed with the current secret.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let sign = |secret: &str, ts: i64| {
+        standardwebhooks::Webhook::new(secret).unwrap().sign(&msg_id, ts, body.as_bytes()).unwrap()
+    };
+    let old = [("webhook-timestamp", (now - 3600).to_string()), ("webhook-signature", sign(SECOND, now - 3600))];
+    let (v, codes) = check(&c, &history, headers_of(&got, &old), body.clone()).await;
+    assert!(v.contains("The timestamp is 1 h") && v.contains(" old."), "{v}");
+    assert!(v.contains("Apart from the time it verifies: the signature matches the current secret"), "{v}");
+    assert_eq!(codes, ["too-old"], "{v}");
+
+    // Signed just now, but with a secret that is not this webhook's.
+    let wrong = [("webhook-timestamp", now.to_string()), ("webhook-signature", sign(STRANGER, now))];
+    let (v, codes) = check(&c, &history, headers_of(&got, &wrong), body.clone()).await;
+    assert!(v.contains("The signature was made with another secret"), "{v}");
+    assert!(v.contains("Neither the current secret nor the rotating one"), "{v}");
+    assert_eq!(codes, ["wrong-secret"], "{v}");
+
+    // The receiver code: the endpoint's own URL, and a Copy button.
+    c.goto(&history).await.unwrap();
+    c.find(Locator::Css("#receiver-code > summary")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(".wh-snippet[data-lang=python] > summary")).await.unwrap().click().await.unwrap();
+    let code = c.find(Locator::Id("wh-snippet-python")).await.unwrap().text().await.unwrap();
+    assert!(code.contains("from standardwebhooks import Webhook") && code.contains(&url), "{code}");
+    let copy = c.find(Locator::Css("button[data-copy=wh-snippet-python]")).await.unwrap();
+    assert!(copy.is_displayed().await.unwrap(), "Copy shows with JavaScript");
+    copy.click().await.unwrap();
+    let mut label = String::new();
+    for _ in 0..100 {
+        label = copy.text().await.unwrap();
+        if label != "Copy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(label == "Copied" || label == "Selected: press Ctrl+C", "{label}");
+    // Open code scrolls inside its box at 360 px; the page does not.
+    c.set_window_size(360, 800).await.unwrap();
+    let width = c.execute("return document.documentElement.scrollWidth", vec![]).await.unwrap();
+    assert!(width.as_u64().unwrap() <= 360, "the history page with code open is {width} px wide at 360");
+    c.close().await.unwrap();
+
+    // Without JavaScript: the form is a plain post; no Copy button.
+    let (_driver, c) = browser(false).await;
+    sign_in(&c, &base).await;
+    c.goto(&history).await.unwrap();
+    c.find(Locator::Css("#receiver-code > summary")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(".wh-snippet[data-lang=rust] > summary")).await.unwrap().click().await.unwrap();
+    assert!(c.find(Locator::Id("wh-snippet-rust")).await.unwrap().is_displayed().await.unwrap());
+    let copy = c.find(Locator::Css("button[data-copy=wh-snippet-rust]")).await.unwrap();
+    assert!(!copy.is_displayed().await.unwrap(), "no Copy button without JavaScript");
+    let cut = [("webhook-signature", "v1,".to_owned())];
+    let (v, codes) = check(&c, &history, headers_of(&got, &cut), body.clone()).await;
+    assert!(v.contains("The webhook-signature header is malformed"), "{v}");
+    assert_eq!(codes, ["malformed-signature"], "{v}");
+    c.close().await.unwrap();
+
+    // Dark, as the admin's system prefers: the result, the boxes, the code.
+    let (_driver, c) = browser_with(true, &["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
+    sign_in(&c, &base).await;
+    let (v, _) = check(&c, &history, headers_of(&got, &[]), body.clone()).await;
+    assert!(v.contains("Verified with the rotating"), "{v}");
+    let luminance = |selector: &'static str, property: &'static str| {
+        let c = c.clone();
+        async move {
+            let script = format!(
+                "const m = getComputedStyle(document.querySelector('{selector}'))['{property}'].match(/[0-9.]+/g).map(Number);\
+                 const l = m.slice(0, 3).map(v => {{ v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4 }});\
+                 return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2]"
+            );
+            c.execute(&script, vec![]).await.unwrap().as_f64().unwrap()
+        }
+    };
+    assert!(luminance("#wh-verdict", "backgroundColor").await < 0.05, "the verdict box");
+    assert!(luminance("#wh-verdict", "color").await > 0.7, "its text");
+    assert!(luminance("#wh-pg-body", "backgroundColor").await < 0.05, "the body box");
+    assert!(luminance("#wh-pg-body", "color").await > 0.7, "pasted text");
+    c.goto(&history).await.unwrap();
+    assert!(luminance("#receiver-code", "backgroundColor").await < 0.05, "the receiver code panel");
+    assert!(luminance("#wh-snippet-php", "color").await > 0.7, "code");
+    c.close().await.unwrap();
+}

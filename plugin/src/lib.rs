@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod health;
 pub mod host;
 pub mod outbox;
+pub mod playground;
 pub mod schema;
 pub mod signing;
 pub mod store;

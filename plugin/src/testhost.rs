@@ -195,6 +195,11 @@ impl TestHost {
         rows.rows.into_iter().next().unwrap_or_else(|| panic!("{sql}: no row"))
     }
 
+    /// Every log line, at any level.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.borrow().iter().map(|(_, m)| m.clone()).collect()
+    }
+
     /// Log lines at warn or error level.
     pub fn problems(&self) -> Vec<String> {
         self.logs

@@ -9,6 +9,7 @@ mod history;
 mod intake;
 mod pages;
 mod pipeline;
+mod playground;
 mod policy;
 mod schema;
 mod webhook;

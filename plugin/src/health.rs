@@ -2,7 +2,7 @@
 //! UTC hour over the last 24 hours and per UTC day over the last 30 days.
 //!
 //! A page view must not cost more as attempts pile up (a busy webhook makes
-//! millions a month), so it never reads `attempts`. `record` keeps an hourly
+//! millions a month), so it never reads `attempts`. `record_attempts` keeps an hourly
 //! rollup instead (`attempt_rollups`, migration 10): per webhook, UTC hour
 //! and latency bucket, the number of attempts and of successes. Latency is
 //! kept as a fixed log-scale histogram ([`BOUNDS_MS`]), so p50/p95 of any

@@ -111,7 +111,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE UNIQUE INDEX IF NOT EXISTS webhooks_form_id ON webhooks (form_id) WHERE form_id IS NOT NULL;",
     // 10: the health view's hourly rollup (see `health`): per webhook, UTC
     // hour (its start, ms) and latency bucket (`health::BOUNDS_MS`; -1: no
-    // response), the attempts and successes, kept by `record` and pruned
+    // response), the attempts and successes, kept by `record_attempts` and pruned
     // with the history. Backfilled from the attempts there are, test sends
     // excepted; the CASE is `health::bucket` (held to it by a test). Built
     // afresh when run again, so its counts never double.
@@ -152,7 +152,7 @@ const KEY_BYTES_SINCE: usize = 5;
 pub fn migrate(host: &dyn Host) -> Result<u32, String> {
     host.execute_batch("CREATE TABLE IF NOT EXISTS plugin_schema (version INTEGER NOT NULL)")
         .map_err(|e| e.to_string())?;
-    transaction(host, || -> Result<u32, Msg> {
+    transaction(host, || -> Result<u32, MigrationError> {
         let rows = host.query("SELECT MAX(version) FROM plugin_schema", &[]).map_err(|e| e.to_string())?;
         let current = rows.first().and_then(|r| r.opt_i64(0)).unwrap_or(0);
         let current = usize::try_from(current).map_err(|_| "negative schema version".to_string())?;
@@ -174,7 +174,7 @@ pub fn migrate(host: &dyn Host) -> Result<u32, String> {
         seal_plaintext_secrets(host)?;
         Ok(MIGRATIONS.len() as u32)
     })
-    .map_err(|Msg(m)| m)
+    .map_err(|MigrationError(m)| m)
 }
 
 /// Secrets stored before sealing existed are sealed now and their clear
@@ -218,16 +218,16 @@ fn reseal_key_bytes(host: &dyn Host) -> Result<(), crate::host::DbError> {
 }
 
 /// A migration failure as a message (what `plugin.migrate` returns).
-struct Msg(String);
+struct MigrationError(String);
 
-impl From<String> for Msg {
+impl From<String> for MigrationError {
     fn from(m: String) -> Self {
-        Msg(m)
+        MigrationError(m)
     }
 }
 
-impl From<crate::host::DbError> for Msg {
+impl From<crate::host::DbError> for MigrationError {
     fn from(e: crate::host::DbError) -> Self {
-        Msg(e.to_string())
+        MigrationError(e.to_string())
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Test sends and resends from the admin pages and the API are one-offs: they
 //! send through wasi:http inside their call ([`send_now`]) and are recorded
-//! by the same [`record`].
+//! by the same [`record_attempts`].
 
 use std::collections::HashMap;
 
@@ -99,7 +99,7 @@ pub struct Outcome {
 }
 
 /// What to send next (see `deliveries.step-report`). Outcome counts reach
-/// the host through `telemetry.attempts-recorded`, from [`record`].
+/// the host through `telemetry.attempts-recorded`, from [`record_attempts`].
 #[derive(Debug, Default)]
 pub struct StepReport {
     /// One answer per raised event, in order.
@@ -329,7 +329,7 @@ struct WebhookTouch {
 /// failure streak once per batch (disabling it when the policy says so).
 /// Deliveries deleted meanwhile (their webhook was deleted) are skipped:
 /// deleting wins.
-pub fn record(
+pub fn record_attempts(
     host: &dyn Host,
     settings: &Settings,
     finished: &[Finished],
@@ -358,7 +358,7 @@ fn count_outcomes(host: &dyn Host, outcomes: &[Outcome]) {
     );
 }
 
-/// [`record`]'s work, inside the caller's write transaction; `random` holds
+/// [`record_attempts`]'s work, inside the caller's write transaction; `random` holds
 /// four bytes of jitter per finished attempt.
 fn record_in(
     host: &dyn Host,
@@ -610,7 +610,7 @@ fn send_built(
             }
         }
     }
-    record(host, &settings, &finished, mode)
+    record_attempts(host, &settings, &finished, mode)
 }
 
 /// Sends `test.webhook` to one webhook now and records it; one attempt only.

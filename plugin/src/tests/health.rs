@@ -2,7 +2,7 @@
 //! attempts across hours and days give exact counts, success rates and
 //! p50/p95 (at the buckets' precision) in the table and the chart; test
 //! sends and other webhooks do not count; rollups are pruned with the
-//! history and built by the migration exactly as `record` keeps them; and a
+//! history and built by the migration exactly as `record_attempts` keeps them; and a
 //! page reads only a bounded range of the rollup's primary key.
 
 use super::*;

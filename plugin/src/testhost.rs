@@ -183,6 +183,12 @@ impl TestHost {
         rows.first().map(|r| r.i64(0)).unwrap_or(0)
     }
 
+    /// The first column of every row, as integers.
+    pub fn ints(&self, sql: &str, params: &[Value]) -> Vec<i64> {
+        let rows = self.query(sql, params).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter().map(|r| r.i64(0)).collect()
+    }
+
     /// The first column of every row, as text.
     pub fn texts(&self, sql: &str, params: &[Value]) -> Vec<String> {
         let rows = self.query(sql, params).unwrap_or_else(|e| panic!("{sql}: {e}"));

@@ -387,6 +387,11 @@ fn record_in(
         let mut touched: Vec<(i64, WebhookTouch)> = Vec::new();
         let mut outcomes = Vec::with_capacity(finished.len());
         let mut rollup = health::Rollup::default();
+        // Attempt numbers run on from the stored count, across this batch:
+        // two answers for one delivery (a late one and a retry) never share
+        // a number, and a late answer kept only as history still counts.
+        let mut numbered: HashMap<i64, u64> = HashMap::new();
+        let mut counted_only = Vec::new();
         let mut order: Vec<usize> = (0..finished.len()).collect();
         order.sort_by_key(|&i| finished[i].started_ms);
         for i in order {
@@ -394,7 +399,9 @@ fn record_in(
             let Some((webhook_id, attempts, event_type, last_error, state)) = facts.get(&f.delivery_id) else {
                 continue;
             };
-            let attempt_no = u64::try_from(*attempts).unwrap_or(0) + 1;
+            let n = numbered.entry(f.delivery_id).or_insert_with(|| u64::try_from(*attempts).unwrap_or(0));
+            *n += 1;
+            let attempt_no = *n;
             // A delivery whose build trapped twice running is ended, not
             // retried for days: the same row traps the same code again.
             let mut quarantined = false;
@@ -457,6 +464,7 @@ fn record_in(
             // the success nor counts against the webhook. A resend
             // (`Mode::Once`) is the admin asking again, and does count.
             if mode == Mode::Scheduled && *state == DeliveryState::Succeeded && !success {
+                counted_only.push(vec![f.delivery_id.into(), attempt_no.into()]);
                 continue;
             }
             delivery_rows.push(vec![
@@ -503,6 +511,7 @@ fn record_in(
              last_status = ?5, last_error = ?6 WHERE id = ?1",
             &delivery_rows,
         )?;
+        host.execute_many("UPDATE deliveries SET attempts = ?2 WHERE id = ?1 AND attempts < ?2", &counted_only)?;
         for (webhook_id, t) in &touched {
             let Some((at, event_type, status, ok)) = &t.last else { continue };
             // `failing_since` marks the first failure after the last success.

@@ -552,4 +552,27 @@ fn a_late_answer_does_not_undo_a_success() {
     assert_eq!(delivery(&h, d).0, "succeeded", "the receiver has the message: it must not be sent again");
     h.advance(3_600 * S);
     assert!(claim(&h, 10).claimed.is_empty());
+    // It is history all the same: its own attempt number, and the next one
+    // (a resend) goes on from it.
+    assert_eq!(h.ints("SELECT attempt_no FROM attempts ORDER BY id", &[]), [1, 2]);
+    assert_eq!(delivery(&h, d).1, 2, "the late answer counts as an attempt");
+}
+
+/// Two answers for one delivery recorded in the same step (a late one and
+/// the retry that overtook it) get attempt numbers of their own.
+#[test]
+fn two_answers_in_one_step_never_share_an_attempt_number() {
+    let h = TestHost::new();
+    let w = hook(&h, "https://example.com/a", &["user.created"]);
+    raise(&h, "e1", "user.created");
+    let d = deliveries_of(&h, w)[0];
+    claim(&h, 1);
+    let slow = failed(&h, d, "timed out waiting for the response");
+    h.advance(60 * S);
+    assert_eq!(claim(&h, 1).claimed, [d]);
+    let ok = status(&h, d, 200);
+    record(&h, vec![ok, slow]);
+    assert_eq!(h.ints("SELECT attempt_no FROM attempts ORDER BY attempt_no", &[]), [1, 2]);
+    assert_eq!(delivery(&h, d).0, "succeeded");
+    assert_eq!(delivery(&h, d).1, 2);
 }

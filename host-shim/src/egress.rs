@@ -583,8 +583,12 @@ fn client_error(e: &hyper_util::client::legacy::Error) -> EgressError {
     EgressError::new(code, msg)
 }
 
-/// A TLS failure, from rustls's error.
+/// A TLS failure, from rustls's error. hyper-rustls wraps it in
+/// `io::Error`s, whose `source()` skips the error they carry: look inside.
 fn tls_code(e: &(dyn std::error::Error + 'static)) -> Option<ErrorCode> {
+    if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+        return tls_code(inner);
+    }
     let e = e.downcast_ref::<rustls::Error>()?;
     Some(match e {
         rustls::Error::InvalidCertificate(_) => ErrorCode::TlsCertificateError,

@@ -330,13 +330,7 @@ pub struct When {
 
 impl When {
     fn new(ms: u64, now: u64) -> Self {
-        let exact = rfc3339(ms);
-        // "2026-11-28T09:14:03.123Z" → "2026-11-28 09:14:03 UTC".
-        let abs = match (exact.get(..10), exact.get(11..19)) {
-            (Some(d), Some(t)) => format!("{d} {t} UTC"),
-            _ => exact.clone(),
-        };
-        When { rel: relative(ms, now), exact, abs }
+        When { rel: relative(ms, now), exact: rfc3339(ms), abs: outbox::utc_text(ms) }
     }
 }
 

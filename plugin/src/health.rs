@@ -201,27 +201,16 @@ pub fn load(host: &dyn Host, webhook_id: i64, now: u64) -> Result<Health, DbErro
     Ok(Health { hours, days })
 }
 
-/// Rollup rows deleted per statement, and statements per pass.
-const PRUNE_BATCH: u32 = 2000;
-const PRUNE_ROUNDS: u32 = 50;
-
-/// One batch of rollup rows of hours before `?1`.
+/// One batch (`?2` rows) of the rollups of hours that ended before the
+/// hour `?1` (the history retention's cutoff, see [`prune_before`]), on
+/// `attempt_rollups_by_hour`. `maintain` runs it with the history's batches.
 pub(crate) const PRUNE_SQL: &str = "DELETE FROM attempt_rollups WHERE (webhook_id, hour, bucket) IN (\
      SELECT webhook_id, hour, bucket FROM attempt_rollups WHERE hour < ?1 LIMIT ?2)";
 
-/// Deletes the rollups of hours that ended by `cutoff` (the history
-/// retention's), in short batches on `attempt_rollups_by_hour`; answers how
-/// many rows went.
-pub fn prune(host: &dyn Host, cutoff: u64) -> Result<u64, DbError> {
-    let mut pruned = 0;
-    for _ in 0..PRUNE_ROUNDS {
-        let n = host.execute(PRUNE_SQL, &[hour_of(cutoff).into(), PRUNE_BATCH.into()])?;
-        pruned += n;
-        if n < u64::from(PRUNE_BATCH) {
-            break;
-        }
-    }
-    Ok(pruned)
+/// The `?1` of [`PRUNE_SQL`] for a retention cutoff: an hour partly inside
+/// the retention is kept whole.
+pub fn prune_before(cutoff: u64) -> u64 {
+    hour_of(cutoff)
 }
 
 // ---------------------------------------------------------------- text

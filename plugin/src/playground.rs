@@ -124,6 +124,7 @@ fn parse_headers(text: &str) -> Headers {
             };
             if values.is_empty() || !is_token(&k) {
                 h.ignored += 1;
+                continue;
             }
             for v in values {
                 h.pairs.push((k.to_ascii_lowercase(), v.trim().to_owned()));
@@ -248,8 +249,7 @@ fn span(secs: u64) -> String {
 
 /// Why a timestamp falls outside the tolerance, if it does.
 fn out_of_tolerance(ts: u64, now_s: u64) -> Option<Finding> {
-    let when = rfc3339(ts * 1000);
-    let when = when.get(..19).map(|s| format!("{} UTC", s.replace('T', " "))).unwrap_or(when);
+    let when = outbox::utc_text(ts.saturating_mul(1000));
     if ts + TOLERANCE_S < now_s {
         let by = now_s - ts;
         Some(problem(
@@ -780,6 +780,11 @@ mod tests {
         let h = parse_headers(r#"{"Webhook-Id": "msg_2", "webhook-signature": ["v1,a"]}"#);
         assert!(matches!(h.one("webhook-id"), One::Value("msg_2")));
         assert!(matches!(h.one("webhook-signature"), One::Value("v1,a")));
+        // A name that is no header name is ignored, not used.
+        let h = parse_headers(r#"{"webhook id": "msg_3", "webhook-id": "msg_4"}"#);
+        assert_eq!(h.ignored, 1);
+        assert!(matches!(h.one("webhook-id"), One::Value("msg_4")));
+        assert!(h.pairs.iter().all(|(k, _)| k != "webhook id"));
     }
 
     #[test]

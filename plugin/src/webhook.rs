@@ -133,7 +133,10 @@ pub fn validate_url(raw: &str) -> Result<String, String> {
         return Err(format!("Enter the address that should receive the webhooks, for example {URL_EXAMPLE}."));
     }
     if raw.len() > MAX_URL {
-        return Err(format!("Shorten the address to {MAX_URL} characters or fewer."));
+        // Bytes, as a request line counts them: a letter outside ASCII takes 2 to 4.
+        return Err(format!(
+            "Shorten the address to {MAX_URL} bytes or fewer (a character outside plain ASCII counts 2 to 4)."
+        ));
     }
     // The WHATWG parser silently drops tabs and newlines and turns `\` into
     // `/`; an admin who typed them did not mean the URL the parser would make.
@@ -236,7 +239,7 @@ const WHSEC_KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
 
 fn secret_problem(s: &str) -> Option<String> {
     if s.len() > MAX_SECRET {
-        return Some(format!("Shorten the secret to {MAX_SECRET} characters or fewer, or use Generate."));
+        return Some(format!("Shorten the secret to {MAX_SECRET} bytes or fewer, or use Generate."));
     }
     if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Some("Remove the spaces and line breaks from the secret, or use Generate.".into());

@@ -184,7 +184,10 @@ fn each_url_problem_says_what_to_do() {
     }
     let mut i = input();
     i.url = format!("https://example.com/{}", "a".repeat(2048));
-    assert_eq!(message_for(&h, &i, "url"), "Shorten the address to 2048 characters or fewer.");
+    assert_eq!(
+        message_for(&h, &i, "url"),
+        "Shorten the address to 2048 bytes or fewer (a character outside plain ASCII counts 2 to 4)."
+    );
 }
 
 /// #13 item 8: the host's egress refusals, by the kind the host names
@@ -245,5 +248,5 @@ fn name_and_secret_messages_say_what_to_do() {
     i.secret = Some("whsec_!!!!".into());
     assert!(message_for(&h, &i, "secret").starts_with("After whsec_ the secret must be base64"));
     i.secret = Some("s".repeat(300));
-    assert_eq!(message_for(&h, &i, "secret"), "Shorten the secret to 256 characters or fewer, or use Generate.");
+    assert_eq!(message_for(&h, &i, "secret"), "Shorten the secret to 256 bytes or fewer, or use Generate.");
 }

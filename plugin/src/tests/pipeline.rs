@@ -533,18 +533,25 @@ fn maintenance_prunes_finished_history_only() {
     assert_eq!(h.texts("SELECT id FROM events", &[]), ["waiting"]);
 }
 
+/// A delivery whose first answer is late: engine A claimed and sent it, its
+/// answer was slow and the lease ended, engine B claimed it again. Answers
+/// the delivery and A's (failed) answer, not yet recorded.
+fn overtaken(h: &TestHost) -> (i64, Finished) {
+    let w = hook(h, "https://example.com/a", &["user.created"]);
+    raise(h, "e1", "user.created");
+    let d = deliveries_of(h, w)[0];
+    claim(h, 1);
+    let slow = failed(h, d, "timed out waiting for the response");
+    h.advance(60 * S);
+    assert_eq!(claim(h, 1).claimed, [d]);
+    (d, slow)
+}
+
 #[test]
 fn a_late_answer_does_not_undo_a_success() {
     let h = TestHost::new();
-    let w = hook(&h, "https://example.com/a", &["user.created"]);
-    raise(&h, "e1", "user.created");
-    let d = deliveries_of(&h, w)[0];
-    // Engine A claims and sends; its answer is slow, the lease ends.
-    claim(&h, 1);
-    let slow = failed(&h, d, "timed out waiting for the response");
-    h.advance(60 * S);
-    // Engine B claims it again, sends, and records a success.
-    assert_eq!(claim(&h, 1).claimed, [d]);
+    let (d, slow) = overtaken(&h);
+    // B records a success.
     record(&h, vec![status(&h, d, 200)]);
     assert_eq!(delivery(&h, d).0, "succeeded");
     // A's answer comes last.
@@ -563,13 +570,7 @@ fn a_late_answer_does_not_undo_a_success() {
 #[test]
 fn two_answers_in_one_step_never_share_an_attempt_number() {
     let h = TestHost::new();
-    let w = hook(&h, "https://example.com/a", &["user.created"]);
-    raise(&h, "e1", "user.created");
-    let d = deliveries_of(&h, w)[0];
-    claim(&h, 1);
-    let slow = failed(&h, d, "timed out waiting for the response");
-    h.advance(60 * S);
-    assert_eq!(claim(&h, 1).claimed, [d]);
+    let (d, slow) = overtaken(&h);
     let ok = status(&h, d, 200);
     record(&h, vec![ok, slow]);
     assert_eq!(h.ints("SELECT attempt_no FROM attempts ORDER BY attempt_no", &[]), [1, 2]);

@@ -798,3 +798,401 @@ async fn validation_errors_lead_the_admin_to_each_field() {
     }
     assert_eq!(count(&h, "SELECT COUNT(*) FROM webhooks"), 2);
 }
+
+/// Health at a glance (#13): real deliveries through the real host — two
+/// failures from `/status/500`, six successes from `/ok`, two slower ones
+/// from `/slow/150` and a test send (not counted) — show on the history page
+/// without JavaScript: the table has each hour's exact counts, success rate
+/// and p50/p95 (the upper bound of the latency bucket the attempts' own
+/// durations fall in), and the SVG a bar and a latency mark per hour with
+/// attempts, sized by those numbers. Light at 1280 px, dark at 360 px, where
+/// only the table scrolls (within its own box).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_chart_shows_known_attempts() {
+    if !browsers_present() {
+        return;
+    }
+    // One attempt per event: a failure is final, so the count is known.
+    let h = host_with(&[("WEBHOOKS_RETRY_SCHEDULE", "0s")]);
+    let r = Receiver::start();
+    let api = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        let resp = h.api().request(method, format!("{}{path}", h.base)).bearer_auth(TOKEN).json(&body).send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<serde_json::Value>().unwrap_or_default())
+    };
+    let id = tokio::task::block_in_place(|| {
+        let (s, w) = api(
+            reqwest::Method::POST,
+            "/api/webhooks",
+            json!({"name": "Health", "url": r.url("/status/500/health"), "events": ["user.created"]}),
+        );
+        assert_eq!(s, 201, "{w}");
+        w["id"].as_i64().unwrap()
+    });
+    let mut sent = 0;
+    for (path, n) in [("/status/500/health", 2), ("/ok/health", 6), ("/slow/150/health", 2)] {
+        tokio::task::block_in_place(|| {
+            let (s, w) = api(reqwest::Method::PATCH, &format!("/api/webhooks/{id}"), json!({"url": r.url(path)}));
+            assert_eq!(s, 200, "{w}");
+            for i in 0..n {
+                let (s, body) =
+                    h.raise(json!({"type": "user.created", "data": {"id": sent + i + 1, "email": "ada@example.com"}}));
+                assert_eq!(s, 202, "{body}");
+            }
+        });
+        sent += n;
+        for _ in 0..200 {
+            if count(&h, "SELECT COUNT(*) FROM attempts") == sent {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(count(&h, "SELECT COUNT(*) FROM attempts"), sent, "every event to {path} was attempted once");
+    }
+    assert_eq!(r.count_at("/status/500/health") + r.count_at("/ok/health") + r.count_at("/slow/150/health"), 10);
+    // A test send: in the history, not in the health view.
+    tokio::task::block_in_place(|| {
+        let (s, loc, _) = h.admin().post(&format!("{MOUNT}/{id}/test"), &[]);
+        assert_eq!((s, loc.ends_with("/history")), (303, true));
+    });
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM attempts"), 11);
+
+    // What the page must say, worked out here from the attempts the host
+    // stored, per UTC hour (the run may straddle one): attempts, successes,
+    // and the latency buckets of the answered ones (upper bounds, in ms).
+    const BOUNDS: [i64; 15] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
+    let words = |b: i64| if b >= 1000 { format!("≤ {} s", b / 1000) } else { format!("≤ {b} ms") };
+    let mut hours: std::collections::BTreeMap<i64, (i64, i64, Vec<i64>)> = Default::default();
+    {
+        let db = h.db();
+        let mut q = db
+            .prepare(
+                "SELECT a.attempted_at / 3600000 * 3600000, a.success, a.duration_ms, a.response_status FROM attempts a \
+                 JOIN deliveries d ON d.id = a.delivery_id JOIN events e ON e.id = d.event_id \
+                 WHERE e.type <> 'test.webhook' ORDER BY a.duration_ms",
+            )
+            .unwrap();
+        let rows = q
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
+            })
+            .unwrap();
+        for row in rows {
+            let (hour, ok, ms, status) = row.unwrap();
+            let e = hours.entry(hour).or_default();
+            e.0 += 1;
+            e.1 += ok;
+            assert!(status.is_some(), "every attempt was answered");
+            e.2.push(BOUNDS.iter().copied().find(|b| ms <= *b).unwrap_or(i64::MAX));
+        }
+    }
+    assert_eq!(hours.values().map(|e| e.0).sum::<i64>(), 10);
+    assert_eq!(hours.values().map(|e| e.1).sum::<i64>(), 8, "the six from /ok and two from /slow");
+    let nearest_rank = |sorted: &[i64], pct: usize| sorted[(sorted.len() * pct).div_ceil(100).max(1) - 1];
+
+    let (_driver, c) = browser(false).await;
+    let base = h.base.clone();
+    sign_in(&c, &base).await;
+    c.goto(&format!("{base}{MOUNT}/{id}/history")).await.unwrap();
+    c.wait().for_element(Locator::Id("wh-health-table-hours")).await.unwrap();
+    assert!(text(&c).await.contains("test.webhook"), "the test send is in the history list");
+    let cells = |period: &'static str, row: &'static str| {
+        let c = c.clone();
+        async move {
+            let mut out = Vec::new();
+            let sel = format!("#wh-health-table-{period} tr[data-row={row}] td");
+            for td in c.find_all(Locator::Css(&sel)).await.unwrap() {
+                out.push(td.prop("textContent").await.unwrap().unwrap_or_default());
+            }
+            out
+        }
+    };
+    let columns = c.find_all(Locator::Css("#wh-health-table-hours thead time")).await.unwrap();
+    let mut starts = Vec::new();
+    for t in &columns {
+        starts.push(t.attr("datetime").await.unwrap().unwrap());
+    }
+    assert_eq!(starts.len(), 24, "one column per hour");
+    let (attempts, succeeded, rate, p50, p95) = (
+        cells("hours", "attempts").await,
+        cells("hours", "succeeded").await,
+        cells("hours", "rate").await,
+        cells("hours", "p50").await,
+        cells("hours", "p95").await,
+    );
+    let iso = |ms: i64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
+    };
+    for (hour, (n, ok, lat)) in &hours {
+        let i = starts.iter().position(|s| *s == iso(*hour)).unwrap_or_else(|| panic!("no column {}", iso(*hour)));
+        assert_eq!(attempts[i], n.to_string(), "{}", starts[i]);
+        assert_eq!(succeeded[i], ok.to_string(), "{}", starts[i]);
+        let tenths = (ok * 2000 + n) / (2 * n);
+        let want =
+            if tenths % 10 == 0 { format!("{}%", tenths / 10) } else { format!("{}.{}%", tenths / 10, tenths % 10) };
+        assert_eq!(rate[i], want, "{}", starts[i]);
+        assert_eq!(p50[i], words(nearest_rank(lat, 50)), "{}", starts[i]);
+        assert_eq!(p95[i], words(nearest_rank(lat, 95)), "{}", starts[i]);
+    }
+    let empty = attempts.iter().filter(|a| *a == "0").count();
+    assert_eq!(empty, 24 - hours.len(), "every other hour is empty: {attempts:?}");
+    assert!(rate.iter().filter(|r| *r == "–").count() == empty && p95.iter().filter(|p| *p == "–").count() == empty);
+    let totals = c.find(Locator::Css("#wh-health-hours .wh-health-totals")).await.unwrap().text().await.unwrap();
+    assert!(totals.starts_with("10 attempts · 80% succeeded · p50 "), "{totals}");
+    let days = cells("days", "attempts").await;
+    assert_eq!(days.len(), 30);
+    assert_eq!(days.iter().map(|d| d.parse::<i64>().unwrap()).sum::<i64>(), 10);
+
+    // The chart: per hour with attempts, a green bar for the successes'
+    // share (the panel is 56 high), a red one for the failures', a p50 dot
+    // and a p95 bar.
+    let svg = c.find(Locator::Css("#wh-health-hours svg[role=img]")).await.unwrap();
+    let label = svg.attr("aria-label").await.unwrap().unwrap();
+    assert!(label.starts_with("Last 24 hours, per UTC hour: 10 attempts, 80% succeeded; latency p50 "), "{label}");
+    assert_eq!(svg.find_all(Locator::Css("g.wh-chart-slot")).await.unwrap().len(), hours.len());
+    assert_eq!(svg.find_all(Locator::Css("circle.wh-chart-p50")).await.unwrap().len(), hours.len());
+    assert_eq!(svg.find_all(Locator::Css("line.wh-chart-p95")).await.unwrap().len(), hours.len());
+    let with = |f: fn(&(i64, i64, Vec<i64>)) -> bool| hours.values().filter(|e| f(e)).count();
+    assert_eq!(svg.find_all(Locator::Css("rect.wh-chart-ok")).await.unwrap().len(), with(|e| e.1 > 0));
+    assert_eq!(svg.find_all(Locator::Css("rect.wh-chart-bad")).await.unwrap().len(), with(|e| e.1 < e.0));
+    for (hour, (n, ok, _)) in &hours {
+        let g = svg.find(Locator::Css(&format!("g[data-start='{}']", iso(*hour)))).await.unwrap();
+        if *ok > 0 {
+            let height = g.find(Locator::Css("rect.wh-chart-ok")).await.unwrap().attr("height").await.unwrap().unwrap();
+            let want = *ok as f64 / *n as f64 * 56.0;
+            assert!((height.parse::<f64>().unwrap() - want).abs() < 0.01, "{height} for {ok} of {n}");
+        }
+        let tip = g.find(Locator::Css("title")).await.unwrap().prop("textContent").await.unwrap().unwrap();
+        assert!(tip.contains(&format!("{n} attempts, {ok} succeeded")), "{tip}");
+    }
+    shot(&c, "health").await;
+    c.close().await.unwrap();
+
+    // Dark, at 360 px: the colours follow the preference, the chart fits the
+    // screen, and only the table scrolls, inside its own box.
+    let (_driver, c) = browser_with(true, &["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
+    sign_in(&c, &base).await;
+    c.set_window_size(360, 800).await.unwrap();
+    c.goto(&format!("{base}{MOUNT}/{id}/history")).await.unwrap();
+    c.wait().for_element(Locator::Id("wh-health-hours")).await.unwrap();
+    let look = c
+        .execute(
+            "const lum = (e, p) => { const m = getComputedStyle(e)[p].match(/[0-9.]+/g).map(Number);\
+               const l = m.slice(0, 3).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4 });\
+               return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2] };\
+             const svg = document.querySelector('#wh-health-hours svg');\
+             const wrap = document.querySelector('#wh-health-hours .wh-htable-wrap');\
+             return { dark: matchMedia('(prefers-color-scheme: dark)').matches,\
+               period: lum(document.querySelector('.wh-period'), 'backgroundColor'),\
+               axis: lum(svg.querySelector('text'), 'fill'),\
+               ok: getComputedStyle(svg.querySelector('.wh-chart-p50')).fill,\
+               page: document.documentElement.scrollWidth,\
+               svg: svg.getBoundingClientRect().width,\
+               wrap: [wrap.clientWidth, wrap.scrollWidth] }",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(look["dark"], json!(true), "{look}");
+    assert!(look["period"].as_f64().unwrap() < 0.05, "the panel is dark: {look}");
+    assert!(look["axis"].as_f64().unwrap() > 0.2, "the axis text stays readable: {look}");
+    assert_eq!(look["ok"], json!("rgb(68, 147, 248)"), "the dark palette's blue: {look}");
+    assert!(look["page"].as_u64().unwrap() <= 360, "nothing but the table scrolls: {look}");
+    assert!(look["svg"].as_f64().unwrap() <= 340.0, "the chart fits: {look}");
+    assert!(
+        look["wrap"][1].as_u64().unwrap() > look["wrap"][0].as_u64().unwrap(),
+        "the table scrolls within its box: {look}"
+    );
+    c.execute("document.getElementById('wh-health-title').scrollIntoView()", vec![]).await.unwrap();
+    shot(&c, "health-dark-360").await;
+    c.close().await.unwrap();
+}
+
+/// The signature playground (#13) fed what a real receiver got: a genuine
+/// delivery verifies and names the current secret; after a rotation the
+/// delivery signed before it verifies with the rotating secret; a tampered
+/// body, an old timestamp and a wrong secret each get their own explanation.
+/// No secret is ever on the page; the form works without JavaScript; the
+/// result fits 360 px; the receiver code has a Copy button only with
+/// JavaScript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_playground_explains_each_failure() {
+    const FIRST: &str = "whsec_cGxheWdyb3VuZCBmaXJzdCBzZWNyZXQgMDEyMzQ1";
+    const SECOND: &str = "whsec_cGxheWdyb3VuZCBzZWNvbmQgc2VjcmV0IDY3ODk=";
+    const STRANGER: &str = "whsec_c29tZWJvZHkgZWxzZSdzIHNlY3JldA==";
+
+    /// The headers as a receiver's log prints them (`Name: value`), some replaced.
+    fn headers_of(s: &Seen, replace: &[(&str, String)]) -> String {
+        let mut out = String::new();
+        for (k, v) in &s.headers {
+            let v = replace.iter().find(|(n, _)| *n == k.as_str()).map_or(v.to_str().unwrap(), |(_, x)| x.as_str());
+            out.push_str(&format!("{}: {v}\n", k.as_str()));
+        }
+        out
+    }
+
+    /// Pastes into the history page's form and submits; answers the result's
+    /// text and its findings' codes, after checking no secret is on the page.
+    async fn check(c: &Client, history: &str, headers: String, body: String) -> (String, Vec<String>) {
+        c.goto(history).await.unwrap();
+        c.find(Locator::Css("#verify > summary")).await.unwrap().click().await.unwrap();
+        for (field, value) in [("wh-pg-headers", headers), ("wh-pg-body", body)] {
+            let e = c.find(Locator::Id(field)).await.unwrap();
+            e.clear().await.unwrap();
+            e.send_keys(&value).await.unwrap();
+        }
+        c.find(Locator::Css(".wh-playground button[type=submit]")).await.unwrap().click().await.unwrap();
+        let verdict = c.wait().for_element(Locator::Id("wh-verdict")).await.unwrap().text().await.unwrap();
+        let mut codes = Vec::new();
+        for f in c.find_all(Locator::Css("#wh-verdict [data-finding]")).await.unwrap() {
+            codes.push(f.attr("data-finding").await.unwrap().unwrap());
+        }
+        let source = c.source().await.unwrap();
+        for secret in [FIRST, SECOND, STRANGER] {
+            assert!(!source.contains(secret) && !source.contains(&secret["whsec_".len()..]), "a secret on the page");
+        }
+        (verdict, codes)
+    }
+
+    if !browsers_present() {
+        return;
+    }
+    let h = host();
+    let r = Receiver::start();
+    let url = r.url("/ok/pg");
+    let (id, got) = tokio::task::block_in_place(|| {
+        h.admin().create("Playground", &url, FIRST, &["user.created"], true);
+        let id = count(&h, "SELECT id FROM webhooks WHERE name = 'Playground'");
+        let (s, _) = h.raise(json!({"type": "user.created", "id": "pg-1", "data": example_data("user.created")}));
+        assert_eq!(s, 202);
+        (id, r.wait_for("/ok/pg", 1, Duration::from_secs(10)).remove(0))
+    });
+    let body = String::from_utf8(got.body.to_vec()).unwrap();
+    let msg_id = got.header("webhook-id");
+
+    let (_driver, c) = browser(true).await;
+    let base = h.base.clone();
+    sign_in(&c, &base).await;
+    let history = format!("{base}{MOUNT}/{id}/history");
+
+    // The genuine delivery, as the receiver got it.
+    let (v, codes) = check(&c, &history, headers_of(&got, &[]), body.clone()).await;
+    assert!(v.contains("Verified with the current secret."), "{v}");
+    assert!(codes.is_empty(), "{v}");
+    // What was pasted stays in the form for another try.
+    assert_eq!(c.find(Locator::Id("wh-pg-body")).await.unwrap().prop("value").await.unwrap().unwrap(), body);
+    c.find(Locator::LinkText("View this delivery")).await.unwrap().click().await.unwrap();
+    wait_text(&c, &msg_id).await;
+
+    // Rotate to a new secret: the delivery signed before verifies with the old one.
+    tokio::task::block_in_place(|| {
+        let form = [
+            ("name", "Playground"),
+            ("url", url.as_str()),
+            ("events", "user.created"),
+            ("enabled", "on"),
+            ("secret_action", "rotate"),
+            ("secret", SECOND),
+        ];
+        assert_eq!(h.admin().post(&format!("{MOUNT}/{id}"), &form).0, 303);
+    });
+    let (v, codes) = check(&c, &history, headers_of(&got, &[]), body.clone()).await;
+    assert!(v.contains("Verified with the rotating (previous) secret") && v.contains("until"), "{v}");
+    assert!(codes.is_empty(), "{v}");
+
+    // A tampered body: compared with the body sent; the signature itself genuine.
+    let tampered = body.replacen("\"data\":{", "\"data\":{\"tampered\":true,", 1);
+    let (v, codes) = check(&c, &history, headers_of(&got, &[]), tampered).await;
+    assert!(v.contains("Does not verify.") && v.contains("The body differs from the one this webhook sent"), "{v}");
+    assert!(v.contains("First difference at byte") && v.contains("tampered"), "{v}");
+    assert!(v.contains("The signature itself is genuine") && v.contains("rotating (previous) secret"), "{v}");
+    assert_eq!(codes, ["body-changed", "signature-genuine"], "{v}");
+    shot(&c, "playground").await;
+    // The result reads at 360 px without scrolling sideways.
+    c.set_window_size(360, 800).await.unwrap();
+    let width = c.execute("return document.documentElement.scrollWidth", vec![]).await.unwrap();
+    assert!(width.as_u64().unwrap() <= 360, "the result page is {width} px wide at 360");
+    c.set_window_size(1280, 900).await.unwrap();
+
+    // An hour-old timestamp, signed with the current secret.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let sign = |secret: &str, ts: i64| {
+        standardwebhooks::Webhook::new(secret).unwrap().sign(&msg_id, ts, body.as_bytes()).unwrap()
+    };
+    let old = [("webhook-timestamp", (now - 3600).to_string()), ("webhook-signature", sign(SECOND, now - 3600))];
+    let (v, codes) = check(&c, &history, headers_of(&got, &old), body.clone()).await;
+    assert!(v.contains("The timestamp is 1 h") && v.contains(" old."), "{v}");
+    assert!(v.contains("Apart from the time it verifies: the signature matches the current secret"), "{v}");
+    assert_eq!(codes, ["too-old"], "{v}");
+
+    // Signed just now, but with a secret that is not this webhook's.
+    let wrong = [("webhook-timestamp", now.to_string()), ("webhook-signature", sign(STRANGER, now))];
+    let (v, codes) = check(&c, &history, headers_of(&got, &wrong), body.clone()).await;
+    assert!(v.contains("The signature was made with another secret"), "{v}");
+    assert!(v.contains("Neither the current secret nor the rotating one"), "{v}");
+    assert_eq!(codes, ["wrong-secret"], "{v}");
+
+    // The receiver code: the endpoint's own URL, and a Copy button.
+    c.goto(&history).await.unwrap();
+    c.find(Locator::Css("#receiver-code > summary")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(".wh-snippet[data-lang=python] > summary")).await.unwrap().click().await.unwrap();
+    let code = c.find(Locator::Id("wh-snippet-python")).await.unwrap().text().await.unwrap();
+    assert!(code.contains("from standardwebhooks import Webhook") && code.contains(&url), "{code}");
+    let copy = c.find(Locator::Css("button[data-copy=wh-snippet-python]")).await.unwrap();
+    assert!(copy.is_displayed().await.unwrap(), "Copy shows with JavaScript");
+    copy.click().await.unwrap();
+    let mut label = String::new();
+    for _ in 0..100 {
+        label = copy.text().await.unwrap();
+        if label != "Copy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(label == "Copied" || label == "Selected: press Ctrl+C", "{label}");
+    // Open code scrolls inside its box at 360 px; the page does not.
+    c.set_window_size(360, 800).await.unwrap();
+    let width = c.execute("return document.documentElement.scrollWidth", vec![]).await.unwrap();
+    assert!(width.as_u64().unwrap() <= 360, "the history page with code open is {width} px wide at 360");
+    c.close().await.unwrap();
+
+    // Without JavaScript: the form is a plain post; no Copy button.
+    let (_driver, c) = browser(false).await;
+    sign_in(&c, &base).await;
+    c.goto(&history).await.unwrap();
+    c.find(Locator::Css("#receiver-code > summary")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(".wh-snippet[data-lang=rust] > summary")).await.unwrap().click().await.unwrap();
+    assert!(c.find(Locator::Id("wh-snippet-rust")).await.unwrap().is_displayed().await.unwrap());
+    let copy = c.find(Locator::Css("button[data-copy=wh-snippet-rust]")).await.unwrap();
+    assert!(!copy.is_displayed().await.unwrap(), "no Copy button without JavaScript");
+    let cut = [("webhook-signature", "v1,".to_owned())];
+    let (v, codes) = check(&c, &history, headers_of(&got, &cut), body.clone()).await;
+    assert!(v.contains("The webhook-signature header is malformed"), "{v}");
+    assert_eq!(codes, ["malformed-signature"], "{v}");
+    c.close().await.unwrap();
+
+    // Dark, as the admin's system prefers: the result, the boxes, the code.
+    let (_driver, c) = browser_with(true, &["--force-dark-mode", "--blink-settings=preferredColorScheme=0"]).await;
+    sign_in(&c, &base).await;
+    let (v, _) = check(&c, &history, headers_of(&got, &[]), body.clone()).await;
+    assert!(v.contains("Verified with the rotating"), "{v}");
+    let luminance = |selector: &'static str, property: &'static str| {
+        let c = c.clone();
+        async move {
+            let script = format!(
+                "const m = getComputedStyle(document.querySelector('{selector}'))['{property}'].match(/[0-9.]+/g).map(Number);\
+                 const l = m.slice(0, 3).map(v => {{ v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4 }});\
+                 return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2]"
+            );
+            c.execute(&script, vec![]).await.unwrap().as_f64().unwrap()
+        }
+    };
+    assert!(luminance("#wh-verdict", "backgroundColor").await < 0.05, "the verdict box");
+    assert!(luminance("#wh-verdict", "color").await > 0.7, "its text");
+    assert!(luminance("#wh-pg-body", "backgroundColor").await < 0.05, "the body box");
+    assert!(luminance("#wh-pg-body", "color").await > 0.7, "pasted text");
+    c.goto(&history).await.unwrap();
+    assert!(luminance("#receiver-code", "backgroundColor").await < 0.05, "the receiver code panel");
+    assert!(luminance("#wh-snippet-php", "color").await > 0.7, "code");
+    c.close().await.unwrap();
+}

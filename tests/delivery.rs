@@ -431,8 +431,12 @@ fn transport_failures_are_told_by_kind_in_words() {
     let a = h.admin();
     a.create("Closed", &format!("http://127.0.0.1:{closed}/x"), "", &["user.created"], true);
     a.create("Nowhere", "http://no-such-host.invalid/x", "", &["user.created"], true);
+    // https to a server that speaks plain HTTP: the handshake fails.
+    let plain = Receiver::start();
+    let tls_url = plain.url("/x").replacen("http://", "https://", 1);
+    a.create("Plain", &tls_url, "", &["user.created"], true);
     h.raise(json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com"}}));
-    eventually(WAIT, "both attempts recorded", || h.count("SELECT COUNT(*) FROM attempts") == 2);
+    eventually(WAIT, "every attempt recorded", || h.count("SELECT COUNT(*) FROM attempts") == 3);
     let error_of = |name: &str| -> String {
         h.text(
             "SELECT a.error FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
@@ -446,6 +450,8 @@ fn transport_failures_are_told_by_kind_in_words() {
     let dns_error = error_of("Nowhere");
     assert!(dns_error.starts_with("Not sent: the host name could not be found (DNS)"), "{dns_error}");
     assert!(dns_error.contains("no-such-host.invalid"), "{dns_error}");
+    let tls_error = error_of("Plain");
+    assert!(tls_error.starts_with("Not sent: the TLS handshake with the receiver failed"), "{tls_error}");
 
     // A test send: the component's own wasi:http request gets the code.
     let id = h.int("SELECT id FROM webhooks WHERE name = 'Closed'", &[]);

@@ -6,14 +6,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
+use support::scripts::{Script, free_port, node_dir_with_standardwebhooks, python_with_standardwebhooks, run, workdir};
 use support::{TOKEN, host};
 
 /// The generated secret is what an admin copies into the receiver.
@@ -27,71 +25,6 @@ fn snippet(guide: &str, title: &str) -> String {
     let start = text.find(&marker).unwrap_or_else(|| panic!("{guide} has no block titled {title}")) + marker.len();
     let end = text[start..].find("\n```").unwrap() + start;
     text[start..end].to_owned() + "\n"
-}
-
-fn available(program: &str, arg: &str) -> bool {
-    let ok = Command::new(program).arg(arg).output().is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "CI must have {program} (see .ci/run)");
-        eprintln!("skipped: {program} is not installed");
-    }
-    ok
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A receiver script; its lines (stdout or stderr) arrive on the channel.
-struct Script {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Script {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Script {
-    fn start(mut cmd: Command, from_stderr: bool) -> Script {
-        cmd.env("WEBHOOK_SECRET", SECRET).stdin(Stdio::null());
-        if from_stderr {
-            cmd.stderr(Stdio::piped()).stdout(Stdio::null());
-        } else {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-        }
-        let mut child = cmd.spawn().unwrap();
-        let out: Box<dyn std::io::Read + Send> =
-            if from_stderr { Box::new(child.stderr.take().unwrap()) } else { Box::new(child.stdout.take().unwrap()) };
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Script { child, lines }
-    }
-
-    fn wait_line(&self, prefix: &str) -> String {
-        loop {
-            let l = self.lines.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("no line {prefix:?}"));
-            if let Some(rest) = l.find(prefix).map(|i| &l[i + prefix.len()..]) {
-                return rest.trim().to_owned();
-            }
-        }
-    }
 }
 
 /// Creates a webhook to `url`, raises through `raise` (the guide's script),
@@ -128,39 +61,19 @@ fn round_trip(h: &support::Host, receiver: &Script, url: &str, raise: &mut Comma
         .send()
         .unwrap();
     assert_eq!(forged.status(), 400);
-    while let Ok(l) = receiver.lines.recv_timeout(Duration::from_millis(500)) {
-        assert!(!l.contains("verified"), "a forged delivery was accepted: {l}");
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn workdir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    receiver.never_says("verified", Duration::from_millis(500));
 }
 
 #[test]
 fn python_guide() {
-    if !available("python3", "--version") {
-        return;
-    }
-    // A virtualenv with the library, made once per target folder.
+    let Some(py) = python_with_standardwebhooks() else { return };
     let dir = workdir("guide-python");
-    let py = dir.join("venv/bin/python");
-    if !py.exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(dir.join("venv")));
-    }
-    run(Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "standardwebhooks"]));
     std::fs::write(dir.join("raise_event.py"), snippet("python.md", "raise_event.py")).unwrap();
     std::fs::write(dir.join("receiver.py"), snippet("python.md", "receiver.py")).unwrap();
 
     let h = host();
     let mut cmd = Command::new(&py);
-    cmd.arg(dir.join("receiver.py")).env("PORT", "0");
+    cmd.arg(dir.join("receiver.py")).env("PORT", "0").env("WEBHOOK_SECRET", SECRET);
     let receiver = Script::start(cmd, false);
     let port = receiver.wait_line("listening on ");
     round_trip(&h, &receiver, &format!("http://127.0.0.1:{port}/"), Command::new(&py).arg(dir.join("raise_event.py")));
@@ -168,22 +81,14 @@ fn python_guide() {
 
 #[test]
 fn node_guide() {
-    if !available("node", "--version") {
-        return;
-    }
-    let dir = workdir("guide-node");
-    if !dir.join("node_modules/standardwebhooks").exists() {
-        run(Command::new("npm")
-            .args(["install", "--silent", "--no-audit", "--no-fund", "standardwebhooks@1"])
-            .current_dir(&dir));
-    }
+    let Some(dir) = node_dir_with_standardwebhooks() else { return };
     // Next to node_modules, where `import "standardwebhooks"` resolves.
     std::fs::write(dir.join("raise_event.mjs"), snippet("node.md", "raise_event.mjs")).unwrap();
     std::fs::write(dir.join("receiver.mjs"), snippet("node.md", "receiver.mjs")).unwrap();
 
     let h = host();
     let mut cmd = Command::new("node");
-    cmd.arg(dir.join("receiver.mjs")).env("PORT", "0");
+    cmd.arg(dir.join("receiver.mjs")).env("PORT", "0").env("WEBHOOK_SECRET", SECRET);
     let receiver = Script::start(cmd, false);
     let port = receiver.wait_line("listening on ");
     round_trip(
@@ -196,7 +101,7 @@ fn node_guide() {
 
 #[test]
 fn php_guide() {
-    if !available("php", "--version") {
+    if !support::scripts::available("php", "--version") {
         return;
     }
     let dir = workdir("guide-php");
@@ -206,7 +111,7 @@ fn php_guide() {
     let h = host();
     let port = free_port();
     let mut cmd = Command::new("php");
-    cmd.args(["-S", &format!("127.0.0.1:{port}")]).arg(dir.join("verify.php"));
+    cmd.args(["-S", &format!("127.0.0.1:{port}")]).arg(dir.join("verify.php")).env("WEBHOOK_SECRET", SECRET);
     let receiver = Script::start(cmd, true);
     receiver.wait_line("Development Server");
     round_trip(

@@ -413,6 +413,14 @@ fn history_pages_on_postgres_as_on_sqlite() {
         .collect();
     assert_eq!(h.raise_batch(&events).0, 202);
     eventually(WAIT, "30 attempts", || h.count("SELECT COUNT(*) FROM attempts") == 30);
+    // The health view's hourly rollup counted them too (its sums are numeric
+    // on PostgreSQL, read back as integers).
+    eventually(WAIT, "rolled up", || {
+        h.int(
+            "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM attempt_rollups WHERE webhook_id = ?1",
+            &[id.into()],
+        ) == 30
+    });
     let (s, first) = a.get(&format!("{MOUNT}/{id}/history"));
     assert_eq!(s, 200);
     assert!(first.contains("1–25 of 30"), "position on the first page");

@@ -1,7 +1,8 @@
 // Progressive enhancement for the webhooks pages. Every action works without
 // this file (plain forms and links); with it: the status toggle flips without
-// a reload, delete asks in a dialog, details open in a modal, and "Select all"
-// works per event group. Served from the host's own origin (CSP script-src 'self').
+// a reload, delete asks in a dialog, details open in a modal, "Select all"
+// works per event group, and receiver code has a Copy button. Served from the
+// host's own origin (CSP script-src 'self').
 (function () {
   "use strict";
   // The token and its field name come from a form the page already has, so
@@ -157,5 +158,33 @@
     var keep = document.querySelector('input[name="secret_action"][value="keep"]:checked');
     var replace = document.querySelector('input[name="secret_action"][value="replace"]');
     if (keep && replace) replace.checked = true;
+  });
+
+  // Receiver code: a Copy button beside each snippet. Without this script
+  // the button stays hidden and the code is there to select.
+  document.querySelectorAll("button[data-copy]").forEach(function (b) {
+    b.hidden = false;
+    b.setAttribute("aria-live", "polite");
+    b.addEventListener("click", function () {
+      var code = document.getElementById(b.getAttribute("data-copy"));
+      if (!code) return;
+      function said(label) {
+        b.textContent = label;
+        setTimeout(function () { b.textContent = "Copy"; }, 2500);
+      }
+      function select() {
+        var range = document.createRange();
+        range.selectNodeContents(code);
+        var sel = window.getSelection();
+        sel.removeAllRanges();
+        sel.addRange(range);
+        said("Selected: press Ctrl+C");
+      }
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(code.textContent).then(function () { said("Copied"); }, select);
+      } else {
+        select();
+      }
+    });
   });
 })();

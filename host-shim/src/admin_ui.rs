@@ -117,7 +117,8 @@ pub fn csrf_ok(key: &[u8], session: &str, submitted: &str) -> bool {
 /// Compares a secret with what was submitted in constant time (for equal lengths).
 pub fn same_secret(want: &str, given: &str) -> bool {
     use subtle::ConstantTimeEq;
-    want.len() == given.len() && bool::from(want.as_bytes().ct_eq(given.as_bytes()))
+    // An empty secret is none: it never matches (not even an empty answer).
+    !want.is_empty() && want.len() == given.len() && bool::from(want.as_bytes().ct_eq(given.as_bytes()))
 }
 
 /// Flash messages survive one redirect in a cookie: `kind:message`,

@@ -45,6 +45,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::p2::bindings::http::types::{DnsErrorPayload, ErrorCode, TlsAlertReceivedPayload};
+
+pub use crate::bindings::host_info::{Refused, RefusedKind};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -97,47 +99,49 @@ pub fn parse_allowlist(s: &str) -> Result<Vec<Allowed>, String> {
 }
 
 /// Ranges refused for every resolved address, with the reason shown to admins.
-static FORBIDDEN: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
+static FORBIDDEN: LazyLock<Vec<(IpNet, RefusedKind, &'static str)>> = LazyLock::new(|| {
+    use RefusedKind as K;
     [
-        ("0.0.0.0/8", "a 'this network' address"),
-        ("10.0.0.0/8", "a private address"),
-        ("100.64.0.0/10", "a carrier-grade NAT address"),
-        ("127.0.0.0/8", "a loopback address"),
-        ("169.254.0.0/16", "a link-local address (cloud metadata lives here)"),
-        ("172.16.0.0/12", "a private address"),
-        ("192.0.0.0/24", "an IETF protocol assignment address"),
-        ("192.0.2.0/24", "a documentation address"),
-        ("192.88.99.0/24", "a 6to4 relay address"),
-        ("192.168.0.0/16", "a private address"),
-        ("198.18.0.0/15", "a benchmarking address"),
-        ("198.51.100.0/24", "a documentation address"),
-        ("203.0.113.0/24", "a documentation address"),
-        ("224.0.0.0/4", "a multicast address"),
-        ("240.0.0.0/4", "a reserved address"),
-        ("::/128", "the unspecified address"),
-        ("::1/128", "a loopback address"),
-        ("::/96", "an IPv4-compatible address"),
-        ("100::/64", "a discard-only address"),
-        ("2001::/32", "a Teredo tunnel address"),
-        ("2001:db8::/32", "a documentation address"),
-        ("2001:10::/28", "an ORCHID address"),
-        ("2001:2::/48", "a benchmarking address"),
-        ("2001:20::/28", "an ORCHIDv2 address"),
-        ("3fff::/20", "a documentation address"),
-        ("5f00::/16", "a segment-routing (SRv6) address"),
-        ("2002::/16", "a 6to4 tunnel address"),
-        ("fc00::/7", "a unique local (private) address"),
-        ("fe80::/10", "a link-local address"),
-        ("fec0::/10", "a site-local address"),
-        ("ff00::/8", "a multicast address"),
+        ("0.0.0.0/8", K::ThisMachine, "a 'this network' address"),
+        ("10.0.0.0/8", K::PrivateNetwork, "a private address"),
+        ("100.64.0.0/10", K::PrivateNetwork, "a carrier-grade NAT address"),
+        ("127.0.0.0/8", K::ThisMachine, "a loopback address"),
+        ("169.254.0.0/16", K::LinkLocal, "a link-local address (cloud metadata lives here)"),
+        ("172.16.0.0/12", K::PrivateNetwork, "a private address"),
+        ("192.0.0.0/24", K::SpecialPurpose, "an IETF protocol assignment address"),
+        ("192.0.2.0/24", K::Documentation, "a documentation address"),
+        ("192.88.99.0/24", K::SpecialPurpose, "a 6to4 relay address"),
+        ("192.168.0.0/16", K::PrivateNetwork, "a private address"),
+        ("198.18.0.0/15", K::SpecialPurpose, "a benchmarking address"),
+        ("198.51.100.0/24", K::Documentation, "a documentation address"),
+        ("203.0.113.0/24", K::Documentation, "a documentation address"),
+        ("224.0.0.0/4", K::SpecialPurpose, "a multicast address"),
+        ("240.0.0.0/4", K::SpecialPurpose, "a reserved address"),
+        ("::/128", K::ThisMachine, "the unspecified address"),
+        ("::1/128", K::ThisMachine, "a loopback address"),
+        ("::/96", K::SpecialPurpose, "an IPv4-compatible address"),
+        ("100::/64", K::SpecialPurpose, "a discard-only address"),
+        ("2001::/32", K::SpecialPurpose, "a Teredo tunnel address"),
+        ("2001:db8::/32", K::Documentation, "a documentation address"),
+        ("2001:10::/28", K::SpecialPurpose, "an ORCHID address"),
+        ("2001:2::/48", K::SpecialPurpose, "a benchmarking address"),
+        ("2001:20::/28", K::SpecialPurpose, "an ORCHIDv2 address"),
+        ("3fff::/20", K::Documentation, "a documentation address"),
+        ("5f00::/16", K::SpecialPurpose, "a segment-routing (SRv6) address"),
+        ("2002::/16", K::SpecialPurpose, "a 6to4 tunnel address"),
+        ("fc00::/7", K::PrivateNetwork, "a unique local (private) address"),
+        ("fe80::/10", K::LinkLocal, "a link-local address"),
+        ("fec0::/10", K::PrivateNetwork, "a site-local address"),
+        ("ff00::/8", K::SpecialPurpose, "a multicast address"),
     ]
     .into_iter()
-    .map(|(n, why)| (n.parse().expect("static CIDR"), why))
+    .map(|(n, kind, why)| (n.parse().expect("static CIDR"), kind, why))
     .collect()
 });
 
-/// Why an address may not be reached, or `None` when it may.
-pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
+/// Why an address may not be reached (its kind, and the words for it), or
+/// `None` when it may.
+pub fn forbidden_reason(ip: IpAddr) -> Option<(RefusedKind, &'static str)> {
     // IPv4-mapped, SIIT and NAT64 addresses carry an IPv4 address a stack
     // or a translator routes to: judge the embedded one(s).
     if let IpAddr::V6(v6) = ip {
@@ -147,9 +151,9 @@ pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
         }
     }
     if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
-        return Some("the broadcast address");
+        return Some((RefusedKind::SpecialPurpose, "the broadcast address"));
     }
-    FORBIDDEN.iter().find(|(n, _)| n.contains(&ip)).map(|(_, why)| *why)
+    FORBIDDEN.iter().find(|(n, _, _)| n.contains(&ip)).map(|(_, kind, why)| (*kind, *why))
 }
 
 /// IPv4 addresses an IPv6 address carries for a translator or a dual stack
@@ -209,21 +213,21 @@ impl Policy {
     }
 
     /// Checks one resolved address.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), EgressError> {
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refused> {
         match forbidden_reason(ip) {
-            Some(why) if !self.ip_allowed(ip) => Err(EgressError::new(
-                ErrorCode::DestinationIpProhibited,
-                format!(
+            Some((kind, why)) if !self.ip_allowed(ip) => Err(Refused {
+                kind,
+                detail: format!(
                     "refused by the egress policy: {ip} is {why} (an operator can allow it with WEBHOOKS_ALLOWED_HOSTS)"
                 ),
-            )),
+            }),
             _ => Ok(()),
         }
     }
 
     /// What can be decided from the URL alone (save time; no DNS).
-    pub fn check_url(&self, raw: &str) -> Result<(), EgressError> {
-        let invalid = |m: String| EgressError::new(ErrorCode::HttpRequestUriInvalid, m);
+    pub fn check_url(&self, raw: &str) -> Result<(), Refused> {
+        let invalid = |detail: String| Refused { kind: RefusedKind::InvalidUrl, detail };
         let url = url::Url::parse(raw).map_err(|e| invalid(format!("URL is not valid: {e}.")))?;
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(invalid("URL must start with http:// or https://.".into()));
@@ -235,12 +239,12 @@ impl Policy {
             Some(url::Host::Domain(d)) => {
                 let d = d.trim_end_matches('.').to_ascii_lowercase();
                 if (d == "localhost" || d.ends_with(".localhost")) && !self.host_allowed(&d) {
-                    Err(EgressError::new(
-                        ErrorCode::DestinationIpProhibited,
-                        format!(
+                    Err(Refused {
+                        kind: RefusedKind::ThisMachine,
+                        detail: format!(
                             "refused by the egress policy: {d} names this machine (an operator can allow it with WEBHOOKS_ALLOWED_HOSTS)"
                         ),
-                    ))
+                    })
                 } else {
                     Ok(())
                 }
@@ -273,7 +277,7 @@ impl Policy {
             // Every address, not just the first: a resolver may rotate them.
             for a in &addrs {
                 self.check_ip(a.ip())
-                    .map_err(|e| EgressError { detail: format!("{}; {bare} resolved to it", e.detail), ..e })?;
+                    .map_err(|e| Refused { detail: format!("{}; {bare} resolved to it", e.detail), ..e })?;
             }
         }
         Ok(addrs)
@@ -353,6 +357,17 @@ impl EgressError {
 impl fmt::Display for EgressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.detail)
+    }
+}
+
+/// A refusal of the policy, as a failed request: wasi:http's kind for it.
+impl From<Refused> for EgressError {
+    fn from(r: Refused) -> Self {
+        let code = match r.kind {
+            RefusedKind::InvalidUrl => ErrorCode::HttpRequestUriInvalid,
+            _ => ErrorCode::DestinationIpProhibited,
+        };
+        EgressError::new(code, r.detail)
     }
 }
 
@@ -568,8 +583,12 @@ fn client_error(e: &hyper_util::client::legacy::Error) -> EgressError {
     EgressError::new(code, msg)
 }
 
-/// A TLS failure, from rustls's error.
+/// A TLS failure, from rustls's error. hyper-rustls wraps it in
+/// `io::Error`s, whose `source()` skips the error they carry: look inside.
 fn tls_code(e: &(dyn std::error::Error + 'static)) -> Option<ErrorCode> {
+    if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+        return tls_code(inner);
+    }
     let e = e.downcast_ref::<rustls::Error>()?;
     Some(match e {
         rustls::Error::InvalidCertificate(_) => ErrorCode::TlsCertificateError,

@@ -51,7 +51,7 @@ impl wit::Host for HostInfo<'_> {
     async fn get_dialect(&mut self) -> Dialect {
         self.dialect
     }
-    async fn check_destination(&mut self, url: String) -> Result<(), String> {
-        self.egress.policy().check_url(&url).map_err(|e| e.detail)
+    async fn check_destination(&mut self, url: String) -> Result<(), wit::Refused> {
+        self.egress.policy().check_url(&url)
     }
 }

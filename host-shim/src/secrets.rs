@@ -109,12 +109,28 @@ pub fn read_or_create(
     make: impl FnOnce() -> std::io::Result<Vec<u8>>,
 ) -> std::io::Result<(Vec<u8>, bool)> {
     match std::fs::read(path) {
+        // An empty file is what a write cut short leaves: never a secret
+        // (an empty API token would match an empty bearer).
+        Ok(b) if b.trim_ascii().is_empty() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is empty; delete it to have a new one made", path.display()),
+            ));
+        }
         Ok(b) => return Ok((b, false)),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         Err(_) => {}
     }
     let bytes = make()?;
-    write_private(path, &bytes)?;
+    // Written whole under another name, then linked into place (which
+    // fails if someone else made it meanwhile): a crash never leaves a
+    // short file where the secret should be.
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, &bytes)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
     Ok((bytes, true))
 }
 
@@ -194,6 +210,21 @@ mod tests {
             "tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
         );
         assert!(SecretKey::from_bytes([4; 32]).sign(&sealed, msg).is_err());
+    }
+
+    #[test]
+    fn an_empty_secret_file_is_refused_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("api-token");
+        std::fs::write(&p, "  \n").unwrap();
+        let e = read_or_create(&p, || Ok(b"new".to_vec())).unwrap_err();
+        assert!(e.to_string().contains("is empty; delete it"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"  \n", "left as it was");
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(read_or_create(&p, || Ok(b"new".to_vec())).unwrap(), (b"new".to_vec(), true));
+        assert_eq!(read_or_create(&p, || Ok(b"other".to_vec())).unwrap(), (b"new".to_vec(), false));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
+        assert!(!crate::admin_ui::same_secret("", ""), "an empty secret matches nothing");
     }
 
     #[test]

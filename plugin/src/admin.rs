@@ -4,8 +4,10 @@
 use askama::Template;
 
 use crate::catalog;
+use crate::health;
 use crate::host::{DbError, Host, Level};
-use crate::outbox::{self, Outcome, rfc3339};
+use crate::outbox::{self, DeliveryState, Outcome, rfc3339};
+use crate::playground;
 use crate::signing;
 use crate::store::{self, HistoryCursor, HistoryFilter, Webhook};
 use crate::webhook::{self, FieldError, Input};
@@ -160,6 +162,38 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
             }
         }
         ([i, "history"], true, _) => history(host, req, &base, id(i)),
+        ([i, "verify"], true, _) => {
+            let Some(w) = id(i).map(|i| store::get(host, i)).transpose()?.flatten() else {
+                return Ok(Response::NotFound);
+            };
+            Ok(verify_page(req, &base, &w, PlaygroundForm::default(), None, 200))
+        }
+        ([i, "verify"], _, true) => {
+            let Some(w) = id(i).map(|i| store::get(host, i)).transpose()?.flatten() else {
+                return Ok(Response::NotFound);
+            };
+            // What was pasted is checked and shown back, never stored or logged.
+            let pasted = PlaygroundForm {
+                headers: req.f("headers").unwrap_or_default().to_owned(),
+                body: req.f("body").unwrap_or_default().to_owned(),
+                errors: Vec::new(),
+            };
+            match playground::check(host, w.id, &pasted.headers, &pasted.body)? {
+                None => Ok(Response::NotFound),
+                Some(Ok(report)) => Ok(verify_page(req, &base, &w, pasted, Some(report), 200)),
+                Some(Err(errors)) => {
+                    // Too large to check: not shown back either.
+                    let mut form = PlaygroundForm { errors, ..PlaygroundForm::default() };
+                    if form.error("headers").is_none() {
+                        form.headers = pasted.headers;
+                    }
+                    if form.error("body").is_none() {
+                        form.body = pasted.body;
+                    }
+                    Ok(verify_page(req, &base, &w, form, None, 422))
+                }
+            }
+        }
         ([i, "retry-failed"], _, true) => {
             let Some(i) = id(i) else { return Ok(Response::NotFound) };
             if store::get(host, i)?.is_none() {
@@ -296,13 +330,7 @@ pub struct When {
 
 impl When {
     fn new(ms: u64, now: u64) -> Self {
-        let exact = rfc3339(ms);
-        // "2026-11-28T09:14:03.123Z" → "2026-11-28 09:14:03 UTC".
-        let abs = match (exact.get(..10), exact.get(11..19)) {
-            (Some(d), Some(t)) => format!("{d} {t} UTC"),
-            _ => exact.clone(),
-        };
-        When { rel: relative(ms, now), exact, abs }
+        When { rel: relative(ms, now), exact: rfc3339(ms), abs: outbox::utc_text(ms) }
     }
 }
 
@@ -660,6 +688,10 @@ struct HistoryPage<'a> {
     next_link: Option<String>,
     since_choices: &'static [(&'static str, &'static str, u64)],
     failed_count: i64,
+    /// The health view (`ui-fragments/health.html`), from the hourly rollups.
+    health: health::HealthView,
+    pg: PlaygroundForm,
+    snippets: Vec<Snippet>,
 }
 
 fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<Response, DbError> {
@@ -740,8 +772,84 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
         next_link: found.older.map(|k| link(Some(("before", k)))),
         since_choices: SINCE_CHOICES,
         failed_count: store::exhausted_count(host, w.id)?,
+        health: health::HealthView::new(&health::load(host, w.id, now)?, host.settings().retention_ms),
+        pg: PlaygroundForm::default(),
+        snippets: receiver_snippets(&w.url),
     };
     Ok(page(200, &format!("History of {}", w.name), render(&t), None))
+}
+
+// ---------------------------------------------------------------- playground
+
+/// The playground's form: what was pasted, and why it was refused.
+#[derive(Debug, Clone, Default)]
+struct PlaygroundForm {
+    headers: String,
+    body: String,
+    errors: Vec<FieldError>,
+}
+
+impl PlaygroundForm {
+    fn error(&self, field: &str) -> Option<&str> {
+        self.errors.iter().find(|e| e.field == field).map(|e| e.message.as_str())
+    }
+    fn max_headers_kib(&self) -> usize {
+        playground::MAX_HEADERS / 1024
+    }
+    fn max_body_kib(&self) -> usize {
+        playground::MAX_BODY / 1024
+    }
+}
+
+#[derive(Template)]
+#[template(path = "verify.html")]
+struct VerifyPage<'a> {
+    base: &'a str,
+    csrf: &'a str,
+    csrf_field: &'a str,
+    w: &'a Webhook,
+    pg: PlaygroundForm,
+    report: Option<playground::Report>,
+}
+
+fn verify_page(
+    req: &Request,
+    base: &str,
+    w: &Webhook,
+    pg: PlaygroundForm,
+    report: Option<playground::Report>,
+    status: u16,
+) -> Response {
+    let fl = (status == 422).then(|| Flash { kind: FlashKind::Error, message: "Nothing was checked.".into() });
+    let t = VerifyPage { base, csrf: &req.csrf_token, csrf_field: &req.csrf_field, w, pg, report };
+    page(status, &format!("Check a request to {}", w.name), render(&t), fl)
+}
+
+/// The URL each receiver snippet names in its opening comment; the page shows
+/// the webhook's own URL there.
+pub const SNIPPET_URL: &str = "https://example.com/webhooks";
+
+/// One receiver snippet: verification code for one language, from its file
+/// in `ui-fragments/snippets/` (the tests run those files).
+pub struct Snippet {
+    pub lang: &'static str,
+    pub label: &'static str,
+    pub file: &'static str,
+    pub code: String,
+}
+
+/// The receiver snippets, naming `url` as the endpoint they serve.
+pub fn receiver_snippets(url: &str) -> Vec<Snippet> {
+    const FILES: [(&str, &str, &str, &str); 4] = [
+        ("python", "Python", "receiver.py", include_str!("../../ui-fragments/snippets/receiver.py")),
+        ("node", "Node.js", "receiver.mjs", include_str!("../../ui-fragments/snippets/receiver.mjs")),
+        ("php", "PHP (Laravel)", "receiver.php", include_str!("../../ui-fragments/snippets/receiver.php")),
+        ("rust", "Rust", "receiver.rs", include_str!("../../ui-fragments/snippets/receiver.rs")),
+    ];
+    FILES
+        .iter()
+        .map(|(lang, label, file, code)| Snippet { lang, label, file, code: code.replacen(SNIPPET_URL, url, 1) })
+        .collect()
 }
 
 // ---------------------------------------------------------------- delivery
@@ -754,6 +862,9 @@ struct TryView {
 
 struct DeliveryView {
     d: store::DeliveryDetail,
+    /// The state in words: a test send is one attempt the admin asked for,
+    /// so it reads "test failed", never "exhausted" (it gave up on nothing).
+    state_label: String,
     payload_pretty: String,
     occurred: When,
     next: Option<When>,
@@ -763,7 +874,17 @@ struct DeliveryView {
 impl DeliveryView {
     fn new(d: &store::DeliveryDetail, now: u64) -> Self {
         let payload_pretty = outbox::payload_pretty(&d.event_type, d.occurred_at, &d.data);
+        let state_label = if d.event_type == catalog::TEST_EVENT {
+            match d.state {
+                DeliveryState::Succeeded => "test succeeded".to_owned(),
+                DeliveryState::Exhausted => "test failed".to_owned(),
+                s => format!("test {}", s.as_str()),
+            }
+        } else {
+            d.state.as_str().to_owned()
+        };
         DeliveryView {
+            state_label,
             payload_pretty,
             occurred: When::new(d.occurred_at, now),
             next: d.next_attempt_at.filter(|_| d.state.is_waiting()).map(|t| When::new(t, now)),

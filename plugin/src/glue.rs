@@ -3,7 +3,9 @@
 
 use std::cell::RefCell;
 
-use crate::host::{DbError, Dialect, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Ticket, Value};
+use crate::host::{
+    DbError, Dialect, Host, Level, OutRequest, OutResponse, Refused, RefusedKind, Rows, Sent, Settings, Ticket, Value,
+};
 use crate::outbox::MAX_STORED_BODY;
 use crate::{admin, api, catalog, outbox, schema};
 
@@ -131,8 +133,19 @@ impl Host for WasmHost {
     fn open_legacy(&self, sealed: &[u8]) -> Result<Vec<u8>, String> {
         panel::webhooks::secrets::open(sealed)
     }
-    fn check_destination(&self, url: &str) -> Result<(), String> {
-        host_info::check_destination(url)
+    fn check_destination(&self, url: &str) -> Result<(), Refused> {
+        use host_info::RefusedKind as K;
+        host_info::check_destination(url).map_err(|r| Refused {
+            kind: match r.kind {
+                K::InvalidUrl => RefusedKind::InvalidUrl,
+                K::ThisMachine => RefusedKind::ThisMachine,
+                K::PrivateNetwork => RefusedKind::PrivateNetwork,
+                K::LinkLocal => RefusedKind::LinkLocal,
+                K::Documentation => RefusedKind::Documentation,
+                K::SpecialPurpose => RefusedKind::SpecialPurpose,
+            },
+            detail: r.detail,
+        })
     }
     fn http_start(&self, request: &OutRequest) -> Result<Ticket, String> {
         http_start(request)

@@ -115,6 +115,25 @@ impl Rows {
     }
 }
 
+/// What kind of destination the host's egress policy refuses (the WIT's
+/// `host-info.refused-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedKind {
+    InvalidUrl,
+    ThisMachine,
+    PrivateNetwork,
+    LinkLocal,
+    Documentation,
+    SpecialPurpose,
+}
+
+/// A refused destination: its kind, and the host's sentence for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub kind: RefusedKind,
+    pub detail: String,
+}
+
 /// Why a statement failed (mirrors `storage.error`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum DbError {
@@ -224,7 +243,7 @@ pub trait Host {
     /// before 0.2, which sealed the secret text instead of its key bytes.
     fn open_legacy(&self, sealed: &[u8]) -> Result<Vec<u8>, String>;
     /// The host egress policy's verdict on a URL's destination (no DNS).
-    fn check_destination(&self, url: &str) -> Result<(), String>;
+    fn check_destination(&self, url: &str) -> Result<(), Refused>;
     /// Starts sending a request; answers a ticket to wait on.
     fn http_start(&self, request: &OutRequest) -> Result<Ticket, String>;
     /// Waits until at least one started request finishes, or `timeout_ms`

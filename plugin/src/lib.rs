@@ -8,8 +8,10 @@
 pub mod admin;
 pub mod api;
 pub mod catalog;
+pub mod health;
 pub mod host;
 pub mod outbox;
+pub mod playground;
 pub mod schema;
 pub mod signing;
 pub mod store;

@@ -15,7 +15,10 @@ use crate::host::{Dialect, Host, Value, transaction};
 
 /// Each entry upgrades the schema by one version; never edit a shipped one.
 /// Entries past [`POSTGRES_BASELINE_VERSION`] run on both engines: keep
-/// them to the shared subset (or branch on `host.dialect()` in [`migrate`]).
+/// them to the shared subset (or branch on `host.dialect()` in [`migrate`]),
+/// and write `BIGINT` for a 64-bit integer column — SQLite reads it as its
+/// `INTEGER`, PostgreSQL's `INTEGER` is 32 bits (times in ms overflow it).
+/// `tests/postgres.rs` compares the two schemas column by column.
 const MIGRATIONS: &[&str] = &[
     // 1: webhooks, events, the outbox and its attempts.
     "
@@ -117,13 +120,47 @@ const MIGRATIONS: &[&str] = &[
     // it, so Back + resubmit finds that webhook instead of making a second.
     "ALTER TABLE webhooks ADD COLUMN form_id TEXT;
      CREATE UNIQUE INDEX IF NOT EXISTS webhooks_form_id ON webhooks (form_id) WHERE form_id IS NOT NULL;",
+    // 10: the health view's hourly rollup (see `health`): per webhook, UTC
+    // hour (its start, ms) and latency bucket (`health::BOUNDS_MS`; -1: no
+    // response), the attempts and successes, kept by `record_attempts` and pruned
+    // with the history. Backfilled from the attempts there are, test sends
+    // excepted; the CASE is `health::bucket` (held to it by a test). Built
+    // afresh when run again, so its counts never double.
+    "CREATE TABLE IF NOT EXISTS attempt_rollups (
+        webhook_id INTEGER NOT NULL,
+        hour INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        successes INTEGER NOT NULL,
+        PRIMARY KEY (webhook_id, hour, bucket)
+     );
+     CREATE INDEX IF NOT EXISTS attempt_rollups_by_hour ON attempt_rollups (hour);
+     DELETE FROM attempt_rollups;
+     INSERT INTO attempt_rollups (webhook_id, hour, bucket, attempts, successes)
+        SELECT a.webhook_id, a.attempted_at / 3600000 * 3600000,
+            CASE WHEN a.response_status IS NULL THEN -1
+                 WHEN a.duration_ms <= 1 THEN 0 WHEN a.duration_ms <= 2 THEN 1 WHEN a.duration_ms <= 5 THEN 2
+                 WHEN a.duration_ms <= 10 THEN 3 WHEN a.duration_ms <= 20 THEN 4 WHEN a.duration_ms <= 50 THEN 5
+                 WHEN a.duration_ms <= 100 THEN 6 WHEN a.duration_ms <= 200 THEN 7 WHEN a.duration_ms <= 500 THEN 8
+                 WHEN a.duration_ms <= 1000 THEN 9 WHEN a.duration_ms <= 2000 THEN 10
+                 WHEN a.duration_ms <= 5000 THEN 11 WHEN a.duration_ms <= 10000 THEN 12
+                 WHEN a.duration_ms <= 20000 THEN 13 WHEN a.duration_ms <= 50000 THEN 14 ELSE 15 END,
+            COUNT(*), SUM(a.success)
+        FROM attempts a
+        WHERE NOT EXISTS (SELECT 1 FROM deliveries d JOIN events e ON e.id = d.event_id
+                          WHERE d.id = a.delivery_id AND e.type = 'test.webhook')
+        GROUP BY 1, 2, 3;",
 ];
+
+/// The version that adds and backfills `attempt_rollups` (tests run it again).
+#[cfg(test)]
+pub(crate) const ROLLUPS_SINCE: usize = 10;
 
 /// The first version whose sealed secrets hold key bytes.
 const KEY_BYTES_SINCE: usize = 5;
 
 /// The schema version a new PostgreSQL database starts at.
-pub const POSTGRES_BASELINE_VERSION: usize = 9;
+pub const POSTGRES_BASELINE_VERSION: usize = 10;
 
 /// The schema of [`MIGRATIONS`] 1 to [`POSTGRES_BASELINE_VERSION`] in one
 /// step, in PostgreSQL's types: `BIGINT` for SQLite's 64-bit `INTEGER`,
@@ -203,6 +240,15 @@ const POSTGRES_BASELINE: &str = r#"
     CREATE INDEX attempts_by_delivery ON attempts (delivery_id, id);
     CREATE TABLE id_counters (name TEXT PRIMARY KEY, last BIGINT NOT NULL);
     INSERT INTO id_counters (name, last) VALUES ('webhooks', 0);
+    CREATE TABLE attempt_rollups (
+        webhook_id BIGINT NOT NULL,
+        hour BIGINT NOT NULL,
+        bucket BIGINT NOT NULL,
+        attempts BIGINT NOT NULL,
+        successes BIGINT NOT NULL,
+        PRIMARY KEY (webhook_id, hour, bucket)
+    );
+    CREATE INDEX attempt_rollups_by_hour ON attempt_rollups (hour);
 "#;
 
 /// Brings the schema to the newest version; answers that version. One
@@ -210,7 +256,7 @@ const POSTGRES_BASELINE: &str = r#"
 /// transactional too). The host runs it under a lock on PostgreSQL, so hosts
 /// starting together migrate once.
 pub fn migrate(host: &dyn Host) -> Result<u32, String> {
-    transaction(host, || -> Result<u32, Msg> {
+    transaction(host, || -> Result<u32, MigrationError> {
         host.execute_batch("CREATE TABLE IF NOT EXISTS plugin_schema (version INTEGER NOT NULL)")
             .map_err(|e| e.to_string())?;
         let rows = host.query("SELECT MAX(version) FROM plugin_schema", &[]).map_err(|e| e.to_string())?;
@@ -244,7 +290,7 @@ pub fn migrate(host: &dyn Host) -> Result<u32, String> {
         seal_plaintext_secrets(host)?;
         Ok(MIGRATIONS.len() as u32)
     })
-    .map_err(|Msg(m)| m)
+    .map_err(|MigrationError(m)| m)
 }
 
 /// Secrets stored before sealing existed are sealed now and their clear
@@ -288,16 +334,16 @@ fn reseal_key_bytes(host: &dyn Host) -> Result<(), crate::host::DbError> {
 }
 
 /// A migration failure as a message (what `plugin.migrate` returns).
-struct Msg(String);
+struct MigrationError(String);
 
-impl From<String> for Msg {
+impl From<String> for MigrationError {
     fn from(m: String) -> Self {
-        Msg(m)
+        MigrationError(m)
     }
 }
 
-impl From<crate::host::DbError> for Msg {
+impl From<crate::host::DbError> for MigrationError {
     fn from(e: crate::host::DbError) -> Self {
-        Msg(e.to_string())
+        MigrationError(e.to_string())
     }
 }

@@ -230,6 +230,7 @@ pub fn delete(host: &dyn Host, id: i64) -> Result<bool, DbError> {
         // Explicit rather than relying on ON DELETE CASCADE, which needs a
         // per-connection pragma a host might not set.
         host.execute("DELETE FROM attempts WHERE webhook_id = ?1", &[id.into()])?;
+        host.execute("DELETE FROM attempt_rollups WHERE webhook_id = ?1", &[id.into()])?;
         host.execute("DELETE FROM deliveries WHERE webhook_id = ?1", &[id.into()])?;
         host.execute("DELETE FROM webhook_events WHERE webhook_id = ?1", &[id.into()])?;
         Ok(host.execute("DELETE FROM webhooks WHERE id = ?1", &[id.into()])? > 0)
@@ -673,4 +674,37 @@ pub fn deliveries(
 /// `signing::key_bytes`), which the host signs with from then on.
 pub fn seal_secret(host: &dyn Host, secret: &str) -> Result<Vec<u8>, DbError> {
     host.seal(&crate::signing::key_bytes(secret)).map_err(|e| DbError::Io(format!("sealing the secret failed: {e}")))
+}
+
+/// A webhook's sealed signing keys, for checking a signature: the current
+/// one and, after a rotation, the previous one with the end of its window
+/// (kept until the secret changes again, even once the window is over).
+#[derive(Debug, Clone, Default)]
+pub struct SigningKeys {
+    pub current: Option<Vec<u8>>,
+    pub previous: Option<(Vec<u8>, u64)>,
+}
+
+/// The sealed keys of a webhook, or None when it does not exist.
+pub fn signing_keys(host: &dyn Host, webhook_id: i64) -> Result<Option<SigningKeys>, DbError> {
+    let rows = host.query(
+        "SELECT secret_sealed, prev_secret_sealed, prev_secret_until FROM webhooks WHERE id = ?1",
+        &[webhook_id.into()],
+    )?;
+    Ok(rows.first().map(|r| SigningKeys {
+        current: r.opt_blob(0),
+        previous: r.opt_blob(1).zip(r.opt_i64(2)).map(|(k, until)| (k, u64::try_from(until).unwrap_or(0))),
+    }))
+}
+
+/// The id of this webhook's delivery whose `webhook-id` is `msg_id`.
+/// There is no index on `msg_id`: this walks the webhook's own deliveries
+/// (`deliveries_by_webhook`), acceptable for an admin's one-off check, not
+/// for a hot path.
+pub fn delivery_by_msg_id(host: &dyn Host, webhook_id: i64, msg_id: &str) -> Result<Option<i64>, DbError> {
+    let rows = host.query(
+        "SELECT id FROM deliveries WHERE webhook_id = ?1 AND msg_id = ?2 LIMIT 1",
+        &[webhook_id.into(), msg_id.into()],
+    )?;
+    Ok(rows.first().map(|r| r.i64(0)))
 }

@@ -22,7 +22,9 @@ use std::collections::VecDeque;
 
 use rusqlite::{Connection, ErrorCode, params_from_iter};
 
-use crate::host::{DbError, Dialect, Host, Level, OutRequest, OutResponse, Rows, Sent, Settings, Ticket, Value};
+use crate::host::{
+    DbError, Dialect, Host, Level, OutRequest, OutResponse, Refused, RefusedKind, Rows, Sent, Settings, Ticket, Value,
+};
 
 /// 2023-11-14T22:13:20Z: the clock's start.
 pub const T0: u64 = 1_700_000_000_000;
@@ -70,7 +72,7 @@ pub struct TestHost {
     rng: Cell<u64>,
     scripted_random: RefCell<VecDeque<Vec<u8>>>,
     settings: RefCell<Settings>,
-    refused: RefCell<Vec<(String, String)>>,
+    refused: RefCell<Vec<(String, Refused)>>,
     responder: RefCell<Responder>,
     on_wait: RefCell<Option<WaitHook>>,
     next_ticket: Cell<Ticket>,
@@ -157,9 +159,10 @@ impl TestHost {
         self.script_random((u32::MAX / 2).to_le_bytes().to_vec());
     }
 
-    /// The egress policy refuses URLs starting with `prefix`.
-    pub fn refuse(&self, prefix: &str, reason: &str) {
-        self.refused.borrow_mut().push((prefix.to_owned(), reason.to_owned()));
+    /// The egress policy refuses URLs starting with `prefix` as `kind`.
+    pub fn refuse(&self, prefix: &str, kind: RefusedKind) {
+        let detail = format!("refused by the egress policy: {prefix}… ({kind:?})");
+        self.refused.borrow_mut().push((prefix.to_owned(), Refused { kind, detail }));
     }
 
     /// Every request from now on comes to what `f` says.
@@ -180,6 +183,12 @@ impl TestHost {
         rows.first().map(|r| r.i64(0)).unwrap_or(0)
     }
 
+    /// The first column of every row, as integers.
+    pub fn ints(&self, sql: &str, params: &[Value]) -> Vec<i64> {
+        let rows = self.query(sql, params).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter().map(|r| r.i64(0)).collect()
+    }
+
     /// The first column of every row, as text.
     pub fn texts(&self, sql: &str, params: &[Value]) -> Vec<String> {
         let rows = self.query(sql, params).unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -190,6 +199,11 @@ impl TestHost {
     pub fn row(&self, sql: &str, params: &[Value]) -> Vec<Value> {
         let rows = self.query(sql, params).unwrap_or_else(|e| panic!("{sql}: {e}"));
         rows.rows.into_iter().next().unwrap_or_else(|| panic!("{sql}: no row"))
+    }
+
+    /// Every log line, at any level.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.borrow().iter().map(|(_, m)| m.clone()).collect()
     }
 
     /// Log lines at warn or error level.
@@ -374,9 +388,9 @@ impl Host for TestHost {
         self.open(sealed)
     }
 
-    fn check_destination(&self, url: &str) -> Result<(), String> {
+    fn check_destination(&self, url: &str) -> Result<(), Refused> {
         match self.refused.borrow().iter().find(|(prefix, _)| url.starts_with(prefix.as_str())) {
-            Some((_, reason)) => Err(reason.clone()),
+            Some((_, refused)) => Err(refused.clone()),
             None => Ok(()),
         }
     }

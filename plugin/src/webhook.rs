@@ -1,7 +1,7 @@
 //! What a webhook is, and the rules its fields must follow.
 
 use crate::catalog;
-use crate::host::Host;
+use crate::host::{Host, Refused, RefusedKind};
 use crate::signing;
 
 /// Longest name, in characters: a name is a label on a dashboard row and in
@@ -133,7 +133,10 @@ pub fn validate_url(raw: &str) -> Result<String, String> {
         return Err(format!("Enter the address that should receive the webhooks, for example {URL_EXAMPLE}."));
     }
     if raw.len() > MAX_URL {
-        return Err(format!("Shorten the address to {MAX_URL} characters or fewer."));
+        // Bytes, as a request line counts them: a letter outside ASCII takes 2 to 4.
+        return Err(format!(
+            "Shorten the address to {MAX_URL} bytes or fewer (a character outside plain ASCII counts 2 to 4)."
+        ));
     }
     // The WHATWG parser silently drops tabs and newlines and turns `\` into
     // `/`; an admin who typed them did not mean the URL the parser would make.
@@ -209,40 +212,25 @@ fn parse_problem(raw: &str, e: url::ParseError) -> String {
 }
 
 /// The host's egress refusal (`host-info.check-destination`) as what the
-/// admin can do about it. The host answers `refused by the egress policy:
-/// <address> is <kind> (…)` or `… <name> names this machine (…)`
-/// (`host-shim/src/egress.rs`); the kinds matched here are its wording. Any
-/// other answer gets the general sentence, which is true of every refusal.
-fn refusal_message(reason: &str) -> String {
+/// admin can do about it, by the kind of address the host names.
+fn refusal_message(refused: &Refused) -> String {
     const ASK: &str = "Webhooks can only reach public addresses; ask your operator to allow it.";
-    let Some(rest) = reason.strip_prefix("refused by the egress policy: ") else {
-        return "Webhooks cannot be sent to this address. Use the receiver's public address, \
-                or ask your operator to allow this one."
-            .into();
-    };
-    let kind = rest.split_once(" is ").map_or("", |(_, k)| k);
-    let is = |prefixes: &[&str]| prefixes.iter().any(|p| kind.starts_with(p));
-    if rest.contains(" names this machine")
-        || is(&["a loopback address", "the unspecified address", "a 'this network' address"])
-    {
-        format!("This address points back at this server itself. {ASK}")
-    } else if is(&[
-        "a private address",
-        "a unique local (private) address",
-        "a site-local address",
-        "a carrier-grade NAT address",
-    ]) {
-        format!("This address is on a private network. {ASK}")
-    } else if is(&["a link-local address"]) {
-        format!("This is a link-local address (a cloud server's metadata service lives there). {ASK}")
-    } else if is(&["a documentation address"]) {
-        "This address is reserved for examples in documentation; no server answers there. \
-         Use the receiver's real address."
-            .into()
-    } else {
-        "This is a special-purpose address (such as multicast or reserved) that cannot receive webhooks. \
-         Use the receiver's public address, or ask your operator to allow this one."
-            .into()
+    match refused.kind {
+        RefusedKind::ThisMachine => format!("This address points back at this server itself. {ASK}"),
+        RefusedKind::PrivateNetwork => format!("This address is on a private network. {ASK}"),
+        RefusedKind::LinkLocal => {
+            format!("This is a link-local address (a cloud server's metadata service lives there). {ASK}")
+        }
+        RefusedKind::Documentation => "This address is reserved for examples in documentation; no server answers \
+                                       there. Use the receiver's real address."
+            .into(),
+        RefusedKind::SpecialPurpose => "This is a special-purpose address (such as multicast or reserved) that \
+                                        cannot receive webhooks. Use the receiver's public address, or ask your \
+                                        operator to allow this one."
+            .into(),
+        RefusedKind::InvalidUrl => "Webhooks cannot be sent to this address. Use the receiver's public address, \
+                                    or ask your operator to allow this one."
+            .into(),
     }
 }
 
@@ -251,7 +239,7 @@ const WHSEC_KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
 
 fn secret_problem(s: &str) -> Option<String> {
     if s.len() > MAX_SECRET {
-        return Some(format!("Shorten the secret to {MAX_SECRET} characters or fewer, or use Generate."));
+        return Some(format!("Shorten the secret to {MAX_SECRET} bytes or fewer, or use Generate."));
     }
     if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Some("Remove the spaces and line breaks from the secret, or use Generate.".into());

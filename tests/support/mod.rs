@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod scripts;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -46,7 +46,7 @@ pub struct Raised {
 /// Checks one event without touching storage; answers its `data` as stored:
 /// the panel's own JSON text (trimmed), parsed once here only to validate,
 /// so the bytes a receiver gets are the bytes the panel sent.
-pub fn check(e: &NewEvent) -> Result<&str, RaiseError> {
+pub fn check_event(e: &NewEvent) -> Result<&str, RaiseError> {
     let Some(ty) = catalog::find(&e.event_type) else {
         return Err(RaiseError::UnknownType(format!("unknown event type: {}", e.event_type)));
     };
@@ -98,7 +98,7 @@ pub fn raise_batch(host: &dyn Host, events: &[NewEvent]) -> Result<Vec<Raised>, 
     let checked = events
         .iter()
         .enumerate()
-        .map(|(i, e)| check(e).map(|d| (e, d)).map_err(|err| in_batch(i, err)))
+        .map(|(i, e)| check_event(e).map(|d| (e, d)).map_err(|err| in_batch(i, err)))
         .collect::<Result<Vec<_>, _>>()?;
     commit(host, &checked)
 }
@@ -130,7 +130,7 @@ pub fn raise_each(host: &dyn Host, events: &[NewEvent]) -> Vec<Result<Raised, Ra
 /// check's refusal, or the storage error.
 pub fn refuse_all(events: &[NewEvent], e: &DbError) -> Vec<Result<Raised, RaiseError>> {
     let msg = e.to_string();
-    events.iter().map(|ev| check(ev).and(Err(RaiseError::Storage(msg.clone())))).collect()
+    events.iter().map(|ev| check_event(ev).and(Err(RaiseError::Storage(msg.clone())))).collect()
 }
 
 /// [`raise_each`]'s work inside the caller's write transaction: each event
@@ -142,7 +142,7 @@ pub fn commit_each(
     schedule: &[u64],
     now: u64,
 ) -> Result<Vec<Result<Raised, RaiseError>>, DbError> {
-    let checks: Vec<Result<&str, RaiseError>> = events.iter().map(check).collect();
+    let checks: Vec<Result<&str, RaiseError>> = events.iter().map(check_event).collect();
     let valid: Vec<(&NewEvent, &str)> =
         events.iter().zip(&checks).filter_map(|(e, c)| c.as_ref().ok().map(|d| (e, *d))).collect();
     let mut committed = commit_in(host, &valid, schedule, now)?.into_iter();
@@ -275,24 +275,27 @@ mod tests {
             data_json: " { \"id\" : 1, \"email\": \"a@example.com\" }\n".into(),
         };
         // The panel's bytes, trimmed; not re-serialised.
-        assert_eq!(check(&ok).unwrap(), "{ \"id\" : 1, \"email\": \"a@example.com\" }");
+        assert_eq!(check_event(&ok).unwrap(), "{ \"id\" : 1, \"email\": \"a@example.com\" }");
         let mut e = ok.clone();
         e.event_type = "user.exploded".into();
-        assert!(matches!(check(&e), Err(RaiseError::UnknownType(_))));
+        assert!(matches!(check_event(&e), Err(RaiseError::UnknownType(_))));
         for bad in ["[1]", "{", "1", "\"{}\"", "{} {}", "{\"a\":1}x"] {
             let mut e = ok.clone();
             e.data_json = bad.into();
-            assert!(matches!(check(&e), Err(RaiseError::InvalidData { ref field, .. }) if field == "data"), "{bad}");
+            assert!(
+                matches!(check_event(&e), Err(RaiseError::InvalidData { ref field, .. }) if field == "data"),
+                "{bad}"
+            );
         }
         let mut e = ok.clone();
         e.event_type = catalog::TEST_EVENT.into();
-        assert!(matches!(check(&e), Err(RaiseError::UnknownType(_))), "test.webhook is not raised");
+        assert!(matches!(check_event(&e), Err(RaiseError::UnknownType(_))), "test.webhook is not raised");
         let mut e = ok.clone();
         e.id = "has space".into();
-        assert!(matches!(check(&e), Err(RaiseError::InvalidData { ref field, .. }) if field == "id"));
+        assert!(matches!(check_event(&e), Err(RaiseError::InvalidData { ref field, .. }) if field == "id"));
         let mut e = ok.clone();
         e.occurred_at_ms = 253_402_300_800_000;
-        assert!(matches!(check(&e), Err(RaiseError::InvalidData { ref field, .. }) if field == "occurred_at_ms"));
+        assert!(matches!(check_event(&e), Err(RaiseError::InvalidData { ref field, .. }) if field == "occurred_at_ms"));
     }
 
     #[test]
@@ -303,11 +306,11 @@ mod tests {
             occurred_at_ms: 0,
             data_json: data.into(),
         };
-        let refused = |data: &str| match check(&ev(data)) {
+        let refused = |data: &str| match check_event(&ev(data)) {
             Err(RaiseError::InvalidData { field, message }) => (field, message),
             other => panic!("{data}: {other:?}"),
         };
-        assert!(check(&ev(r#"{"id": 42, "email": "ada@example.com", "extra": [1]}"#)).is_ok());
+        assert!(check_event(&ev(r#"{"id": 42, "email": "ada@example.com", "extra": [1]}"#)).is_ok());
         let (field, message) = refused(r#"{"id": "not-an-int", "email": "ada@example.com"}"#);
         assert_eq!(field, "data.id");
         assert!(message.contains("integer"), "{message}");
@@ -323,7 +326,7 @@ mod tests {
         for t in catalog::EVENTS.iter().filter(|t| t.name != catalog::TEST_EVENT) {
             let mut e = ev(&t.example());
             e.event_type = t.name.into();
-            assert!(check(&e).is_ok(), "{}", t.name);
+            assert!(check_event(&e).is_ok(), "{}", t.name);
         }
     }
 

@@ -34,6 +34,9 @@ pub struct Pruned {
     pub attempts: u64,
     pub deliveries: u64,
     pub events: u64,
+    /// Rows of the health view's hourly rollup (not reported to the host:
+    /// `deliveries.pruned` keeps its three fields).
+    pub rollups: u64,
 }
 
 /// Rows deleted per statement, so the write lock is held briefly.
@@ -43,31 +46,36 @@ const PRUNE_ROUNDS: u32 = 50;
 
 /// Deletes history older than the retention period: attempts of finished
 /// deliveries, then finished deliveries without attempts, then events
-/// without deliveries. Pending and retrying work is never pruned.
+/// without deliveries, then the health rollups of hours before the cutoff.
+/// Pending and retrying work is never pruned.
 pub fn maintain(host: &dyn Host) -> Result<Pruned, DbError> {
     let cutoff = host.now_ms().saturating_sub(host.settings().retention_ms);
     let mut p = Pruned::default();
-    let steps: [(&str, &mut u64); 3] = [
+    let steps: [(&str, u64, &mut u64); 4] = [
         (
             "DELETE FROM attempts WHERE id IN (SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
              WHERE a.attempted_at < ?1 AND d.state IN ('succeeded', 'exhausted') LIMIT ?2)",
+            cutoff,
             &mut p.attempts,
         ),
         (
             "DELETE FROM deliveries WHERE id IN (SELECT d.id FROM deliveries d WHERE d.created_at < ?1 \
              AND d.state IN ('succeeded', 'exhausted') \
              AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = d.id) LIMIT ?2)",
+            cutoff,
             &mut p.deliveries,
         ),
         (
             "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.raised_at < ?1 \
              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) LIMIT ?2)",
+            cutoff,
             &mut p.events,
         ),
+        (crate::health::PRUNE_SQL, crate::health::prune_before(cutoff), &mut p.rollups),
     ];
-    for (sql, count) in steps {
+    for (sql, before, count) in steps {
         for _ in 0..PRUNE_ROUNDS {
-            let n = host.execute(sql, &[cutoff.into(), PRUNE_BATCH.into()])?;
+            let n = host.execute(sql, &[before.into(), PRUNE_BATCH.into()])?;
             *count += n;
             if n < u64::from(PRUNE_BATCH) {
                 break;

@@ -68,6 +68,16 @@ pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
+/// A time as pages show it, to the second and with its zone:
+/// "2026-11-28 09:14:03 UTC" (it tells rows apart and matches a receiver's log).
+pub fn utc_text(ms: u64) -> String {
+    let exact = rfc3339(ms);
+    match (exact.get(..10), exact.get(11..19)) {
+        (Some(d), Some(t)) => format!("{d} {t} UTC"),
+        _ => exact,
+    }
+}
+
 /// The exact body bytes sent for an event.
 pub fn payload(event_type: &str, occurred_at_ms: u64, data_json: &str) -> String {
     // `data_json` is the panel's JSON text, validated at intake; embedded

@@ -9,7 +9,7 @@
 //!
 //! Test sends and resends from the admin pages and the API are one-offs: they
 //! send through wasi:http inside their call ([`send_now`]) and are recorded
-//! by the same [`record`].
+//! by the same [`record_attempts`].
 
 use std::collections::HashMap;
 
@@ -19,6 +19,7 @@ use super::intake::{INSERT_DELIVERY, NewEvent, RaiseError, Raised, commit_each, 
 use super::state::DeliveryState;
 use super::{MAX_STORED_BODY, Mode, hex, payload, policy};
 use crate::catalog;
+use crate::health;
 use crate::host::{DbError, Dialect, Host, Level, OutRequest, OutResponse, Row, Settings, Value, in_list, transaction};
 use crate::signing;
 
@@ -98,7 +99,7 @@ pub struct Outcome {
 }
 
 /// What to send next (see `deliveries.step-report`). Outcome counts reach
-/// the host through `telemetry.attempts-recorded`, from [`record`].
+/// the host through `telemetry.attempts-recorded`, from [`record_attempts`].
 #[derive(Debug, Default)]
 pub struct StepReport {
     /// One answer per raised event, in order.
@@ -353,7 +354,7 @@ struct WebhookTouch {
 /// failure streak once per batch (disabling it when the policy says so).
 /// Deliveries deleted meanwhile (their webhook was deleted) are skipped:
 /// deleting wins.
-pub fn record(
+pub fn record_attempts(
     host: &dyn Host,
     settings: &Settings,
     finished: &[Finished],
@@ -382,7 +383,7 @@ fn count_outcomes(host: &dyn Host, outcomes: &[Outcome]) {
     );
 }
 
-/// [`record`]'s work, inside the caller's write transaction; `random` holds
+/// [`record_attempts`]'s work, inside the caller's write transaction; `random` holds
 /// four bytes of jitter per finished attempt.
 fn record_in(
     host: &dyn Host,
@@ -410,6 +411,12 @@ fn record_in(
         let mut delivery_rows = Vec::with_capacity(finished.len());
         let mut touched: Vec<(i64, WebhookTouch)> = Vec::new();
         let mut outcomes = Vec::with_capacity(finished.len());
+        let mut rollup = health::Rollup::default();
+        // Attempt numbers run on from the stored count, across this batch:
+        // two answers for one delivery (a late one and a retry) never share
+        // a number, and a late answer kept only as history still counts.
+        let mut numbered: HashMap<i64, u64> = HashMap::new();
+        let mut counted_only = Vec::new();
         let mut order: Vec<usize> = (0..finished.len()).collect();
         order.sort_by_key(|&i| finished[i].started_ms);
         for i in order {
@@ -417,7 +424,9 @@ fn record_in(
             let Some((webhook_id, attempts, event_type, last_error, state)) = facts.get(&f.delivery_id) else {
                 continue;
             };
-            let attempt_no = u64::try_from(*attempts).unwrap_or(0) + 1;
+            let n = numbered.entry(f.delivery_id).or_insert_with(|| u64::try_from(*attempts).unwrap_or(0));
+            *n += 1;
+            let attempt_no = *n;
             // A delivery whose build trapped twice running is ended, not
             // retried for days: the same row traps the same code again.
             let mut quarantined = false;
@@ -468,12 +477,19 @@ fn record_in(
                 error.clone().into(),
                 success.into(),
             ]);
+            // Every attempt at a real event counts toward the health view,
+            // the late answer below included (the receiver did answer it);
+            // a test send is the admin's one-off, as for the failure streak.
+            if event_type != catalog::TEST_EVENT {
+                rollup.add(*webhook_id, f.started_ms, status, f.duration_ms, success);
+            }
             // An answer that comes after the delivery succeeded (its lease
             // ran out while it waited, and another attempt got through) is
             // history, not news: kept as an attempt, but it neither undoes
             // the success nor counts against the webhook. A resend
             // (`Mode::Once`) is the admin asking again, and does count.
             if mode == Mode::Scheduled && *state == DeliveryState::Succeeded && !success {
+                counted_only.push(vec![f.delivery_id.into(), attempt_no.into()]);
                 continue;
             }
             delivery_rows.push(vec![
@@ -514,11 +530,13 @@ fn record_in(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             &attempt_rows,
         )?;
+        rollup.write(host)?;
         host.execute_many(
             "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, lease_until = NULL, \
              last_status = ?5, last_error = ?6 WHERE id = ?1",
             &delivery_rows,
         )?;
+        host.execute_many("UPDATE deliveries SET attempts = ?2 WHERE id = ?1 AND attempts < ?2", &counted_only)?;
         for (webhook_id, t) in &touched {
             let Some((at, event_type, status, ok)) = &t.last else { continue };
             // `failing_since` marks the first failure after the last success.
@@ -626,7 +644,7 @@ fn send_built(
             }
         }
     }
-    record(host, &settings, &finished, mode)
+    record_attempts(host, &settings, &finished, mode)
 }
 
 /// Sends `test.webhook` to one webhook now and records it; one attempt only.

@@ -145,7 +145,7 @@ fn malformed_bodies_are_refused() {
 #[test]
 fn a_destination_the_host_refuses_is_a_url_error() {
     let h = TestHost::new();
-    h.refuse("http://127.0.0.1", "refused by the egress policy: 127.0.0.1 is a loopback address");
+    h.refuse("http://127.0.0.1", crate::host::RefusedKind::ThisMachine);
     let mut body = basic();
     body["url"] = json!("http://0x7f000001:8080/x");
     let (s, j, _) = call(&h, "POST", "/webhooks", body);

@@ -4,10 +4,12 @@
 //! `schema::migrate` — on an in-memory SQLite, without wasmtime.
 
 mod api;
+mod health;
 mod history;
 mod intake;
 mod pages;
 mod pipeline;
+mod playground;
 mod policy;
 mod schema;
 mod webhook;

@@ -162,3 +162,28 @@ fn an_invalid_edit_form_comes_back_at_its_address() {
     assert_eq!(h.int("SELECT COUNT(*) FROM webhook_events WHERE event_type = 'user.deleted'", &[]), 1);
     assert_eq!(admin::handle(&h, &req("POST", "/999/edit", &good)), Response::NotFound);
 }
+
+/// #13 item 13: a failed test send is one attempt the admin asked for; its
+/// details say "test failed", never "exhausted" (nothing gave up).
+#[test]
+fn a_failed_test_send_reads_as_a_test_not_as_exhausted() {
+    let h = TestHost::new();
+    let id = hook(&h, "https://a.example/h", &["user.created"]);
+    h.respond(|_| crate::testhost::Reply::status(500));
+    let Response::Redirect { .. } = admin::handle(&h, &req("POST", &format!("/{id}/test"), &[])) else {
+        panic!("a test send redirects to the history")
+    };
+    let d = h
+        .query("SELECT id, state FROM deliveries WHERE webhook_id = ?1", &[id.into()])
+        .unwrap()
+        .first()
+        .map(|r| (r.i64(0), r.str(1)))
+        .expect("the test delivery");
+    assert_eq!(d.1, "exhausted", "stored as ended, like any one-off");
+    let Response::Page { fragment, .. } = admin::handle(&h, &req("GET", &format!("/{id}/deliveries/{}", d.0), &[]))
+    else {
+        panic!("no details page")
+    };
+    assert!(fragment.contains(">test failed</span>"), "{fragment}");
+    assert!(!fragment.contains(">exhausted<"), "{fragment}");
+}

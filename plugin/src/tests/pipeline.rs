@@ -527,24 +527,31 @@ fn maintenance_prunes_finished_history_only() {
     assert_eq!(outbox::maintain(&h).unwrap(), outbox::Pruned::default(), "nothing is old enough yet");
     h.advance(1 + 1);
     let p = outbox::maintain(&h).unwrap();
-    assert_eq!(p, outbox::Pruned { attempts: 1, deliveries: 1, events: 1 });
+    assert_eq!(p, outbox::Pruned { attempts: 1, deliveries: 1, events: 1, rollups: 0 });
     assert_eq!(deliveries_of(&h, w), [ds[1]], "retrying work is never pruned");
     assert_eq!(h.int("SELECT COUNT(*) FROM attempts", &[]), 1);
     assert_eq!(h.texts("SELECT id FROM events", &[]), ["waiting"]);
 }
 
+/// A delivery whose first answer is late: engine A claimed and sent it, its
+/// answer was slow and the lease ended, engine B claimed it again. Answers
+/// the delivery and A's (failed) answer, not yet recorded.
+fn overtaken(h: &TestHost) -> (i64, Finished) {
+    let w = hook(h, "https://example.com/a", &["user.created"]);
+    raise(h, "e1", "user.created");
+    let d = deliveries_of(h, w)[0];
+    claim(h, 1);
+    let slow = failed(h, d, "timed out waiting for the response");
+    h.advance(60 * S);
+    assert_eq!(claim(h, 1).claimed, [d]);
+    (d, slow)
+}
+
 #[test]
 fn a_late_answer_does_not_undo_a_success() {
     let h = TestHost::new();
-    let w = hook(&h, "https://example.com/a", &["user.created"]);
-    raise(&h, "e1", "user.created");
-    let d = deliveries_of(&h, w)[0];
-    // Engine A claims and sends; its answer is slow, the lease ends.
-    claim(&h, 1);
-    let slow = failed(&h, d, "timed out waiting for the response");
-    h.advance(60 * S);
-    // Engine B claims it again, sends, and records a success.
-    assert_eq!(claim(&h, 1).claimed, [d]);
+    let (d, slow) = overtaken(&h);
+    // B records a success.
     record(&h, vec![status(&h, d, 200)]);
     assert_eq!(delivery(&h, d).0, "succeeded");
     // A's answer comes last.
@@ -552,4 +559,21 @@ fn a_late_answer_does_not_undo_a_success() {
     assert_eq!(delivery(&h, d).0, "succeeded", "the receiver has the message: it must not be sent again");
     h.advance(3_600 * S);
     assert!(claim(&h, 10).claimed.is_empty());
+    // It is history all the same: its own attempt number, and the next one
+    // (a resend) goes on from it.
+    assert_eq!(h.ints("SELECT attempt_no FROM attempts ORDER BY id", &[]), [1, 2]);
+    assert_eq!(delivery(&h, d).1, 2, "the late answer counts as an attempt");
+}
+
+/// Two answers for one delivery recorded in the same step (a late one and
+/// the retry that overtook it) get attempt numbers of their own.
+#[test]
+fn two_answers_in_one_step_never_share_an_attempt_number() {
+    let h = TestHost::new();
+    let (d, slow) = overtaken(&h);
+    let ok = status(&h, d, 200);
+    record(&h, vec![ok, slow]);
+    assert_eq!(h.ints("SELECT attempt_no FROM attempts ORDER BY attempt_no", &[]), [1, 2]);
+    assert_eq!(delivery(&h, d).0, "succeeded");
+    assert_eq!(delivery(&h, d).1, 2);
 }

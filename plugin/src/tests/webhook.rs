@@ -2,6 +2,7 @@
 //! API share, with the host's egress verdict.
 
 use super::*;
+use crate::host::RefusedKind;
 use crate::webhook::{FieldError, Input, MAX_NAME, validate};
 
 fn input() -> Input {
@@ -72,13 +73,14 @@ fn names_are_limited_in_characters_not_bytes() {
 #[test]
 fn the_host_is_asked_about_the_normalised_url() {
     let h = TestHost::new();
-    h.refuse("http://10.", "refused: the destination address is not allowed");
+    h.refuse("http://10.", RefusedKind::SpecialPurpose);
     let mut i = input();
     // 0x0a000001 is 10.0.0.1 once parsed.
     i.url = "http://0x0a000001/".into();
     assert_eq!(
         message_for(&h, &i, "url"),
-        "Webhooks cannot be sent to this address. Use the receiver's public address, or ask your operator to allow this one."
+        "This is a special-purpose address (such as multicast or reserved) that cannot receive webhooks. \
+         Use the receiver's public address, or ask your operator to allow this one."
     );
     i.url = "http://10.1.2.3:8080/".into();
     assert!(validate(&h, &i).is_err());
@@ -89,7 +91,7 @@ fn the_host_is_asked_about_the_normalised_url() {
 #[test]
 fn syntax_errors_come_before_the_host_is_asked() {
     let h = TestHost::new();
-    h.refuse("", "the host was asked");
+    h.refuse("", RefusedKind::InvalidUrl);
     let mut i = input();
     i.url = "https://user:pw@crm.example/".into();
     assert!(message_for(&h, &i, "url").starts_with("Remove the user name and password (the part before @)"));
@@ -182,25 +184,25 @@ fn each_url_problem_says_what_to_do() {
     }
     let mut i = input();
     i.url = format!("https://example.com/{}", "a".repeat(2048));
-    assert_eq!(message_for(&h, &i, "url"), "Shorten the address to 2048 characters or fewer.");
+    assert_eq!(
+        message_for(&h, &i, "url"),
+        "Shorten the address to 2048 bytes or fewer (a character outside plain ASCII counts 2 to 4)."
+    );
 }
 
-/// #13 item 8: the host's egress refusals (its wording, `host-shim/src/egress.rs`),
-/// told as what kind of address it is and what to do. `tests/e2e.rs` checks
-/// the same against the real host.
+/// #13 item 8: the host's egress refusals, by the kind the host names
+/// (`host-info.refused-kind`), told as what kind of address it is and what
+/// to do. `tests/e2e.rs` checks the same against the real host.
 #[test]
 fn egress_refusals_name_the_kind_of_address() {
     let h = TestHost::new();
-    let refusal = |what: &str| {
-        format!("refused by the egress policy: {what} (an operator can allow it with WEBHOOKS_ALLOWED_HOSTS)")
-    };
-    h.refuse("http://10.", &refusal("10.0.0.1 is a private address"));
-    h.refuse("http://[fd00::1]", &refusal("fd00::1 is a unique local (private) address"));
-    h.refuse("http://127.", &refusal("127.0.0.1 is a loopback address"));
-    h.refuse("http://localhost", &refusal("localhost names this machine"));
-    h.refuse("http://169.254.", &refusal("169.254.169.254 is a link-local address (cloud metadata lives here)"));
-    h.refuse("http://192.0.2.", &refusal("192.0.2.1 is a documentation address"));
-    h.refuse("http://224.", &refusal("224.0.0.1 is a multicast address"));
+    h.refuse("http://10.", RefusedKind::PrivateNetwork);
+    h.refuse("http://[fd00::1]", RefusedKind::PrivateNetwork);
+    h.refuse("http://127.", RefusedKind::ThisMachine);
+    h.refuse("http://localhost", RefusedKind::ThisMachine);
+    h.refuse("http://169.254.", RefusedKind::LinkLocal);
+    h.refuse("http://192.0.2.", RefusedKind::Documentation);
+    h.refuse("http://224.", RefusedKind::SpecialPurpose);
     let ask = "Webhooks can only reach public addresses; ask your operator to allow it.";
     let cases = [
         ("http://10.0.0.1/", format!("This address is on a private network. {ask}")),
@@ -246,5 +248,5 @@ fn name_and_secret_messages_say_what_to_do() {
     i.secret = Some("whsec_!!!!".into());
     assert!(message_for(&h, &i, "secret").starts_with("After whsec_ the secret must be base64"));
     i.secret = Some("s".repeat(300));
-    assert_eq!(message_for(&h, &i, "secret"), "Shorten the secret to 256 characters or fewer, or use Generate.");
+    assert_eq!(message_for(&h, &i, "secret"), "Shorten the secret to 256 bytes or fewer, or use Generate.");
 }

@@ -240,7 +240,8 @@ pub trait Host {
     /// only inside the host.
     fn sign(&self, sealed: &[u8], message: &[u8]) -> Result<Vec<u8>, String>;
     /// Opens what `seal` produced: only for migrating rows sealed by versions
-    /// before 0.2, which sealed the secret text instead of its key bytes.
+    /// before 0.2, which sealed the secret text instead of its key bytes, and
+    /// for the key check at migrate (`schema::check_key`).
     fn open_legacy(&self, sealed: &[u8]) -> Result<Vec<u8>, String>;
     /// The host egress policy's verdict on a URL's destination (no DNS).
     fn check_destination(&self, url: &str) -> Result<(), Refused>;

@@ -18,6 +18,7 @@ use crate::host::{Dialect, Host, Value, transaction};
 /// them to the shared subset (or branch on `host.dialect()` in [`migrate`]),
 /// and write `BIGINT` for a 64-bit integer column — SQLite reads it as its
 /// `INTEGER`, PostgreSQL's `INTEGER` is 32 bits (times in ms overflow it).
+/// `{bytes}` stands for the binary type (`BLOB`, `BYTEA`; see [`for_dialect`]).
 /// `tests/postgres.rs` compares the two schemas column by column.
 const MIGRATIONS: &[&str] = &[
     // 1: webhooks, events, the outbox and its attempts.
@@ -150,7 +151,33 @@ const MIGRATIONS: &[&str] = &[
         WHERE NOT EXISTS (SELECT 1 FROM deliveries d JOIN events e ON e.id = d.event_id
                           WHERE d.id = a.delivery_id AND e.type = 'test.webhook')
         GROUP BY 1, 2, 3;",
+    // 11: one value sealed with the host's key, so that a node started with
+    // another key is refused at start (see `check_key`). Kept when run again.
+    "CREATE TABLE IF NOT EXISTS key_check (
+        id BIGINT PRIMARY KEY CHECK (id = 1),
+        sealed {bytes} NOT NULL
+     );",
 ];
+
+/// A migration's SQL in `dialect`'s types.
+fn for_dialect(sql: &str, dialect: Dialect) -> String {
+    sql.replace(
+        "{bytes}",
+        match dialect {
+            Dialect::Sqlite => "BLOB",
+            Dialect::Postgres => "BYTEA",
+        },
+    )
+}
+
+/// What `key_check` holds sealed: opening it back proves this host's key is
+/// the one the database's secrets were sealed with.
+const KEY_CHECK: &[u8] = b"webhooks key check v1";
+
+/// Why a node with another key is refused; no key material in it.
+pub const WRONG_KEY: &str = "this node's secret key is not the one this database's webhook secrets were sealed \
+    with: start every node with the same WEBHOOKS_SECRET_KEY (or copy data/secret.key from a node that works); \
+    nothing was changed";
 
 /// The version that adds and backfills `attempt_rollups` (tests run it again).
 #[cfg(test)]
@@ -280,10 +307,11 @@ pub fn migrate(host: &dyn Host) -> Result<u32, String> {
             from = POSTGRES_BASELINE_VERSION;
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
-            host.execute_batch(sql).map_err(|e| format!("migration {}: {e}", i + 1))?;
+            host.execute_batch(&for_dialect(sql, host.dialect())).map_err(|e| format!("migration {}: {e}", i + 1))?;
             host.execute("INSERT INTO plugin_schema (version) VALUES (?1)", &[Value::from(i as i64 + 1)])
                 .map_err(|e| e.to_string())?;
         }
+        check_key(host)?;
         if current > 0 && current < KEY_BYTES_SINCE {
             reseal_key_bytes(host)?;
         }
@@ -291,6 +319,33 @@ pub fn migrate(host: &dyn Host) -> Result<u32, String> {
         Ok(MIGRATIONS.len() as u32)
     })
     .map_err(|MigrationError(m)| m)
+}
+
+/// Refuses a host whose key is not the database's: a secret sealed with
+/// another key would fail to sign, and the database would end up holding
+/// secrets under two keys. The first start with `key_check` adopts the key
+/// when the secrets already stored open with it: any one of them, since a
+/// key changed before this check left values that never open again (see
+/// [`reseal_key_bytes`]) next to the ones sealed since.
+fn check_key(host: &dyn Host) -> Result<(), MigrationError> {
+    if let Some(r) = host.query("SELECT sealed FROM key_check WHERE id = 1", &[])?.first() {
+        return match host.open_legacy(&r.opt_blob(0).unwrap_or_default()) {
+            Ok(plain) if plain == KEY_CHECK => Ok(()),
+            _ => Err(WRONG_KEY.to_string().into()),
+        };
+    }
+    let rows = host.query(
+        "SELECT secret_sealed, prev_secret_sealed FROM webhooks \
+         WHERE secret_sealed IS NOT NULL OR prev_secret_sealed IS NOT NULL",
+        &[],
+    )?;
+    let mut stored = rows.iter().flat_map(|r| [r.opt_blob(0), r.opt_blob(1)]).flatten().peekable();
+    if stored.peek().is_some() && !stored.any(|s| host.open_legacy(&s).is_ok()) {
+        return Err(WRONG_KEY.to_string().into());
+    }
+    let sealed = host.seal(KEY_CHECK).map_err(|e| format!("sealing the key check: {e}"))?;
+    host.execute("INSERT INTO key_check (id, sealed) VALUES (1, ?1)", &[sealed.into()])?;
+    Ok(())
 }
 
 /// Secrets stored before sealing existed are sealed now and their clear
@@ -308,7 +363,7 @@ fn seal_plaintext_secrets(host: &dyn Host) -> Result<(), crate::host::DbError> {
 }
 
 /// Rows sealed before version 5 hold the secret's text: open each once
-/// (the only use of `open-legacy`) and seal its key bytes instead. A value
+/// (with `open-legacy`, which otherwise only the key check uses) and seal its key bytes instead. A value
 /// that no longer opens (the host key changed) is left alone: it fails to
 /// sign, as it failed to open before, and the admin sets a new secret.
 fn reseal_key_bytes(host: &dyn Host) -> Result<(), crate::host::DbError> {

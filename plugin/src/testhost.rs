@@ -9,8 +9,9 @@
 //!   `rollback` is a no-op outside one, errors map to the same [`DbError`]s;
 //! - `seal`/`sign` keep `host-shim/src/secrets.rs`'s contract (a version byte,
 //!   a fresh "nonce" per seal, `sign` = HMAC-SHA256 under the opened key,
-//!   anything not sealed here refuses to open) with a plain XOR instead of
-//!   an AEAD;
+//!   anything not sealed with this host's key refuses to open) with a plain
+//!   XOR instead of an AEAD, and the key kept next to it in the clear
+//!   ([`TestHost::set_key`] stands for a node started with another key);
 //! - the schema migrations run on creation, as `plugin.migrate` does at start.
 //!
 //! Everything else is scripted: a settable clock, deterministic random bytes
@@ -31,7 +32,7 @@ pub const T0: u64 = 1_700_000_000_000;
 
 /// The version byte of a value sealed here (as in the real host).
 const SEALED: u8 = 1;
-/// The XOR "key" sealing uses.
+/// The XOR "key" sealing uses until [`TestHost::set_key`].
 const SEAL_KEY: u8 = 0x5a;
 
 /// What a scripted HTTP request comes to.
@@ -86,6 +87,7 @@ pub struct TestHost {
     /// How many times `attempts_recorded` was called.
     pub recorded_calls: Cell<u32>,
     seals: Cell<u8>,
+    key: Cell<u8>,
 }
 
 /// The host's default settings (`host-shim/src/config.rs`).
@@ -123,6 +125,7 @@ impl TestHost {
             recorded: Cell::new((0, 0, 0)),
             recorded_calls: Cell::new(0),
             seals: Cell::new(0),
+            key: Cell::new(SEAL_KEY),
         };
         let version = crate::schema::migrate(&h).expect("migrations run");
         assert!(version > 0);
@@ -134,6 +137,12 @@ impl TestHost {
     /// Sets the clock.
     pub fn set_now(&self, ms: u64) {
         self.now.set(ms);
+    }
+
+    /// Seals and opens with another key from now on, as a node started with
+    /// another `WEBHOOKS_SECRET_KEY` would.
+    pub fn set_key(&self, key: u8) {
+        self.key.set(key);
     }
 
     /// Moves the clock forward.
@@ -231,10 +240,13 @@ impl TestHost {
     }
 
     fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, String> {
-        if sealed.len() < 2 || sealed[0] != SEALED {
+        if sealed.len() < 3 || sealed[0] != SEALED {
             return Err("not a sealed secret".into());
         }
-        Ok(sealed[2..].iter().map(|b| b ^ SEAL_KEY).collect())
+        if sealed[2] != self.key.get() {
+            return Err("the secret could not be decrypted (altered, or the key changed)".into());
+        }
+        Ok(sealed[3..].iter().map(|b| b ^ self.key.get()).collect())
     }
 }
 
@@ -371,8 +383,9 @@ impl Host for TestHost {
         // A fresh "nonce" each time, as the real AEAD has.
         let nonce = self.seals.get().wrapping_add(1);
         self.seals.set(nonce);
-        let mut out = vec![SEALED, nonce];
-        out.extend(plaintext.iter().map(|b| b ^ SEAL_KEY));
+        let key = self.key.get();
+        let mut out = vec![SEALED, nonce, key];
+        out.extend(plaintext.iter().map(|b| b ^ key));
         Ok(out)
     }
 

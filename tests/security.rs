@@ -480,3 +480,67 @@ fn a_slowloris_of_half_open_connections_does_not_lock_out_healthz() {
     }
     healthz("after the slowloris");
 }
+
+/// Every row of every table of a stopped host's SQLite file, as text.
+fn sqlite_contents(data: &std::path::Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(data.join("webhooks.db")).unwrap();
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let mut q = c.prepare(&format!("SELECT * FROM \"{t}\"")).unwrap();
+        let n = q.column_count();
+        let rows = q
+            .query_map([], |r| (0..n).map(|i| r.get::<_, rusqlite::types::Value>(i)).collect::<Result<Vec<_>, _>>())
+            .unwrap();
+        out.extend(rows.map(|r| format!("{t}: {:?}", r.unwrap())));
+    }
+    out
+}
+
+#[test]
+fn a_node_with_another_secret_key_refuses_to_start_and_changes_nothing() {
+    if on_postgres() {
+        return; // tests/postgres.rs runs this with two nodes on one database
+    }
+    let (key_a, key_b) = ("11".repeat(32), "22".repeat(32));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let r = Receiver::start();
+    let secret = "whsec_dGhpcyBpcyBhIHZlcnkgc2VjcmV0IGtleSEh";
+    let h = spawn_host(&data, &[("WEBHOOKS_SECRET_KEY", &key_a)]);
+    h.admin().create("Keyed", &r.url("/ok/k"), secret, &["user.created"], true);
+    drop(h);
+    let before = sqlite_contents(&data);
+    assert!(before.iter().any(|r| r.starts_with("key_check: ")), "the database keeps its key check");
+
+    let (ok, err) = run_refused(host_command(&data, &[("WEBHOOKS_SECRET_KEY", &key_b)]));
+    assert!(!ok, "exits non-zero");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, not: {err}");
+    assert!(
+        lines[0].starts_with("Error: ")
+            && lines[0]
+                .contains("this node's secret key is not the one this database's webhook secrets were sealed with")
+            && lines[0].contains("start every node with the same WEBHOOKS_SECRET_KEY")
+            && lines[0].contains("nothing was changed"),
+        "{}",
+        lines[0]
+    );
+    for never in [key_a.as_str(), key_b.as_str(), "dGhpcyBpcyBhIHZlcnkgc2VjcmV0"] {
+        assert!(!err.contains(never), "no key or secret in: {err}");
+    }
+    assert_eq!(sqlite_contents(&data), before, "the database is as it was");
+
+    // Back with its own key, the node starts and signs with the stored secret.
+    let h = spawn_host(&data, &[("WEBHOOKS_SECRET_KEY", &key_a)]);
+    h.raise(json!({"type": "user.created", "data": {"id": 1, "email": "ada@example.com"}}));
+    r.wait_for("/ok/k", 1, WAIT);
+    let s = &r.seen_at("/ok/k")[0];
+    standardwebhooks::Webhook::new(secret).unwrap().verify(&s.body, &s.headers).unwrap();
+}

@@ -363,7 +363,8 @@ fn seal_plaintext_secrets(host: &dyn Host) -> Result<(), crate::host::DbError> {
 }
 
 /// Rows sealed before version 5 hold the secret's text: open each once
-/// (with `open-legacy`, which otherwise only the key check uses) and seal its key bytes instead. A value
+/// (with `open-legacy`, which otherwise only the key check uses) and seal
+/// its key bytes instead. A value
 /// that no longer opens (the host key changed) is left alone: it fails to
 /// sign, as it failed to open before, and the admin sets a new secret.
 fn reseal_key_bytes(host: &dyn Host) -> Result<(), crate::host::DbError> {

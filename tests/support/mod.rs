@@ -456,6 +456,29 @@ pub fn host_command(data: &Path, env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// Runs a prepared `serve` command that must refuse to start: waits for it
+/// to exit (within 60 s) and answers its exit success and its stderr.
+pub fn run_refused(mut cmd: Command) -> (bool, String) {
+    if !cmd.get_envs().any(|(k, _)| k == "WEBHOOKS_CACHE_DIR") {
+        cmd.env("WEBHOOKS_CACHE_DIR", concat!(env!("CARGO_TARGET_TMPDIR"), "/cwasm-cache"));
+    }
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start webhooks-host");
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.success(), err);
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("webhooks-host started; it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts a prepared `webhooks-host serve` command; its log goes next to `data`.
 pub fn spawn(mut cmd: Command, data: &Path) -> Host {
     if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {

@@ -177,14 +177,18 @@ fn hosts_starting_together_on_one_database_migrate_once() {
         let starts: Vec<_> = (0..3)
             .map(|i| {
                 let (db, data) = (db.clone(), tmp.path().join(format!("node{i}")));
-                s.spawn(move || spawn_on(&data, db, &[]))
+                // The same key on every node, as docs/SCALING.md asks.
+                s.spawn(move || spawn_on(&data, db, &[("WEBHOOKS_SECRET_KEY", "5eed".repeat(16).as_str())]))
             })
             .collect();
         starts.into_iter().map(|t| t.join().expect("every node started")).collect()
     });
-    let versions: Vec<i32> =
+    let mut versions: Vec<i32> =
         db.client().query("SELECT version FROM plugin_schema", &[]).unwrap().iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions.len(), 1, "one migration recorded: {versions:?}");
+    let recorded = versions.len();
+    versions.dedup();
+    assert_eq!(versions.len(), recorded, "each migration recorded once: {versions:?}");
+    assert_eq!(db.client().query("SELECT 1 FROM key_check", &[]).unwrap().len(), 1, "one key check");
     // Each node works on the same tables.
     hosts[0].admin().create("Shared", "http://127.0.0.1:9/x", "", &["user.created"], true);
     for h in &hosts {
@@ -198,7 +202,7 @@ fn hosts_starting_together_on_one_database_migrate_once() {
 fn pg_type_of(table: &str, column: &str, sqlite: &str) -> &'static str {
     match (table, column, sqlite) {
         ("plugin_schema", "version", "INTEGER") => "integer",
-        (_, _, "INTEGER") => "bigint",
+        (_, _, "INTEGER" | "BIGINT") => "bigint",
         (_, _, "TEXT") => "text",
         (_, _, "BLOB") => "bytea",
         other => panic!("a SQLite type without a PostgreSQL counterpart: {other:?}"),
@@ -563,4 +567,67 @@ fn two_nodes_on_one_database_deliver_each_event_once_and_show_the_same_history()
     r.wait_for("/ok/two", 201, WAIT);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(r.count_at("/ok/three"), 200, "the disabled webhook got nothing more");
+}
+
+#[test]
+fn a_second_node_with_another_secret_key_refuses_to_start_and_changes_nothing() {
+    if !server_present() {
+        return;
+    }
+    let (key_a, key_b) = ("11".repeat(32), "22".repeat(32));
+    let db = Arc::new(ScratchDb::create());
+    let tmp = tempfile::tempdir().unwrap();
+    let first = spawn_on(&tmp.path().join("a"), db.clone(), &[("WEBHOOKS_SECRET_KEY", &key_a)]);
+    first.admin().create(
+        "Keyed",
+        "http://127.0.0.1:9/x",
+        "whsec_dGhpcyBpcyBhIHZlcnkgc2VjcmV0IGtleSEh",
+        &["user.created"],
+        true,
+    );
+    let contents = |c: &mut postgres::Client| -> Vec<String> {
+        let mut out: Vec<String> = c
+            .query("SELECT version::text FROM plugin_schema ORDER BY 1", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for r in c.query("SELECT id, encode(sealed, 'hex') FROM key_check", &[]).unwrap() {
+            out.push(format!("key_check {}: {}", r.get::<_, i64>(0), r.get::<_, String>(1)));
+        }
+        for r in c.query("SELECT id, name, encode(secret_sealed, 'hex') FROM webhooks ORDER BY id", &[]).unwrap() {
+            out.push(format!(
+                "webhook {} {}: {:?}",
+                r.get::<_, i64>(0),
+                r.get::<_, String>(1),
+                r.get::<_, Option<String>>(2)
+            ));
+        }
+        out
+    };
+    let mut c = db.client();
+    let before = contents(&mut c);
+    assert!(before.iter().any(|r| r.starts_with("key_check 1: ")), "{before:?}");
+
+    // A second node on the same database, started with another key.
+    let mut cmd = host_command(&tmp.path().join("b"), &[("WEBHOOKS_SECRET_KEY", &key_b)]);
+    cmd.env("WEBHOOKS_DATABASE_URL", db.url());
+    let (ok, err) = run_refused(cmd);
+    let line = one_line(&err);
+    assert!(!ok);
+    assert!(
+        line.contains("this node's secret key is not the one this database's webhook secrets were sealed with")
+            && line.contains("start every node with the same WEBHOOKS_SECRET_KEY")
+            && line.contains("nothing was changed"),
+        "{line}"
+    );
+    assert!(!line.contains(&key_a) && !line.contains(&key_b), "no key in: {line}");
+    assert_eq!(contents(&mut c), before, "the database is as it was");
+
+    // With the shared key, a second node starts and sees the webhook.
+    let second = spawn_on(&tmp.path().join("c"), db.clone(), &[("WEBHOOKS_SECRET_KEY", &key_a)]);
+    let (s, page) = second.admin().get(MOUNT);
+    assert_eq!(s, 200);
+    assert!(page.contains("Keyed"));
+    drop(first);
 }

@@ -65,6 +65,8 @@ pub struct Seen {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived (for tests that reason about the time between copies).
+    pub at: Instant,
 }
 
 impl Seen {
@@ -121,7 +123,7 @@ async fn receive(
 ) -> Response {
     let path = format!("/{path}");
     let _active = Active::enter(&st);
-    st.seen.lock().unwrap().push(Seen { path: path.clone(), headers, body });
+    st.seen.lock().unwrap().push(Seen { path: path.clone(), headers, body, at: Instant::now() });
     let hits = {
         let mut c = st.counts.lock().unwrap();
         let n = c.entry(path.clone()).or_default();

@@ -1004,7 +1004,7 @@ async fn postgres_phase(
 /// SQLite node and 1–3 PostgreSQL nodes, at fan-out 3 (what is present).
 fn print_comparison(out: &serde_json::Map<String, serde_json::Value>) {
     let mut lines = Vec::new();
-    if let Some(b) = out.get("baseline_per_s") {
+    if let Some(b) = out.get("baseline_per_s").and_then(|v| v.as_f64()) {
         lines.push(format!("  {:<24} {b:>6}/s (raw hyper client, no storage, in-process receiver)", "baseline"));
     }
     for (key, label) in [

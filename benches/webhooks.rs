@@ -12,11 +12,16 @@
 //! cold start of the `webhooks-host` binary with and without the compiled
 //! cache, peak RSS of that process with 100,000 pending deliveries, and mixed
 //! load over HTTP (16 clients raising through `POST /api/events` of that binary
-//! while its workers deliver to a receiver in another process, fan-out 1 and 3).
-//! The last line printed is one JSON object with the headline figures.
+//! while its workers deliver to a receiver in another process, fan-out 1 and 3),
+//! and the same mixed load at fan-out 3 on 1, 2 and 3 nodes sharing one
+//! PostgreSQL database (skipped when no server answers at
+//! `WEBHOOKS_BENCH_POSTGRES`, default postgres://postgres@127.0.0.1:5432).
+//! The last lines compare the delivery rates; the very last is one JSON object
+//! with the headline figures.
 //!
-//! `-- --only mixed` runs only the mixed phase. The receiver of that phase is
-//! this same executable, re-run with `WEBHOOKS_BENCH_RECEIVER=1`.
+//! `-- --only mixed` runs only the mixed phase on SQLite, `-- --only postgres`
+//! only its PostgreSQL runs. The receiver of those phases is this same
+//! executable, re-run with `WEBHOOKS_BENCH_RECEIVER=1`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,6 +63,8 @@ struct Args {
 enum Phase {
     /// Mixed load over HTTP: raising through the API while the workers deliver.
     Mixed,
+    /// The mixed load at fan-out 3 on 1, 2 and 3 nodes sharing one PostgreSQL database.
+    Postgres,
 }
 
 /// In the environment of a re-run of this executable: be only the mixed
@@ -179,11 +186,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // 6. Mixed load over HTTP, as a panel drives it: fan-out 1, then 3, each on a new host and data folder.
     let seconds = if args.quick { 5 } else { 20 };
-    for fan_out in [1, 3] {
-        let m = mixed(&exe, &tmp, &serve_cache, fan_out, seconds).await?;
-        m.print();
-        m.record(&mut out);
+    if args.only != Some(Phase::Postgres) {
+        for fan_out in [1, 3] {
+            let m = mixed(&exe, &tmp, &serve_cache, fan_out, seconds).await?;
+            m.print();
+            m.record(&mut out);
+        }
     }
+    // 7. The same at fan-out 3 on 1, 2, 3 nodes sharing one PostgreSQL database, if a server answers.
+    if args.only != Some(Phase::Mixed) {
+        postgres_phase(&exe, &tmp, &serve_cache, 3, seconds, &mut out).await?;
+    }
+    print_comparison(&out);
     let _ = std::fs::remove_dir_all(&tmp);
     println!("{}", serde_json::Value::Object(out));
     Ok(())
@@ -417,7 +431,8 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 
 /// Starts `webhooks-host serve` on a free port and waits until it listens;
 /// returns the process and its base URL. An empty `allowed_hosts` keeps the
-/// default egress policy; its log (warnings and errors) goes to `log`, if given.
+/// default egress policy; its log (warnings and errors) goes to `log`, if given;
+/// `env` is added to its environment.
 fn start_serve(
     exe: &Path,
     data: &Path,
@@ -425,6 +440,7 @@ fn start_serve(
     workers: usize,
     allowed_hosts: &str,
     log: Option<&Path>,
+    env: &[(&str, String)],
 ) -> anyhow::Result<(Child, String)> {
     use std::io::BufRead;
     let mut cmd = Command::new(exe);
@@ -446,6 +462,7 @@ fn start_serve(
     if !allowed_hosts.is_empty() {
         cmd.env("WEBHOOKS_ALLOWED_HOSTS", allowed_hosts);
     }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = cmd.spawn()?;
     let out = child.stdout.take().unwrap();
     let mut base = String::new();
@@ -470,7 +487,7 @@ fn start_serve(
 /// Start → signed in → the dashboard rendered by the component.
 fn cold_start_keep(exe: &Path, data: &Path, cache: &Path) -> anyhow::Result<(f64, u32, String, Child)> {
     let t = Instant::now();
-    let (child, base) = start_serve(exe, data, cache, 0, "", None)?;
+    let (child, base) = start_serve(exe, data, cache, 0, "", None, &[])?;
     let pid = child.id();
     let c =
         reqwest::blocking::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build()?;
@@ -614,9 +631,12 @@ fn spawn_receiver() -> anyhow::Result<(KillOnDrop, u16)> {
     Ok((child, port))
 }
 
-/// One run of the mixed phase.
+/// One run of the mixed load: on one SQLite node, or on `nodes` nodes sharing one PostgreSQL database.
 struct Mixed {
-    fan_out: usize,
+    /// The JSON key prefix (`mixed_f3`, `pg_n2`) and the heading of the printed lines.
+    key: String,
+    title: String,
+    nodes: usize,
     window_s: f64,
     accepted: u64,
     refused: u64,
@@ -632,8 +652,9 @@ struct Mixed {
     req_p50: f64,
     req_p99: f64,
     req_max: f64,
-    /// Cores used during the window by the host, the receiver and this process (the raisers).
-    cores: [f64; 3],
+    /// Cores used during the window by the host (summed over its nodes), the receiver, this
+    /// process (the raisers) and every `postgres` process on the machine.
+    cores: [f64; 4],
 }
 
 impl Mixed {
@@ -648,10 +669,10 @@ impl Mixed {
     }
 
     fn print(&self) {
-        let f = self.fan_out;
         println!(
-            "mixed over HTTP, fan-out {f}: {MIXED_CLIENTS} clients for {:.1} s: {} events accepted = {:.0}/s \
+            "{}: {MIXED_CLIENTS} clients for {:.1} s: {} events accepted = {:.0}/s \
              (POST /api/events p50 {:.2} ms, p99 {:.2} ms, max {:.0} ms; {} refused, {} failed)",
+            self.title,
             self.window_s,
             self.accepted,
             self.accepted_per_s(),
@@ -679,24 +700,29 @@ impl Mixed {
             self.e2e_p50,
             self.e2e_p99,
         );
-        let [host, recv, me] = self.cores;
-        println!("  CPU in the window: webhooks-host {host:.2} cores, receiver {recv:.2}, raisers {me:.2}");
+        let [host, recv, me, pg] = self.cores;
+        let host = match self.nodes {
+            1 => format!("webhooks-host {host:.2} cores"),
+            n => format!("webhooks-host {host:.2} cores (sum of {n} nodes)"),
+        };
+        println!("  CPU in the window: {host}, postgres {pg:.2}, receiver {recv:.2}, raisers {me:.2}");
     }
 
     fn record(&self, out: &mut serde_json::Map<String, serde_json::Value>) {
-        let f = self.fan_out;
+        let k = &self.key;
         let r2 = |v: f64| (v * 100.0).round() / 100.0;
         out.extend([
-            (format!("mixed_f{f}_accepted_per_s"), json!(self.accepted_per_s().round())),
-            (format!("mixed_f{f}_delivered_per_s"), json!(self.delivered_per_s().round())),
-            (format!("mixed_f{f}_owed_end"), json!(self.owed)),
-            (format!("mixed_f{f}_backlog_end"), json!(self.backlog_end())),
-            (format!("mixed_f{f}_drain_s"), json!(self.drain_s.map(r2))),
-            (format!("mixed_f{f}_p50_ms"), json!(r2(self.e2e_p50))),
-            (format!("mixed_f{f}_p99_ms"), json!(r2(self.e2e_p99))),
-            (format!("mixed_f{f}_req_p50_ms"), json!((self.req_p50 * 1000.0).round() / 1000.0)),
-            (format!("mixed_f{f}_req_p99_ms"), json!((self.req_p99 * 1000.0).round() / 1000.0)),
-            (format!("mixed_f{f}_host_cores"), json!(r2(self.cores[0]))),
+            (format!("{k}_accepted_per_s"), json!(self.accepted_per_s().round())),
+            (format!("{k}_delivered_per_s"), json!(self.delivered_per_s().round())),
+            (format!("{k}_owed_end"), json!(self.owed)),
+            (format!("{k}_backlog_end"), json!(self.backlog_end())),
+            (format!("{k}_drain_s"), json!(self.drain_s.map(r2))),
+            (format!("{k}_p50_ms"), json!(r2(self.e2e_p50))),
+            (format!("{k}_p99_ms"), json!(r2(self.e2e_p99))),
+            (format!("{k}_req_p50_ms"), json!((self.req_p50 * 1000.0).round() / 1000.0)),
+            (format!("{k}_req_p99_ms"), json!((self.req_p99 * 1000.0).round() / 1000.0)),
+            (format!("{k}_host_cores"), json!(r2(self.cores[0]))),
+            (format!("{k}_postgres_cores"), json!(r2(self.cores[3]))),
         ]);
     }
 }
@@ -713,25 +739,63 @@ struct Raiser {
     refusal: Option<String>,
 }
 
-/// Mixed load over HTTP: a new `webhooks-host serve` (default workers) with
-/// `fan_out` signed webhooks to a receiver in another process;
-/// [`MIXED_CLIENTS`] keep-alive clients raise `user.created` one per
-/// `POST /api/events` for `seconds`, then the backlog drains.
+/// CPU time every `postgres` process (server and backends) has used so far, in seconds.
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .map(cpu_seconds)
+        .sum()
+}
+
+/// Mixed load over HTTP on one new `webhooks-host serve` (default workers) and
+/// its own SQLite file in a new data folder.
 async fn mixed(exe: &Path, tmp: &Path, cache: &Path, fan_out: usize, seconds: u64) -> anyhow::Result<Mixed> {
-    let data = tmp.join(format!("mixed-f{fan_out}"));
-    let log = tmp.join(format!("mixed-f{fan_out}.log"));
+    let title = format!("mixed over HTTP, SQLite, 1 node, fan-out {fan_out}");
+    let name = format!("mixed-f{fan_out}");
+    drive(exe, tmp, cache, &name, &[], 1, fan_out, seconds, format!("mixed_f{fan_out}"), title).await
+}
+
+/// Mixed load over HTTP: `nodes` new `webhooks-host serve` processes (default
+/// workers, each with its own data folder and `env`), `fan_out` signed webhooks
+/// created through the first node's API to a receiver in another process;
+/// [`MIXED_CLIENTS`] keep-alive clients raise `user.created` one per
+/// `POST /api/events`, round-robin over the nodes, for `seconds`, then the backlog drains.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    exe: &Path,
+    tmp: &Path,
+    cache: &Path,
+    name: &str,
+    env: &[(&'static str, String)],
+    nodes: usize,
+    fan_out: usize,
+    seconds: u64,
+    key: String,
+    title: String,
+) -> anyhow::Result<Mixed> {
     let (receiver, port) = tokio::task::spawn_blocking(spawn_receiver).await??;
-    let (e, d, c, l) = (exe.to_owned(), data, cache.to_owned(), log.clone());
     // The host's default worker count unless BENCH_MIXED_WORKERS says otherwise.
     let workers = std::env::var("BENCH_MIXED_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
-    let (host, base) =
-        tokio::task::spawn_blocking(move || start_serve(&e, &d, &c, workers, "127.0.0.1", Some(&l))).await??;
-    let host = KillOnDrop(host);
-    let (host_pid, recv_pid) = (host.0.id(), receiver.0.id());
+    let mut hosts = Vec::new();
+    let mut bases = Vec::new();
+    let mut logs = Vec::new();
+    for n in 1..=nodes {
+        let (data, log) = (tmp.join(format!("{name}-node{n}")), tmp.join(format!("{name}-node{n}.log")));
+        let (e, c, l, env) = (exe.to_owned(), cache.to_owned(), log.clone(), env.to_vec());
+        let (host, base) =
+            tokio::task::spawn_blocking(move || start_serve(&e, &data, &c, workers, "127.0.0.1", Some(&l), &env))
+                .await??;
+        hosts.push(KillOnDrop(host));
+        bases.push(base);
+        logs.push(log);
+    }
+    let host_pids: Vec<u32> = hosts.iter().map(|h| h.0.id()).collect();
+    let recv_pid = receiver.0.id();
     let api = reqwest::Client::new();
     for i in 0..fan_out {
         let r = api
-            .post(format!("{base}/api/webhooks"))
+            .post(format!("{}/api/webhooks", bases[0]))
             .bearer_auth(API_TOKEN)
             .json(&json!({
                 "name": format!("mixed {i}"),
@@ -747,24 +811,29 @@ async fn mixed(exe: &Path, tmp: &Path, cache: &Path, fan_out: usize, seconds: u6
     let count_url = format!("http://127.0.0.1:{port}/count");
     let received = || async { anyhow::Ok(api.get(&count_url).send().await?.text().await?.trim().parse::<u64>()?) };
 
-    let cpu = || [cpu_seconds(host_pid), cpu_seconds(recv_pid), cpu_seconds(std::process::id())];
+    let cpu = || {
+        let host: f64 = host_pids.iter().map(|&p| cpu_seconds(p)).sum();
+        [host, cpu_seconds(recv_pid), cpu_seconds(std::process::id()), postgres_cpu_seconds()]
+    };
     let cpu0 = cpu();
     let t = Instant::now();
     let until = t + Duration::from_secs(seconds);
-    let url = format!("{base}/api/events");
+    let urls: Arc<Vec<String>> = Arc::new(bases.iter().map(|b| format!("{b}/api/events")).collect());
     let mut tasks = Vec::new();
     for c in 0..MIXED_CLIENTS {
-        let url = url.clone();
+        let urls = urls.clone();
         tasks.push(tokio::spawn(async move {
+            // One idle connection per node: each request goes to the next node, kept alive.
             let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
             let mut r = Raiser::default();
             let mut n = 0;
             while Instant::now() < until {
                 let body = format!(r#"{{"type":"user.created","data":{}}}"#, data_json(c * 100_000_000 + n));
+                let url = &urls[(c + n) % urls.len()];
                 n += 1;
                 let t0 = Instant::now();
                 let resp = client
-                    .post(&url)
+                    .post(url)
                     .bearer_auth(API_TOKEN)
                     .header("content-type", "application/json")
                     .body(body)
@@ -821,25 +890,29 @@ async fn mixed(exe: &Path, tmp: &Path, cache: &Path, fan_out: usize, seconds: u6
     if timed < count {
         println!("  warning: {} of {count} deliveries carried no raised_at_us", count - timed);
     }
-    drop(host);
+    drop(hosts);
     drop(receiver);
     // Something went wrong on the host's side: show why.
     if all.refused + all.failed > 0 || drain_s.is_none() || window_s > seconds as f64 + 1.0 {
         if let Some(r) = &all.refusal {
             println!("  first refusal: {r}");
         }
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        println!("  webhooks-host log, last {} of {} lines:", lines.len().min(20), lines.len());
-        for l in &lines[lines.len().saturating_sub(20)..] {
-            println!("    {l}");
+        for (n, log) in logs.iter().enumerate() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            println!("  webhooks-host node {} log, last {} of {} lines:", n + 1, lines.len().min(20), lines.len());
+            for l in &lines[lines.len().saturating_sub(20)..] {
+                println!("    {l}");
+            }
         }
     }
 
     all.latencies.sort_by(f64::total_cmp);
     let cores = std::array::from_fn(|i| (cpu1[i] - cpu0[i]) / window_s);
     Ok(Mixed {
-        fan_out,
+        key,
+        title,
+        nodes,
         window_s,
         accepted: all.accepted,
         refused: all.refused,
@@ -855,4 +928,113 @@ async fn mixed(exe: &Path, tmp: &Path, cache: &Path, fan_out: usize, seconds: u6
         req_max: all.latencies.last().copied().unwrap_or(0.0),
         cores,
     })
+}
+
+/// The PostgreSQL server the PostgreSQL phase uses (`WEBHOOKS_BENCH_POSTGRES`, without a database).
+fn postgres_server() -> String {
+    std::env::var("WEBHOOKS_BENCH_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// A connection to the server's `postgres` database, or None when no server answers.
+async fn postgres_admin() -> Option<tokio_postgres::Client> {
+    let url = format!("{}/postgres", postgres_server());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.ok()?;
+    tokio::spawn(conn);
+    Some(client)
+}
+
+/// The same load as the mixed phase with fan-out `fan_out`, on 1, 2 and 3 nodes
+/// sharing one new PostgreSQL database per node count (dropped afterwards).
+async fn postgres_phase(
+    exe: &Path,
+    tmp: &Path,
+    cache: &Path,
+    fan_out: usize,
+    seconds: u64,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    let Some(admin) = postgres_admin().await else {
+        println!("PostgreSQL: skipped (no server answers at {})", postgres_server());
+        return Ok(());
+    };
+    // Every node must seal and open webhook secrets with the same key.
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("random key: {e}"))?;
+    for nodes in 1..=3 {
+        let db = format!("webhooks_bench_{}_{nodes}", std::process::id());
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).await?;
+        admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await?;
+        let env = [
+            ("WEBHOOKS_DATABASE_URL", format!("{}/{db}", postgres_server())),
+            ("WEBHOOKS_SECRET_KEY", hex::encode(key)),
+        ];
+        let title = format!(
+            "mixed over HTTP, PostgreSQL, {nodes} node{}, fan-out {fan_out}",
+            if nodes == 1 { "" } else { "s" }
+        );
+        let run = drive(
+            exe,
+            tmp,
+            cache,
+            &format!("pg-n{nodes}"),
+            &env,
+            nodes,
+            fan_out,
+            seconds,
+            format!("pg_n{nodes}"),
+            title,
+        )
+        .await;
+        // Dropped whether or not the run succeeded (the nodes are stopped by now).
+        let dropped = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).await;
+        let m = run?;
+        dropped?;
+        m.print();
+        m.record(out);
+    }
+    Ok(())
+}
+
+/// The headline figures of this run side by side: the raw hyper client, one
+/// SQLite node and 1–3 PostgreSQL nodes, at fan-out 3 (what is present).
+fn print_comparison(out: &serde_json::Map<String, serde_json::Value>) {
+    let mut lines = Vec::new();
+    if let Some(b) = out.get("baseline_per_s").and_then(|v| v.as_f64()) {
+        lines.push(format!("  {:<24} {b:>6}/s (raw hyper client, no storage, in-process receiver)", "baseline"));
+    }
+    for (key, label) in [
+        ("mixed_f3", "SQLite, 1 node".to_owned()),
+        ("pg_n1", "PostgreSQL, 1 node".to_owned()),
+        ("pg_n2", "PostgreSQL, 2 nodes".to_owned()),
+        ("pg_n3", "PostgreSQL, 3 nodes".to_owned()),
+    ] {
+        let g = |s: &str| match out.get(&format!("{key}_{s}")).and_then(|v| v.as_f64()) {
+            Some(v) => v.to_string(),
+            None => "-".into(),
+        };
+        if out.get(&format!("{key}_delivered_per_s")).is_none() {
+            continue;
+        }
+        lines.push(format!(
+            "  {label:<24} {:>6}/s delivered ({:>5}/s accepted); raise → receipt p50 {} ms, p99 {} ms; \
+             backlog {}, drained in {} s; CPU: host {} cores, postgres {}",
+            g("delivered_per_s"),
+            g("accepted_per_s"),
+            g("p50_ms"),
+            g("p99_ms"),
+            g("backlog_end"),
+            g("drain_s"),
+            g("host_cores"),
+            g("postgres_cores"),
+        ));
+    }
+    if lines.len() > 1 {
+        println!("comparison, deliveries/s over HTTP at fan-out 3 (same run, same 2 cores):");
+        lines.iter().for_each(|l| println!("{l}"));
+    }
 }

@@ -10,7 +10,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,24 +42,8 @@ fn server_present() -> bool {
 /// answers its exit success and its stderr.
 fn start_refused(data: &std::path::Path, database_url: &str) -> (bool, String) {
     let mut cmd: Command = host_command(data, &[]);
-    cmd.env("WEBHOOKS_DATABASE_URL", database_url)
-        .env("WEBHOOKS_CACHE_DIR", concat!(env!("CARGO_TARGET_TMPDIR"), "/cwasm-cache"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let t = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return (status.success(), err);
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("webhooks-host started with database_url={database_url}; it should have refused");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cmd.env("WEBHOOKS_DATABASE_URL", database_url);
+    run_refused(cmd)
 }
 
 /// The one line a refused start prints; nothing else on stderr.

@@ -38,6 +38,31 @@ use crate::config::Config;
 pub const MAX_ROWS: usize = 100_000;
 /// Largest total size of one query's result, in bytes (approximate).
 pub const MAX_RESULT_BYTES: usize = 32 * 1024 * 1024;
+
+/// A query's rows as they are collected, within [`MAX_ROWS`] and
+/// [`MAX_RESULT_BYTES`] (both engines collect through it).
+#[derive(Default)]
+pub(crate) struct Capped {
+    pub(crate) rows: Vec<Vec<Value>>,
+    bytes: usize,
+}
+
+impl Capped {
+    /// Whether one more row may come; call before reading it.
+    pub(crate) fn room(&self) -> Result<(), Error> {
+        if self.rows.len() >= MAX_ROWS { Err(Error::TooLarge) } else { Ok(()) }
+    }
+
+    /// Adds a row of `size` bytes.
+    pub(crate) fn push(&mut self, cells: Vec<Value>, size: usize) -> Result<(), Error> {
+        self.bytes += size;
+        if self.bytes > MAX_RESULT_BYTES {
+            return Err(Error::TooLarge);
+        }
+        self.rows.push(cells);
+        Ok(())
+    }
+}
 /// How long a statement waits for a lock held by another connection.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -279,24 +304,19 @@ impl Sqlite {
         let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
         let n = columns.len();
         let mut rows = stmt.query(params_from_iter(params.iter().map(Param))).map_err(map_err)?;
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
+        let mut out = Capped::default();
         while let Some(row) = rows.next().map_err(map_err)? {
-            if out.len() >= MAX_ROWS {
-                return Err(Error::TooLarge);
-            }
+            out.room()?;
             let mut cells = Vec::with_capacity(n);
+            let mut size = 0;
             for i in 0..n {
-                let (v, size) = from_sql(row.get_ref(i).map_err(map_err)?);
-                bytes += size;
+                let (v, s) = from_sql(row.get_ref(i).map_err(map_err)?);
+                size += s;
                 cells.push(v);
             }
-            if bytes > MAX_RESULT_BYTES {
-                return Err(Error::TooLarge);
-            }
-            out.push(cells);
+            out.push(cells, size)?;
         }
-        Ok(Rows { columns, rows: out })
+        Ok(Rows { columns, rows: out.rows })
     }
 
     /// Runs one statement once per parameter row; answers rows changed by each.

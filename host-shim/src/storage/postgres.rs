@@ -31,7 +31,7 @@
 //!   `BEGIN IMMEDIATE` makes them: the component's invariants (the
 //!   per-webhook bound across hosts, the webhook cap, the id counter, one
 //!   recorder per leased delivery) hold as they do on SQLite;
-//! - the limits are SQLite's: [`MAX_ROWS`], [`MAX_RESULT_BYTES`], and a lock
+//! - the limits are SQLite's: [`MAX_ROWS`](super::MAX_ROWS), [`MAX_RESULT_BYTES`](super::MAX_RESULT_BYTES), and a lock
 //!   (or a free pooled connection) is waited on for [`BUSY_TIMEOUT`] before
 //!   `busy`.
 
@@ -45,7 +45,7 @@ use futures_util::{TryStreamExt, pin_mut};
 use postgres_types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use tokio_postgres::NoTls;
 
-use super::{BUSY_TIMEOUT, MAX_RESULT_BYTES, MAX_ROWS};
+use super::{BUSY_TIMEOUT, Capped};
 use crate::bindings::storage::{Error, Rows, Value};
 
 /// Connections one host keeps open to the server at most. Plugin calls take
@@ -700,24 +700,19 @@ impl Session {
             let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
             let stream = h.client().query_raw(&stmt, args.iter()).await.map_err(map_err)?;
             pin_mut!(stream);
-            let mut out = Vec::new();
-            let mut bytes = 0usize;
+            let mut out = Capped::default();
             while let Some(row) = stream.try_next().await.map_err(map_err)? {
-                if out.len() >= MAX_ROWS {
-                    return Err(Error::TooLarge);
-                }
+                out.room()?;
                 let mut cells = Vec::with_capacity(columns.len());
+                let mut size = 0;
                 for i in 0..columns.len() {
-                    let Cell(v, size) = row.try_get(i).map_err(map_err)?;
-                    bytes += size;
+                    let Cell(v, s) = row.try_get(i).map_err(map_err)?;
+                    size += s;
                     cells.push(v);
                 }
-                if bytes > MAX_RESULT_BYTES {
-                    return Err(Error::TooLarge);
-                }
-                out.push(cells);
+                out.push(cells, size)?;
             }
-            Ok(Rows { columns, rows: out })
+            Ok(Rows { columns, rows: out.rows })
         }
         .await;
         h.failed(r)

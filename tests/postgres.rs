@@ -616,6 +616,102 @@ fn a_second_node_with_another_secret_key_refuses_to_start_and_changes_nothing() 
     drop(first);
 }
 
+/// One browser behind a load balancer that does not stick (#12): each of its
+/// requests may land on either node. The sign-in form of one node is
+/// accepted by the other; a session opened on one is known to both, and so
+/// is the CSRF token of a page either served; signing out on one ends the
+/// session on both; a node restarted signs nobody out.
+#[test]
+fn an_admin_signed_in_through_one_node_is_signed_in_on_every_node() {
+    if !server_present() {
+        return;
+    }
+    let db = Arc::new(ScratchDb::create());
+    let tmp = tempfile::tempdir().unwrap();
+    let key = "c0de".repeat(16);
+    let env = [("WEBHOOKS_SECRET_KEY", key.as_str())];
+    let a = spawn_on(&tmp.path().join("a"), db.clone(), &env);
+    let mut b = spawn_on(&tmp.path().join("b"), db.clone(), &env);
+    let r = Receiver::start();
+    // One cookie jar for both: cookies do not tell ports apart, as a
+    // browser sees one site behind the balancer.
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let client = reqwest::blocking::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let on = |h: &Host, csrf: &str| Admin { client: client.clone(), base: h.base.clone(), csrf: csrf.to_owned() };
+
+    // The sign-in page from A, the form posted to B.
+    let (_, login) = on(&a, "").get("/login");
+    let form_token = csrf_of(&login);
+    let (s, loc, body) = on(&b, "").post_raw(
+        "/login",
+        &[("username", "admin"), ("password", ADMIN_PASSWORD), ("_csrf", &form_token), ("next", MOUNT)],
+    );
+    assert_eq!((s, loc.as_str()), (303, MOUNT), "{body}");
+
+    // Signed in on both; a form from A's page is accepted by B.
+    let (s, page_a) = on(&a, "").get(MOUNT);
+    assert_eq!(s, 200, "the session opened through B is known to A");
+    let token = csrf_of(&page_a);
+    let (s, page_b) = on(&b, "").get(MOUNT);
+    assert_eq!(s, 200);
+    assert_eq!(csrf_of(&page_b), token, "both nodes derive the same CSRF token for the session");
+    let (s, loc, body) = on(&b, &token).create("Balanced", &r.url("/ok/lb"), "", &["user.created"], true);
+    assert_eq!((s, loc.as_str()), (303, MOUNT), "{body}");
+    assert!(on(&a, "").get(MOUNT).1.contains("Balanced"));
+
+    // What the database keeps does not sign anyone in: no cookie value in it.
+    let cookie = jar_cookie(&jar, &a.base, "wh_session");
+    let kept = a.rows("SELECT key, user_name FROM admin_sessions", &[]);
+    assert_eq!(kept.len(), 1, "one session");
+    assert!(matches!(&kept[0][0], Cell::Text(k) if k.len() == 64 && *k != cookie), "{kept:?}");
+    assert!(matches!(&kept[0][1], Cell::Text(u) if u == "admin"));
+
+    // A restarted node signs nobody out.
+    let b_data = b.data.clone();
+    drop(b);
+    b = spawn_on(&b_data, db.clone(), &env);
+    assert_eq!(on(&b, "").get(MOUNT).0, 200, "still signed in after B restarted");
+
+    // Signing out on B ends the session on A too, even for a copy of the cookie.
+    let copy = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let with_copy = |h: &Host| {
+        copy.get(format!("{}{MOUNT}", h.base)).header("cookie", format!("wh_session={cookie}")).send().unwrap().status()
+    };
+    assert_eq!(with_copy(&a), 200, "the copy works while the session lives");
+    let (s, loc, _) = on(&b, "").post_raw("/logout", &[("_csrf", &token)]);
+    assert_eq!((s, loc.as_str()), (303, "/login"));
+    assert_eq!(on(&a, "").get(MOUNT).0, 303, "signed out on A");
+    assert_eq!(with_copy(&a), 303, "the copied cookie no longer works on A");
+    assert_eq!(with_copy(&b), 303, "nor on B");
+    assert!(a.rows("SELECT key FROM admin_sessions", &[]).is_empty());
+
+    // A node given another admin password is another account: a session
+    // opened on it is unknown where the old password holds, and the other
+    // way round.
+    let c = spawn_on(&tmp.path().join("c"), db.clone(), &[env[0], ("WEBHOOKS_ADMIN_PASSWORD", "another-password-456")]);
+    let other = c.anonymous();
+    let (s, loc, _) = other.sign_in("admin", "another-password-456");
+    assert_eq!((s, loc.as_str()), (303, MOUNT));
+    assert_eq!(other.get(MOUNT).0, 200);
+    let moved = Admin { client: other.client.clone(), base: a.base.clone(), csrf: String::new() };
+    assert_eq!(moved.get(MOUNT).0, 303, "a session of another password is not accepted");
+}
+
+/// The value of cookie `name` that `jar` sends to `base`.
+fn jar_cookie(jar: &reqwest::cookie::Jar, base: &str, name: &str) -> String {
+    use reqwest::cookie::CookieStore;
+    let header = jar.cookies(&base.parse().unwrap()).expect("the jar holds cookies for the node");
+    let header = header.to_str().unwrap().to_owned();
+    header
+        .split("; ")
+        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no {name} in {header}"))
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }

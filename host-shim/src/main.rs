@@ -271,7 +271,11 @@ async fn serve(r: Resolved) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     let hooks = Webhooks::start(cfg).await?;
-    let (key, _) = secret_file(&data.join("host.key"), || random_hex(32).into_bytes())?;
+    // Derived from the sealing key (which every node on one database must
+    // share, and `migrate` checks), so a CSRF token made on one node is
+    // accepted by the next. (`host.key`, the per-node key this replaced, is
+    // no longer read; an old one is left where it is.)
+    let key = hooks.derived_key("serve csrf").to_vec();
     let token_path = data.join("api-token");
     let (api_token, token_created) = match api_token {
         Some(t) => (t, false),
@@ -280,8 +284,13 @@ async fn serve(r: Resolved) -> anyhow::Result<()> {
             (String::from_utf8(t).context("api-token is not UTF-8")?.trim().to_owned(), created)
         }
     };
-    let (auth, generated) = webhooks_host::auth::Auth::load(admin_user.clone(), admin_password, &data)
-        .context("loading the admin account")?;
+    let (auth, generated) = webhooks_host::auth::Auth::load(
+        admin_user.clone(),
+        admin_password,
+        &data,
+        &hooks.derived_key("serve admin password salt"),
+    )
+    .context("loading the admin account")?;
     let app = Arc::new(App { hooks, api_token, key, auth, https, trusted_proxies });
 
     // Not println!: a closed stdout must not take the server down. Stdout, not

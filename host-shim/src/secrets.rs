@@ -10,8 +10,10 @@
 //! created with mode 0600 on first start.
 //!
 //! This module is also the one place a secret file is read or created
-//! ([`read_or_create`]): the sealing key, the CSRF key (`host.key`), the API
-//! token and the admin password hash.
+//! ([`read_or_create`]): the sealing key, the API token and the admin
+//! password hash. Other keys `serve` needs (CSRF, the password's salt) are
+//! derived from the sealing key ([`SecretKey::derive`]), so that every node
+//! sharing it has them.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -86,6 +88,21 @@ impl SecretKey {
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).map_err(|e| e.to_string())?;
         mac.update(message);
         Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// A 256-bit key for `purpose`, derived from this one: HKDF-Expand
+    /// (RFC 5869) of one block, this key serving as the pseudorandom key
+    /// (it is uniformly random already). Every node started with the same
+    /// sealing key derives the same keys, so what one node signs (a CSRF
+    /// token) another checks, with nothing more to share; and no derived key
+    /// tells anything about this one.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"webhooks-host derived key v1\0");
+        mac.update(purpose.as_bytes());
+        mac.update(&[1]);
+        mac.finalize().into_bytes().into()
     }
 
     /// Decrypts and authenticates.

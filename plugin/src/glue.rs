@@ -7,7 +7,7 @@ use crate::host::{
     DbError, Dialect, Host, Level, OutRequest, OutResponse, Refused, RefusedKind, Rows, Sent, Settings, Ticket, Value,
 };
 use crate::outbox::MAX_STORED_BODY;
-use crate::{admin, api, catalog, outbox, schema};
+use crate::{admin, api, catalog, outbox, schema, sessions};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -467,6 +467,20 @@ impl ex::events::Guest for Component {
         es.iter().for_each(test_hook);
         let events: Vec<_> = es.into_iter().map(new_event).collect();
         outbox::raise_each(&WasmHost, &events).into_iter().map(|r| r.map(raised_to_wit).map_err(raise_err)).collect()
+    }
+}
+
+impl ex::sessions::Guest for Component {
+    fn open(key: String, user: String) -> Result<(), String> {
+        sessions::open(&WasmHost, &key, &user).map_err(|e| e.to_string())
+    }
+
+    fn find(key: String) -> Result<Option<String>, String> {
+        sessions::find(&WasmHost, &key).map_err(|e| e.to_string())
+    }
+
+    fn close(key: String) -> Result<(), String> {
+        sessions::close(&WasmHost, &key).map_err(|e| e.to_string())
     }
 }
 

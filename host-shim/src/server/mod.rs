@@ -69,15 +69,52 @@ impl App {
     /// public URL is https; otherwise when a trusted proxy says so.
     fn over_https(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
         self.https
-            || peer.is_some_and(|p| {
-                let ip = p.ip().to_canonical();
-                self.trusted_proxies.iter().any(|n| n.contains(&ip))
-            }) && headers
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                // A chain of proxies appends; the first is where the client came in.
-                .and_then(|v| v.split(',').next())
-                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+            || peer.is_some_and(|p| self.trusted(p.ip()))
+                && headers
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    // A chain of proxies appends; the first is where the client came in.
+                    .and_then(|v| v.split(',').next())
+                    .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+    }
+
+    fn trusted(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The address sign-in failures are counted against: the peer, or, when
+    /// the peer is a trusted proxy (a load balancer), the nearest address in
+    /// `X-Forwarded-For` that is not one of ours. Behind a balancer every
+    /// peer is the balancer; counting it would let twenty wrong guesses from
+    /// anyone lock every admin out. From any other peer the header is
+    /// ignored, so a client cannot pick the address it is counted under.
+    fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> std::net::IpAddr {
+        let mut client = peer.ip().to_canonical();
+        if !self.trusted(client) {
+            return client;
+        }
+        // Each proxy appends the address it was reached from: read from the
+        // right, past our own proxies. All lines of the header, in order.
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        for hop in hops.iter().rev() {
+            match hop.trim().parse::<std::net::IpAddr>() {
+                Ok(ip) => {
+                    client = ip.to_canonical();
+                    if !self.trusted(client) {
+                        break;
+                    }
+                }
+                // Garbage from further out: stop at the last address we trust.
+                Err(_) => break,
+            }
+        }
+        client
     }
 }
 

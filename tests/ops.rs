@@ -128,6 +128,7 @@ fn bad_settings_are_refused_with_the_key_named() {
         ("durability = \"sometimes\"\n", "durability"),
         ("log_format = \"xml\"\n", "log_format"),
         ("listen = 8080\n", "listen"),
+        ("admin_user = \"ad\\nmin\"\n", "admin_user: 1 to 128 bytes without control characters"),
     ];
     for (toml, want) in cases {
         let f = dir.path().join("bad.toml");

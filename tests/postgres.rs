@@ -643,6 +643,19 @@ fn an_admin_signed_in_through_one_node_is_signed_in_on_every_node() {
         .unwrap();
     let on = |h: &Host, csrf: &str| Admin { client: client.clone(), base: h.base.clone(), csrf: csrf.to_owned() };
 
+    // Sessions already kept (PostgreSQL runs the plugin's pruning and
+    // per-user bound as SQLite does): 100 of the admin's, used long ago but
+    // live, and one unused for longer than sessions last.
+    let now = now_ms() as i64;
+    for i in 0..100 {
+        let sql = "INSERT INTO admin_sessions (key, user_name, created_at, seen_at) VALUES (?1, 'admin', ?2, ?2)";
+        a.execute(sql, &[Arg::Text(format!("{i:064x}")), Arg::Int(now - 3_600_000 + i)]);
+    }
+    a.execute(
+        "INSERT INTO admin_sessions (key, user_name, created_at, seen_at) VALUES (?1, 'ghost', ?2, ?2)",
+        &[Arg::Text(format!("{:064x}", 999)), Arg::Int(now - 13 * 3_600_000)],
+    );
+
     // The sign-in page from A, the form posted to B.
     let (_, login) = on(&a, "").get("/login");
     let form_token = csrf_of(&login);
@@ -662,6 +675,14 @@ fn an_admin_signed_in_through_one_node_is_signed_in_on_every_node() {
     let (s, loc, body) = on(&b, &token).create("Balanced", &r.url("/ok/lb"), "", &["user.created"], true);
     assert_eq!((s, loc.as_str()), (303, MOUNT), "{body}");
     assert!(on(&a, "").get(MOUNT).1.contains("Balanced"));
+
+    // The sign-in pruned the expired session and kept the admin's 100 most
+    // recent: the new one and 99 of the old, the least recently used gone.
+    assert_eq!(a.count("SELECT COUNT(*) FROM admin_sessions WHERE user_name = 'ghost'"), 0, "expired, pruned");
+    assert_eq!(a.count("SELECT COUNT(*) FROM admin_sessions"), 100);
+    let oldest = a.count(&format!("SELECT COUNT(*) FROM admin_sessions WHERE key = '{:064x}'", 0));
+    assert_eq!(oldest, 0, "the least recently used went");
+    a.execute("DELETE FROM admin_sessions WHERE seen_at < ?1", &[Arg::Int(now)]);
 
     // What the database keeps does not sign anyone in: no cookie value in it.
     let cookie = jar_cookie(&jar, &a.base, "wh_session");

@@ -269,6 +269,21 @@ fn behind_a_trusted_balancer_failures_count_against_the_forwarded_client() {
     // last hop is the balancer itself).
     assert_eq!(sign_in_forwarded(&h.anonymous(), "198.51.100.2", ADMIN_PASSWORD), 303);
     assert_eq!(sign_in_forwarded(&h.anonymous(), "198.51.100.3, 127.0.0.1", ADMIN_PASSWORD), 303);
+    // A guesser who puts bytes that are not text in front of the hop the
+    // balancer appends is still counted as itself, not as the balancer.
+    let garbage = |password: &str| {
+        let (_, page) = balancer.get("/login");
+        let csrf = csrf_of(&page);
+        let form = [("username", "admin"), ("password", password), ("_csrf", csrf.as_str()), ("next", MOUNT)];
+        let forwarded = reqwest::header::HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.8").unwrap();
+        let r = balancer.client.post(format!("{}/login", balancer.base)).header("x-forwarded-for", forwarded);
+        r.form(&form).send().unwrap().status().as_u16()
+    };
+    for _ in 0..webhooks_host::auth::MAX_FAILURES {
+        assert_eq!(garbage("wrong"), 401);
+    }
+    assert_eq!(garbage(ADMIN_PASSWORD), 429);
+    assert_eq!(sign_in_forwarded(&h.anonymous(), "198.51.100.4", ADMIN_PASSWORD), 303, "the balancer is not locked");
 
     // A peer that is not a trusted proxy: its header changes nothing.
     let stranger = h.anonymous_from("127.0.0.9".parse().unwrap());
@@ -374,6 +389,14 @@ fn sign_out_ends_the_session_and_cookies_are_strict() {
     assert_eq!((s, loc.as_str()), (303, "/login"));
     assert_eq!(anon.get(MOUNT).0, 303);
     assert_eq!(copy(&h), 303, "the session ended on the server, not only in the browser");
+
+    // Signing in again from a browser that holds a session ends the old one.
+    let held = h.admin();
+    let before = h.count("SELECT COUNT(*) FROM admin_sessions");
+    let (s, _, _) = held.sign_in("admin", ADMIN_PASSWORD);
+    assert_eq!(s, 303);
+    assert_eq!(h.count("SELECT COUNT(*) FROM admin_sessions"), before, "replaced, not added");
+    assert_eq!(held.get(MOUNT).0, 200, "the new session works");
 }
 
 /// Sessions are kept in the database (for every node of a scale-out, #12):

@@ -8,13 +8,16 @@
 //!   cookie; a new id is issued at sign-in (no session fixation). The
 //!   plugin keeps them in the database every node shares (WIT `sessions`;
 //!   the plugin decides how long they live), under [`Auth::session_key`]: an
-//!   HMAC of the id keyed by the account, so the database holds nothing a
-//!   reader could sign in with, and a changed password or user name finds
-//!   none of the old sessions.
+//!   HMAC of the id keyed by the account — the user name and password hash
+//!   under a key derived from the sealing key — so the database holds
+//!   nothing a reader could sign in with, a writer of the database cannot
+//!   make a session without the sealing key (the hash file alone is not
+//!   enough), and a changed password or user name finds none of the old
+//!   sessions.
 //! - A password given in `WEBHOOKS_ADMIN_PASSWORD` is hashed with a salt
-//!   derived from the sealing key and the user name, so every node given
-//!   the same password and key has the same hash, hence the same account
-//!   and the same sessions. (A random salt per node made a session opened on
+//!   derived from that same key and the user name, so every node given the
+//!   same password and key has the same hash, hence the same account and
+//!   the same sessions. (A random salt per node made a session opened on
 //!   one node unknown to the next.)
 //! - Failed sign-ins are limited per (client address, user name) —
 //!   [`MAX_FAILURES`] — and per client address whatever the name —
@@ -63,7 +66,8 @@ pub const MAX_QUEUED: usize = 16;
 /// The admin account and the sign-in limits.
 pub struct Auth {
     user: String,
-    /// SHA-256 of the user name and password hash: keys [`Auth::session_key`].
+    /// HMAC of the user name and password hash under the account key: keys
+    /// [`Auth::session_key`].
     account: [u8; 32],
     checker: Checker,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
@@ -125,42 +129,49 @@ fn hash_with_salt(password: &str, salt: &SaltString) -> String {
     Argon2::default().hash_password(password.as_bytes(), salt).expect("argon2 hashes any password").to_string()
 }
 
-/// The salt of a password given by the operator: 16 bytes of an HMAC of the
-/// user name under `salt_key` (a key every node derives alike), so nodes
-/// given the same password, user and key make the same hash. It is still
-/// secret and unique to the installation, which is what a salt is for.
-fn shared_salt(salt_key: &[u8], user: &str) -> SaltString {
+/// HMAC-SHA256 under `key` of `parts`, each ended by a 0 byte (no part
+/// holds one: user names have no control characters, PHC hashes and labels
+/// are ASCII), so different parts never make the same message.
+fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(salt_key).expect("HMAC takes any key length");
-    mac.update(user.as_bytes());
-    let bytes = mac.finalize().into_bytes();
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        mac.update(p);
+        mac.update(&[0]);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The salt of a password given by the operator: 16 bytes of an HMAC of the
+/// user name under the account key (which every node derives alike), so
+/// nodes given the same password, user and key make the same hash. It is
+/// still secret and unique to the installation, which is what a salt is for.
+fn shared_salt(account_key: &[u8], user: &str) -> SaltString {
+    let bytes = mac(account_key, &[b"password salt", user.as_bytes()]);
     SaltString::encode_b64(&bytes[..16]).expect("16 bytes make a valid salt")
 }
 
 impl Auth {
-    /// An account with a known password hash.
-    pub fn new(user: impl Into<String>, hash: String) -> Self {
-        use sha2::Digest;
+    /// An account with a known password hash; `account_key` is a secret
+    /// every node shares (`serve` derives it from the sealing key).
+    pub fn new(user: impl Into<String>, hash: String, account_key: &[u8]) -> Self {
         let user = user.into();
-        let mut account = sha2::Sha256::new();
-        account.update(user.as_bytes());
-        account.update([0]);
-        account.update(hash.as_bytes());
-        Auth { user, account: account.finalize().into(), checker: Checker::start(hash), failures: Mutex::default() }
+        let account = mac(account_key, &[b"account", user.as_bytes(), hash.as_bytes()]);
+        Auth { user, account, checker: Checker::start(hash), failures: Mutex::default() }
     }
 
     /// Loads the account for `serve`: the given password (hashed with a salt
-    /// from `salt_key`, see [`shared_salt`]), or the stored hash, or a new
+    /// from `account_key`, see [`shared_salt`]), or the stored hash, or a new
     /// generated password (answered so the caller prints it once).
     pub fn load(
         user: String,
         password: Option<String>,
         data: &Path,
-        salt_key: &[u8],
+        account_key: &[u8],
     ) -> std::io::Result<(Self, Option<String>)> {
         if let Some(p) = password.filter(|p| !p.is_empty()) {
-            let hash = hash_with_salt(&p, &shared_salt(salt_key, &user));
-            return Ok((Auth::new(user, hash), None));
+            let hash = hash_with_salt(&p, &shared_salt(account_key, &user));
+            return Ok((Auth::new(user, hash, account_key), None));
         }
         let mut generated = None;
         let (hash, _) = read_or_create(&data.join("admin-password.hash"), || {
@@ -171,7 +182,7 @@ impl Auth {
         })?;
         let hash = String::from_utf8(hash)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "admin-password.hash is not UTF-8"))?;
-        Ok((Auth::new(user, hash.trim().to_owned()), generated))
+        Ok((Auth::new(user, hash.trim().to_owned(), account_key), generated))
     }
 
     /// Counts an attempt against `keys`, unless one of them is already at
@@ -244,10 +255,7 @@ impl Auth {
     /// What the plugin keeps a session under: HMAC-SHA256 of the cookie's
     /// id keyed by this account, in lowercase hex.
     pub fn session_key(&self, id: &str) -> String {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.account).expect("HMAC takes any key length");
-        mac.update(id.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        hex::encode(mac(&self.account, &[b"session", id.as_bytes()]))
     }
 
     /// Checks credentials from `client`; answers `Ok` for the admin (the
@@ -289,7 +297,7 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_password_never_creates_a_session_and_locks_out() {
-        let a = Auth::new("admin", hash_password("correct horse"));
+        let a = Auth::new("admin", hash_password("correct horse"), b"account key");
         assert_eq!(a.login("1.2.3.4", "admin", "nope").await, Err(LoginError::Invalid));
         assert_eq!(a.login("1.2.3.4", "root", "correct horse").await, Err(LoginError::Invalid));
         assert_eq!(a.login("1.2.3.4", "admin", "correct horse").await, Ok(()));
@@ -308,7 +316,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn parallel_attempts_cannot_outrun_the_limits() {
-        let a = std::sync::Arc::new(Auth::new("admin", hash_password("correct horse")));
+        let a = std::sync::Arc::new(Auth::new("admin", hash_password("correct horse"), b"account key"));
         let tasks: Vec<_> = (0..60)
             .map(|i| {
                 let a = a.clone();
@@ -330,7 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_failure_table_stays_bounded() {
-        let a = Auth::new("admin", hash_password("correct horse"));
+        let a = Auth::new("admin", hash_password("correct horse"), b"account key");
         let long = "x".repeat(200 * 1024);
         // Without the password work (it is what makes a sign-in slow), the
         // same bookkeeping as `login`.
@@ -362,6 +370,13 @@ mod tests {
         assert_ne!(load("root", "correct horse", b"key one").session_key(&id), k);
         assert_ne!(load("admin", "correct horse", b"key two").session_key(&id), k);
         assert_ne!(a.session_key(&random_hex(32)), k);
+        // The password hash alone (the hash file, say) does not give the
+        // account: without the key no session key can be made.
+        let hash = hash_password("correct horse");
+        assert_ne!(
+            Auth::new("admin", hash.clone(), b"key one").session_key(&id),
+            Auth::new("admin", hash, b"another").session_key(&id)
+        );
         // No password file is written for a given password.
         assert!(!dir.path().join("admin-password.hash").exists());
     }

@@ -365,7 +365,8 @@ impl Webhooks {
         self.rt.close_session(key.to_owned()).await
     }
 
-    /// A key for `serve`'s own MACs (CSRF tokens, session keys), derived
+    /// A key for `serve`'s own MACs (CSRF tokens; the admin account, which
+    /// keys its sessions and salts a given password), derived
     /// from the sealing key for `purpose`: every node started with the same
     /// `WEBHOOKS_SECRET_KEY` derives the same one, so a form signed on one
     /// node is accepted by another. The sealing key itself never leaves.

@@ -207,13 +207,22 @@ fn resolve(s: Serve) -> anyhow::Result<Resolved> {
     };
     let proxies = s.trusted_proxies.or(f.trusted_proxies.as_ref().map(config::StringList::joined)).unwrap_or_default();
     let trusted_proxies = config::parse_proxies(&proxies).map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+    let admin_user = s.admin_user.or(f.admin_user.clone()).unwrap_or_else(|| "admin".into());
+    // What a sign-in counts and a session keeps (`auth::MAX_USER_LEN`, the
+    // plugin's `sessions`): another name could never sign in.
+    if admin_user.is_empty()
+        || admin_user.len() > webhooks_host::auth::MAX_USER_LEN
+        || admin_user.chars().any(char::is_control)
+    {
+        anyhow::bail!("admin_user: 1 to 128 bytes without control characters");
+    }
     Ok(Resolved {
         https,
         trusted_proxies,
         cfg,
         listen,
         data,
-        admin_user: s.admin_user.or(f.admin_user.clone()).unwrap_or_else(|| "admin".into()),
+        admin_user,
         admin_password: s.admin_password.or(f.admin_password.clone()).filter(|p| !p.is_empty()),
         api_token: s.api_token.or(f.api_token.clone()).filter(|t| !t.is_empty()),
         log_format: match (s.log_format, f.log_format.as_deref()) {
@@ -288,7 +297,7 @@ async fn serve(r: Resolved) -> anyhow::Result<()> {
         admin_user.clone(),
         admin_password,
         &data,
-        &hooks.derived_key("serve admin password salt"),
+        &hooks.derived_key("serve admin account"),
     )
     .context("loading the admin account")?;
     let app = Arc::new(App { hooks, api_token, key, auth, https, trusted_proxies });

@@ -11,7 +11,7 @@
 //!
 //! This module is also the one place a secret file is read or created
 //! ([`read_or_create`]): the sealing key, the API token and the admin
-//! password hash. Other keys `serve` needs (CSRF, the password's salt) are
+//! password hash. Other keys `serve` needs (CSRF, the admin account) are
 //! derived from the sealing key ([`SecretKey::derive`]), so that every node
 //! sharing it has them.
 
@@ -196,6 +196,20 @@ impl wit::Host for &SecretKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_are_hkdf_expand_and_apart_per_purpose() {
+        let k = SecretKey::from_bytes([7; 32]);
+        // The known answer, from Python's `cryptography` (HKDFExpand, SHA-256,
+        // info = "webhooks-host derived key v1\0serve csrf", PRK = [7; 32]).
+        assert_eq!(
+            hex::encode(k.derive("serve csrf")),
+            "066f40617dc7428e4579659ce40a32ff9310c015182aaf8df2ff6e35fa6d1923"
+        );
+        assert_ne!(k.derive("serve csrf"), k.derive("serve admin account"));
+        assert_ne!(k.derive("serve csrf"), SecretKey::from_bytes([8; 32]).derive("serve csrf"));
+        assert_ne!(k.derive("serve csrf"), [7; 32], "not the key itself");
+    }
 
     #[test]
     fn round_trip_and_tamper_detection() {

@@ -115,10 +115,17 @@ pub(super) async fn login(
     let client = app.client_ip(peer, &headers);
     match app.auth.login(&client.to_string(), field("username"), field("password")).await {
         Ok(()) => {
+            // A session this browser still held ends here (best effort: it
+            // ends by itself when unused).
+            if let Some(old) = cookie(&headers, SESSION_COOKIE).filter(|s| valid_session(s))
+                && let Err(e) = app.hooks.close_session(&app.auth.session_key(&old)).await
+            {
+                tracing::warn!("ending the session replaced at sign-in failed: {e}");
+            }
             let session = crate::secrets::random_hex(32);
             if let Err(e) = app.hooks.open_session(&app.auth.session_key(&session), app.auth.user()).await {
                 tracing::error!("keeping a new admin session failed: {e}");
-                let msg = "Signing in failed: the session could not be stored (the database did not answer). Try again in a moment.".to_owned();
+                let msg = "Signing in failed: the session could not be stored. Try again in a moment; if it keeps failing, the operator's log says why.".to_owned();
                 return login_response(
                     &app,
                     StatusCode::SERVICE_UNAVAILABLE,

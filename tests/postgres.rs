@@ -933,3 +933,170 @@ fn three_nodes_one_killed_with_sigkill_and_restarted_deliver_every_pair_with_bou
         started.elapsed()
     );
 }
+
+/// A node told to stop (SIGTERM) while others run on the same database
+/// (#12, draining): it claims nothing more, lets the requests it has on the
+/// wire finish and records them, and hands back at once what it claimed but
+/// had not started, so the other nodes send that long before its lease would
+/// have ended. Events are raised on the first node only, so it holds every
+/// lease the per-webhook bound allows (the others cannot claim before the
+/// stop) and the others learn of the handed-back work only by looking.
+#[test]
+fn a_node_stopped_with_sigterm_hands_back_what_it_claimed_and_the_others_send_it_before_the_lease() {
+    if !server_present() {
+        return;
+    }
+    const EVENTS: usize = 60;
+    const WEBHOOKS: usize = 3;
+    /// The receiver answers each request after this long.
+    const SLOW: Duration = Duration::from_millis(1500);
+    /// Requests on the wire per webhook from one node; the plugin leases
+    /// twice that per webhook across the nodes.
+    const ON_THE_WIRE: usize = 8;
+    const LONG_LEASE: Duration = Duration::from_secs(60);
+    let db = Arc::new(ScratchDb::create());
+    let tmp = tempfile::tempdir().unwrap();
+    let key = "d7a1".repeat(16);
+    let (per_webhook, lease) = (ON_THE_WIRE.to_string(), format!("{}s", LONG_LEASE.as_secs()));
+    let env: Vec<(&str, &str)> = vec![
+        ("WEBHOOKS_SECRET_KEY", &key),
+        ("WEBHOOKS_LEASE", &lease),
+        ("WEBHOOKS_PER_WEBHOOK_CONCURRENCY", &per_webhook),
+    ];
+    let data = |i: usize| tmp.path().join(format!("node{i}"));
+    let mut nodes: Vec<Host> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..3)
+            .map(|i| {
+                let (db, data, env) = (db.clone(), data(i), &env);
+                s.spawn(move || spawn_on(&data, db, env))
+            })
+            .collect();
+        starts.into_iter().map(|t| t.join().expect("every node started")).collect()
+    });
+    let r = Receiver::start();
+    let names = ["one", "two", "three"];
+    let path = |name: &str| format!("/slow/{}/{name}", SLOW.as_millis());
+    let mut ids = Vec::new();
+    for name in names {
+        let body = json!({"name": name, "url": r.url(&path(name)), "events": ["user.created"]});
+        let (s, w) = api(&nodes[0], "POST", "/api/webhooks", Some(body));
+        assert_eq!(s, 201, "{w}");
+        ids.push(w["id"].as_i64().unwrap());
+    }
+    let pairs = EVENTS * WEBHOOKS;
+    // The attempts a node sent and recorded (all answered here), from its own metrics.
+    let sent = |h: &Host| -> usize {
+        let text = h.api().get(format!("{}/metrics", h.base)).bearer_auth(TOKEN).send().unwrap().text().unwrap();
+        let series = "webhooks_delivery_attempts_total{outcome=\"succeeded\"} ";
+        text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+            as usize
+    };
+    let events: Vec<_> = (0..EVENTS)
+        .map(|i| json!({"type": "user.created", "id": format!("evt-drain-{i}"), "data": {"id": i + 1, "email": "ada@example.com"}}))
+        .collect();
+    let (s, answer) = nodes[0].raise_batch(&events);
+    assert_eq!(s, 202, "{answer}");
+
+    // Stop node 0 just as its second round of requests reached the
+    // receiver: those are on the wire, as many again wait for a slot
+    // (claimed, built, not started), and no answer is due for a while, so
+    // nothing starts between the reading of the clock and the signal.
+    let round = WEBHOOKS * ON_THE_WIRE;
+    eventually(Duration::from_secs(30), "node 0's second round of requests arrives", || {
+        let seen = r.seen();
+        seen.len() >= 2 * round && seen.last().is_some_and(|s| s.at.elapsed() < Duration::from_millis(150))
+    });
+    let before: Vec<usize> = nodes[1..].iter().map(sent).collect();
+    let at_term = r.seen();
+    let (term, term_ms) = (Instant::now(), now_ms());
+    let pid = nodes[0].child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = nodes[0].child.wait().unwrap();
+    let exited_after = term.elapsed();
+
+    // Right after it exited: what it had on the wire is recorded as answered,
+    // one attempt each (no other node could have sent those: they were
+    // leased to it until recorded).
+    let in_flight: BTreeSet<String> = at_term.iter().map(|s| s.header("webhook-id")).collect();
+    let recorded = |c: &mut postgres::Client| -> BTreeMap<String, (String, i64, Vec<Option<i64>>)> {
+        let mut out = BTreeMap::new();
+        let sql = "SELECT d.msg_id, d.state, d.attempts, a.response_status FROM deliveries d \
+                   LEFT JOIN attempts a ON a.delivery_id = d.id ORDER BY d.id, a.attempt_no";
+        for row in c.query(sql, &[]).unwrap() {
+            let e = out.entry(row.get::<_, String>(0)).or_insert_with(|| (row.get(1), row.get(2), Vec::new()));
+            e.2.push(row.get::<_, Option<i64>>(3));
+        }
+        out
+    };
+    let at_exit = recorded(&mut db.client());
+    let not_recorded: Vec<_> = in_flight
+        .iter()
+        .filter(|id| at_exit.get(*id) != Some(&("succeeded".to_owned(), 1, vec![Some(200)])))
+        .map(|id| (id, at_exit.get(id)))
+        .collect();
+
+    // Every pair arrives, long before the stopped node's leases would have ended.
+    let distinct = |seen: &[Seen]| seen.iter().map(|s| s.header("webhook-id")).collect::<BTreeSet<_>>().len();
+    let mut all_received = None;
+    while term.elapsed() < LONG_LEASE * 2 / 3 {
+        if distinct(&r.seen()) == pairs {
+            all_received = Some(term.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The last answers take a moment to be recorded (no assertion yet: the
+    // facts are gathered first, so that a failing run shows them all).
+    let succeeded = || nodes[1].count("SELECT COUNT(*) FROM deliveries WHERE state = 'succeeded'") as usize;
+    let t = Instant::now();
+    while succeeded() < pairs && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = r.seen();
+    let after: Vec<usize> = nodes[1..].iter().map(sent).collect();
+    let started_after_term: i64 = db
+        .client()
+        .query_one("SELECT COUNT(*) FROM attempts WHERE attempted_at >= $1", &[&(term_ms as i64)])
+        .unwrap()
+        .get(0);
+    println!(
+        "stopped node 0 with {} requests received, {} of them on the wire; it exited {:?} later ({status:?}); \
+         the others had sent {before:?} before and {after:?} at the end; {started_after_term} attempts started \
+         after the signal; all {pairs} pairs received {all_received:?} after it; {} requests in all",
+        at_term.len(),
+        round,
+        exited_after,
+        seen.len()
+    );
+
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(exited_after < Duration::from_secs(20), "exited within its grace period: {exited_after:?}");
+    assert_eq!(before, [0, 0], "the other nodes had sent nothing before the stop: node 0 held every lease");
+    assert!(not_recorded.is_empty(), "attempts in flight at the stop, not recorded as answered once: {not_recorded:?}");
+    assert!(
+        all_received.is_some(),
+        "{} of {pairs} pairs received {:?} after the stop; the lease is {LONG_LEASE:?}",
+        distinct(&seen),
+        term.elapsed()
+    );
+    assert_eq!(seen.len(), pairs, "no pair received twice");
+    // Node 0 started nothing after the signal: every attempt started since
+    // was sent by the nodes still running (by their own counts).
+    let by_others = after.iter().sum::<usize>() - before.iter().sum::<usize>();
+    assert_eq!(
+        started_after_term as usize, by_others,
+        "attempts started after the stop, and how many of them the running nodes sent"
+    );
+    assert_eq!(succeeded(), pairs, "every delivery recorded as succeeded");
+    assert_eq!(nodes[1].count("SELECT COUNT(*) FROM deliveries WHERE lease_until IS NOT NULL"), 0);
+    assert_eq!(nodes[1].count("SELECT COUNT(*) FROM attempts"), pairs as i64, "one attempt per pair");
+
+    // Started again, node 0 shows the same history as the others.
+    nodes[0] = spawn_on(&data(0), db.clone(), &env);
+    for id in &ids {
+        let from: Vec<_> = nodes.iter().map(|h| all_deliveries(h, *id)).collect();
+        assert_eq!(from[0].len(), EVENTS);
+        assert!(from[0].iter().all(|d| d["state"] == "succeeded"), "every delivery succeeded");
+        assert!(from[1] == from[0] && from[2] == from[0], "the same history of webhook {id} from every node");
+    }
+}

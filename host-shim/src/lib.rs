@@ -386,8 +386,11 @@ impl Webhooks {
         Ok((p.attempts, p.deliveries, p.events))
     }
 
-    /// Stops the delivery engine, letting attempts in flight finish for up to 20 s;
-    /// what is left resumes on the next start. Later calls do nothing.
+    /// Stops the delivery engine: it claims nothing more, hands back what it
+    /// claimed but had not started (another node, or the next start, sends
+    /// it at once) and lets attempts in flight finish for up to 20 s; what is
+    /// still on the wire then is sent again after its lease. Later calls do
+    /// nothing.
     pub async fn shutdown(&self) {
         let s = self.scheduler.lock().ok().and_then(|mut s| s.take());
         if let Some(s) = s {

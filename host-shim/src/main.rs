@@ -320,9 +320,30 @@ async fn serve(r: Resolved) -> anyhow::Result<()> {
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
 
-    server::serve(app.clone(), listener, shutdown_signal()).await?;
-    tracing::info!("shutting down: finishing attempts in flight");
+    // The engine starts draining at the signal, beside the server's own
+    // graceful stop rather than after it: a node told to stop claims nothing
+    // more and hands back what it has not sent while its last connections
+    // finish. Events raised on those are still committed.
+    let (stopping, stop) = tokio::sync::oneshot::channel::<()>();
+    let drain = tokio::spawn({
+        let app = app.clone();
+        async move {
+            if stop.await.is_ok() {
+                tracing::info!("shutting down: claiming nothing more, finishing attempts in flight");
+                app.hooks.shutdown().await;
+            }
+        }
+    });
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stopping.send(());
+    };
+    let served = server::serve(app.clone(), listener, signal).await;
+    let _ = drain.await;
+    // If the server stopped on its own (an error), the engine stops here;
+    // after the drain above this does nothing.
     app.hooks.shutdown().await;
+    served?;
     Ok(())
 }
 

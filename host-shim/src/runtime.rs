@@ -484,6 +484,17 @@ impl Runtime {
         self.answered("build", r)
     }
 
+    /// `deliveries.release`: hands back claimed deliveries this host will
+    /// not send (it is stopping); answers how many leases ended.
+    pub async fn release(self: &Arc<Self>, claimed: Vec<i64>) -> Result<u64, CallError> {
+        let r = self
+            .call("release", self.caps.config.call_timeout, move |w, h| {
+                h.block_on(w.bindings.panel_webhooks_deliveries().call_release(&mut w.store, &claimed))
+            })
+            .await?;
+        self.answered("release", r)
+    }
+
     /// An error the plugin answered (a database failure) is a failed call:
     /// logged and counted like a trap, never read as "nothing to do".
     fn answered<T>(&self, name: &'static str, r: Result<T, String>) -> Result<T, CallError> {

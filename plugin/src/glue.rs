@@ -552,6 +552,13 @@ impl ex::deliveries::Guest for Component {
             .collect())
     }
 
+    fn release(claimed: Vec<i64>) -> Result<u64, String> {
+        outbox::release(&WasmHost, &claimed).map_err(|e| {
+            WasmHost.log(Level::Error, &format!("handing back claimed deliveries failed: {e}"));
+            e.to_string()
+        })
+    }
+
     fn stats() -> Result<ex::deliveries::QueueStats, String> {
         let s = outbox::stats(&WasmHost).map_err(|e| format!("reading queue stats failed: {e}"))?;
         Ok(ex::deliveries::QueueStats {

@@ -5,10 +5,13 @@
 //! With `WEBHOOKS_TEST_ENGINE=postgres` every host started here runs on a
 //! fresh scratch database of the PostgreSQL server at
 //! `WEBHOOKS_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`),
-//! dropped with the host; [`Host::count`], [`Host::int`], [`Host::text`] and
-//! [`Host::rows`] read whichever engine the host runs on, so the same test
-//! bodies check both. (`.ci/run` runs the scenarios that exercise the SQL
-//! paths that way; `tests/postgres.rs` has what is PostgreSQL's own.)
+//! dropped with the host, and so does every integration `tests/library.rs`
+//! starts ([`Store::for_data`]); [`Store`] (and [`Host::count`],
+//! [`Host::int`], [`Host::text`], [`Host::rows`], [`Host::execute`],
+//! [`Host::stored_bytes`]) reads whichever engine the host runs on, so the
+//! same test bodies check both. `.ci/run` runs the whole suite that way after
+//! the SQLite run. A test about the SQLite file itself ([`Host::db`]) returns
+//! on PostgreSQL, saying why; `tests/postgres.rs` has what is PostgreSQL's own.
 
 #![allow(dead_code)]
 

@@ -233,6 +233,7 @@ async fn rotation_signs_with_both_secrets_for_24_hours_then_only_the_new_one() {
 
     // The database never holds either secret in clear.
     let bytes = dir.stored_bytes();
+    assert!(bytes.windows(url.len()).any(|w| w == url.as_bytes()), "the search sees what is stored");
     for secret in [old, new] {
         let needle = &secret.as_bytes()[6..20];
         assert!(!bytes.windows(needle.len()).any(|w| w == needle), "secret found in the database");

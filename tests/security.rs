@@ -350,6 +350,8 @@ fn secrets_never_appear_in_pages_logs_history_or_the_database_in_clear() {
         assert!(!a.get(&p).1.contains(needle), "{p}");
     }
     let bytes = h.stored_bytes();
+    let url = r.url("/ok/s");
+    assert!(bytes.windows(url.len()).any(|w| w == url.as_bytes()), "the search sees what is stored");
     assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "secret in the database");
     assert!(!h.log().contains(needle));
     // The receiver still gets a signature that verifies.

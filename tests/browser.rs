@@ -864,21 +864,14 @@ async fn health_chart_shows_known_attempts() {
     let words = |b: i64| if b >= 1000 { format!("≤ {} s", b / 1000) } else { format!("≤ {b} ms") };
     let mut hours: std::collections::BTreeMap<i64, (i64, i64, Vec<i64>)> = Default::default();
     {
-        let db = h.db();
-        let mut q = db
-            .prepare(
-                "SELECT a.attempted_at / 3600000 * 3600000, a.success, a.duration_ms, a.response_status FROM attempts a \
-                 JOIN deliveries d ON d.id = a.delivery_id JOIN events e ON e.id = d.event_id \
-                 WHERE e.type <> 'test.webhook' ORDER BY a.duration_ms",
-            )
-            .unwrap();
-        let rows = q
-            .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
-            })
-            .unwrap();
+        let rows = h.rows(
+            "SELECT a.attempted_at / 3600000 * 3600000, a.success, a.duration_ms, a.response_status FROM attempts a \
+             JOIN deliveries d ON d.id = a.delivery_id JOIN events e ON e.id = d.event_id \
+             WHERE e.type <> 'test.webhook' ORDER BY a.duration_ms",
+            &[],
+        );
         for row in rows {
-            let (hour, ok, ms, status) = row.unwrap();
+            let (hour, ok, ms, status) = (row[0].int(), row[1].int(), row[2].int(), row[3].opt_int());
             let e = hours.entry(hour).or_default();
             e.0 += 1;
             e.1 += ok;

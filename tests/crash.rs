@@ -1,8 +1,8 @@
 //! Crash safety: the real `webhooks-host` process takes 10,000 events across
 //! several webhooks and is killed with SIGKILL at random points while raising
 //! and while delivering. After restarts, every (event, webhook) pair committed
-//! has reached the receiver at least once — checked by `webhook-id` — and the
-//! database passes `PRAGMA integrity_check`.
+//! has reached the receiver at least once — checked by `webhook-id` — and, on
+//! SQLite, the database file passes `PRAGMA integrity_check`.
 
 mod support;
 
@@ -127,9 +127,8 @@ fn sigkill_at_random_points_loses_nothing() {
     assert_eq!(h.count("SELECT COUNT(*) FROM events") as usize, EVENTS);
     assert_eq!(h.count("SELECT COUNT(*) FROM deliveries") as usize, expected_pairs);
 
-    let db = h.db();
-    let mut st = db.prepare("SELECT msg_id FROM deliveries").unwrap();
-    let committed: HashSet<String> = st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let committed: HashSet<String> =
+        h.rows("SELECT msg_id FROM deliveries", &[]).into_iter().map(|r| r[0].text()).collect();
     let received: HashSet<String> = r.seen().iter().map(|s| s.header("webhook-id")).collect();
     let missing = committed.difference(&received).count();
     assert_eq!(missing, 0, "{missing} pairs never reached the receiver");
@@ -140,6 +139,12 @@ fn sigkill_at_random_points_loses_nothing() {
         expected_pairs,
         r.seen().len() - expected_pairs
     );
-    let ok: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    if h.pg.is_some() {
+        // SQLite runs inside the killed process, so its file is checked here;
+        // the PostgreSQL server was never killed, and its files are its own.
+        println!("integrity_check skipped: the tables are on PostgreSQL, whose server was not killed");
+        return;
+    }
+    let ok: String = h.db().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
 }

@@ -43,8 +43,7 @@ fn round_trip(h: &support::Host, receiver: &Script, url: &str, raise: &mut Comma
     let raised: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(raised, json!({"id": "user-42-created", "queued": 1}));
     let verified = receiver.wait_line("verified ");
-    let msg_id: String =
-        h.db().query_row("SELECT msg_id FROM deliveries WHERE event_id = 'user-42-created'", [], |r| r.get(0)).unwrap();
+    let msg_id = h.text("SELECT msg_id FROM deliveries WHERE event_id = 'user-42-created'", &[]);
     assert_eq!(verified, format!("user.created {msg_id}"));
     support::eventually(Duration::from_secs(10), "the receiver's answer recorded", || {
         h.count("SELECT COUNT(*) FROM deliveries WHERE state = 'succeeded'") == 1

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Receiver, eventually, spawn};
+use support::{Receiver, Store, eventually, spawn};
 
 const FILE_TOKEN: &str = "file-token-abcdefghijklmnop";
 const ENV_TOKEN: &str = "env-token-abcdefghijklmnopq";
@@ -30,10 +30,16 @@ fn a_config_file_with_environment_overrides_runs_and_shows_in_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("conf");
     std::fs::create_dir_all(&conf).unwrap();
+    let state = conf.join("state");
+    // On PostgreSQL the file names the scratch database: `database_url` is
+    // read from the file too.
+    let store = Store::for_data(&state);
+    let database = store.pg.as_ref().map(|db| format!("database_url = \"{}\"", db.url())).unwrap_or_default();
     std::fs::write(
         conf.join("webhooks.toml"),
         format!(
             r#"
+{database}
 listen = "127.0.0.1:0"
 data_dir = "./state"          # relative to this file
 mount_path = "/panel/webhooks"
@@ -55,9 +61,11 @@ log_format = "json"
         .args(["serve", "--config", "conf/webhooks.toml"])
         .env("WEBHOOKS_API_TOKEN", ENV_TOKEN)
         .env("RUST_LOG", "info");
-    let state = conf.join("state");
-    let h = spawn(cmd, &state);
-    assert!(state.join("webhooks.db").exists(), "data_dir is relative to the file");
+    let mut h = spawn(cmd, &state);
+    assert!(state.join("secret.key").exists(), "data_dir is relative to the file");
+    // The tables are where the file says: the SQLite file there, or PostgreSQL.
+    assert_eq!(state.join("webhooks.db").exists(), store.pg.is_none());
+    h.pg = store.pg;
 
     let c = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     // The environment's token wins over the file's.

@@ -4,8 +4,10 @@
 //! values, errors and limits as it does on SQLite; history pages the same.
 //! Every test runs against the real server `.ci/postgres` makes sure of
 //! (`WEBHOOKS_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432`).
-//! The scenarios shared with SQLite (webhooks, deliveries, retries, the API)
-//! run on PostgreSQL from their own files with `WEBHOOKS_TEST_ENGINE=postgres`.
+//! Everything shared with SQLite (the rest of the suite: webhooks, deliveries,
+//! retries, the API, pages, crashes, the library) runs on PostgreSQL from its
+//! own file with `WEBHOOKS_TEST_ENGINE=postgres`, as `.ci/run` does; this
+//! file picks its engine itself, whatever that says.
 
 mod support;
 

@@ -80,7 +80,7 @@ fn shown_snippet(h: &Host, url: &str, lang: &str, file: &str) -> String {
     let admin = h.admin();
     let (status, _, _) = admin.create("Receiver", url, SECRET, &["user.created"], true);
     assert_eq!(status, 303, "created");
-    let id: i64 = h.db().query_row("SELECT id FROM webhooks WHERE name = 'Receiver'", [], |r| r.get(0)).unwrap();
+    let id = h.int("SELECT id FROM webhooks WHERE name = 'Receiver'", &[]);
     let (status, html) = admin.get(&format!("{MOUNT}/{id}/history"));
     assert_eq!(status, 200);
     let open = format!("id=\"wh-snippet-{lang}\"><code>");
@@ -100,8 +100,7 @@ fn verifies_and_refuses(h: &Host, receiver: &Script, url: &str) {
     let (status, _) = h.raise(json!({"type": "user.created", "id": "snippet-1", "data": example_data("user.created")}));
     assert_eq!(status, 202);
     let verified = receiver.wait_line("verified ");
-    let msg_id: String =
-        h.db().query_row("SELECT msg_id FROM deliveries WHERE event_id = 'snippet-1'", [], |r| r.get(0)).unwrap();
+    let msg_id = h.text("SELECT msg_id FROM deliveries WHERE event_id = 'snippet-1'", &[]);
     assert_eq!(verified, format!("user.created {msg_id}"));
     support::eventually(Duration::from_secs(10), "the receiver's 204 recorded", || {
         h.count("SELECT COUNT(*) FROM attempts WHERE response_status = 204 AND success = 1") == 1

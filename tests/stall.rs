@@ -121,7 +121,7 @@ fn until(deadline: Instant, mut f: impl FnMut() -> bool) -> bool {
 }
 
 fn webhook_id(h: &Host, name: &str) -> i64 {
-    h.db().query_row("SELECT id FROM webhooks WHERE name = ?1", [name], |r| r.get(0)).unwrap()
+    h.int("SELECT id FROM webhooks WHERE name = ?1", &[name.into()])
 }
 
 fn succeeded(h: &Host, webhook: i64) -> usize {
@@ -262,14 +262,12 @@ fn health_and_dashboard_answer_within_100ms_while_delivering() {
     // The silent receiver never answered: its attempts are on file (the first
     // ones end one attempt timeout after they started), every one timed out.
     let silent_attempts = || -> (i64, i64) {
-        h.db()
-            .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(success = 0 AND error LIKE '%timed out%'), 0) \
-                 FROM attempts WHERE webhook_id = ?1",
-                [silent],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap()
+        let r = h.row(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN success = 0 AND error LIKE '%timed out%' THEN 1 ELSE 0 END), 0) \
+             FROM attempts WHERE webhook_id = ?1",
+            &[silent.into()],
+        );
+        (r[0].int(), r[1].int())
     };
     eventually(Duration::from_secs(30), "an attempt to the silent receiver recorded", || silent_attempts().0 >= 1);
     let (tried, timed_out) = silent_attempts();

@@ -5,10 +5,13 @@
 //! With `WEBHOOKS_TEST_ENGINE=postgres` every host started here runs on a
 //! fresh scratch database of the PostgreSQL server at
 //! `WEBHOOKS_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`),
-//! dropped with the host; [`Host::count`], [`Host::int`], [`Host::text`] and
-//! [`Host::rows`] read whichever engine the host runs on, so the same test
-//! bodies check both. (`.ci/run` runs the scenarios that exercise the SQL
-//! paths that way; `tests/postgres.rs` has what is PostgreSQL's own.)
+//! dropped with the host, and so does every integration `tests/library.rs`
+//! starts ([`Store::for_data`]); [`Store`] (and [`Host::count`],
+//! [`Host::int`], [`Host::text`], [`Host::rows`], [`Host::execute`],
+//! [`Host::stored_bytes`]) reads whichever engine the host runs on, so the
+//! same test bodies check both. `.ci/run` runs the whole suite that way after
+//! the SQLite run. A test about the SQLite file itself ([`Host::db`]) returns
+//! on PostgreSQL, saying why; `tests/postgres.rs` has what is PostgreSQL's own.
 
 #![allow(dead_code)]
 
@@ -247,7 +250,19 @@ pub fn postgres_server() -> String {
         .to_owned()
 }
 
-/// A client on `database` of the test server.
+/// Runs `f`, which blocks on the synchronous PostgreSQL client (it drives
+/// a runtime of its own), where blocking is allowed: here, or on a thread of
+/// its own when this thread drives a tokio runtime (the async browser and
+/// library tests), where the client would panic.
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+}
+
+/// A client on `database` of the test server (not for a thread that drives
+/// a tokio runtime: see [`off_runtime`]).
 pub fn postgres_client(database: &str) -> postgres::Client {
     let url = format!("{}/{database}", postgres_server());
     postgres::Client::connect(&url, postgres::NoTls)
@@ -266,6 +281,10 @@ const SCRATCH_STALE_SECS: u64 = 3 * 3600;
 impl ScratchDb {
     /// Creates `webhooks_test_<unix seconds>_<random>`.
     pub fn create() -> ScratchDb {
+        off_runtime(ScratchDb::create_here)
+    }
+
+    fn create_here() -> ScratchDb {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let mut rand = [0u8; 6];
         getrandom::fill(&mut rand).unwrap();
@@ -294,9 +313,11 @@ impl ScratchDb {
 
 impl Drop for ScratchDb {
     fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&format!("{}/postgres", postgres_server()), postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
-        }
+        off_runtime(|| {
+            if let Ok(mut c) = postgres::Client::connect(&format!("{}/postgres", postgres_server()), postgres::NoTls) {
+                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+            }
+        })
     }
 }
 
@@ -517,7 +538,23 @@ pub fn spawn(mut cmd: Command, data: &Path) -> Host {
     Host { child, base, data: data.to_owned(), pg: None, _tmp: None }
 }
 
-impl Host {
+/// Where a host keeps its tables: the SQLite file in its data folder, or its
+/// scratch PostgreSQL database. The same SQL (`?N` parameters) reads and
+/// writes either, so one test body checks both engines.
+#[derive(Clone)]
+pub struct Store {
+    pub data: PathBuf,
+    pub pg: Option<Arc<ScratchDb>>,
+}
+
+impl Store {
+    /// The engine this test process runs on for a host on `data`: a scratch
+    /// PostgreSQL database of its own with `WEBHOOKS_TEST_ENGINE=postgres`
+    /// (dropped with the last clone), else the SQLite file there.
+    pub fn for_data(data: &Path) -> Store {
+        Store { data: data.to_owned(), pg: on_postgres().then(|| Arc::new(ScratchDb::create())) }
+    }
+
     /// The SQLite file itself, for tests that run on SQLite only.
     pub fn db(&self) -> rusqlite::Connection {
         assert!(self.pg.is_none(), "this test reads the SQLite file: run it without WEBHOOKS_TEST_ENGINE=postgres");
@@ -529,7 +566,7 @@ impl Host {
     /// Every row of `sql` (`?N` parameters), on the engine the host runs on.
     pub fn rows(&self, sql: &str, args: &[Arg]) -> Vec<Vec<Cell>> {
         match &self.pg {
-            Some(db) => {
+            Some(db) => off_runtime(|| {
                 use postgres::types::{ToSql, Type};
                 let mut c = db.client();
                 let sql = webhooks_host::storage::postgres::rewrite_placeholders(sql);
@@ -558,7 +595,7 @@ impl Host {
                             .collect()
                     })
                     .collect()
-            }
+            }),
             None => {
                 use rusqlite::types::ValueRef;
                 let c = self.db();
@@ -588,7 +625,7 @@ impl Host {
     /// answers the rows changed.
     pub fn execute(&self, sql: &str, args: &[Arg]) -> u64 {
         match &self.pg {
-            Some(db) => {
+            Some(db) => off_runtime(|| {
                 let sql = webhooks_host::storage::postgres::rewrite_placeholders(sql);
                 let params: Vec<Box<dyn postgres::types::ToSql + Sync>> = args
                     .iter()
@@ -601,7 +638,7 @@ impl Host {
                     .collect();
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
                 db.client().execute(&sql, &refs).unwrap_or_else(|e| panic!("{sql}: {e}"))
-            }
+            }),
             None => self.db().execute(sql, rusqlite::params_from_iter(args)).unwrap() as u64,
         }
     }
@@ -623,6 +660,84 @@ impl Host {
 
     pub fn count(&self, sql: &str) -> i64 {
         self.int(sql, &[])
+    }
+
+    /// Everything the database holds, as bytes to search for what must never
+    /// be stored in clear. On SQLite: the file and its write-ahead log, pages
+    /// the engine has not reused included. On PostgreSQL (whose files are the
+    /// server's): every value of every table, a blob as its bytes, any other
+    /// value as its text.
+    pub fn stored_bytes(&self) -> Vec<u8> {
+        if self.pg.is_none() {
+            let mut bytes = std::fs::read(self.data.join("webhooks.db")).unwrap();
+            bytes.extend(std::fs::read(self.data.join("webhooks.db-wal")).unwrap_or_default());
+            return bytes;
+        }
+        let tables = self.rows("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[]);
+        assert!(!tables.is_empty(), "the scratch database has the host's tables");
+        let mut bytes = Vec::new();
+        for t in tables {
+            for row in self.rows(&format!("SELECT * FROM \"{}\"", t[0].text()), &[]) {
+                for cell in row {
+                    match cell {
+                        Cell::Null => {}
+                        Cell::Int(i) => bytes.extend(i.to_string().into_bytes()),
+                        Cell::Real(r) => bytes.extend(r.to_string().into_bytes()),
+                        Cell::Text(t) => bytes.extend(t.into_bytes()),
+                        Cell::Blob(b) => bytes.extend(b),
+                    }
+                    bytes.push(0);
+                }
+            }
+        }
+        bytes
+    }
+}
+
+impl Host {
+    /// Where this host keeps its tables.
+    pub fn store(&self) -> Store {
+        Store { data: self.data.clone(), pg: self.pg.clone() }
+    }
+
+    /// The SQLite file itself, for tests that run on SQLite only.
+    pub fn db(&self) -> rusqlite::Connection {
+        self.store().db()
+    }
+
+    /// Every row of `sql` (`?N` parameters), on the engine the host runs on.
+    pub fn rows(&self, sql: &str, args: &[Arg]) -> Vec<Vec<Cell>> {
+        self.store().rows(sql, args)
+    }
+
+    /// Runs one statement (`?N` parameters) on the engine the host runs on;
+    /// answers the rows changed.
+    pub fn execute(&self, sql: &str, args: &[Arg]) -> u64 {
+        self.store().execute(sql, args)
+    }
+
+    /// The first row of `sql`; it must have one.
+    pub fn row(&self, sql: &str, args: &[Arg]) -> Vec<Cell> {
+        self.store().row(sql, args)
+    }
+
+    /// The integer in the first column of the first row.
+    pub fn int(&self, sql: &str, args: &[Arg]) -> i64 {
+        self.store().int(sql, args)
+    }
+
+    /// The text in the first column of the first row.
+    pub fn text(&self, sql: &str, args: &[Arg]) -> String {
+        self.store().text(sql, args)
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.int(sql, &[])
+    }
+
+    /// Everything its database holds, as bytes ([`Store::stored_bytes`]).
+    pub fn stored_bytes(&self) -> Vec<u8> {
+        self.store().stored_bytes()
     }
 
     pub fn log(&self) -> String {

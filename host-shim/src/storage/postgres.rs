@@ -43,7 +43,6 @@ use bytes::{BufMut, BytesMut};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use futures_util::{TryStreamExt, pin_mut};
 use postgres_types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
-use tokio_postgres::NoTls;
 
 use super::{BUSY_TIMEOUT, Capped};
 use crate::bindings::storage::{Error, Rows, Value};
@@ -65,11 +64,14 @@ pub const MIGRATE_LOCK: i64 = 0x7765_6268_6f6f_6b02;
 /// How long connecting to the server may take before the start is refused.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A `postgres://` URL, parsed. Its `Debug` and [`DatabaseUrl::describe`]
-/// never show the password.
+pub mod tls;
+
+/// A `postgres://` URL, parsed, with its TLS settings ([`tls`]). Its
+/// `Debug` and [`DatabaseUrl::describe`] never show the password.
 #[derive(Clone)]
 pub struct DatabaseUrl {
     config: tokio_postgres::Config,
+    tls: tls::Tls,
 }
 
 impl std::fmt::Debug for DatabaseUrl {
@@ -80,7 +82,7 @@ impl std::fmt::Debug for DatabaseUrl {
 
 impl DatabaseUrl {
     /// Parses `postgres://user[:password]@host[:port]/database[?options]`
-    /// (or `postgresql://`).
+    /// (or `postgresql://`); `sslmode` and `sslrootcert` are libpq's.
     pub fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -88,13 +90,22 @@ impl DatabaseUrl {
                         leave it unset for the embedded SQLite database"
                 .into());
         }
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| format!("not a PostgreSQL URL ({e}), e.g. postgres://webhooks@127.0.0.1/webhooks"))?;
+        let (rest, tls) = tls::split(url)?;
+        let mut config: tokio_postgres::Config = rest.parse().map_err(|e: tokio_postgres::Error| {
+            // The cause names the option ("unknown option `x`").
+            let why = std::error::Error::source(&e).map_or(e.to_string(), |c| format!("{e}: {c}"));
+            format!("not a PostgreSQL URL ({why}), e.g. postgres://webhooks@127.0.0.1/webhooks")
+        })?;
         if config.get_dbname().is_none() {
             return Err("the URL names no database (postgres://user@host/DATABASE)".into());
         }
-        Ok(DatabaseUrl { config })
+        tls.apply(&mut config);
+        Ok(DatabaseUrl { config, tls })
+    }
+
+    /// The TLS settings, e.g. `sslmode=verify-full, checked against …`.
+    pub fn tls(&self) -> &tls::Tls {
+        &self.tls
     }
 
     /// `user@host:port/database`, for messages and logs: no password.
@@ -154,6 +165,9 @@ impl DatabaseUrl {
                 _ => format!("PostgreSQL at {at} refused the connection: {}", db.message()),
             },
             None => {
+                if let Some(line) = self.tls.explain(e, &at) {
+                    return line;
+                }
                 // The innermost cause says it best ("Connection refused (os error 111)").
                 let mut cause: &dyn std::error::Error = e;
                 while let Some(next) = cause.source() {
@@ -170,8 +184,11 @@ impl DatabaseUrl {
 /// in and the database exists: a bad URL is refused at start with one line,
 /// before anything is created.
 pub async fn connect(url: &DatabaseUrl) -> Result<Pool, String> {
-    let manager =
-        Manager::from_config(url.session_config(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        url.session_config(),
+        url.tls.connector(),
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
     let pool = Pool::builder(manager)
         .max_size(POOL_SIZE)
         .wait_timeout(Some(BUSY_TIMEOUT))
@@ -187,6 +204,18 @@ pub async fn connect(url: &DatabaseUrl) -> Result<Pool, String> {
         e => format!("PostgreSQL at {}: {e}", url.describe()),
     })?;
     client.simple_query("SELECT 1").await.map_err(|e| url.explain(&e))?;
+    // Whether `prefer` got TLS is the operator's to know; a server without
+    // pg_stat_ssl (a proxy) just goes unsaid.
+    if let Ok(Some(row)) =
+        client.query_opt("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await
+    {
+        let (ssl, version): (bool, Option<String>) = (row.get(0), row.get(1));
+        let how = url.tls.describe();
+        match ssl {
+            true => tracing::info!("PostgreSQL at {}: {} ({how})", url.describe(), version.unwrap_or_default()),
+            false => tracing::info!("PostgreSQL at {}: plain TCP, not encrypted ({how})", url.describe()),
+        }
+    }
     Ok(pool)
 }
 
@@ -206,7 +235,7 @@ impl Drop for MigrationLock {
 /// Waits for the migration lock: one host migrates while the others wait,
 /// then find the schema current.
 pub async fn migration_lock(url: &DatabaseUrl) -> Result<MigrationLock, String> {
-    let (client, conn) = url.session_config().connect(NoTls).await.map_err(|e| url.explain(&e))?;
+    let (client, conn) = url.session_config().connect(url.tls.connector()).await.map_err(|e| url.explain(&e))?;
     let task = tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -204,19 +204,23 @@ pub async fn connect(url: &DatabaseUrl) -> Result<Pool, String> {
         e => format!("PostgreSQL at {}: {e}", url.describe()),
     })?;
     client.simple_query("SELECT 1").await.map_err(|e| url.explain(&e))?;
-    // Whether `prefer` got TLS is the operator's to know; a server without
-    // pg_stat_ssl (a proxy) just goes unsaid.
-    if let Ok(Some(row)) =
-        client.query_opt("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await
-    {
-        let (ssl, version): (bool, Option<String>) = (row.get(0), row.get(1));
-        let how = url.tls.describe();
-        match ssl {
-            true => tracing::info!("PostgreSQL at {}: {} ({how})", url.describe(), version.unwrap_or_default()),
-            false => tracing::info!("PostgreSQL at {}: plain TCP, not encrypted ({how})", url.describe()),
-        }
-    }
     Ok(pool)
+}
+
+/// What the pool's connections are, as the server sees them (pg_stat_ssl):
+/// `PostgreSQL at …: TLSv1.3 (sslmode=…)` or `…: plain TCP, not encrypted
+/// (…)`, for the start's log (whether `prefer` got TLS is the operator's to
+/// know). `None` where the server cannot say (a proxy without pg_stat_ssl).
+pub async fn link(pool: &Pool, url: &DatabaseUrl) -> Option<String> {
+    let client = pool.get().await.ok()?;
+    let row =
+        client.query_opt("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.ok()??;
+    let (ssl, version): (bool, Option<String>) = (row.try_get(0).ok()?, row.try_get(1).ok()?);
+    let (at, how) = (url.describe(), url.tls.describe());
+    Some(match ssl {
+        true => format!("PostgreSQL at {at}: {} ({how})", version.unwrap_or_else(|| "TLS".into())),
+        false => format!("PostgreSQL at {at}: plain TCP, not encrypted ({how})"),
+    })
 }
 
 /// Holds [`MIGRATE_LOCK`] on a connection of its own until dropped (the

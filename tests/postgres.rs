@@ -308,6 +308,42 @@ fn verify_full_with_the_servers_root_and_name_connects() {
     });
 }
 
+/// A password sign-in over TLS: SCRAM with channel binding (the password
+/// exchange tied to this TLS session, so a man in the middle cannot relay
+/// it) works, with `channel_binding=require` proving it was used.
+#[test]
+fn a_password_signs_in_over_tls_with_channel_binding() {
+    if !server_present() || server_cert().is_none() {
+        return;
+    }
+    // `.ci/postgres` makes this role sign in with its password (scram-sha-256).
+    let db = ScratchDb::create();
+    postgres_client("postgres")
+        .batch_execute(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'webhooks_test_pw') THEN
+                 CREATE ROLE webhooks_test_pw LOGIN;
+               END IF;
+             END $$;
+             ALTER ROLE webhooks_test_pw PASSWORD 'the-right-one';",
+        )
+        .unwrap();
+    let server = url::Url::parse(&postgres_server()).unwrap();
+    let at = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap_or(5432));
+    let url =
+        format!("postgres://webhooks_test_pw:the-right-one@{at}/{}?sslmode=require&channel_binding=require", db.name);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let pool = connect(&DatabaseUrl::parse(&url).unwrap()).await.unwrap_or_else(|e| panic!("{e}"));
+        let conn = pool.get().await.unwrap();
+        let row = conn
+            .query_one("SELECT s.ssl, current_user::text FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()", &[])
+            .await
+            .unwrap();
+        assert_eq!((row.get::<_, bool>(0), row.get::<_, String>(1)), (true, "webhooks_test_pw".to_owned()));
+    });
+}
+
 /// A certificate the server's does not chain to, for the refusals.
 fn another_ca(dir: &std::path::Path) -> String {
     let (key, cert) = (dir.join("other.key"), dir.join("other.crt"));

@@ -31,6 +31,8 @@
 //!   `BEGIN IMMEDIATE` makes them: the component's invariants (the
 //!   per-webhook bound across hosts, the webhook cap, the id counter, one
 //!   recorder per leased delivery) hold as they do on SQLite;
+//! - every connection (the pool's and the migration lock's) speaks TLS as
+//!   the URL's libpq `sslmode` and `sslrootcert` ask ([`tls`]);
 //! - the limits are SQLite's: [`MAX_ROWS`](super::MAX_ROWS), [`MAX_RESULT_BYTES`](super::MAX_RESULT_BYTES), and a lock
 //!   (or a free pooled connection) is waited on for [`BUSY_TIMEOUT`] before
 //!   `busy`.
@@ -180,9 +182,10 @@ impl DatabaseUrl {
     }
 }
 
-/// Opens the pool and proves now that the server answers, the user may sign
-/// in and the database exists: a bad URL is refused at start with one line,
-/// before anything is created.
+/// Opens the pool and proves now that the server answers (with the TLS the
+/// URL asks for, its certificate checked as far as `sslmode` says), the user
+/// may sign in and the database exists: a bad URL is refused at start with
+/// one line, before anything is created.
 pub async fn connect(url: &DatabaseUrl) -> Result<Pool, String> {
     let manager = Manager::from_config(
         url.session_config(),

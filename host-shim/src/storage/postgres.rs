@@ -176,6 +176,11 @@ impl DatabaseUrl {
                     cause = next;
                 }
                 let why = if std::ptr::addr_eq(cause, e) { e.to_string() } else { format!("{e}: {cause}") };
+                // The client gave up signing in (e.g. channel_binding=require
+                // without TLS): the server was reached.
+                if why.starts_with("authentication error") {
+                    return format!("signing in user {:?} at {at} failed: {why}", self.user());
+                }
                 format!("cannot reach the PostgreSQL server at {at}: {why}")
             }
         }

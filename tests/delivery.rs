@@ -224,6 +224,57 @@ fn sigterm_lets_attempts_in_flight_finish() {
     assert_eq!(h.count("SELECT COUNT(*) FROM attempts WHERE success = 1"), 1);
 }
 
+/// SIGTERM while requests wait for a per-webhook slot: those were claimed
+/// but never started, so the stopping node hands them back (their leases
+/// end) instead of sending them or leaving them leased; started again, it
+/// sends them at once, not when the (60 s) lease would have ended.
+#[cfg(unix)]
+#[test]
+fn sigterm_hands_back_what_was_claimed_but_not_started_and_a_restart_sends_it_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // Two on the wire; the plugin leases twice that, so two more wait for a slot.
+    let env = [("WEBHOOKS_LEASE", "60s"), ("WEBHOOKS_PER_WEBHOOK_CONCURRENCY", "2")];
+    let mut h = spawn_host(&data, &env);
+    let r = Receiver::start();
+    let path = "/slow/1500/drain";
+    h.admin().create("Slow", &r.url(path), "", &["user.created"], true);
+    let events: Vec<_> = (0..10)
+        .map(|i| json!({"type": "user.created", "id": format!("evt-drain-{i}"), "data": {"id": i + 1, "email": "ada@example.com"}}))
+        .collect();
+    assert_eq!(h.raise_batch(&events).0, 202);
+    // The first two are on the wire; their answers are 1.5 s away, so
+    // nothing else starts before the signal.
+    let on_the_wire = r.wait_for(path, 2, WAIT);
+    let t = Instant::now();
+    let pid = h.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = h.child.wait().unwrap();
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(t.elapsed() < Duration::from_secs(10), "exited within its grace period: {:?}", t.elapsed());
+    assert_eq!(r.seen().len(), 2, "nothing started after the signal");
+    // The two on the wire were recorded as answered; nothing is left leased.
+    assert_eq!(h.count("SELECT COUNT(*) FROM attempts WHERE success = 1 AND response_status = 200"), 2);
+    assert_eq!(h.count("SELECT COUNT(*) FROM attempts"), 2);
+    assert_eq!(h.count("SELECT COUNT(*) FROM deliveries WHERE lease_until IS NOT NULL"), 0);
+    assert_eq!(h.count("SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND attempts = 0"), 8);
+
+    // Started again on the same folder: the other eight go now, each once.
+    // Within 40 s: before the 60 s lease taken before the stop would end.
+    let again = spawn_host(&data, &env);
+    let seen = r.wait_for(path, 10, Duration::from_secs(40));
+    let ids: std::collections::BTreeSet<String> = seen.iter().map(|s| s.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 10, "every delivery once");
+    for first in &on_the_wire {
+        assert_eq!(seen.iter().filter(|s| s.header("webhook-id") == first.header("webhook-id")).count(), 1);
+    }
+    eventually(WAIT, "every delivery recorded", || {
+        again.count("SELECT COUNT(*) FROM deliveries WHERE state = 'succeeded' AND attempts = 1") == 10
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(r.seen().len(), 10, "nothing sent twice");
+}
+
 /// The latest time RFC 3339 can write: 9999-12-31T23:59:59.999Z.
 const LAST_MS: u64 = 253_402_300_799_999;
 

@@ -128,6 +128,7 @@ fn bad_settings_are_refused_with_the_key_named() {
         ("durability = \"sometimes\"\n", "durability"),
         ("log_format = \"xml\"\n", "log_format"),
         ("listen = 8080\n", "listen"),
+        ("admin_user = \"ad\\nmin\"\n", "admin_user: 1 to 128 bytes without control characters"),
     ];
     for (toml, want) in cases {
         let f = dir.path().join("bad.toml");
@@ -297,10 +298,12 @@ fn a_first_start_says_what_to_do_next_and_keeps_the_data_folder_private() {
     rx.wait_for("/ok", 1, Duration::from_secs(10));
 
     // Everything written so far is private: the database with its WAL and
-    // shared memory, the keys, the token, the password hash, the cache.
-    for f in ["webhooks.db", "webhooks.db-wal", "webhooks.db-shm", "secret.key", "host.key", "api-token"] {
+    // shared memory, the key, the token, the password hash, the cache.
+    for f in ["webhooks.db", "webhooks.db-wal", "webhooks.db-shm", "secret.key", "api-token"] {
         assert!(data.join(f).is_file(), "{f}");
     }
+    // CSRF tokens are keyed from secret.key now (the same on every node).
+    assert!(!data.join("host.key").exists());
     assert!(data.join("admin-password.hash").is_file());
     assert!(std::fs::read_dir(data.join("cache")).unwrap().next().is_some(), "a compiled component is cached");
     assert_eq!(modes_not_private(&data), Vec::<String>::new());

@@ -921,6 +921,123 @@ fn a_second_node_with_another_secret_key_refuses_to_start_and_changes_nothing() 
     drop(first);
 }
 
+/// One browser behind a load balancer that does not stick (#12): each of its
+/// requests may land on either node. The sign-in form of one node is
+/// accepted by the other; a session opened on one is known to both, and so
+/// is the CSRF token of a page either served; signing out on one ends the
+/// session on both; a node restarted signs nobody out.
+#[test]
+fn an_admin_signed_in_through_one_node_is_signed_in_on_every_node() {
+    if !server_present() {
+        return;
+    }
+    let db = Arc::new(ScratchDb::create());
+    let tmp = tempfile::tempdir().unwrap();
+    let key = "c0de".repeat(16);
+    let env = [("WEBHOOKS_SECRET_KEY", key.as_str())];
+    let a = spawn_on(&tmp.path().join("a"), db.clone(), &env);
+    let mut b = spawn_on(&tmp.path().join("b"), db.clone(), &env);
+    let r = Receiver::start();
+    // One cookie jar for both: cookies do not tell ports apart, as a
+    // browser sees one site behind the balancer.
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let client = reqwest::blocking::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let on = |h: &Host, csrf: &str| Admin { client: client.clone(), base: h.base.clone(), csrf: csrf.to_owned() };
+
+    // Sessions already kept (PostgreSQL runs the plugin's pruning and
+    // per-user bound as SQLite does): 100 of the admin's, used long ago but
+    // live, and one unused for longer than sessions last.
+    let now = now_ms() as i64;
+    for i in 0..100 {
+        let sql = "INSERT INTO admin_sessions (key, user_name, created_at, seen_at) VALUES (?1, 'admin', ?2, ?2)";
+        a.execute(sql, &[Arg::Text(format!("{i:064x}")), Arg::Int(now - 3_600_000 + i)]);
+    }
+    a.execute(
+        "INSERT INTO admin_sessions (key, user_name, created_at, seen_at) VALUES (?1, 'ghost', ?2, ?2)",
+        &[Arg::Text(format!("{:064x}", 999)), Arg::Int(now - 13 * 3_600_000)],
+    );
+
+    // The sign-in page from A, the form posted to B.
+    let (_, login) = on(&a, "").get("/login");
+    let form_token = csrf_of(&login);
+    let (s, loc, body) = on(&b, "").post_raw(
+        "/login",
+        &[("username", "admin"), ("password", ADMIN_PASSWORD), ("_csrf", &form_token), ("next", MOUNT)],
+    );
+    assert_eq!((s, loc.as_str()), (303, MOUNT), "{body}");
+
+    // Signed in on both; a form from A's page is accepted by B.
+    let (s, page_a) = on(&a, "").get(MOUNT);
+    assert_eq!(s, 200, "the session opened through B is known to A");
+    let token = csrf_of(&page_a);
+    let (s, page_b) = on(&b, "").get(MOUNT);
+    assert_eq!(s, 200);
+    assert_eq!(csrf_of(&page_b), token, "both nodes derive the same CSRF token for the session");
+    let (s, loc, body) = on(&b, &token).create("Balanced", &r.url("/ok/lb"), "", &["user.created"], true);
+    assert_eq!((s, loc.as_str()), (303, MOUNT), "{body}");
+    assert!(on(&a, "").get(MOUNT).1.contains("Balanced"));
+
+    // The sign-in pruned the expired session and kept the admin's 100 most
+    // recent: the new one and 99 of the old, the least recently used gone.
+    assert_eq!(a.count("SELECT COUNT(*) FROM admin_sessions WHERE user_name = 'ghost'"), 0, "expired, pruned");
+    assert_eq!(a.count("SELECT COUNT(*) FROM admin_sessions"), 100);
+    let oldest = a.count(&format!("SELECT COUNT(*) FROM admin_sessions WHERE key = '{:064x}'", 0));
+    assert_eq!(oldest, 0, "the least recently used went");
+    a.execute("DELETE FROM admin_sessions WHERE seen_at < ?1", &[Arg::Int(now)]);
+
+    // What the database keeps does not sign anyone in: no cookie value in it.
+    let cookie = jar_cookie(&jar, &a.base, "wh_session");
+    let kept = a.rows("SELECT key, user_name FROM admin_sessions", &[]);
+    assert_eq!(kept.len(), 1, "one session");
+    assert!(matches!(&kept[0][0], Cell::Text(k) if k.len() == 64 && *k != cookie), "{kept:?}");
+    assert!(matches!(&kept[0][1], Cell::Text(u) if u == "admin"));
+
+    // A restarted node signs nobody out.
+    let b_data = b.data.clone();
+    drop(b);
+    b = spawn_on(&b_data, db.clone(), &env);
+    assert_eq!(on(&b, "").get(MOUNT).0, 200, "still signed in after B restarted");
+
+    // Signing out on B ends the session on A too, even for a copy of the cookie.
+    let copy = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let with_copy = |h: &Host| {
+        copy.get(format!("{}{MOUNT}", h.base)).header("cookie", format!("wh_session={cookie}")).send().unwrap().status()
+    };
+    assert_eq!(with_copy(&a), 200, "the copy works while the session lives");
+    let (s, loc, _) = on(&b, "").post_raw("/logout", &[("_csrf", &token)]);
+    assert_eq!((s, loc.as_str()), (303, "/login"));
+    assert_eq!(on(&a, "").get(MOUNT).0, 303, "signed out on A");
+    assert_eq!(with_copy(&a), 303, "the copied cookie no longer works on A");
+    assert_eq!(with_copy(&b), 303, "nor on B");
+    assert!(a.rows("SELECT key FROM admin_sessions", &[]).is_empty());
+
+    // A node given another admin password is another account: a session
+    // opened on it is unknown where the old password holds, and the other
+    // way round.
+    let c = spawn_on(&tmp.path().join("c"), db.clone(), &[env[0], ("WEBHOOKS_ADMIN_PASSWORD", "another-password-456")]);
+    let other = c.anonymous();
+    let (s, loc, _) = other.sign_in("admin", "another-password-456");
+    assert_eq!((s, loc.as_str()), (303, MOUNT));
+    assert_eq!(other.get(MOUNT).0, 200);
+    let moved = Admin { client: other.client.clone(), base: a.base.clone(), csrf: String::new() };
+    assert_eq!(moved.get(MOUNT).0, 303, "a session of another password is not accepted");
+}
+
+/// The value of cookie `name` that `jar` sends to `base`.
+fn jar_cookie(jar: &reqwest::cookie::Jar, base: &str, name: &str) -> String {
+    use reqwest::cookie::CookieStore;
+    let header = jar.cookies(&base.parse().unwrap()).expect("the jar holds cookies for the node");
+    let header = header.to_str().unwrap().to_owned();
+    header
+        .split("; ")
+        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no {name} in {header}"))
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -1120,4 +1237,171 @@ fn three_nodes_one_killed_with_sigkill_and_restarted_deliver_every_pair_with_bou
         "three nodes, one killed: {duplicates} duplicates ({orphaned} orphaned leases), {:?} in all",
         started.elapsed()
     );
+}
+
+/// A node told to stop (SIGTERM) while others run on the same database
+/// (#12, draining): it claims nothing more, lets the requests it has on the
+/// wire finish and records them, and hands back at once what it claimed but
+/// had not started, so the other nodes send that long before its lease would
+/// have ended. Events are raised on the first node only, so it holds every
+/// lease the per-webhook bound allows (the others cannot claim before the
+/// stop) and the others learn of the handed-back work only by looking.
+#[test]
+fn a_node_stopped_with_sigterm_hands_back_what_it_claimed_and_the_others_send_it_before_the_lease() {
+    if !server_present() {
+        return;
+    }
+    const EVENTS: usize = 60;
+    const WEBHOOKS: usize = 3;
+    /// The receiver answers each request after this long.
+    const SLOW: Duration = Duration::from_millis(1500);
+    /// Requests on the wire per webhook from one node; the plugin leases
+    /// twice that per webhook across the nodes.
+    const ON_THE_WIRE: usize = 8;
+    const LONG_LEASE: Duration = Duration::from_secs(60);
+    let db = Arc::new(ScratchDb::create());
+    let tmp = tempfile::tempdir().unwrap();
+    let key = "d7a1".repeat(16);
+    let (per_webhook, lease) = (ON_THE_WIRE.to_string(), format!("{}s", LONG_LEASE.as_secs()));
+    let env: Vec<(&str, &str)> = vec![
+        ("WEBHOOKS_SECRET_KEY", &key),
+        ("WEBHOOKS_LEASE", &lease),
+        ("WEBHOOKS_PER_WEBHOOK_CONCURRENCY", &per_webhook),
+    ];
+    let data = |i: usize| tmp.path().join(format!("node{i}"));
+    let mut nodes: Vec<Host> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..3)
+            .map(|i| {
+                let (db, data, env) = (db.clone(), data(i), &env);
+                s.spawn(move || spawn_on(&data, db, env))
+            })
+            .collect();
+        starts.into_iter().map(|t| t.join().expect("every node started")).collect()
+    });
+    let r = Receiver::start();
+    let names = ["one", "two", "three"];
+    let path = |name: &str| format!("/slow/{}/{name}", SLOW.as_millis());
+    let mut ids = Vec::new();
+    for name in names {
+        let body = json!({"name": name, "url": r.url(&path(name)), "events": ["user.created"]});
+        let (s, w) = api(&nodes[0], "POST", "/api/webhooks", Some(body));
+        assert_eq!(s, 201, "{w}");
+        ids.push(w["id"].as_i64().unwrap());
+    }
+    let pairs = EVENTS * WEBHOOKS;
+    // The attempts a node sent and recorded (all answered here), from its own metrics.
+    let sent = |h: &Host| -> usize {
+        let text = h.api().get(format!("{}/metrics", h.base)).bearer_auth(TOKEN).send().unwrap().text().unwrap();
+        let series = "webhooks_delivery_attempts_total{outcome=\"succeeded\"} ";
+        text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+            as usize
+    };
+    let events: Vec<_> = (0..EVENTS)
+        .map(|i| json!({"type": "user.created", "id": format!("evt-drain-{i}"), "data": {"id": i + 1, "email": "ada@example.com"}}))
+        .collect();
+    let (s, answer) = nodes[0].raise_batch(&events);
+    assert_eq!(s, 202, "{answer}");
+
+    // Stop node 0 just as its second round of requests reached the
+    // receiver: those are on the wire, as many again wait for a slot
+    // (claimed, built, not started), and no answer is due for a while, so
+    // nothing starts between the reading of the clock and the signal.
+    let round = WEBHOOKS * ON_THE_WIRE;
+    eventually(Duration::from_secs(30), "node 0's second round of requests arrives", || {
+        let seen = r.seen();
+        seen.len() >= 2 * round && seen.last().is_some_and(|s| s.at.elapsed() < Duration::from_millis(150))
+    });
+    let before: Vec<usize> = nodes[1..].iter().map(sent).collect();
+    let at_term = r.seen();
+    let (term, term_ms) = (Instant::now(), now_ms());
+    let pid = nodes[0].child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = nodes[0].child.wait().unwrap();
+    let exited_after = term.elapsed();
+
+    // Right after it exited: what it had on the wire is recorded as answered,
+    // one attempt each (no other node could have sent those: they were
+    // leased to it until recorded).
+    let in_flight: BTreeSet<String> = at_term.iter().map(|s| s.header("webhook-id")).collect();
+    let recorded = |c: &mut postgres::Client| -> BTreeMap<String, (String, i64, Vec<Option<i64>>)> {
+        let mut out = BTreeMap::new();
+        let sql = "SELECT d.msg_id, d.state, d.attempts, a.response_status FROM deliveries d \
+                   LEFT JOIN attempts a ON a.delivery_id = d.id ORDER BY d.id, a.attempt_no";
+        for row in c.query(sql, &[]).unwrap() {
+            let e = out.entry(row.get::<_, String>(0)).or_insert_with(|| (row.get(1), row.get(2), Vec::new()));
+            e.2.push(row.get::<_, Option<i64>>(3));
+        }
+        out
+    };
+    let at_exit = recorded(&mut db.client());
+    let not_recorded: Vec<_> = in_flight
+        .iter()
+        .filter(|id| at_exit.get(*id) != Some(&("succeeded".to_owned(), 1, vec![Some(200)])))
+        .map(|id| (id, at_exit.get(id)))
+        .collect();
+
+    // Every pair arrives, long before the stopped node's leases would have ended.
+    let distinct = |seen: &[Seen]| seen.iter().map(|s| s.header("webhook-id")).collect::<BTreeSet<_>>().len();
+    let mut all_received = None;
+    while term.elapsed() < LONG_LEASE * 2 / 3 {
+        if distinct(&r.seen()) == pairs {
+            all_received = Some(term.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The last answers take a moment to be recorded (no assertion yet: the
+    // facts are gathered first, so that a failing run shows them all).
+    let succeeded = || nodes[1].count("SELECT COUNT(*) FROM deliveries WHERE state = 'succeeded'") as usize;
+    let t = Instant::now();
+    while succeeded() < pairs && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = r.seen();
+    let after: Vec<usize> = nodes[1..].iter().map(sent).collect();
+    let started_after_term: i64 = db
+        .client()
+        .query_one("SELECT COUNT(*) FROM attempts WHERE attempted_at >= $1", &[&(term_ms as i64)])
+        .unwrap()
+        .get(0);
+    println!(
+        "stopped node 0 with {} requests received, {} of them on the wire; it exited {:?} later ({status:?}); \
+         the others had sent {before:?} before and {after:?} at the end; {started_after_term} attempts started \
+         after the signal; all {pairs} pairs received {all_received:?} after it; {} requests in all",
+        at_term.len(),
+        round,
+        exited_after,
+        seen.len()
+    );
+
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(exited_after < Duration::from_secs(20), "exited within its grace period: {exited_after:?}");
+    assert_eq!(before, [0, 0], "the other nodes had sent nothing before the stop: node 0 held every lease");
+    assert!(not_recorded.is_empty(), "attempts in flight at the stop, not recorded as answered once: {not_recorded:?}");
+    assert!(
+        all_received.is_some(),
+        "{} of {pairs} pairs received {:?} after the stop; the lease is {LONG_LEASE:?}",
+        distinct(&seen),
+        term.elapsed()
+    );
+    assert_eq!(seen.len(), pairs, "no pair received twice");
+    // Node 0 started nothing after the signal: every attempt started since
+    // was sent by the nodes still running (by their own counts).
+    let by_others = after.iter().sum::<usize>() - before.iter().sum::<usize>();
+    assert_eq!(
+        started_after_term as usize, by_others,
+        "attempts started after the stop, and how many of them the running nodes sent"
+    );
+    assert_eq!(succeeded(), pairs, "every delivery recorded as succeeded");
+    assert_eq!(nodes[1].count("SELECT COUNT(*) FROM deliveries WHERE lease_until IS NOT NULL"), 0);
+    assert_eq!(nodes[1].count("SELECT COUNT(*) FROM attempts"), pairs as i64, "one attempt per pair");
+
+    // Started again, node 0 shows the same history as the others.
+    nodes[0] = spawn_on(&data(0), db.clone(), &env);
+    for id in &ids {
+        let from: Vec<_> = nodes.iter().map(|h| all_deliveries(h, *id)).collect();
+        assert_eq!(from[0].len(), EVENTS);
+        assert!(from[0].iter().all(|d| d["state"] == "succeeded"), "every delivery succeeded");
+        assert!(from[1] == from[0] && from[2] == from[0], "the same history of webhook {id} from every node");
+    }
 }

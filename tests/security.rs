@@ -244,6 +244,56 @@ fn wrong_passwords_never_sign_in_and_are_limited() {
     assert!(!h.log().contains(ADMIN_PASSWORD));
 }
 
+/// A sign-in through a proxy that says the client is `forwarded_for`.
+fn sign_in_forwarded(who: &Admin, forwarded_for: &str, password: &str) -> u16 {
+    let (_, page) = who.get("/login");
+    let csrf = csrf_of(&page);
+    let form = [("username", "admin"), ("password", password), ("_csrf", csrf.as_str()), ("next", MOUNT)];
+    let r = who.client.post(format!("{}/login", who.base)).header("x-forwarded-for", forwarded_for).form(&form);
+    r.send().unwrap().status().as_u16()
+}
+
+/// Behind a load balancer every peer is the balancer (#12): failures are
+/// counted against the client it names in `X-Forwarded-For` when it is a
+/// trusted proxy, so a guesser cannot lock every admin out; from any other
+/// peer the header is ignored, so a guesser cannot dodge the limit with it.
+#[test]
+fn behind_a_trusted_balancer_failures_count_against_the_forwarded_client() {
+    let h = host_with(&[("WEBHOOKS_TRUSTED_PROXIES", "127.0.0.1")]);
+    let balancer = h.anonymous();
+    for _ in 0..webhooks_host::auth::MAX_FAILURES {
+        assert_eq!(sign_in_forwarded(&balancer, "203.0.113.7", "wrong"), 401);
+    }
+    assert_eq!(sign_in_forwarded(&balancer, "203.0.113.7", ADMIN_PASSWORD), 429, "the guesser is locked out");
+    // The admin behind the same balancer is not (nor through a chain whose
+    // last hop is the balancer itself).
+    assert_eq!(sign_in_forwarded(&h.anonymous(), "198.51.100.2", ADMIN_PASSWORD), 303);
+    assert_eq!(sign_in_forwarded(&h.anonymous(), "198.51.100.3, 127.0.0.1", ADMIN_PASSWORD), 303);
+    // A guesser who puts bytes that are not text in front of the hop the
+    // balancer appends is still counted as itself, not as the balancer.
+    let garbage = |password: &str| {
+        let (_, page) = balancer.get("/login");
+        let csrf = csrf_of(&page);
+        let form = [("username", "admin"), ("password", password), ("_csrf", csrf.as_str()), ("next", MOUNT)];
+        let forwarded = reqwest::header::HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.8").unwrap();
+        let r = balancer.client.post(format!("{}/login", balancer.base)).header("x-forwarded-for", forwarded);
+        r.form(&form).send().unwrap().status().as_u16()
+    };
+    for _ in 0..webhooks_host::auth::MAX_FAILURES {
+        assert_eq!(garbage("wrong"), 401);
+    }
+    assert_eq!(garbage(ADMIN_PASSWORD), 429);
+    assert_eq!(sign_in_forwarded(&h.anonymous(), "198.51.100.4", ADMIN_PASSWORD), 303, "the balancer is not locked");
+
+    // A peer that is not a trusted proxy: its header changes nothing.
+    let stranger = h.anonymous_from("127.0.0.9".parse().unwrap());
+    for i in 0..5 {
+        assert_eq!(sign_in_forwarded(&stranger, &format!("192.0.2.{i}"), "wrong"), 401);
+    }
+    assert_eq!(sign_in_forwarded(&stranger, "192.0.2.99", ADMIN_PASSWORD), 429, "counted as 127.0.0.9");
+    assert!(h.log().contains("203.0.113.7"), "the log names the forwarded client");
+}
+
 /// Resident memory of a process, in MiB, from `/proc`.
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -328,9 +378,52 @@ fn sign_out_ends_the_session_and_cookies_are_strict() {
     assert!(cookie.starts_with("wh_session=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
     let (_, page) = anon.get(MOUNT);
     let token = csrf_of(&page);
+    // A copy of the cookie (a stolen one, say) dies with the session.
+    let value = cookie.split(';').next().unwrap().to_owned();
+    let copy = |h: &Host| {
+        let c = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        c.get(format!("{}{MOUNT}", h.base)).header("cookie", &value).send().unwrap().status().as_u16()
+    };
+    assert_eq!(copy(&h), 200);
     let (s, loc, _) = anon.post_raw("/logout", &[("_csrf", &token)]);
     assert_eq!((s, loc.as_str()), (303, "/login"));
     assert_eq!(anon.get(MOUNT).0, 303);
+    assert_eq!(copy(&h), 303, "the session ended on the server, not only in the browser");
+
+    // Signing in again from a browser that holds a session ends the old one.
+    let held = h.admin();
+    let before = h.count("SELECT COUNT(*) FROM admin_sessions");
+    let (s, _, _) = held.sign_in("admin", ADMIN_PASSWORD);
+    assert_eq!(s, 303);
+    assert_eq!(h.count("SELECT COUNT(*) FROM admin_sessions"), before, "replaced, not added");
+    assert_eq!(held.get(MOUNT).0, 200, "the new session works");
+}
+
+/// Sessions are kept in the database (for every node of a scale-out, #12):
+/// a restart or an upgrade signs nobody out, but a changed admin password
+/// ends every session.
+#[test]
+fn a_restart_keeps_sessions_and_a_new_password_ends_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let h = spawn_host(&data, &[]);
+    let a = h.admin();
+    drop(h);
+    let h = spawn_host(&data, &[]);
+    let a = Admin { base: h.base.clone(), ..a };
+    let (s, page) = a.get(MOUNT);
+    assert_eq!(s, 200, "still signed in after a restart");
+    assert_eq!(csrf_of(&page), a.csrf, "and the forms it showed before still post");
+    let (s, loc, body) = a.create("After restart", "https://example.com/hook", "", &["user.created"], true);
+    assert_eq!((s, loc.as_str()), (303, MOUNT), "{body}");
+    drop(h);
+    let h = spawn_host(&data, &[("WEBHOOKS_ADMIN_PASSWORD", "a-new-password-789")]);
+    let a = Admin { base: h.base.clone(), ..a };
+    assert_eq!(a.get(MOUNT).0, 303, "a new password signs every session out");
+    let (s, _, _) = h.anonymous().sign_in("admin", "a-new-password-789");
+    assert_eq!(s, 303);
+    // The table holds hashes, never a cookie's value.
+    assert!(h.count("SELECT COUNT(*) FROM admin_sessions WHERE length(key) = 64") >= 1);
 }
 
 #[test]

@@ -101,7 +101,8 @@ fn flash_kind(k: FlashKind) -> &'static str {
 }
 
 /// The CSRF token of a session: HMAC(key, session id). Stateless, unguessable
-/// without the host key, and different per session.
+/// without the key (`serve` derives it from the sealing key), and different
+/// per session.
 pub fn csrf_token(key: &[u8], session: &str) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
     mac.update(b"csrf\0");

@@ -5,8 +5,20 @@
 //!   `WEBHOOKS_ADMIN_PASSWORD` (hashed at start, never written), or generated
 //!   on first start, printed once, and stored hashed in `<data>/admin-password.hash`.
 //! - Sessions are random 256-bit ids in an `HttpOnly; SameSite=Strict`
-//!   cookie, held in memory with an idle timeout; a new id is issued at sign-in
-//!   (no session fixation).
+//!   cookie; a new id is issued at sign-in (no session fixation). The
+//!   plugin keeps them in the database every node shares (WIT `sessions`;
+//!   the plugin decides how long they live), under [`Auth::session_key`]: an
+//!   HMAC of the id keyed by the account — the user name and password hash
+//!   under a key derived from the sealing key — so the database holds
+//!   nothing a reader could sign in with, a writer of the database cannot
+//!   make a session without the sealing key (the hash file alone is not
+//!   enough), and a changed password or user name finds none of the old
+//!   sessions.
+//! - A password given in `WEBHOOKS_ADMIN_PASSWORD` is hashed with a salt
+//!   derived from that same key and the user name, so every node given the
+//!   same password and key has the same hash, hence the same account and
+//!   the same sessions. (A random salt per node made a session opened on
+//!   one node unknown to the next.)
 //! - Failed sign-ins are limited per (client address, user name) —
 //!   [`MAX_FAILURES`] — and per client address whatever the name —
 //!   [`MAX_ADDRESS_FAILURES`] — within [`FAILURE_WINDOW`]; past either,
@@ -51,14 +63,13 @@ pub const MAX_USER_LEN: usize = 128;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Password checks waiting for the checker before sign-ins are refused as busy.
 pub const MAX_QUEUED: usize = 16;
-/// A session ends after this long without a request.
-pub const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
-
-/// The admin account and live sessions.
+/// The admin account and the sign-in limits.
 pub struct Auth {
     user: String,
+    /// HMAC of the user name and password hash under the account key: keys
+    /// [`Auth::session_key`].
+    account: [u8; 32],
     checker: Checker,
-    sessions: Mutex<HashMap<String, (String, Instant)>>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
@@ -111,26 +122,56 @@ pub enum LoginError {
 
 /// Hashes a password with Argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> String {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 hashes any password").to_string()
+    hash_with_salt(password, &SaltString::generate(&mut OsRng))
+}
+
+fn hash_with_salt(password: &str, salt: &SaltString) -> String {
+    Argon2::default().hash_password(password.as_bytes(), salt).expect("argon2 hashes any password").to_string()
+}
+
+/// HMAC-SHA256 under `key` of `parts`, each ended by a 0 byte (no part
+/// holds one: user names have no control characters, PHC hashes and labels
+/// are ASCII), so different parts never make the same message.
+fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        mac.update(p);
+        mac.update(&[0]);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The salt of a password given by the operator: 16 bytes of an HMAC of the
+/// user name under the account key (which every node derives alike), so
+/// nodes given the same password, user and key make the same hash. It is
+/// still secret and unique to the installation, which is what a salt is for.
+fn shared_salt(account_key: &[u8], user: &str) -> SaltString {
+    let bytes = mac(account_key, &[b"password salt", user.as_bytes()]);
+    SaltString::encode_b64(&bytes[..16]).expect("16 bytes make a valid salt")
 }
 
 impl Auth {
-    /// An account with a known password hash.
-    pub fn new(user: impl Into<String>, hash: String) -> Self {
-        Auth {
-            user: user.into(),
-            checker: Checker::start(hash),
-            sessions: Mutex::default(),
-            failures: Mutex::default(),
-        }
+    /// An account with a known password hash; `account_key` is a secret
+    /// every node shares (`serve` derives it from the sealing key).
+    pub fn new(user: impl Into<String>, hash: String, account_key: &[u8]) -> Self {
+        let user = user.into();
+        let account = mac(account_key, &[b"account", user.as_bytes(), hash.as_bytes()]);
+        Auth { user, account, checker: Checker::start(hash), failures: Mutex::default() }
     }
 
-    /// Loads the account for `serve`: the given password, or the stored hash,
-    /// or a new generated password (answered so the caller prints it once).
-    pub fn load(user: String, password: Option<String>, data: &Path) -> std::io::Result<(Self, Option<String>)> {
+    /// Loads the account for `serve`: the given password (hashed with a salt
+    /// from `account_key`, see [`shared_salt`]), or the stored hash, or a new
+    /// generated password (answered so the caller prints it once).
+    pub fn load(
+        user: String,
+        password: Option<String>,
+        data: &Path,
+        account_key: &[u8],
+    ) -> std::io::Result<(Self, Option<String>)> {
         if let Some(p) = password.filter(|p| !p.is_empty()) {
-            return Ok((Auth::new(user, hash_password(&p)), None));
+            let hash = hash_with_salt(&p, &shared_salt(account_key, &user));
+            return Ok((Auth::new(user, hash, account_key), None));
         }
         let mut generated = None;
         let (hash, _) = read_or_create(&data.join("admin-password.hash"), || {
@@ -141,7 +182,7 @@ impl Auth {
         })?;
         let hash = String::from_utf8(hash)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "admin-password.hash is not UTF-8"))?;
-        Ok((Auth::new(user, hash.trim().to_owned()), generated))
+        Ok((Auth::new(user, hash.trim().to_owned(), account_key), generated))
     }
 
     /// Counts an attempt against `keys`, unless one of them is already at
@@ -206,8 +247,20 @@ impl Auth {
         self.failures.lock().map(|f| f.len()).unwrap_or(0)
     }
 
-    /// Checks credentials from `client`; answers a new session id.
-    pub async fn login(&self, client: &str, user: &str, password: &str) -> Result<String, LoginError> {
+    /// The admin's user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// What the plugin keeps a session under: HMAC-SHA256 of the cookie's
+    /// id keyed by this account, in lowercase hex.
+    pub fn session_key(&self, id: &str) -> String {
+        hex::encode(mac(&self.account, &[b"session", id.as_bytes()]))
+    }
+
+    /// Checks credentials from `client`; answers `Ok` for the admin (the
+    /// caller then opens a session under a new id).
+    pub async fn login(&self, client: &str, user: &str, password: &str) -> Result<(), LoginError> {
         let mut end = user.len().min(MAX_USER_LEN);
         while !user.is_char_boundary(end) {
             end -= 1;
@@ -234,31 +287,7 @@ impl Auth {
         if let Ok(mut f) = self.failures.lock() {
             f.remove(&keys[1].0);
         }
-        let id = random_hex(32);
-        if let Ok(mut s) = self.sessions.lock() {
-            s.retain(|_, (_, seen)| seen.elapsed() < SESSION_IDLE);
-            s.insert(id.clone(), (self.user.clone(), Instant::now()));
-        }
-        Ok(id)
-    }
-
-    /// The user of a live session (and refreshes its idle timer).
-    pub fn session_user(&self, id: &str) -> Option<String> {
-        let mut s = self.sessions.lock().ok()?;
-        let (user, seen) = s.get_mut(id)?;
-        if seen.elapsed() >= SESSION_IDLE {
-            s.remove(id);
-            return None;
-        }
-        *seen = Instant::now();
-        Some(user.clone())
-    }
-
-    /// Ends a session.
-    pub fn logout(&self, id: &str) {
-        if let Ok(mut s) = self.sessions.lock() {
-            s.remove(id);
-        }
+        Ok(())
     }
 }
 
@@ -268,14 +297,10 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_password_never_creates_a_session_and_locks_out() {
-        let a = Auth::new("admin", hash_password("correct horse"));
+        let a = Auth::new("admin", hash_password("correct horse"), b"account key");
         assert_eq!(a.login("1.2.3.4", "admin", "nope").await, Err(LoginError::Invalid));
         assert_eq!(a.login("1.2.3.4", "root", "correct horse").await, Err(LoginError::Invalid));
-        assert!(a.sessions.lock().unwrap().is_empty());
-        let id = a.login("1.2.3.4", "admin", "correct horse").await.unwrap();
-        assert_eq!(a.session_user(&id).as_deref(), Some("admin"));
-        a.logout(&id);
-        assert_eq!(a.session_user(&id), None);
+        assert_eq!(a.login("1.2.3.4", "admin", "correct horse").await, Ok(()));
         for _ in 0..MAX_FAILURES {
             let _ = a.login("5.6.7.8", "admin", "bad").await;
         }
@@ -291,7 +316,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn parallel_attempts_cannot_outrun_the_limits() {
-        let a = std::sync::Arc::new(Auth::new("admin", hash_password("correct horse")));
+        let a = std::sync::Arc::new(Auth::new("admin", hash_password("correct horse"), b"account key"));
         let tasks: Vec<_> = (0..60)
             .map(|i| {
                 let a = a.clone();
@@ -313,7 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_failure_table_stays_bounded() {
-        let a = Auth::new("admin", hash_password("correct horse"));
+        let a = Auth::new("admin", hash_password("correct horse"), b"account key");
         let long = "x".repeat(200 * 1024);
         // Without the password work (it is what makes a sign-in slow), the
         // same bookkeeping as `login`.
@@ -327,14 +352,52 @@ mod tests {
         assert!(longest < MAX_USER_LEN + 64, "{longest}");
     }
 
+    #[test]
+    fn session_keys_are_per_account_and_hide_the_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |user: &str, pw: &str, salt_key: &[u8]| {
+            Auth::load(user.into(), Some(pw.into()), dir.path(), salt_key).unwrap().0
+        };
+        let id = random_hex(32);
+        let a = load("admin", "correct horse", b"key one");
+        let k = a.session_key(&id);
+        assert!(k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{k}");
+        assert!(!k.contains(&id));
+        // Another node with the same password, user and key: the same account.
+        assert_eq!(load("admin", "correct horse", b"key one").session_key(&id), k);
+        // A changed password, user name or key: none of the old sessions.
+        assert_ne!(load("admin", "battery staple", b"key one").session_key(&id), k);
+        assert_ne!(load("root", "correct horse", b"key one").session_key(&id), k);
+        assert_ne!(load("admin", "correct horse", b"key two").session_key(&id), k);
+        assert_ne!(a.session_key(&random_hex(32)), k);
+        // The password hash alone (the hash file, say) does not give the
+        // account: without the key no session key can be made.
+        let hash = hash_password("correct horse");
+        assert_ne!(
+            Auth::new("admin", hash.clone(), b"key one").session_key(&id),
+            Auth::new("admin", hash, b"another").session_key(&id)
+        );
+        // No password file is written for a given password.
+        assert!(!dir.path().join("admin-password.hash").exists());
+    }
+
+    #[tokio::test]
+    async fn a_given_password_still_signs_in_with_its_shared_salt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, generated) = Auth::load("admin".into(), Some("correct horse".into()), dir.path(), b"salt key").unwrap();
+        assert!(generated.is_none());
+        assert_eq!(a.login("1.2.3.4", "admin", "correct horse").await, Ok(()));
+        assert_eq!(a.login("1.2.3.4", "admin", "correct hors").await, Err(LoginError::Invalid));
+    }
+
     #[tokio::test]
     async fn generated_password_is_stored_only_hashed() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, pw) = Auth::load("admin".into(), None, dir.path()).unwrap();
+        let (_, pw) = Auth::load("admin".into(), None, dir.path(), b"salt key").unwrap();
         let pw = pw.unwrap();
         let stored = std::fs::read_to_string(dir.path().join("admin-password.hash")).unwrap();
         assert!(stored.starts_with("$argon2id$") && !stored.contains(&pw));
-        let (again, none) = Auth::load("admin".into(), None, dir.path()).unwrap();
+        let (again, none) = Auth::load("admin".into(), None, dir.path(), b"salt key").unwrap();
         assert!(none.is_none());
         assert!(again.login("a", "admin", &pw).await.is_ok());
     }

@@ -350,6 +350,35 @@ impl Webhooks {
         Ok(self.rt.metrics().render(s.pending, s.retrying, age))
     }
 
+    /// Keeps a new admin session of `user` under `key` (64 lowercase hex
+    /// digits: a keyed hash of the cookie, never the cookie), in the
+    /// database every node shares. For `serve`'s own sign-in
+    /// ([`auth::Auth::session_key`]); a panel embedding the library has its
+    /// own sessions.
+    pub async fn open_session(&self, key: &str, user: &str) -> Result<(), CallError> {
+        self.rt.open_session(key.to_owned(), user.to_owned()).await
+    }
+
+    /// The user of the live session under `key`, noting its use; `None` when
+    /// signed out or expired (the plugin's rules: 12 hours unused, 7 days in all).
+    pub async fn find_session(&self, key: &str) -> Result<Option<String>, CallError> {
+        self.rt.find_session(key.to_owned()).await
+    }
+
+    /// Ends the session under `key` on every node.
+    pub async fn close_session(&self, key: &str) -> Result<(), CallError> {
+        self.rt.close_session(key.to_owned()).await
+    }
+
+    /// A key for `serve`'s own MACs (CSRF tokens; the admin account, which
+    /// keys its sessions and salts a given password), derived
+    /// from the sealing key for `purpose`: every node started with the same
+    /// `WEBHOOKS_SECRET_KEY` derives the same one, so a form signed on one
+    /// node is accepted by another. The sealing key itself never leaves.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        self.rt.derived_key(purpose)
+    }
+
     /// Wakes the delivery engine (after a clock change, for example).
     pub fn wake(&self) {
         self.waker.wake();
@@ -362,8 +391,11 @@ impl Webhooks {
         Ok((p.attempts, p.deliveries, p.events))
     }
 
-    /// Stops the delivery engine, letting attempts in flight finish for up to 20 s;
-    /// what is left resumes on the next start. Later calls do nothing.
+    /// Stops the delivery engine: it claims nothing more, hands back what it
+    /// claimed but had not started (another node, or the next start, sends
+    /// it at once) and lets attempts in flight finish for up to 20 s; what is
+    /// still on the wire then is sent again after its lease. Later calls do
+    /// nothing.
     pub async fn shutdown(&self) {
         let s = self.scheduler.lock().ok().and_then(|mut s| s.take());
         if let Some(s) = s {

@@ -207,13 +207,22 @@ fn resolve(s: Serve) -> anyhow::Result<Resolved> {
     };
     let proxies = s.trusted_proxies.or(f.trusted_proxies.as_ref().map(config::StringList::joined)).unwrap_or_default();
     let trusted_proxies = config::parse_proxies(&proxies).map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+    let admin_user = s.admin_user.or(f.admin_user.clone()).unwrap_or_else(|| "admin".into());
+    // What a sign-in counts and a session keeps (`auth::MAX_USER_LEN`, the
+    // plugin's `sessions`): another name could never sign in.
+    if admin_user.is_empty()
+        || admin_user.len() > webhooks_host::auth::MAX_USER_LEN
+        || admin_user.chars().any(char::is_control)
+    {
+        anyhow::bail!("admin_user: 1 to 128 bytes without control characters");
+    }
     Ok(Resolved {
         https,
         trusted_proxies,
         cfg,
         listen,
         data,
-        admin_user: s.admin_user.or(f.admin_user.clone()).unwrap_or_else(|| "admin".into()),
+        admin_user,
         admin_password: s.admin_password.or(f.admin_password.clone()).filter(|p| !p.is_empty()),
         api_token: s.api_token.or(f.api_token.clone()).filter(|t| !t.is_empty()),
         log_format: match (s.log_format, f.log_format.as_deref()) {
@@ -271,7 +280,11 @@ async fn serve(r: Resolved) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     let hooks = Webhooks::start(cfg).await?;
-    let (key, _) = secret_file(&data.join("host.key"), || random_hex(32).into_bytes())?;
+    // Derived from the sealing key (which every node on one database must
+    // share, and `migrate` checks), so a CSRF token made on one node is
+    // accepted by the next. (`host.key`, the per-node key this replaced, is
+    // no longer read; an old one is left where it is.)
+    let key = hooks.derived_key("serve csrf").to_vec();
     let token_path = data.join("api-token");
     let (api_token, token_created) = match api_token {
         Some(t) => (t, false),
@@ -280,8 +293,13 @@ async fn serve(r: Resolved) -> anyhow::Result<()> {
             (String::from_utf8(t).context("api-token is not UTF-8")?.trim().to_owned(), created)
         }
     };
-    let (auth, generated) = webhooks_host::auth::Auth::load(admin_user.clone(), admin_password, &data)
-        .context("loading the admin account")?;
+    let (auth, generated) = webhooks_host::auth::Auth::load(
+        admin_user.clone(),
+        admin_password,
+        &data,
+        &hooks.derived_key("serve admin account"),
+    )
+    .context("loading the admin account")?;
     let app = Arc::new(App { hooks, api_token, key, auth, https, trusted_proxies });
 
     // Not println!: a closed stdout must not take the server down. Stdout, not
@@ -302,9 +320,30 @@ async fn serve(r: Resolved) -> anyhow::Result<()> {
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
 
-    server::serve(app.clone(), listener, shutdown_signal()).await?;
-    tracing::info!("shutting down: finishing attempts in flight");
+    // The engine starts draining at the signal, beside the server's own
+    // graceful stop rather than after it: a node told to stop claims nothing
+    // more and hands back what it has not sent while its last connections
+    // finish. Events raised on those are still committed.
+    let (stopping, stop) = tokio::sync::oneshot::channel::<()>();
+    let drain = tokio::spawn({
+        let app = app.clone();
+        async move {
+            if stop.await.is_ok() {
+                tracing::info!("shutting down: claiming nothing more, finishing attempts in flight");
+                app.hooks.shutdown().await;
+            }
+        }
+    });
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stopping.send(());
+    };
+    let served = server::serve(app.clone(), listener, signal).await;
+    let _ = drain.await;
+    // If the server stopped on its own (an error), the engine stops here;
+    // after the drain above this does nothing.
     app.hooks.shutdown().await;
+    served?;
     Ok(())
 }
 

@@ -412,6 +412,42 @@ impl Runtime {
         self.answered("maintain", r)
     }
 
+    /// `sessions.open`.
+    pub async fn open_session(self: &Arc<Self>, key: String, user: String) -> Result<(), CallError> {
+        let r = self
+            .call("sessions-open", self.caps.config.call_timeout, move |w, h| {
+                h.block_on(w.bindings.panel_webhooks_sessions().call_open(&mut w.store, &key, &user))
+            })
+            .await?;
+        self.answered("sessions-open", r)
+    }
+
+    /// `sessions.find`.
+    pub async fn find_session(self: &Arc<Self>, key: String) -> Result<Option<String>, CallError> {
+        let r = self
+            .call("sessions-find", self.caps.config.call_timeout, move |w, h| {
+                h.block_on(w.bindings.panel_webhooks_sessions().call_find(&mut w.store, &key))
+            })
+            .await?;
+        self.answered("sessions-find", r)
+    }
+
+    /// `sessions.close`.
+    pub async fn close_session(self: &Arc<Self>, key: String) -> Result<(), CallError> {
+        let r = self
+            .call("sessions-close", self.caps.config.call_timeout, move |w, h| {
+                h.block_on(w.bindings.panel_webhooks_sessions().call_close(&mut w.store, &key))
+            })
+            .await?;
+        self.answered("sessions-close", r)
+    }
+
+    /// A key derived from the sealing key for `purpose` (see
+    /// [`crate::secrets::SecretKey::derive`]).
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        self.caps.key.derive(purpose)
+    }
+
     /// `deliveries.step`: commits `raised`, records `finished`, claims up to
     /// `claim_max`. `finished` is shared so that a caller can record it again
     /// if the call fails.
@@ -446,6 +482,17 @@ impl Runtime {
             })
             .await?;
         self.answered("build", r)
+    }
+
+    /// `deliveries.release`: hands back claimed deliveries this host will
+    /// not send (it is stopping); answers how many leases ended.
+    pub async fn release(self: &Arc<Self>, claimed: Vec<i64>) -> Result<u64, CallError> {
+        let r = self
+            .call("release", self.caps.config.call_timeout, move |w, h| {
+                h.block_on(w.bindings.panel_webhooks_deliveries().call_release(&mut w.store, &claimed))
+            })
+            .await?;
+        self.answered("release", r)
     }
 
     /// An error the plugin answered (a database failure) is a failed call:

@@ -17,12 +17,20 @@
 //!
 //! While one step runs (on a blocking thread, see `runtime.rs`), the next one
 //! gathers, so steps grow with the load instead of multiplying: there is no
-//! fixed-interval polling and no second writer to wait for. The requests
+//! fixed-interval polling and no second writer to wait for. (On PostgreSQL
+//! the plugin answers a due time at most a second ahead: another node's
+//! work can become this one's without anything waking it.) The requests
 //! themselves run on the async runtime through the egress, so a receiver that
 //! never answers holds one slot until the attempt deadline and nothing else.
 //! A failed `step` backs off and goes on (its batch's leases expire and those
 //! deliveries are sent again); a panicking engine is restarted. Both are
 //! counted in `/metrics`.
+//!
+//! Stopping (SIGTERM) drains: no more claims; requests on the wire finish
+//! and are recorded; claimed deliveries not yet on the wire (being built,
+//! or waiting for a per-webhook slot) are handed back at once
+//! (`deliveries.release`), so another node — or this one, restarted —
+//! sends them now rather than when their lease ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::bindings::ex::deliveries::{AttemptError, Outgoing, Response, Sent, TransportError, Unsendable};
@@ -87,10 +95,11 @@ impl Scheduler {
         Waker(self.wake.clone())
     }
 
-    /// Stops claiming, lets requests in flight finish and records them, for
-    /// up to `grace`; what is left stays leased and resumes on the next start.
-    /// Events raised meanwhile are still committed; afterwards the intake's
-    /// own group commit takes them.
+    /// Stops claiming, hands back what was claimed but is not on the wire
+    /// yet, lets requests in flight finish and records them, for up to
+    /// `grace`; what is still on the wire then stays leased and is sent again
+    /// when its lease ends. Events raised meanwhile are still committed;
+    /// afterwards the intake's own group commit takes them.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.stop.send(true);
         let all = async { while self.tasks.join_next().await.is_some() {} };
@@ -135,16 +144,18 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
     tracing::debug!("delivery engine started");
     let cfg = rt.config();
     let max = (cfg.delivery_workers as u32).saturating_mul(cfg.batch_size.max(1));
-    let mut flying: JoinSet<Sent> = JoinSet::new();
+    let mut flying: JoinSet<Flight> = JoinSet::new();
     // `deliveries.build` calls for claimed ids (reads only); how many ids
     // they hold. One at a time, right after its step, except the halves of a
     // build that trapped.
     let mut building: JoinSet<Built> = JoinSet::new();
     let being_built = Arc::new(AtomicU32::new(0));
     let mut finished: Vec<Sent> = Vec::new();
+    // Claimed but never sent, because the engine is stopping: handed back.
+    let mut unsent: Vec<i64> = Vec::new();
     let mut raising: Vec<Raising> = Vec::new();
     let mut failures = 0u32;
-    let mut wire = Wire::new(cfg.per_webhook_concurrency.max(1));
+    let mut wire = Wire::new(cfg.per_webhook_concurrency.max(1), stop.clone());
     // When to look for due work; `None` sleeps until woken.
     let mut due: Option<Instant> = Some(Instant::now());
     loop {
@@ -157,10 +168,15 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
             raising.push(r);
         }
         while let Some(r) = flying.try_join_next() {
-            collect(r, &mut finished);
+            collect(r, &mut finished, &mut unsent);
         }
         while let Some(b) = building.try_join_next() {
             built(&rt, b, &mut wire, &mut flying, &mut building, &being_built, &mut finished);
+        }
+        if !unsent.is_empty() {
+            // At once, before waiting on anything in flight: other nodes
+            // may take them in their next claim.
+            release(&rt, std::mem::take(&mut unsent)).await;
         }
         let draining = *stop.borrow();
         let free = max.saturating_sub(flying.len() as u32 + being_built.load(Ordering::Relaxed));
@@ -238,9 +254,9 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
         let sleep = due.map(tokio::time::Instant::from_std);
         tokio::select! {
             Some(r) = flying.join_next(), if !flying.is_empty() => {
-                collect(r, &mut finished);
+                collect(r, &mut finished, &mut unsent);
                 while let Some(r) = flying.try_join_next() {
-                    collect(r, &mut finished);
+                    collect(r, &mut finished, &mut unsent);
                 }
             }
             Some(b) = building.join_next(), if !building.is_empty() => {
@@ -264,21 +280,51 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
 struct Wire {
     bound: usize,
     slots: HashMap<i64, Arc<Semaphore>>,
+    stop: watch::Receiver<bool>,
 }
 
 impl Wire {
-    fn new(bound: u32) -> Self {
-        Wire { bound: bound as usize, slots: HashMap::new() }
+    fn new(bound: u32, stop: watch::Receiver<bool>) -> Self {
+        Wire { bound: bound as usize, slots: HashMap::new(), stop }
     }
 
-    /// The semaphore of `webhook`'s slots.
-    fn slot(&mut self, webhook: i64) -> Arc<Semaphore> {
+    /// A place in the queue for one of `webhook`'s slots.
+    fn turn(&mut self, webhook: i64) -> Turn {
         if self.slots.len() >= 1024 {
             // Forget webhooks with nothing in flight (deleted ones among them).
             self.slots.retain(|_, s| Arc::strong_count(s) > 1);
         }
-        self.slots.entry(webhook).or_insert_with(|| Arc::new(Semaphore::new(self.bound))).clone()
+        let slot = self.slots.entry(webhook).or_insert_with(|| Arc::new(Semaphore::new(self.bound))).clone();
+        Turn { slot, stop: self.stop.clone() }
     }
+}
+
+/// One request's wait for a slot on the wire to its webhook.
+struct Turn {
+    slot: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Turn {
+    /// Waits for the slot; `None` once the engine is stopping: a request that
+    /// has not started by then is handed back, not sent.
+    async fn take(mut self) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            // Stopping wins over a free slot: nothing starts after the stop.
+            biased;
+            _ = self.stop.wait_for(|stopping| *stopping) => None,
+            permit = self.slot.acquire_owned() => permit.ok(),
+        }
+    }
+}
+
+/// What became of one built request.
+enum Flight {
+    /// Sent (or failed on the way): to be recorded.
+    Sent(Sent),
+    /// Not started because the engine is stopping: its lease is to be
+    /// released (the delivery id).
+    NotSent(i64),
 }
 
 /// A finished `deliveries.build` call: the ids it was given and its answer.
@@ -318,7 +364,7 @@ fn built(
     rt: &Arc<Runtime>,
     b: Result<Built, tokio::task::JoinError>,
     wire: &mut Wire,
-    flying: &mut JoinSet<Sent>,
+    flying: &mut JoinSet<Flight>,
     building: &mut JoinSet<Built>,
     being_built: &Arc<AtomicU32>,
     finished: &mut Vec<Sent>,
@@ -328,9 +374,10 @@ fn built(
         Ok((_, Ok(answers))) => {
             for a in answers {
                 match a {
+                    // While stopping, the send answers `NotSent` at once.
                     Ok(o) => {
-                        let slot = wire.slot(o.webhook_id);
-                        flying.spawn(send(rt.clone(), slot, o));
+                        let turn = wire.turn(o.webhook_id);
+                        flying.spawn(send(rt.clone(), turn, o));
                     }
                     Err(u) => finished.push(Sent {
                         delivery_id: u.delivery_id,
@@ -373,26 +420,44 @@ fn built(
     }
 }
 
-fn collect(r: Result<Sent, tokio::task::JoinError>, finished: &mut Vec<Sent>) {
+fn collect(r: Result<Flight, tokio::task::JoinError>, finished: &mut Vec<Sent>, unsent: &mut Vec<i64>) {
     match r {
-        Ok(sent) => finished.push(sent),
+        Ok(Flight::Sent(sent)) => finished.push(sent),
+        Ok(Flight::NotSent(id)) => unsent.push(id),
         // A send task cannot panic short of a bug; its row's lease ends and it is sent again.
         Err(e) => tracing::error!("a delivery send failed: {e}"),
     }
 }
 
-/// Sends one request the plugin built through the policed egress.
-async fn send(rt: Arc<Runtime>, slot: Arc<Semaphore>, o: Outgoing) -> Sent {
+/// Hands claimed deliveries this engine will not send back to the plugin,
+/// which ends their leases. If that fails, they wait for their lease to end,
+/// as after a crash.
+async fn release(rt: &Arc<Runtime>, ids: Vec<i64>) {
+    let n = ids.len();
+    match rt.release(ids).await {
+        Ok(released) => tracing::info!(claimed = n, released, "stopping: handed back deliveries not yet sent"),
+        Err(e) => tracing::error!(
+            deliveries = n,
+            "stopping: handing back deliveries not yet sent failed; they are sent when their lease ends: {e}"
+        ),
+    }
+}
+
+/// Sends one request the plugin built through the policed egress, unless
+/// the engine stops before it has a slot.
+async fn send(rt: Arc<Runtime>, turn: Turn, o: Outgoing) -> Flight {
     // Held until the answer is read: the receiver never sees more than the
     // per-webhook bound from this host. The attempt starts once it has a slot.
-    let _on_the_wire = slot.acquire_owned().await;
+    let Some(_on_the_wire) = turn.take().await else {
+        return Flight::NotSent(o.delivery_id);
+    };
     let started_ms = rt.config().clock.now_ms();
     let t0 = Instant::now();
     let timeout = if o.timeout_ms == 0 { rt.egress().timeout() } else { Duration::from_millis(o.timeout_ms) };
     let result = rt.egress().post(&o.url, &o.headers, o.body, timeout).await;
     let took = t0.elapsed();
     rt.metrics().attempt_finished(took, result.is_ok());
-    Sent {
+    Flight::Sent(Sent {
         delivery_id: o.delivery_id,
         started_ms,
         duration_ms: took.as_millis() as u64,
@@ -410,7 +475,7 @@ async fn send(rt: Arc<Runtime>, slot: Arc<Semaphore>, o: Outgoing) -> Sent {
             })
             .map_err(|e| AttemptError::Transport(TransportError { code: e.code, detail: e.detail })),
         request_headers: o.headers,
-    }
+    })
 }
 
 /// WAL checkpoints, off the commit path (see `storage::open`), on a blocking thread.

@@ -10,8 +10,10 @@
 //! created with mode 0600 on first start.
 //!
 //! This module is also the one place a secret file is read or created
-//! ([`read_or_create`]): the sealing key, the CSRF key (`host.key`), the API
-//! token and the admin password hash.
+//! ([`read_or_create`]): the sealing key, the API token and the admin
+//! password hash. Other keys `serve` needs (CSRF, the admin account) are
+//! derived from the sealing key ([`SecretKey::derive`]), so that every node
+//! sharing it has them.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -86,6 +88,21 @@ impl SecretKey {
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).map_err(|e| e.to_string())?;
         mac.update(message);
         Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// A 256-bit key for `purpose`, derived from this one: HKDF-Expand
+    /// (RFC 5869) of one block, this key serving as the pseudorandom key
+    /// (it is uniformly random already). Every node started with the same
+    /// sealing key derives the same keys, so what one node signs (a CSRF
+    /// token) another checks, with nothing more to share; and no derived key
+    /// tells anything about this one.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"webhooks-host derived key v1\0");
+        mac.update(purpose.as_bytes());
+        mac.update(&[1]);
+        mac.finalize().into_bytes().into()
     }
 
     /// Decrypts and authenticates.
@@ -179,6 +196,20 @@ impl wit::Host for &SecretKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_are_hkdf_expand_and_apart_per_purpose() {
+        let k = SecretKey::from_bytes([7; 32]);
+        // The known answer, from Python's `cryptography` (HKDFExpand, SHA-256,
+        // info = "webhooks-host derived key v1\0serve csrf", PRK = [7; 32]).
+        assert_eq!(
+            hex::encode(k.derive("serve csrf")),
+            "066f40617dc7428e4579659ce40a32ff9310c015182aaf8df2ff6e35fa6d1923"
+        );
+        assert_ne!(k.derive("serve csrf"), k.derive("serve admin account"));
+        assert_ne!(k.derive("serve csrf"), SecretKey::from_bytes([8; 32]).derive("serve csrf"));
+        assert_ne!(k.derive("serve csrf"), [7; 32], "not the key itself");
+    }
 
     #[test]
     fn round_trip_and_tamper_detection() {

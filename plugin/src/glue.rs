@@ -7,7 +7,7 @@ use crate::host::{
     DbError, Dialect, Host, Level, OutRequest, OutResponse, Refused, RefusedKind, Rows, Sent, Settings, Ticket, Value,
 };
 use crate::outbox::MAX_STORED_BODY;
-use crate::{admin, api, catalog, outbox, schema};
+use crate::{admin, api, catalog, outbox, schema, sessions};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -470,6 +470,20 @@ impl ex::events::Guest for Component {
     }
 }
 
+impl ex::sessions::Guest for Component {
+    fn open(key: String, user: String) -> Result<(), String> {
+        sessions::open(&WasmHost, &key, &user).map_err(|e| e.to_string())
+    }
+
+    fn find(key: String) -> Result<Option<String>, String> {
+        sessions::find(&WasmHost, &key).map_err(|e| e.to_string())
+    }
+
+    fn close(key: String) -> Result<(), String> {
+        sessions::close(&WasmHost, &key).map_err(|e| e.to_string())
+    }
+}
+
 fn raised_to_wit(r: outbox::Raised) -> ex::events::Raised {
     ex::events::Raised { event_id: r.event_id, queued: r.queued }
 }
@@ -536,6 +550,13 @@ impl ex::deliveries::Guest for Component {
                 }),
             })
             .collect())
+    }
+
+    fn release(claimed: Vec<i64>) -> Result<u64, String> {
+        outbox::release(&WasmHost, &claimed).map_err(|e| {
+            WasmHost.log(Level::Error, &format!("handing back claimed deliveries failed: {e}"));
+            e.to_string()
+        })
     }
 
     fn stats() -> Result<ex::deliveries::QueueStats, String> {

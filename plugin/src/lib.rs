@@ -13,6 +13,7 @@ pub mod host;
 pub mod outbox;
 pub mod playground;
 pub mod schema;
+pub mod sessions;
 pub mod signing;
 pub mod store;
 pub mod webhook;

@@ -157,6 +157,15 @@ const MIGRATIONS: &[&str] = &[
         id BIGINT PRIMARY KEY CHECK (id = 1),
         sealed {bytes} NOT NULL
      );",
+    // 12: `serve`'s admin sessions, shared by every node on the database
+    // (see `sessions`). `key` is the host's keyed hash of the cookie.
+    "CREATE TABLE IF NOT EXISTS admin_sessions (
+        key TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        seen_at BIGINT NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS admin_sessions_user ON admin_sessions (user_name, seen_at);",
 ];
 
 /// A migration's SQL in `dialect`'s types.

@@ -80,9 +80,21 @@ pub(super) async fn admin(
         Err((status, msg)) => return plain(status, msg),
         Ok(Some(a)) => a,
         Ok(None) => {
-            let signed_in = cookie(&headers, SESSION_COOKIE)
-                .filter(|s| valid_session(s))
-                .and_then(|s| app.auth.session_user(&s).map(|u| (s, u)));
+            // Any node knows the session: the plugin keeps it in the shared
+            // database. A failing database is said, not taken for a sign-out.
+            let mut signed_in = None;
+            if let Some(s) = cookie(&headers, SESSION_COOKIE).filter(|s| valid_session(s)) {
+                match app.hooks.find_session(&app.auth.session_key(&s)).await {
+                    Ok(user) => signed_in = user.map(|u| (s, u)),
+                    Err(e) => {
+                        tracing::error!("checking an admin session failed: {e}");
+                        return plain(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "Your session could not be checked just now (the database did not answer). Try again in a moment.",
+                        );
+                    }
+                }
+            }
             let Some((session, user)) = signed_in else {
                 // Nothing runs for an anonymous request: back to the sign-in page.
                 let next = if method == Method::GET { uri.to_string() } else { mount.clone() };

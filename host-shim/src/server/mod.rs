@@ -69,16 +69,62 @@ impl App {
     /// public URL is https; otherwise when a trusted proxy says so.
     fn over_https(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
         self.https
-            || peer.is_some_and(|p| {
-                let ip = p.ip().to_canonical();
-                self.trusted_proxies.iter().any(|n| n.contains(&ip))
-            }) && headers
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                // A chain of proxies appends; the first is where the client came in.
-                .and_then(|v| v.split(',').next())
-                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+            || peer.is_some_and(|p| self.trusted(p.ip()))
+                && headers
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    // A chain of proxies appends; the first is where the client came in.
+                    .and_then(|v| v.split(',').next())
+                    .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
     }
+
+    fn trusted(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The address sign-in failures are counted against: the peer, or, when
+    /// the peer is a trusted proxy (a load balancer), the client it names in
+    /// `X-Forwarded-For` (see [`forwarded_client`]). Behind a balancer every
+    /// peer is the balancer; counting it would let twenty wrong guesses from
+    /// anyone lock every admin out. From any other peer the header is
+    /// ignored, so a client cannot pick the address it is counted under.
+    fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> std::net::IpAddr {
+        forwarded_client(peer.ip(), |ip| self.trusted(ip), headers)
+    }
+}
+
+/// The client behind a chain of proxies: starting from `peer`, while the
+/// address reached so far is `trusted`, step to the hop before it in
+/// `X-Forwarded-For` (each proxy appends the address it was reached from,
+/// so the walk reads from the right; every line of the header, in order).
+/// A hop that is no address (garbage, or bytes that are not text) ends the
+/// walk at the last address reached: what lies further out came from the
+/// client and cannot be believed anyway. A hop may carry a port
+/// (`1.2.3.4:5678`, `[2001:db8::1]:80`), as some balancers write it.
+fn forwarded_client(
+    peer: std::net::IpAddr,
+    trusted: impl Fn(std::net::IpAddr) -> bool,
+    headers: &HeaderMap,
+) -> std::net::IpAddr {
+    let mut client = peer.to_canonical();
+    // Split bytes, not text: one byte a proxy passed through from the
+    // client must not make the whole line (and the real hop beside it) unreadable.
+    let hops: Vec<&[u8]> =
+        headers.get_all("x-forwarded-for").iter().flat_map(|v| v.as_bytes().split(|b| *b == b',')).collect();
+    for hop in hops.iter().rev() {
+        if !trusted(client) {
+            break;
+        }
+        let Some(ip) = std::str::from_utf8(hop).ok().and_then(|h| parse_hop(h.trim())) else { break };
+        client = ip.to_canonical();
+    }
+    client
+}
+
+/// One `X-Forwarded-For` hop: an address, with or without a port.
+fn parse_hop(hop: &str) -> Option<std::net::IpAddr> {
+    hop.parse::<std::net::IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// For a request that came over https: `Secure` on every cookie set and
@@ -267,5 +313,50 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Unread> {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Unread::TooLarge),
         Err(_) => Err(Unread::Stalled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn client(peer: &str, lines: &[&[u8]]) -> String {
+        let trusted: Vec<ipnet::IpNet> = ["127.0.0.1/32", "10.0.0.0/8"].iter().map(|n| n.parse().unwrap()).collect();
+        let mut headers = HeaderMap::new();
+        for l in lines {
+            headers.append("x-forwarded-for", HeaderValue::from_bytes(l).unwrap());
+        }
+        let peer: IpAddr = peer.parse().unwrap();
+        forwarded_client(peer, |ip| trusted.iter().any(|n| n.contains(&ip)), &headers).to_string()
+    }
+
+    #[test]
+    fn the_forwarded_client_is_read_from_the_right_past_trusted_proxies() {
+        assert_eq!(client("127.0.0.1", &[b"203.0.113.7"]), "203.0.113.7");
+        // A client's own claim stays on the left, unread.
+        assert_eq!(client("127.0.0.1", &[b"1.1.1.1, 203.0.113.7"]), "203.0.113.7");
+        // Our own proxies are stepped past, across header lines.
+        assert_eq!(client("127.0.0.1", &[b"1.1.1.1, 203.0.113.7", b"10.1.2.3"]), "203.0.113.7");
+        // An untrusted peer: the header is ignored.
+        assert_eq!(client("192.0.2.1", &[b"203.0.113.7"]), "192.0.2.1");
+        // No header: the balancer itself.
+        assert_eq!(client("127.0.0.1", &[]), "127.0.0.1");
+        // Ports and IPv6, as some balancers write them.
+        assert_eq!(client("127.0.0.1", &[b"203.0.113.7:5678"]), "203.0.113.7");
+        assert_eq!(client("127.0.0.1", &[b"[2001:db8::1]:80"]), "2001:db8::1");
+        assert_eq!(client("127.0.0.1", &[b"2001:db8::2"]), "2001:db8::2");
+        assert_eq!(client("::ffff:127.0.0.1", &[b"203.0.113.7"]), "203.0.113.7", "a v4-mapped peer");
+    }
+
+    #[test]
+    fn garbage_from_the_client_does_not_hide_the_hop_our_proxy_added() {
+        // nginx and ALB append to the client's own line: bytes that are not
+        // text, or words, before the real hop.
+        assert_eq!(client("127.0.0.1", &[b"\xff\xfe, 203.0.113.7"]), "203.0.113.7");
+        assert_eq!(client("127.0.0.1", &[b"unknown, 203.0.113.7"]), "203.0.113.7");
+        // Garbage as the nearest hop: the walk stops at the balancer.
+        assert_eq!(client("127.0.0.1", &[b"203.0.113.7, nonsense"]), "127.0.0.1");
+        assert_eq!(client("127.0.0.1", &[b""]), "127.0.0.1");
     }
 }

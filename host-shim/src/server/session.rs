@@ -112,8 +112,30 @@ pub(super) async fn login(
     }
     // The password is checked on the checker's own thread (auth::Checker);
     // this task only awaits its answer.
-    match app.auth.login(&peer.ip().to_string(), field("username"), field("password")).await {
-        Ok(session) => {
+    let client = app.client_ip(peer, &headers);
+    match app.auth.login(&client.to_string(), field("username"), field("password")).await {
+        Ok(()) => {
+            // A session this browser still held ends here (best effort: it
+            // ends by itself when unused).
+            if let Some(old) = cookie(&headers, SESSION_COOKIE).filter(|s| valid_session(s))
+                && let Err(e) = app.hooks.close_session(&app.auth.session_key(&old)).await
+            {
+                tracing::warn!("ending the session replaced at sign-in failed: {e}");
+            }
+            let session = crate::secrets::random_hex(32);
+            if let Err(e) = app.hooks.open_session(&app.auth.session_key(&session), app.auth.user()).await {
+                tracing::error!("keeping a new admin session failed: {e}");
+                let msg = "Signing in failed: the session could not be stored. Try again in a moment; if it keeps failing, the operator's log says why.".to_owned();
+                return login_response(
+                    &app,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &pre,
+                    false,
+                    &next,
+                    field("username"),
+                    Some(msg),
+                );
+            }
             tracing::info!(user = field("username"), "admin signed in");
             let mut resp = see_other(&next);
             if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={session}; {}", app.cookie_attrs())) {
@@ -122,17 +144,17 @@ pub(super) async fn login(
             resp
         }
         Err(LoginError::Invalid) => {
-            tracing::warn!(client = %peer.ip(), "failed admin sign-in");
+            tracing::warn!(%client, "failed admin sign-in");
             let msg = "Wrong user name or password.".to_owned();
             login_response(&app, StatusCode::UNAUTHORIZED, &pre, false, &next, field("username"), Some(msg))
         }
         Err(LoginError::Busy) => {
-            tracing::warn!(client = %peer.ip(), "admin sign-in refused: too many sign-ins being checked");
+            tracing::warn!(%client, "admin sign-in refused: too many sign-ins being checked");
             let msg = "Too many sign-ins are being checked right now. Try again in a moment.".to_owned();
             login_response(&app, StatusCode::SERVICE_UNAVAILABLE, &pre, false, &next, field("username"), Some(msg))
         }
         Err(LoginError::Locked(left)) => {
-            tracing::warn!(client = %peer.ip(), "admin sign-in refused: too many failures");
+            tracing::warn!(%client, "admin sign-in refused: too many failures");
             let msg = format!("Too many failed attempts. Try again in {} minutes.", left.as_secs() / 60 + 1);
             login_response(&app, StatusCode::TOO_MANY_REQUESTS, &pre, false, &next, field("username"), Some(msg))
         }
@@ -146,7 +168,15 @@ pub(super) async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body
         if !admin_ui::csrf_ok(&app.key, &session, token) {
             return plain(StatusCode::FORBIDDEN, "The form expired; reload the page and try again.");
         }
-        app.auth.logout(&session);
+        // Ended for every node. If the database fails the session lives on,
+        // so the admin is told so rather than shown the sign-in page.
+        if let Err(e) = app.hooks.close_session(&app.auth.session_key(&session)).await {
+            tracing::error!("ending an admin session failed: {e}");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Signing out failed: the database did not answer. Try again in a moment.",
+            );
+        }
     }
     let mut resp = see_other("/login");
     resp.headers_mut().append(

@@ -37,6 +37,8 @@ pub struct Pruned {
     /// Rows of the health view's hourly rollup (not reported to the host:
     /// `deliveries.pruned` keeps its three fields).
     pub rollups: u64,
+    /// Admin sessions past their time (see `sessions`; not reported either).
+    pub sessions: u64,
 }
 
 /// Rows deleted per statement, so the write lock is held briefly.
@@ -46,8 +48,9 @@ const PRUNE_ROUNDS: u32 = 50;
 
 /// Deletes history older than the retention period: attempts of finished
 /// deliveries, then finished deliveries without attempts, then events
-/// without deliveries, then the health rollups of hours before the cutoff.
-/// Pending and retrying work is never pruned.
+/// without deliveries, then the health rollups of hours before the cutoff;
+/// and admin sessions past their time. Pending and retrying work is never
+/// pruned.
 pub fn maintain(host: &dyn Host) -> Result<Pruned, DbError> {
     let cutoff = host.now_ms().saturating_sub(host.settings().retention_ms);
     let mut p = Pruned::default();
@@ -82,5 +85,6 @@ pub fn maintain(host: &dyn Host) -> Result<Pruned, DbError> {
             }
         }
     }
+    p.sessions = crate::sessions::prune(host, host.now_ms())?;
     Ok(p)
 }

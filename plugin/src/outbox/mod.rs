@@ -24,7 +24,9 @@ use sha2::{Digest, Sha256};
 
 pub use intake::{NewEvent, RaiseError, Raised, raise_batch, raise_each};
 pub use maintenance::{Pruned, QueueStats, maintain, stats};
-pub use pipeline::{AttemptError, Finished, Outcome, StepReport, build, resend, retry_failed_since, send_test, step};
+pub use pipeline::{
+    AttemptError, Finished, Outcome, StepReport, build, release, resend, retry_failed_since, send_test, step,
+};
 pub use state::DeliveryState;
 
 /// Response bodies are stored up to this many bytes; `response_body_size`

@@ -209,8 +209,19 @@ const CLAIM_POSTGRES: &str = "WITH f AS (SELECT webhook_id, COUNT(*) AS n FROM d
  UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
     SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id";
 
+/// How often a PostgreSQL node looks for work it was not told about. Other
+/// nodes share the database, and what they claimed can become this node's
+/// at any time: a stopping node hands back what it had not sent
+/// ([`release`]), a dead node's leases run out, and events raised on another
+/// node wait there when that node stops. Nothing wakes this node for those,
+/// so it never sleeps longer than this. (A step that finds nothing is one
+/// short transaction.) SQLite has one node, woken by everything that
+/// changes its work, so it sleeps until the next due time.
+const SHARED_RECHECK_MS: u64 = 1_000;
+
 /// When the next delivery falls due, if any waits: the earliest unleased
-/// due time of an enabled webhook, or the earliest lease expiry.
+/// due time of an enabled webhook, or the earliest lease expiry; on
+/// PostgreSQL, [`SHARED_RECHECK_MS`] from now at the latest.
 fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
     // Per webhook, the front of its due rows (past its few leased ones); and
     // the partial index of leased rows.
@@ -223,7 +234,42 @@ fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
            UNION ALL SELECT MIN(lease_until) FROM deliveries WHERE lease_until > ?1) AS due",
         &[now.into()],
     )?;
-    Ok(rows.first().and_then(|r| r.opt_i64(0)).map(|v| u64::try_from(v).unwrap_or(0)))
+    let due = rows.first().and_then(|r| r.opt_i64(0)).map(|v| u64::try_from(v).unwrap_or(0));
+    Ok(match host.dialect() {
+        Dialect::Sqlite => due,
+        Dialect::Postgres => {
+            let recheck = now + SHARED_RECHECK_MS;
+            Some(due.map_or(recheck, |t| t.min(recheck)))
+        }
+    })
+}
+
+/// Hands back claimed deliveries the host will not send (`deliveries.release`):
+/// their leases end now, so the next claim on any node takes them. Nothing
+/// is recorded, as nothing was sent. Only rows still leased and waiting are
+/// touched: one recorded meanwhile (an attempt that did finish) keeps its
+/// state. Leases carry no owner, so a row whose lease had already ended and
+/// was claimed again elsewhere would lose that lease too; the host releases
+/// only rows it claimed moments ago and never started, well within the lease.
+pub fn release(host: &dyn Host, ids: &[i64]) -> Result<u64, DbError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let now = host.now_ms();
+    let mut released = 0;
+    // One short write per chunk, outside any step: the caller is stopping
+    // and other nodes are waiting for these rows.
+    for chunk in ids.chunks(500) {
+        let (marks, mut params) = in_list(chunk.iter().map(|i| Value::from(*i)).collect());
+        params.push(now.into());
+        let sql = format!(
+            "UPDATE deliveries SET lease_until = NULL WHERE id IN ({marks}) AND lease_until > ?{} \
+             AND state IN ('pending', 'retrying')",
+            params.len()
+        );
+        released += host.execute(&sql, &params)?;
+    }
+    Ok(released)
 }
 
 /// One delivery loaded for an attempt.

@@ -12,6 +12,7 @@ mod pipeline;
 mod playground;
 mod policy;
 mod schema;
+mod sessions;
 mod webhook;
 
 use crate::host::{Host, OutResponse};

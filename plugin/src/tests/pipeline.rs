@@ -46,6 +46,37 @@ fn an_expired_lease_is_claimed_again_with_the_same_message_id() {
 }
 
 #[test]
+fn released_deliveries_are_claimed_again_at_once_and_nothing_is_recorded() {
+    let h = TestHost::new();
+    let w = hook_with(&h, "https://example.com/a", &["user.created"], Some(SECRET));
+    for i in 0..3 {
+        raise(&h, &format!("e{i}"), "user.created");
+    }
+    let ds = deliveries_of(&h, w);
+    let first = outbox::build(&h, &claim(&h, 3).claimed).unwrap();
+    // One attempt finished and was recorded; a stopping host hands back the
+    // other two (and names the recorded one too: a late call changes nothing).
+    record(&h, vec![status(&h, ds[0], 200)]);
+    h.advance(S);
+    assert_eq!(outbox::release(&h, &ds).unwrap(), 2);
+    assert_eq!(delivery(&h, ds[0]), ("succeeded".into(), 1, None, None));
+    for d in &ds[1..] {
+        assert_eq!(delivery(&h, *d), ("pending".into(), 0, Some(T0 as i64), None), "waiting, not leased, no attempt");
+    }
+    assert_eq!(h.int("SELECT COUNT(*) FROM attempts", &[]), 1);
+    // Long before the lease would have ended, the next claim takes them,
+    // with the same webhook-id.
+    assert_eq!(claim(&h, 10).claimed, ds[1..]);
+    let again = outbox::build(&h, &ds[1..]).unwrap();
+    for (a, b) in first[1..].iter().zip(&again) {
+        let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+        assert_eq!(header(&a.request.headers, "webhook-id"), header(&b.request.headers, "webhook-id"));
+    }
+    assert_eq!(outbox::release(&h, &[]).unwrap(), 0);
+    assert_eq!(outbox::release(&h, &[9_999]).unwrap(), 0, "an unknown id is no error");
+}
+
+#[test]
 fn claims_the_oldest_first_up_to_the_maximum() {
     let h = TestHost::new();
     h.settings_mut(|s| s.per_webhook_concurrency = 100);
@@ -527,7 +558,7 @@ fn maintenance_prunes_finished_history_only() {
     assert_eq!(outbox::maintain(&h).unwrap(), outbox::Pruned::default(), "nothing is old enough yet");
     h.advance(1 + 1);
     let p = outbox::maintain(&h).unwrap();
-    assert_eq!(p, outbox::Pruned { attempts: 1, deliveries: 1, events: 1, rollups: 0 });
+    assert_eq!(p, outbox::Pruned { attempts: 1, deliveries: 1, events: 1, rollups: 0, sessions: 0 });
     assert_eq!(deliveries_of(&h, w), [ds[1]], "retrying work is never pruned");
     assert_eq!(h.int("SELECT COUNT(*) FROM attempts", &[]), 1);
     assert_eq!(h.texts("SELECT id FROM events", &[]), ["waiting"]);

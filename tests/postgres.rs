@@ -20,7 +20,7 @@ use serde_json::json;
 use support::*;
 
 use webhooks_host::bindings::storage::{Error, Value};
-use webhooks_host::storage::postgres::{DatabaseUrl, Session, connect};
+use webhooks_host::storage::postgres::{DatabaseUrl, MIGRATE_LOCK, Session, connect, migration_lock};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -117,6 +117,311 @@ fn a_wrong_password_is_refused_at_start_with_one_line() {
     );
     assert!(!line.contains("a-wrong-one"), "the password is never shown: {line}");
     assert!(!data.exists(), "a refused start leaves no data folder");
+}
+
+/// The test server's certificate (`.ci/postgres` makes sure `ssl` is on,
+/// with Debian's snakeoil certificate): its file and the DNS names it
+/// holds. `None` (skipped, saying so) outside CI where TLS is off.
+struct ServerCert {
+    file: String,
+    names: Vec<String>,
+}
+
+fn server_cert() -> Option<ServerCert> {
+    let mut c = postgres_client("postgres");
+    let show =
+        |c: &mut postgres::Client, what: &str| -> String { c.query_one(&format!("SHOW {what}"), &[]).unwrap().get(0) };
+    if show(&mut c, "ssl") != "on" {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the TLS tests: ssl is off on the test server (see .ci/postgres)"
+        );
+        eprintln!("skipped: the test server has ssl off; `bash .ci/postgres` turns it on");
+        return None;
+    }
+    let mut file = show(&mut c, "ssl_cert_file");
+    if !file.starts_with('/') {
+        file = format!("{}/{file}", show(&mut c, "data_directory"));
+    }
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in", &file])
+        .output()
+        .expect("openssl (Debian's ssl-cert needs it) reads the server's certificate");
+    assert!(out.status.success(), "openssl x509 {file}: {}", String::from_utf8_lossy(&out.stderr));
+    let names = String::from_utf8_lossy(&out.stdout)
+        .split([',', '\n'])
+        .filter_map(|n| n.trim().strip_prefix("DNS:").map(str::to_owned))
+        .collect();
+    Some(ServerCert { file, names })
+}
+
+/// A password the URLs carry (the test server trusts `postgres` from this
+/// machine and does not ask for it), to prove no message shows it.
+const URL_PASSWORD: &str = "never-shown-4b1d";
+
+/// The test server's URL for database `db` with `query`: by its address, or
+/// by the host name `name` with the address kept in `hostaddr`.
+fn tls_url(db: &str, name: Option<&str>, query: &str) -> String {
+    use std::net::ToSocketAddrs;
+    let server = url::Url::parse(&postgres_server()).unwrap();
+    let port = server.port().unwrap_or(5432);
+    let addr = (server.host_str().unwrap().trim_matches(['[', ']']), port).to_socket_addrs().unwrap().next().unwrap();
+    let user = server.username();
+    let password = server.password().unwrap_or(URL_PASSWORD);
+    match name {
+        Some(name) => format!("postgres://{user}:{password}@{name}:{port}/{db}?hostaddr={}&{query}", addr.ip()),
+        None => format!("postgres://{user}:{password}@{}/{db}?{query}", addr),
+    }
+}
+
+/// Whether each of the host's connections to `db` is encrypted, as the
+/// server sees them (pg_stat_ssl); the tests' own clients are left out.
+fn host_connections_ssl(db: &str) -> Vec<bool> {
+    postgres_client("postgres")
+        .query(
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid \
+             WHERE a.datname = $1 AND a.application_name = 'webhooks-host'",
+            &[&db],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Starts `serve` on `db` through `database_url`.
+fn spawn_with_url(data: &std::path::Path, db: Arc<ScratchDb>, database_url: &str) -> Host {
+    let mut cmd = host_command(data, &[]);
+    cmd.env("WEBHOOKS_DATABASE_URL", database_url);
+    let mut h = spawn(cmd, data);
+    h.pg = Some(db);
+    h
+}
+
+/// A webhook created on `h`, and one event delivered to it.
+fn deliver_one(h: &Host, r: &Receiver, path: &str) {
+    let (s, w) =
+        api(h, "POST", "/api/webhooks", Some(json!({"name": "tls", "url": r.url(path), "events": ["user.created"]})));
+    assert_eq!(s, 201, "{w}");
+    let event = json!({"type": "user.created", "id": "evt-tls", "data": {"id": 1, "email": "ada@example.com"}});
+    assert_eq!(h.raise(event).0, 202);
+    r.wait_for(path, 1, WAIT);
+    eventually(WAIT, "the delivery recorded", || {
+        h.count("SELECT COUNT(*) FROM deliveries WHERE state = 'succeeded'") == 1
+    });
+}
+
+/// sslmode=require: every connection the host keeps is encrypted, as the
+/// server sees it, and the host works on them; the migration lock's own
+/// connection is encrypted too. The default (prefer) encrypts where the
+/// server offers TLS; disable does not.
+#[test]
+fn sslmode_require_encrypts_every_connection_of_the_host() {
+    if !server_present() || server_cert().is_none() {
+        return;
+    }
+    let db = Arc::new(ScratchDb::create());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let h = spawn_with_url(&data, db.clone(), &tls_url(&db.name, None, "sslmode=require"));
+    let r = Receiver::start();
+    deliver_one(&h, &r, "/tls");
+    let ssl = host_connections_ssl(&db.name);
+    assert!(!ssl.is_empty() && ssl.iter().all(|s| *s), "every connection of the host is TLS: {ssl:?}");
+    let log = h.log();
+    let said = log.lines().find(|l| l.contains("PostgreSQL at postgres@")).unwrap_or_default();
+    assert!(said.contains(": TLSv1.") && said.contains("(sslmode=require)"), "the start says TLS: {said}");
+    assert!(!log.contains(URL_PASSWORD), "the password is never logged");
+    drop(h);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    // The migration lock's connection, seen from the server while held.
+    let url = DatabaseUrl::parse(&tls_url(&db.name, None, "sslmode=require")).unwrap();
+    let lock = rt.block_on(migration_lock(&url)).unwrap();
+    let holders: Vec<bool> = postgres_client("postgres")
+        .query(
+            "SELECT s.ssl FROM pg_locks l JOIN pg_stat_ssl s ON s.pid = l.pid JOIN pg_database d ON d.oid = l.database \
+             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1 AND l.classid = $2 AND l.objid = $3",
+            &[&db.name, &((MIGRATE_LOCK >> 32) as u32), &(MIGRATE_LOCK as u32)],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(holders, [true], "the migration lock is held over TLS");
+    drop(lock);
+    rt.block_on(async {
+        let own_ssl = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        // No sslmode: prefer, and this server offers TLS.
+        let pool = connect(&DatabaseUrl::parse(&tls_url(&db.name, None, "")).unwrap()).await.unwrap();
+        let ssl: bool = pool.get().await.unwrap().query_one(own_ssl, &[]).await.unwrap().get(0);
+        assert!(ssl, "prefer (the default) encrypts where the server offers TLS");
+        // disable: plain.
+        let pool = connect(&DatabaseUrl::parse(&tls_url(&db.name, None, "sslmode=disable")).unwrap()).await.unwrap();
+        let conn = pool.get().await.unwrap();
+        let ssl: bool = conn.query_one(own_ssl, &[]).await.unwrap().get(0);
+        assert!(!ssl, "sslmode=disable is plain TCP");
+    });
+}
+
+/// verify-full with the server's certificate as the root and the name it
+/// holds: the host starts and works, over TLS. verify-ca checks the chain
+/// but not the name; so does require once a root file is given.
+#[test]
+fn verify_full_with_the_servers_root_and_name_connects() {
+    if !server_present() {
+        return;
+    }
+    let Some(cert) = server_cert() else { return };
+    let name = cert.names.first().unwrap_or_else(|| {
+        panic!("the server's certificate {} names no DNS host (subjectAltName), so verify-full cannot pass", cert.file)
+    });
+    let db = Arc::new(ScratchDb::create());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let full = format!("sslmode=verify-full&sslrootcert={}", cert.file);
+    let h = spawn_with_url(&data, db.clone(), &tls_url(&db.name, Some(name), &full));
+    let r = Receiver::start();
+    deliver_one(&h, &r, "/full");
+    let ssl = host_connections_ssl(&db.name);
+    assert!(!ssl.is_empty() && ssl.iter().all(|s| *s), "{ssl:?}");
+    let said = h.log().lines().find(|l| l.contains("PostgreSQL at postgres@")).unwrap_or_default().to_owned();
+    assert!(
+        said.contains(&format!("sslmode=verify-full, checked against sslrootcert {}", cert.file)),
+        "the start says what was checked: {said}"
+    );
+    drop(h);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // By address: the name is not the certificate's, which these modes
+        // do not check.
+        for query in [
+            format!("sslmode=verify-ca&sslrootcert={}", cert.file),
+            format!("sslmode=require&sslrootcert={}", cert.file),
+        ] {
+            let url = DatabaseUrl::parse(&tls_url(&db.name, None, &query)).unwrap();
+            let pool = connect(&url).await.unwrap_or_else(|e| panic!("{query}: {e}"));
+            let conn = pool.get().await.unwrap();
+            let ssl: bool =
+                conn.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0);
+            assert!(ssl, "{query}");
+        }
+    });
+}
+
+/// A password sign-in over TLS: SCRAM with channel binding (the password
+/// exchange tied to this TLS session, so a man in the middle cannot relay
+/// it) works, with `channel_binding=require` proving it was used.
+#[test]
+fn a_password_signs_in_over_tls_with_channel_binding() {
+    if !server_present() || server_cert().is_none() {
+        return;
+    }
+    // `.ci/postgres` makes this role sign in with its password (scram-sha-256).
+    let db = ScratchDb::create();
+    postgres_client("postgres")
+        .batch_execute(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'webhooks_test_pw') THEN
+                 CREATE ROLE webhooks_test_pw LOGIN;
+               END IF;
+             END $$;
+             ALTER ROLE webhooks_test_pw PASSWORD 'the-right-one';",
+        )
+        .unwrap();
+    let server = url::Url::parse(&postgres_server()).unwrap();
+    let at = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap_or(5432));
+    let url =
+        format!("postgres://webhooks_test_pw:the-right-one@{at}/{}?sslmode=require&channel_binding=require", db.name);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let pool = connect(&DatabaseUrl::parse(&url).unwrap()).await.unwrap_or_else(|e| panic!("{e}"));
+        let conn = pool.get().await.unwrap();
+        let row = conn
+            .query_one("SELECT s.ssl, current_user::text FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()", &[])
+            .await
+            .unwrap();
+        assert_eq!((row.get::<_, bool>(0), row.get::<_, String>(1)), (true, "webhooks_test_pw".to_owned()));
+    });
+}
+
+/// A certificate the server's does not chain to, for the refusals.
+fn another_ca(dir: &std::path::Path) -> String {
+    let (key, cert) = (dir.join("other.key"), dir.join("other.crt"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=Another CA", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes a certificate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cert.display().to_string()
+}
+
+/// What TLS settings a start refuses, each with one line that never shows
+/// the password, and nothing created: verify-full by a name the
+/// certificate does not hold, or without the root that signed it; require
+/// with a root file of another CA; an unreadable sslrootcert; an unknown
+/// sslmode.
+#[test]
+fn tls_settings_that_cannot_hold_are_refused_at_start_with_one_line() {
+    if !server_present() {
+        return;
+    }
+    let Some(cert) = server_cert() else { return };
+    let db = ScratchDb::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let other = another_ca(tmp.path());
+    let by_name = cert.names.first().map(String::as_str).unwrap_or("localhost");
+    let other_root = format!("sslrootcert {other}");
+    let refusals = [
+        (
+            tls_url(&db.name, None, &format!("sslmode=verify-full&sslrootcert={}", cert.file)),
+            vec!["presented a certificate for another name", "sslmode=verify-full", "sslmode=verify-ca"],
+        ),
+        (
+            tls_url(&db.name, Some(by_name), "sslmode=verify-full"),
+            vec![
+                "presented a certificate that no trusted root signed",
+                "the public web CAs (webpki-roots)",
+                "sslrootcert=",
+            ],
+        ),
+        (
+            tls_url(&db.name, None, &format!("sslmode=require&sslrootcert={other}")),
+            vec!["presented a certificate that no trusted root signed", other_root.as_str()],
+        ),
+        (
+            tls_url(&db.name, None, "sslmode=verify-ca&sslrootcert=/nonexistent/root.crt"),
+            vec!["database_url: cannot read sslrootcert /nonexistent/root.crt: No such file"],
+        ),
+        (
+            tls_url(&db.name, None, "sslmode=verify_full"),
+            vec![
+                "database_url: sslmode=\"verify_full\" is not one of disable, prefer, require, verify-ca, verify-full",
+            ],
+        ),
+    ];
+    for (url, says) in &refusals {
+        let (ok, err) = start_refused(&data, url);
+        let line = one_line(&err);
+        assert!(!ok, "{url}");
+        for s in says {
+            assert!(line.contains(s), "{url}: {line:?} should say {s:?}");
+        }
+        assert!(!line.contains(URL_PASSWORD), "the password is never shown: {line}");
+        assert!(!data.exists(), "a refused start leaves no data folder");
+    }
+    let tables: i64 = db
+        .client()
+        .query_one("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "nothing created in the database");
 }
 
 #[test]

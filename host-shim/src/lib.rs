@@ -176,6 +176,8 @@ impl Webhooks {
         // PostgreSQL first: an unreachable server, a refused sign-in or a
         // missing database stops the start before anything is created.
         let backend = storage::Backend::connect(&config).await?;
+        // Logged once the start has succeeded: a refused start says one line.
+        let link = backend.link().await;
         // Before anything else touches the folder: SQLite then opens a 0600
         // database and gives its -wal/-shm files the same mode.
         datadir::prepare(&config)?;
@@ -183,6 +185,9 @@ impl Webhooks {
         let version = rt.migrate().await?.map_err(|e| anyhow::anyhow!("migrating the plugin's schema: {e}"))?;
         let manifest = rt.describe().await?;
         tracing::info!(plugin = %manifest.name, version = %manifest.version, schema = version, "plugin ready");
+        if let Some(link) = link {
+            tracing::info!("{link}");
+        }
         let (intake, queue) = intake::Intake::new();
         let scheduler = Scheduler::start(rt.clone(), queue.clone());
         let waker = scheduler.waker();

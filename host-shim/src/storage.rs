@@ -228,6 +228,15 @@ impl Backend {
         })
     }
 
+    /// On PostgreSQL, whether the connections are encrypted and how
+    /// ([`postgres::link`]), for the start's log.
+    pub async fn link(&self) -> Option<String> {
+        match self {
+            Backend::Sqlite { .. } => None,
+            Backend::Postgres { pool, url, .. } => postgres::link(pool, url).await,
+        }
+    }
+
     /// A new instance's storage.
     pub fn open(&self) -> Result<Storage, String> {
         Ok(match self {

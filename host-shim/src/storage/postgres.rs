@@ -31,6 +31,8 @@
 //!   `BEGIN IMMEDIATE` makes them: the component's invariants (the
 //!   per-webhook bound across hosts, the webhook cap, the id counter, one
 //!   recorder per leased delivery) hold as they do on SQLite;
+//! - every connection (the pool's and the migration lock's) speaks TLS as
+//!   the URL's libpq `sslmode` and `sslrootcert` ask ([`tls`]);
 //! - the limits are SQLite's: [`MAX_ROWS`](super::MAX_ROWS), [`MAX_RESULT_BYTES`](super::MAX_RESULT_BYTES), and a lock
 //!   (or a free pooled connection) is waited on for [`BUSY_TIMEOUT`] before
 //!   `busy`.
@@ -43,7 +45,6 @@ use bytes::{BufMut, BytesMut};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use futures_util::{TryStreamExt, pin_mut};
 use postgres_types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
-use tokio_postgres::NoTls;
 
 use super::{BUSY_TIMEOUT, Capped};
 use crate::bindings::storage::{Error, Rows, Value};
@@ -65,11 +66,14 @@ pub const MIGRATE_LOCK: i64 = 0x7765_6268_6f6f_6b02;
 /// How long connecting to the server may take before the start is refused.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A `postgres://` URL, parsed. Its `Debug` and [`DatabaseUrl::describe`]
-/// never show the password.
+pub mod tls;
+
+/// A `postgres://` URL, parsed, with its TLS settings ([`tls`]). Its
+/// `Debug` and [`DatabaseUrl::describe`] never show the password.
 #[derive(Clone)]
 pub struct DatabaseUrl {
     config: tokio_postgres::Config,
+    tls: tls::Tls,
 }
 
 impl std::fmt::Debug for DatabaseUrl {
@@ -80,7 +84,7 @@ impl std::fmt::Debug for DatabaseUrl {
 
 impl DatabaseUrl {
     /// Parses `postgres://user[:password]@host[:port]/database[?options]`
-    /// (or `postgresql://`).
+    /// (or `postgresql://`); `sslmode` and `sslrootcert` are libpq's.
     pub fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -88,13 +92,22 @@ impl DatabaseUrl {
                         leave it unset for the embedded SQLite database"
                 .into());
         }
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| format!("not a PostgreSQL URL ({e}), e.g. postgres://webhooks@127.0.0.1/webhooks"))?;
+        let (rest, tls) = tls::split(url)?;
+        let mut config: tokio_postgres::Config = rest.parse().map_err(|e: tokio_postgres::Error| {
+            // The cause names the option ("unknown option `x`").
+            let why = std::error::Error::source(&e).map_or(e.to_string(), |c| format!("{e}: {c}"));
+            format!("not a PostgreSQL URL ({why}), e.g. postgres://webhooks@127.0.0.1/webhooks")
+        })?;
         if config.get_dbname().is_none() {
             return Err("the URL names no database (postgres://user@host/DATABASE)".into());
         }
-        Ok(DatabaseUrl { config })
+        tls.apply(&mut config);
+        Ok(DatabaseUrl { config, tls })
+    }
+
+    /// The TLS settings, e.g. `sslmode=verify-full, checked against …`.
+    pub fn tls(&self) -> &tls::Tls {
+        &self.tls
     }
 
     /// `user@host:port/database`, for messages and logs: no password.
@@ -154,24 +167,36 @@ impl DatabaseUrl {
                 _ => format!("PostgreSQL at {at} refused the connection: {}", db.message()),
             },
             None => {
+                if let Some(line) = self.tls.explain(e, &at) {
+                    return line;
+                }
                 // The innermost cause says it best ("Connection refused (os error 111)").
                 let mut cause: &dyn std::error::Error = e;
                 while let Some(next) = cause.source() {
                     cause = next;
                 }
                 let why = if std::ptr::addr_eq(cause, e) { e.to_string() } else { format!("{e}: {cause}") };
+                // The client gave up signing in (e.g. channel_binding=require
+                // without TLS): the server was reached.
+                if why.starts_with("authentication error") {
+                    return format!("signing in user {:?} at {at} failed: {why}", self.user());
+                }
                 format!("cannot reach the PostgreSQL server at {at}: {why}")
             }
         }
     }
 }
 
-/// Opens the pool and proves now that the server answers, the user may sign
-/// in and the database exists: a bad URL is refused at start with one line,
-/// before anything is created.
+/// Opens the pool and proves now that the server answers (with the TLS the
+/// URL asks for, its certificate checked as far as `sslmode` says), the user
+/// may sign in and the database exists: a bad URL is refused at start with
+/// one line, before anything is created.
 pub async fn connect(url: &DatabaseUrl) -> Result<Pool, String> {
-    let manager =
-        Manager::from_config(url.session_config(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        url.session_config(),
+        url.tls.connector(),
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
     let pool = Pool::builder(manager)
         .max_size(POOL_SIZE)
         .wait_timeout(Some(BUSY_TIMEOUT))
@@ -190,6 +215,22 @@ pub async fn connect(url: &DatabaseUrl) -> Result<Pool, String> {
     Ok(pool)
 }
 
+/// What the pool's connections are, as the server sees them (pg_stat_ssl):
+/// `PostgreSQL at …: TLSv1.3 (sslmode=…)` or `…: plain TCP, not encrypted
+/// (…)`, for the start's log (whether `prefer` got TLS is the operator's to
+/// know). `None` where the server cannot say (a proxy without pg_stat_ssl).
+pub async fn link(pool: &Pool, url: &DatabaseUrl) -> Option<String> {
+    let client = pool.get().await.ok()?;
+    let row =
+        client.query_opt("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.ok()??;
+    let (ssl, version): (bool, Option<String>) = (row.try_get(0).ok()?, row.try_get(1).ok()?);
+    let (at, how) = (url.describe(), url.tls.describe());
+    Some(match ssl {
+        true => format!("PostgreSQL at {at}: {} ({how})", version.unwrap_or_else(|| "TLS".into())),
+        false => format!("PostgreSQL at {at}: plain TCP, not encrypted ({how})"),
+    })
+}
+
 /// Holds [`MIGRATE_LOCK`] on a connection of its own until dropped (the
 /// server releases a session's locks when it closes).
 pub struct MigrationLock {
@@ -206,7 +247,7 @@ impl Drop for MigrationLock {
 /// Waits for the migration lock: one host migrates while the others wait,
 /// then find the schema current.
 pub async fn migration_lock(url: &DatabaseUrl) -> Result<MigrationLock, String> {
-    let (client, conn) = url.session_config().connect(NoTls).await.map_err(|e| url.explain(&e))?;
+    let (client, conn) = url.session_config().connect(url.tls.connector()).await.map_err(|e| url.explain(&e))?;
     let task = tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -400,6 +400,11 @@ fn tls_settings_that_cannot_hold_are_refused_at_start_with_one_line() {
             vec!["database_url: cannot read sslrootcert /nonexistent/root.crt: No such file"],
         ),
         (
+            // Against the public CAs the chain alone proves nothing.
+            tls_url(&db.name, None, "sslmode=verify-ca"),
+            vec!["database_url: sslmode=verify-ca needs the certificate of the CA that signed the server's"],
+        ),
+        (
             tls_url(&db.name, None, "sslmode=verify_full"),
             vec![
                 "database_url: sslmode=\"verify_full\" is not one of disable, prefer, require, verify-ca, verify-full",
@@ -830,11 +835,7 @@ fn two_nodes_on_one_database_deliver_each_event_once_and_show_the_same_history()
     }
     // Both nodes sent (each claims what its own steps commit), and
     // together exactly once per pair.
-    let sent = |h: &Host| -> f64 {
-        let text = h.api().get(format!("{}/metrics", h.base)).bearer_auth(TOKEN).send().unwrap().text().unwrap();
-        let series = "webhooks_delivery_attempts_total{outcome=\"succeeded\"} ";
-        text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
-    };
+    let sent = |h: &Host| succeeded_attempts(h) as f64;
     eventually(WAIT, "both nodes counted their attempts", || sent(&a) + sent(&b) == 600.0);
     assert!(sent(&a) > 0.0 && sent(&b) > 0.0, "each node delivered some: {} and {}", sent(&a), sent(&b));
     // Every delivery succeeded once, and both nodes say so alike.
@@ -1040,6 +1041,42 @@ fn jar_cookie(jar: &reqwest::cookie::Jar, base: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} in {header}"))
 }
 
+/// `n` nodes started together on `db`, each on its folder `node<i>` in `dir`.
+fn start_nodes(n: usize, db: &Arc<ScratchDb>, dir: &std::path::Path, env: &[(&str, &str)]) -> Vec<Host> {
+    std::thread::scope(|s| {
+        let starts: Vec<_> = (0..n)
+            .map(|i| {
+                let (db, data) = (db.clone(), dir.join(format!("node{i}")));
+                s.spawn(move || spawn_on(&data, db, env))
+            })
+            .collect();
+        starts.into_iter().map(|t| t.join().expect("every node started")).collect()
+    })
+}
+
+/// A webhook per URL, subscribed to `user.created`, created through `h`'s
+/// API; answers their ids.
+fn create_webhooks<const N: usize>(h: &Host, urls: [String; N]) -> Vec<i64> {
+    let names = ["one", "two", "three", "four", "five"];
+    urls.iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let body = json!({"name": names[i % names.len()], "url": url, "events": ["user.created"]});
+            let (s, w) = api(h, "POST", "/api/webhooks", Some(body));
+            assert_eq!(s, 201, "{w}");
+            w["id"].as_i64().unwrap()
+        })
+        .collect()
+}
+
+/// The attempts node `h` sent and recorded as succeeded, from its own metrics.
+fn succeeded_attempts(h: &Host) -> usize {
+    let text = h.api().get(format!("{}/metrics", h.base)).bearer_auth(TOKEN).send().unwrap().text().unwrap();
+    let series = "webhooks_delivery_attempts_total{outcome=\"succeeded\"} ";
+    let value = text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse::<f64>().ok());
+    value.unwrap_or(0.0) as usize
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -1082,30 +1119,12 @@ fn three_nodes_one_killed_with_sigkill_and_restarted_deliver_every_pair_with_bou
         ("WEBHOOKS_PER_WEBHOOK_CONCURRENCY", &per_webhook),
     ];
     let data = |i: usize| tmp.path().join(format!("node{i}"));
-    let mut nodes: Vec<Host> = std::thread::scope(|s| {
-        let starts: Vec<_> = (0..3)
-            .map(|i| {
-                let (db, data, env) = (db.clone(), data(i), &env);
-                s.spawn(move || spawn_on(&data, db, env))
-            })
-            .collect();
-        starts.into_iter().map(|t| t.join().expect("every node started")).collect()
-    });
+    let mut nodes = start_nodes(3, &db, tmp.path(), &env);
     let r = Receiver::start();
-    let mut ids = Vec::new();
-    for name in ["one", "two", "three"] {
-        let body = json!({"name": name, "url": r.url(&format!("/ok/{name}")), "events": ["user.created"]});
-        let (s, w) = api(&nodes[0], "POST", "/api/webhooks", Some(body));
-        assert_eq!(s, 201, "{w}");
-        ids.push(w["id"].as_i64().unwrap());
-    }
+    let ids = create_webhooks(&nodes[0], ["one", "two", "three"].map(|n| r.url(&format!("/ok/{n}"))));
     let pairs = EVENTS * WEBHOOKS;
     // The attempts a node recorded (all succeed here), from its own metrics.
-    let sent = |h: &Host| -> f64 {
-        let text = h.api().get(format!("{}/metrics", h.base)).bearer_auth(TOKEN).send().unwrap().text().unwrap();
-        let series = "webhooks_delivery_attempts_total{outcome=\"succeeded\"} ";
-        text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
-    };
+    let sent = |h: &Host| succeeded_attempts(h) as f64;
     let received =
         |r: &Receiver| ["one", "two", "three"].iter().map(|n| r.count_at(&format!("/ok/{n}"))).sum::<usize>();
 
@@ -1271,33 +1290,14 @@ fn a_node_stopped_with_sigterm_hands_back_what_it_claimed_and_the_others_send_it
         ("WEBHOOKS_PER_WEBHOOK_CONCURRENCY", &per_webhook),
     ];
     let data = |i: usize| tmp.path().join(format!("node{i}"));
-    let mut nodes: Vec<Host> = std::thread::scope(|s| {
-        let starts: Vec<_> = (0..3)
-            .map(|i| {
-                let (db, data, env) = (db.clone(), data(i), &env);
-                s.spawn(move || spawn_on(&data, db, env))
-            })
-            .collect();
-        starts.into_iter().map(|t| t.join().expect("every node started")).collect()
-    });
+    let mut nodes = start_nodes(3, &db, tmp.path(), &env);
     let r = Receiver::start();
     let names = ["one", "two", "three"];
     let path = |name: &str| format!("/slow/{}/{name}", SLOW.as_millis());
-    let mut ids = Vec::new();
-    for name in names {
-        let body = json!({"name": name, "url": r.url(&path(name)), "events": ["user.created"]});
-        let (s, w) = api(&nodes[0], "POST", "/api/webhooks", Some(body));
-        assert_eq!(s, 201, "{w}");
-        ids.push(w["id"].as_i64().unwrap());
-    }
+    let ids = create_webhooks(&nodes[0], names.map(|n| r.url(&path(n))));
     let pairs = EVENTS * WEBHOOKS;
     // The attempts a node sent and recorded (all answered here), from its own metrics.
-    let sent = |h: &Host| -> usize {
-        let text = h.api().get(format!("{}/metrics", h.base)).bearer_auth(TOKEN).send().unwrap().text().unwrap();
-        let series = "webhooks_delivery_attempts_total{outcome=\"succeeded\"} ";
-        text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
-            as usize
-    };
+    let sent = succeeded_attempts;
     let events: Vec<_> = (0..EVENTS)
         .map(|i| json!({"type": "user.created", "id": format!("evt-drain-{i}"), "data": {"id": i + 1, "email": "ada@example.com"}}))
         .collect();

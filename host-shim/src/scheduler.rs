@@ -110,6 +110,15 @@ impl Scheduler {
     }
 }
 
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the engine, restarting it when it panics.
 async fn supervise(
     rt: Arc<Runtime>,
@@ -123,8 +132,11 @@ async fn supervise(
             Some(rx) => rx,
             None => queue.hold().await,
         };
-        let engine = tokio::spawn(deliver(rt.clone(), rx, wake.subscribe(), stop.clone()));
-        match engine.await {
+        // Its own task, so that a panic is caught here; aborted with this
+        // one (a shutdown past its grace aborts the supervisor), never left
+        // running on its own.
+        let mut engine = AbortOnDrop(tokio::spawn(deliver(rt.clone(), rx, wake.subscribe(), stop.clone())));
+        match (&mut engine.0).await {
             Ok(()) => return,
             Err(e) if e.is_panic() => {
                 // Its in-flight rows stay leased and come back when the lease
@@ -178,7 +190,9 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
             // may take them in their next claim.
             release(&rt, std::mem::take(&mut unsent)).await;
         }
-        let draining = *stop.borrow();
+        // A stop sent, or its sender gone (the scheduler dropped without a
+        // shutdown): either way nothing more is claimed.
+        let draining = *stop.borrow() || stop.has_changed().is_err();
         let free = max.saturating_sub(flying.len() as u32 + being_built.load(Ordering::Relaxed));
         // Claim when work is due, and whenever responses freed slots or events
         // were raised: rows held back by the per-webhook bound may go now, and
@@ -242,7 +256,7 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
                     due = Some(Instant::now() + backoff);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => {}
+                        _ = stop.changed(), if !draining => {}
                     }
                 }
             }
@@ -267,7 +281,9 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
             // A due time matters only with a free slot to fill; with none, a
             // past due time would wake the loop at once, again and again.
             () = async { tokio::time::sleep_until(sleep.expect("guarded")).await }, if sleep.is_some() && !draining && free > 0 => {}
-            _ = stop.changed() => {}
+            // Only to notice the stop: once draining, a closed channel would
+            // answer at once, again and again.
+            _ = stop.changed(), if !draining => {}
         }
     }
     tracing::debug!("delivery engine stopped");

@@ -128,7 +128,10 @@ impl Tls {
     /// Unix socket (the server offers no TLS there), and so do we, or
     /// `require` could never connect through one.
     pub fn apply(&self, config: &mut tokio_postgres::Config) {
+        // With `hostaddr` tokio-postgres connects over TCP to the address
+        // whatever `host` says: that is no socket, and keeps the mode.
         let all_unix = !config.get_hosts().is_empty()
+            && config.get_hostaddrs().is_empty()
             && config.get_hosts().iter().all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
         config.ssl_mode(if all_unix { tokio_postgres::config::SslMode::Disable } else { self.mode.wire() });
         // TLS needs a name to present and check; with only `hostaddr`,
@@ -156,7 +159,7 @@ impl Tls {
             )) => format!(
                 "the PostgreSQL server at {at} presented a certificate for another name ({}; {how}): \
                  verify-full checks the host name, so connect by a name the certificate holds (hostaddr= can \
-                 keep the address) or use sslmode=verify-ca",
+                 keep the address), or, with the CA's own certificate in sslrootcert=, use sslmode=verify-ca",
                 rustls.expect("matched")
             ),
             Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => format!(
@@ -225,6 +228,14 @@ pub fn split(url: &str) -> Result<(String, Tls), String> {
         Some(p) if !system && !p.is_empty() => Roots::File(PathBuf::from(p)),
         _ => Roots::Public,
     };
+    // The public CAs vouch for names, not for servers: checking the chain
+    // against them without the name would accept any public certificate for
+    // any domain (libpq, too, refuses verify-ca without a root file).
+    if mode == SslMode::VerifyCa && !matches!(roots, Roots::File(_)) {
+        return Err("sslmode=verify-ca needs the certificate of the CA that signed the server's: name it with \
+                    sslrootcert=/path/to/root.crt (or use sslmode=verify-full to check the name against the public CAs)"
+            .to_owned());
+    }
     let check = match mode {
         SslMode::VerifyFull => Check::ChainAndName,
         SslMode::VerifyCa => Check::Chain,
@@ -351,8 +362,8 @@ mod tests {
     fn sslmode_and_sslrootcert_are_taken_out_of_the_url() {
         let (rest, mode, roots) = mode_of("postgres://u@h/db").unwrap();
         assert_eq!((rest.as_str(), mode, roots), ("postgres://u@h/db", SslMode::Prefer, Roots::Public));
-        let (rest, mode, _) = mode_of("postgres://u@h/db?sslmode=verify-ca&application_name=x").unwrap();
-        assert_eq!((rest.as_str(), mode), ("postgres://u@h/db?application_name=x", SslMode::VerifyCa));
+        let (rest, mode, _) = mode_of("postgres://u@h/db?sslmode=verify-full&application_name=x").unwrap();
+        assert_eq!((rest.as_str(), mode), ("postgres://u@h/db?application_name=x", SslMode::VerifyFull));
         let (rest, mode, _) = mode_of("postgres://u@h/db?sslmode=require&sslmode=disable").unwrap();
         assert_eq!((rest.as_str(), mode), ("postgres://u@h/db", SslMode::Disable), "the last one counts");
         // A `?` in the password is not the query.
@@ -378,6 +389,10 @@ mod tests {
         assert!(e.contains("holds no certificate"), "{e}");
         // Not read where nothing is checked against it.
         assert!(mode_of("postgres://u@h/db?sslmode=disable&sslrootcert=/nonexistent/root.crt").is_ok());
+        // verify-ca against the public CAs would take anyone's certificate.
+        let e = mode_of("postgres://u@h/db?sslmode=verify-ca").unwrap_err();
+        assert!(e.starts_with("sslmode=verify-ca needs the certificate of the CA"), "{e}");
+        assert!(mode_of("postgres://u@h/db?sslmode=verify-ca&sslrootcert=").is_err());
         let e = mode_of("postgres://u@h/db?sslcert=/etc/client.crt").unwrap_err();
         assert!(e.starts_with("sslcert is not supported"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
@@ -394,5 +409,11 @@ mod tests {
         tls.apply(&mut c);
         assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
         assert!(matches!(c.get_hosts(), [tokio_postgres::config::Host::Tcp(h)] if h == "10.1.2.3"));
+        // A socket path with `hostaddr` still goes over TCP: no plain downgrade.
+        let url = "postgres://u@%2Fvar%2Frun%2Fpostgresql/db?hostaddr=10.0.0.5&sslmode=verify-full";
+        let (rest, tls) = split(url).unwrap();
+        let mut c: tokio_postgres::Config = rest.parse().unwrap();
+        tls.apply(&mut c);
+        assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
     }
 }

@@ -94,16 +94,7 @@ fn a_wrong_password_is_refused_at_start_with_one_line() {
     }
     // `.ci/postgres` makes this role sign in with its password (scram-sha-256).
     let db = ScratchDb::create();
-    let mut c = postgres_client("postgres");
-    c.batch_execute(
-        "DO $$ BEGIN
-           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'webhooks_test_pw') THEN
-             CREATE ROLE webhooks_test_pw LOGIN;
-           END IF;
-         END $$;
-         ALTER ROLE webhooks_test_pw PASSWORD 'the-right-one';",
-    )
-    .unwrap();
+    password_role();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let host = postgres_server().replace("postgres://postgres@", "");
@@ -320,16 +311,7 @@ fn a_password_signs_in_over_tls_with_channel_binding() {
     }
     // `.ci/postgres` makes this role sign in with its password (scram-sha-256).
     let db = ScratchDb::create();
-    postgres_client("postgres")
-        .batch_execute(
-            "DO $$ BEGIN
-               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'webhooks_test_pw') THEN
-                 CREATE ROLE webhooks_test_pw LOGIN;
-               END IF;
-             END $$;
-             ALTER ROLE webhooks_test_pw PASSWORD 'the-right-one';",
-        )
-        .unwrap();
+    password_role();
     let server = url::Url::parse(&postgres_server()).unwrap();
     let at = format!("{}:{}", server.host_str().unwrap(), server.port().unwrap_or(5432));
     let url =
@@ -1075,6 +1057,21 @@ fn succeeded_attempts(h: &Host) -> usize {
     let series = "webhooks_delivery_attempts_total{outcome=\"succeeded\"} ";
     let value = text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse::<f64>().ok());
     value.unwrap_or(0.0) as usize
+}
+
+/// The role `webhooks_test_pw` with the password `the-right-one`, which
+/// `.ci/postgres` makes sign in with its password (scram-sha-256).
+fn password_role() {
+    postgres_client("postgres")
+        .batch_execute(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'webhooks_test_pw') THEN
+                 CREATE ROLE webhooks_test_pw LOGIN;
+               END IF;
+             END $$;
+             ALTER ROLE webhooks_test_pw PASSWORD 'the-right-one';",
+        )
+        .unwrap();
 }
 
 fn now_ms() -> u64 {

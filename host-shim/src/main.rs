@@ -108,8 +108,9 @@ struct Serve {
     /// cookies are `Secure` and HSTS is sent [default: none: plain http on the listen address].
     #[arg(long, env = "WEBHOOKS_PUBLIC_URL")]
     public_url: Option<String>,
-    /// Reverse proxies (addresses or CIDRs, comma-separated) whose `X-Forwarded-Proto: https`
-    /// is believed: their https requests get `Secure` cookies and HSTS [default: none].
+    /// Reverse proxies and load balancers (addresses or CIDRs, comma-separated) whose
+    /// `X-Forwarded-Proto: https` is believed (their https requests get `Secure` cookies and
+    /// HSTS) and whose `X-Forwarded-For` names the client that sign-in limits count [default: none].
     #[arg(long, env = "WEBHOOKS_TRUSTED_PROXIES")]
     trusted_proxies: Option<String>,
 }

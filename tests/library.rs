@@ -389,3 +389,31 @@ async fn secrets_sealed_by_an_older_version_still_sign_after_the_upgrade() {
     assert_eq!(sigs(&got[0]), [expected_sig(secret, &got[0])]);
     hooks.shutdown().await;
 }
+
+/// CPU time this thread has used, in clock ticks (`/proc/thread-self/stat`:
+/// user + system).
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // The fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// An embedder that drops the integration without `shutdown` leaves nothing
+/// running: the delivery engine ends with it. (It once outlived its
+/// supervisor and, its stop channel closed, went round its loop without
+/// waiting, a core's worth of CPU for ever.) On a one-thread runtime every
+/// task runs on this thread, so what it does shows in this thread's CPU.
+#[tokio::test(flavor = "current_thread")]
+async fn an_integration_dropped_without_shutdown_leaves_nothing_running() {
+    let (hooks, _dir) = start(Arc::new(ManualClock(AtomicU64::new(T0)))).await;
+    settle().await;
+    drop(hooks);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = thread_cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = thread_cpu_ticks() - before;
+    // Idle, a tick or two; the loop that spun used all 100 ticks of the second.
+    assert!(used < 30, "this thread used {used} of 100 clock ticks in a second after the drop");
+}

@@ -4,7 +4,7 @@
 //! by no other account on the machine.
 //!
 //! [`crate::Webhooks::start`] applies this before anything else touches the
-//! folder; `serve` does too before it writes its key, token and password hash
+//! folder; `serve` does too before it writes its token and password hash
 //! (each through [`crate::secrets::read_or_create`]). Folders and files an
 //! older version left group- or world-accessible are tightened on start; when
 //! that is not possible (another owner), a warning says so and the start goes on.

@@ -360,7 +360,7 @@ impl Webhooks {
     }
 
     /// The user of the live session under `key`, noting its use; `None` when
-    /// signed out or expired (the plugin's rules: 12 hours unused, 7 days in all).
+    /// signed out or expired (the plugin's rules: `plugin/src/sessions.rs`).
     pub async fn find_session(&self, key: &str) -> Result<Option<String>, CallError> {
         self.rt.find_session(key.to_owned()).await
     }

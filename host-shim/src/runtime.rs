@@ -7,8 +7,9 @@
 //!   recompile;
 //! - **no plugin call runs on an async executor thread.** Each call runs on a
 //!   blocking-pool thread of its own ([`Runtime::call`]), driven by
-//!   `Handle::block_on`: the component's code and its SQLite statements
-//!   (synchronous, on that thread) can never hold a tokio worker, so the HTTP
+//!   `Handle::block_on`: the component's code and its storage statements
+//!   (SQLite's synchronous, PostgreSQL's awaited through that `block_on`, on
+//!   that thread) can never hold a tokio worker, so the HTTP
 //!   server, the egress and other calls go on whatever a call does. Host
 //!   futures it awaits (wasi:http, timers) still run on the runtime's I/O
 //!   driver;

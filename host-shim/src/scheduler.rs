@@ -110,15 +110,6 @@ impl Scheduler {
     }
 }
 
-/// A task aborted when its handle is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Runs the engine, restarting it when it panics.
 async fn supervise(
     rt: Arc<Runtime>,
@@ -132,11 +123,12 @@ async fn supervise(
             Some(rx) => rx,
             None => queue.hold().await,
         };
-        // Its own task, so that a panic is caught here; aborted with this
-        // one (a shutdown past its grace aborts the supervisor), never left
-        // running on its own.
-        let mut engine = AbortOnDrop(tokio::spawn(deliver(rt.clone(), rx, wake.subscribe(), stop.clone())));
-        match (&mut engine.0).await {
+        // Its own task, so that a panic is caught here; in a set of its own,
+        // which aborts it when this one is aborted (a shutdown past its grace,
+        // or the scheduler dropped): never left running on its own.
+        let mut engine = JoinSet::new();
+        engine.spawn(deliver(rt.clone(), rx, wake.subscribe(), stop.clone()));
+        match engine.join_next().await.expect("one task was spawned") {
             Ok(()) => return,
             Err(e) if e.is_panic() => {
                 // Its in-flight rows stay leased and come back when the lease

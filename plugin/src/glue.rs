@@ -119,10 +119,12 @@ impl Host for WasmHost {
         }
     }
     fn dialect(&self) -> Dialect {
-        match host_info::get_dialect() {
+        // Fixed for the host's life (the WIT says so): asked once per instance.
+        static DIALECT: std::sync::OnceLock<Dialect> = std::sync::OnceLock::new();
+        *DIALECT.get_or_init(|| match host_info::get_dialect() {
             host_info::Dialect::Sqlite => Dialect::Sqlite,
             host_info::Dialect::Postgres => Dialect::Postgres,
-        }
+        })
     }
     fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, String> {
         panel::webhooks::secrets::seal(plaintext)

@@ -180,7 +180,8 @@ pub struct Settings {
 
 /// The SQL dialect the host's storage speaks (mirrors `host-info.get-dialect`).
 /// The SQL stays in the subset both engines share; code branches on this
-/// only where they must differ (DDL, the claim, scalar functions).
+/// only where they must differ (DDL, the claim, scalar functions, the
+/// shared database's one-second look in `next_due`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,

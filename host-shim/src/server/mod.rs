@@ -47,7 +47,7 @@ pub struct App {
     pub api_token: String,
     /// Key for CSRF tokens.
     pub key: Vec<u8>,
-    /// The admin account and sessions.
+    /// The admin account, its session keys and the sign-in limits.
     pub auth: Auth,
     /// Admins reach the panel over https (`--public-url`): cookies are
     /// `Secure` and HSTS is sent on every response.

@@ -105,11 +105,6 @@ impl DatabaseUrl {
         Ok(DatabaseUrl { config, tls })
     }
 
-    /// The TLS settings, e.g. `sslmode=verify-full, checked against …`.
-    pub fn tls(&self) -> &tls::Tls {
-        &self.tls
-    }
-
     /// `user@host:port/database`, for messages and logs: no password.
     pub fn describe(&self) -> String {
         let c = &self.config;

@@ -259,7 +259,8 @@ pub fn release(host: &dyn Host, ids: &[i64]) -> Result<u64, DbError> {
     let mut released = 0;
     // One short write per chunk, outside any step: the caller is stopping
     // and other nodes are waiting for these rows.
-    for chunk in ids.chunks(500) {
+    // 256: a size `in_list` does not pad.
+    for chunk in ids.chunks(256) {
         let (marks, mut params) = in_list(chunk.iter().map(|i| Value::from(*i)).collect());
         params.push(now.into());
         let sql = format!(
@@ -582,7 +583,9 @@ fn record_in(
              last_status = ?5, last_error = ?6 WHERE id = ?1",
             &delivery_rows,
         )?;
-        host.execute_many("UPDATE deliveries SET attempts = ?2 WHERE id = ?1 AND attempts < ?2", &counted_only)?;
+        if !counted_only.is_empty() {
+            host.execute_many("UPDATE deliveries SET attempts = ?2 WHERE id = ?1 AND attempts < ?2", &counted_only)?;
+        }
         for (webhook_id, t) in &touched {
             let Some((at, event_type, status, ok)) = &t.last else { continue };
             // `failing_since` marks the first failure after the last success.

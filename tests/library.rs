@@ -381,7 +381,11 @@ async fn secrets_sealed_by_an_older_version_still_sign_after_the_upgrade() {
         db.execute("UPDATE webhooks SET secret_sealed = ?1", [key.seal(secret.as_bytes()).unwrap()]).unwrap();
         db.execute("DELETE FROM plugin_schema WHERE version >= 5", []).unwrap();
         // And without what later versions added that cannot be added twice.
-        db.execute_batch("DROP INDEX webhooks_form_id; ALTER TABLE webhooks DROP COLUMN form_id;").unwrap();
+        db.execute_batch(
+            "DROP INDEX webhooks_form_id; ALTER TABLE webhooks DROP COLUMN form_id; \
+             ALTER TABLE deliveries DROP COLUMN lease_owner;",
+        )
+        .unwrap();
     }
     let hooks = Webhooks::start(config()).await.unwrap();
     hooks.raise(Event::new("user.created", r#"{"id":1,"email":"ada@example.com"}"#)).await.unwrap();

@@ -17,6 +17,27 @@ pub struct HostInfo<'a> {
     pub egress: &'a Egress,
     /// The engine the storage runs on.
     pub dialect: Dialect,
+    /// This host's name among the nodes sharing the database.
+    pub node: &'a str,
+}
+
+/// A name for this host among the nodes of one database, new at every start:
+/// the machine's host name (for an operator reading the `nodes` table), the
+/// process id and 32 random bits, so two starts never share one.
+pub fn new_node_id() -> String {
+    let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .take(32)
+        .collect();
+    let mut r = [0u8; 4];
+    // Without randomness the pid alone still tells this start from others
+    // on the machine; a clash across machines needs the same host name too.
+    let _ = getrandom::fill(&mut r);
+    let host = if host.is_empty() { "node".to_owned() } else { host };
+    format!("{host}-{}-{:08x}", std::process::id(), u32::from_le_bytes(r))
 }
 
 struct HasHostInfo;
@@ -50,6 +71,9 @@ impl wit::Host for HostInfo<'_> {
     }
     async fn get_dialect(&mut self) -> Dialect {
         self.dialect
+    }
+    async fn node_id(&mut self) -> String {
+        self.node.to_owned()
     }
     async fn check_destination(&mut self, url: String) -> Result<(), wit::Refused> {
         self.egress.policy().check_url(&url)

@@ -28,6 +28,8 @@ pub struct Metrics {
     oldest_waiting: Gauge<f64, AtomicU64>,
     plugin_errors: Family<Labels, Counter>,
     worker_restarts: Family<Labels, Counter>,
+    calls: Family<Labels, Counter>,
+    round_trips: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -87,8 +89,22 @@ impl Metrics {
             "Delivery engine restarts, by reason: panic (the engine task panicked and was restarted) or plugin (a step failed; the engine backed off and went on)",
             worker_restarts.clone(),
         );
+        let calls = Family::<Labels, Counter>::default();
+        registry.register(
+            "db_calls",
+            "Plugin calls on PostgreSQL storage, by call (step, build, handle, …); with db_round_trips, the round trips per call",
+            calls.clone(),
+        );
+        let round_trips = Family::<Labels, Counter>::default();
+        registry.register(
+            "db_round_trips",
+            "Exchanges with the PostgreSQL server (a statement, or pipelined statements sent together), by plugin call",
+            round_trips.clone(),
+        );
         Metrics {
             registry,
+            calls,
+            round_trips,
             events_raised,
             attempts,
             attempt_duration,
@@ -115,6 +131,12 @@ impl Metrics {
     /// A plugin call (`call` names it, e.g. `step`) failed.
     pub fn plugin_error(&self, call: &'static str) {
         self.plugin_errors.get_or_create(&[("call", call.to_owned())]).inc();
+    }
+
+    /// A plugin call on PostgreSQL storage ended after `n` round trips.
+    pub fn round_trips(&self, call: &'static str, n: u64) {
+        self.calls.get_or_create(&[("call", call.to_owned())]).inc();
+        self.round_trips.get_or_create(&[("call", call.to_owned())]).inc_by(n);
     }
 
     /// A delivery worker was restarted.

@@ -90,6 +90,8 @@ pub(crate) struct Capabilities {
     pub backend: Backend,
     /// Fed by the egress and the scheduler, read by `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// This host's name among the nodes of one database (`host-info.node-id`).
+    pub node: String,
 }
 
 // `types` declares records only; it links no functions of its own.
@@ -182,6 +184,7 @@ impl Runtime {
             config: &s.caps.config,
             egress: &s.caps.egress,
             dialect: s.caps.backend.dialect(),
+            node: &s.caps.node,
         })?;
         let pre = WebhooksPre::new(linker.instantiate_pre(&component)?)?;
         let key = match &config.secret_key {
@@ -197,7 +200,14 @@ impl Runtime {
         let rt = Arc::new(Runtime {
             engine: engine.clone(),
             pre,
-            caps: Arc::new(Capabilities { config, egress, key, backend, metrics: Default::default() }),
+            caps: Arc::new(Capabilities {
+                config,
+                egress,
+                key,
+                backend,
+                metrics: Default::default(),
+                node: crate::host_info::new_node_id(),
+            }),
             idle: Mutex::new(Vec::new()),
         });
         // The epoch ticker: deadlines are counted in its ticks. It stops when
@@ -268,12 +278,17 @@ impl Runtime {
 
     fn finish<R>(
         &self,
+        name: &'static str,
         mut w: Worker,
         r: wasmtime::Result<R>,
         handle: &tokio::runtime::Handle,
     ) -> Result<R, CallError> {
-        if handle.block_on(w.store.data_mut().db.end_call()) {
+        let (open, trips) = handle.block_on(w.store.data_mut().db.end_call());
+        if open {
             tracing::warn!("the plugin left a transaction open; it was rolled back");
+        }
+        if let Some(n) = trips {
+            self.caps.metrics.round_trips(name, n);
         }
         match r {
             Ok(v) => {
@@ -305,7 +320,7 @@ impl Runtime {
         let r = tokio::task::spawn_blocking(move || {
             let mut w = handle.block_on(rt.checkout(deadline))?;
             let r = f(&mut w, &handle);
-            rt.finish(w, r, &handle)
+            rt.finish(name, w, r, &handle)
         })
         .await
         .unwrap_or_else(|e| Err(CallError::Trap(format!("the plugin call panicked in the host: {e}"))));

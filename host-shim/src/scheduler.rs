@@ -157,6 +157,8 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
     let mut finished: Vec<Sent> = Vec::new();
     // Claimed but never sent, because the engine is stopping: handed back.
     let mut unsent: Vec<i64> = Vec::new();
+    // Whether this engine told the plugin it stops delivering.
+    let mut left = false;
     let mut raising: Vec<Raising> = Vec::new();
     let mut failures = 0u32;
     let mut wire = Wire::new(cfg.per_webhook_concurrency.max(1), stop.clone());
@@ -177,14 +179,17 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
         while let Some(b) = building.try_join_next() {
             built(&rt, b, &mut wire, &mut flying, &mut building, &being_built, &mut finished);
         }
-        if !unsent.is_empty() {
-            // At once, before waiting on anything in flight: other nodes
-            // may take them in their next claim.
-            release(&rt, std::mem::take(&mut unsent)).await;
-        }
         // A stop sent, or its sender gone (the scheduler dropped without a
         // shutdown): either way nothing more is claimed.
         let draining = *stop.borrow() || stop.has_changed().is_err();
+        if !unsent.is_empty() || (draining && !left) {
+            // At once, before waiting on anything in flight: other nodes
+            // may take them in their next claim. The first time draining,
+            // even with nothing to hand back: the plugin then takes this
+            // node out of those sharing each webhook's bound.
+            left |= draining;
+            release(&rt, std::mem::take(&mut unsent)).await;
+        }
         let free = max.saturating_sub(flying.len() as u32 + being_built.load(Ordering::Relaxed));
         // Claim when work is due, and whenever responses freed slots or events
         // were raised: rows held back by the per-webhook bound may go now, and
@@ -443,6 +448,7 @@ fn collect(r: Result<Flight, tokio::task::JoinError>, finished: &mut Vec<Sent>, 
 async fn release(rt: &Arc<Runtime>, ids: Vec<i64>) {
     let n = ids.len();
     match rt.release(ids).await {
+        Ok(_) if n == 0 => {}
         Ok(released) => tracing::info!(claimed = n, released, "stopping: handed back deliveries not yet sent"),
         Err(e) => tracing::error!(
             deliveries = n,

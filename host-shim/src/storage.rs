@@ -280,11 +280,15 @@ pub enum Storage {
 impl Storage {
     /// Called after every exported call: a transaction the component left
     /// open is rolled back so it cannot hold the write lock between calls.
-    /// Answers whether one was open.
-    pub async fn end_call(&mut self) -> bool {
+    /// Answers whether one was open, and (PostgreSQL) how many round trips
+    /// to the server the call made.
+    pub async fn end_call(&mut self) -> (bool, Option<u64>) {
         match self {
-            Storage::Sqlite(s) => s.end_call(),
-            Storage::Postgres(p) => p.end_call().await,
+            Storage::Sqlite(s) => (s.end_call(), None),
+            Storage::Postgres(p) => {
+                let (open, trips) = p.end_call().await;
+                (open, Some(trips))
+            }
         }
     }
 }

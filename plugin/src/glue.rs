@@ -126,6 +126,11 @@ impl Host for WasmHost {
             host_info::Dialect::Postgres => Dialect::Postgres,
         })
     }
+    fn node_id(&self) -> String {
+        // Fixed for the host's life, as the dialect.
+        static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        NODE.get_or_init(host_info::node_id).clone()
+    }
     fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, String> {
         panel::webhooks::secrets::seal(plaintext)
     }

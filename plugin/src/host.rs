@@ -235,6 +235,9 @@ pub trait Host {
     fn settings(&self) -> Settings;
     /// Which engine runs the SQL.
     fn dialect(&self) -> Dialect;
+    /// This host's name among the nodes sharing the database
+    /// (`host-info.node-id`): its leases and heartbeat row carry it.
+    fn node_id(&self) -> String;
     /// Seals a signing key with the host's key (AEAD).
     fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, String>;
     /// HMAC-SHA256 of `message` under a key `seal` sealed; the key is opened

@@ -166,6 +166,16 @@ const MIGRATIONS: &[&str] = &[
         seen_at BIGINT NOT NULL
      );
      CREATE INDEX IF NOT EXISTS admin_sessions_user ON admin_sessions (user_name, seen_at);",
+    // 13: nodes that share a PostgreSQL database claim side by side (#23):
+    // each lease names the node that took it, so a node counts only its own
+    // leases against its share of a webhook's bound, and each delivering
+    // node keeps a heartbeat row, so the others know how many share it.
+    // (SQLite has one node; it fills neither.)
+    "ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+     CREATE TABLE IF NOT EXISTS nodes (
+        id TEXT PRIMARY KEY,
+        seen_at BIGINT NOT NULL
+     );",
 ];
 
 /// A migration's SQL in `dialect`'s types.

@@ -117,21 +117,12 @@ pub fn create(host: &dyn Host, v: &Valid) -> Result<i64, CreateError> {
 pub fn create_once(host: &dyn Host, v: &Valid, form_id: Option<&str>) -> Result<i64, CreateError> {
     let now = host.now_ms();
     transaction(host, || {
-        if let Some(f) = form_id {
-            let done = host.query("SELECT id, name FROM webhooks WHERE form_id = ?1", &[f.into()])?;
-            if let Some(r) = done.first() {
-                return Err(CreateError::AlreadyCreated(r.i64(0), r.str(1)));
-            }
-        }
-        let count = host.query("SELECT COUNT(*) FROM webhooks", &[])?.first().map(|r| r.i64(0)).unwrap_or(0);
-        if count >= MAX_WEBHOOKS {
-            return Err(CreateError::TooMany);
-        }
-        let sealed = v.secret.clone().flatten().map(|s| seal_secret(host, &s)).transpose()?;
-        let set_at = sealed.as_ref().map(|_| now);
         // The next id from the counter (schema 8), never one used before.
         // The larger of two values is SQLite's two-argument `MAX`,
-        // PostgreSQL's `GREATEST`.
+        // PostgreSQL's `GREATEST`. Taken first: on PostgreSQL, where nodes
+        // write side by side, the counter's row lock makes creations take
+        // turns, so the form check and the count below see every webhook
+        // created before (SQLite's write lock already does).
         let next = host.query(
             match host.dialect() {
                 Dialect::Sqlite => {
@@ -148,6 +139,18 @@ pub fn create_once(host: &dyn Host, v: &Valid, form_id: Option<&str>) -> Result<
         let Some(new_id) = next.first().map(|r| r.i64(0)) else {
             return Err(DbError::Io("the webhook id counter is missing".into()).into());
         };
+        if let Some(f) = form_id {
+            let done = host.query("SELECT id, name FROM webhooks WHERE form_id = ?1", &[f.into()])?;
+            if let Some(r) = done.first() {
+                return Err(CreateError::AlreadyCreated(r.i64(0), r.str(1)));
+            }
+        }
+        let count = host.query("SELECT COUNT(*) FROM webhooks", &[])?.first().map(|r| r.i64(0)).unwrap_or(0);
+        if count >= MAX_WEBHOOKS {
+            return Err(CreateError::TooMany);
+        }
+        let sealed = v.secret.clone().flatten().map(|s| seal_secret(host, &s)).transpose()?;
+        let set_at = sealed.as_ref().map(|_| now);
         let rows = host.query(
             "INSERT INTO webhooks (id, name, url, secret_sealed, secret_set_at, enabled, created_at, updated_at, form_id) \
              VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?8) RETURNING id",

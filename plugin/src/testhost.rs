@@ -379,6 +379,10 @@ impl Host for TestHost {
         Dialect::Sqlite
     }
 
+    fn node_id(&self) -> String {
+        "test-node".into()
+    }
+
     fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, String> {
         // A fresh "nonce" each time, as the real AEAD has.
         let nonce = self.seals.get().wrapping_add(1);

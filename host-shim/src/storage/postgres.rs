@@ -26,11 +26,15 @@
 //! - a statement outside a transaction takes a pooled connection for itself;
 //!   `begin` takes one and holds it until `commit` or `rollback` (or the end
 //!   of the exported call, which rolls back);
-//! - `begin` also takes one transaction-level advisory lock
-//!   ([`WRITE_LOCK`]), so write transactions follow one another as SQLite's
-//!   `BEGIN IMMEDIATE` makes them: the component's invariants (the
-//!   per-webhook bound across hosts, the webhook cap, the id counter, one
-//!   recorder per leased delivery) hold as they do on SQLite;
+//! - `begin` takes no lock: transactions of several nodes run side by side
+//!   under READ COMMITTED, and the component locks the rows it must (the
+//!   deliveries it records, in id order; the ones it claims, `SKIP
+//!   LOCKED`; the id counter's row). `BEGIN` itself is not a round trip of
+//!   its own: it is sent with the transaction's first statement
+//!   (pipelined), and a transaction that ran none sends nothing;
+//! - a statement's round trip is one exchange with the server however many
+//!   rows it carries: `execute-many` pipelines its runs, inside a
+//!   transaction or, outside one, inside one of its own (all or nothing);
 //! - every connection (the pool's and the migration lock's) speaks TLS as
 //!   the URL's libpq `sslmode` and `sslrootcert` ask ([`tls`]);
 //! - the limits are SQLite's: [`MAX_ROWS`](super::MAX_ROWS), [`MAX_RESULT_BYTES`](super::MAX_RESULT_BYTES), and a lock
@@ -56,9 +60,6 @@ use crate::bindings::storage::{Error, Rows, Value};
 /// `max_connections` (100 by default).
 pub const POOL_SIZE: usize = 16;
 
-/// The transaction-level advisory lock every write transaction takes
-/// (`pg_advisory_xact_lock`): one writer at a time, as on SQLite.
-pub const WRITE_LOCK: i64 = 0x7765_6268_6f6f_6b01; // "webhook" + 1
 /// The session-level advisory lock migrations run under
 /// (`pg_advisory_lock`): hosts starting together migrate once.
 pub const MIGRATE_LOCK: i64 = 0x7765_6268_6f6f_6b02;
@@ -565,6 +566,11 @@ pub struct Session {
     pool: Pool,
     learnt: Prepared,
     tx: Option<Tx>,
+    /// Exchanges with the server since the last [`Session::end_call`]: each
+    /// statement, pipelined runs and a `BEGIN` sent with them counting one,
+    /// a prepare that missed the cache one more (`/metrics`:
+    /// `webhooks_db_round_trips_total{call}`).
+    round_trips: u64,
 }
 
 /// A connection inside `BEGIN`. Dropped while still open (an instance thrown
@@ -575,6 +581,8 @@ struct Tx {
     /// A statement failed: PostgreSQL has aborted the transaction, so
     /// `commit` answers the error instead of quietly rolling back.
     failed: bool,
+    /// `BEGIN` was sent (with the first statement).
+    begun: bool,
 }
 
 impl Drop for Tx {
@@ -586,6 +594,12 @@ impl Drop for Tx {
 }
 
 impl Tx {
+    /// Gives back to the pool the connection of a transaction that never
+    /// sent `BEGIN`: it is outside any transaction.
+    fn release(mut self) {
+        drop(self.conn.take());
+    }
+
     fn conn(&self) -> &Object {
         self.conn.as_ref().expect("a transaction holds its connection until it ends")
     }
@@ -618,6 +632,28 @@ impl Held<'_> {
         }
     }
 
+    /// Whether this statement opens the transaction: `BEGIN` goes with it.
+    fn opens(&mut self) -> bool {
+        match self {
+            Held::Tx(t) => !std::mem::replace(&mut t.begun, true),
+            Held::Own(_) => false,
+        }
+    }
+
+    /// Runs `work`, after `BEGIN` when `open`: both sent before either
+    /// answer is read, so opening a transaction costs no round trip of its
+    /// own (the server runs them in order; tokio-postgres sends requests in
+    /// the order they are first polled).
+    async fn run<T>(&self, open: bool, work: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        let begin = async {
+            match open {
+                true => self.client().batch_execute("BEGIN").await.map_err(map_err),
+                false => Ok(()),
+            }
+        };
+        futures_util::future::try_join(begin, work).await.map(|((), r)| r)
+    }
+
     /// Notes a failed statement inside a transaction.
     fn failed<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
         if r.is_err()
@@ -632,7 +668,7 @@ impl Held<'_> {
 impl Session {
     /// A session on the shared pool.
     pub fn new(pool: Pool, learnt: Prepared) -> Self {
-        Session { pool, learnt, tx: None }
+        Session { pool, learnt, tx: None, round_trips: 0 }
     }
 
     async fn held(&mut self) -> Result<Held<'_>, Error> {
@@ -715,96 +751,122 @@ impl Session {
 
     /// Runs one statement; answers rows changed.
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, Error> {
+        self.round_trips += 1;
         let learnt = self.learnt.clone();
         let mut h = self.held().await?;
-        let r = async {
-            let stmt = Self::prepared(&h, &learnt, sql, &[params]).await?;
-            let args = bind(stmt.params(), params)?;
-            h.client().execute_raw(&stmt, args.iter()).await.map_err(map_err)
-        }
-        .await;
+        let open = h.opens();
+        let r = h
+            .run(open, async {
+                let stmt = Self::prepared(&h, &learnt, sql, &[params]).await?;
+                let args = bind(stmt.params(), params)?;
+                h.client().execute_raw(&stmt, args.iter()).await.map_err(map_err)
+            })
+            .await;
         h.failed(r)
     }
 
     /// Runs one statement and collects its rows within the caps.
     pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Rows, Error> {
+        self.round_trips += 1;
         let learnt = self.learnt.clone();
         let mut h = self.held().await?;
-        let r = async {
-            let stmt = Self::prepared(&h, &learnt, sql, &[params]).await?;
-            let args = bind(stmt.params(), params)?;
-            let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
-            let stream = h.client().query_raw(&stmt, args.iter()).await.map_err(map_err)?;
-            pin_mut!(stream);
-            let mut out = Capped::default();
-            while let Some(row) = stream.try_next().await.map_err(map_err)? {
-                out.room()?;
-                let mut cells = Vec::with_capacity(columns.len());
-                let mut size = 0;
-                for i in 0..columns.len() {
-                    let Cell(v, s) = row.try_get(i).map_err(map_err)?;
-                    size += s;
-                    cells.push(v);
+        let open = h.opens();
+        let r = h
+            .run(open, async {
+                let stmt = Self::prepared(&h, &learnt, sql, &[params]).await?;
+                let args = bind(stmt.params(), params)?;
+                let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+                let stream = h.client().query_raw(&stmt, args.iter()).await.map_err(map_err)?;
+                pin_mut!(stream);
+                let mut out = Capped::default();
+                while let Some(row) = stream.try_next().await.map_err(map_err)? {
+                    out.room()?;
+                    let mut cells = Vec::with_capacity(columns.len());
+                    let mut size = 0;
+                    for i in 0..columns.len() {
+                        let Cell(v, s) = row.try_get(i).map_err(map_err)?;
+                        size += s;
+                        cells.push(v);
+                    }
+                    out.push(cells, size)?;
                 }
-                out.push(cells, size)?;
-            }
-            Ok(Rows { columns, rows: out.rows })
-        }
-        .await;
+                Ok(Rows { columns, rows: out.rows })
+            })
+            .await;
         h.failed(r)
     }
 
     /// Runs one statement once per parameter row; answers rows changed by
-    /// each. Stops at the first error. Inside a transaction the runs are
-    /// pipelined (sent without waiting for each answer: a step's hundreds of
-    /// rows cost a round trip or so, not one each); a failure aborts the
-    /// transaction there, so nothing after it takes effect either.
+    /// each. The runs are pipelined (sent without waiting for each answer: a
+    /// step's hundreds of rows cost one round trip, not one each). Inside a
+    /// transaction a failure aborts it there, so nothing after it takes
+    /// effect either; outside one they run in a transaction of their own
+    /// (`BEGIN` … `COMMIT` in the same pipeline), all or nothing.
     pub async fn execute_many(&mut self, sql: &str, rows: &[Vec<Value>]) -> Result<Vec<u64>, Error> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        self.round_trips += 1;
         let learnt = self.learnt.clone();
         let all: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
         let mut h = self.held().await?;
-        let r = async {
-            let stmt = Self::prepared(&h, &learnt, sql, &all).await?;
-            if matches!(h, Held::Tx(_)) {
+        if matches!(h, Held::Own(_)) {
+            let r = async {
+                // Prepared first, outside the transaction below: a first try
+                // that fails must not abort it (see `prepared`).
+                let stmt = Self::prepared(&h, &learnt, sql, &all).await?;
+                let binds = rows.iter().map(|p| bind(stmt.params(), p)).collect::<Result<Vec<_>, _>>()?;
+                let c = h.client();
+                if binds.len() == 1 {
+                    return Ok(vec![c.execute_raw(&stmt, binds[0].iter()).await.map_err(map_err)?]);
+                }
+                let runs =
+                    futures_util::future::try_join_all(binds.iter().map(|args| c.execute_raw(&stmt, args.iter())));
+                let (_, counts, _) =
+                    futures_util::future::try_join3(c.batch_execute("BEGIN"), runs, c.batch_execute("COMMIT"))
+                        .await
+                        .map_err(map_err)?;
+                Ok(counts)
+            }
+            .await;
+            if r.is_err()
+                && let Held::Own(o) = h
+            {
+                // Its transaction may be left open (aborted) on the
+                // connection: close it rather than pool it.
+                drop(Object::take(o));
+            }
+            return r;
+        }
+        let open = h.opens();
+        let r = h
+            .run(open, async {
+                let stmt = Self::prepared(&h, &learnt, sql, &all).await?;
                 let binds = rows.iter().map(|p| bind(stmt.params(), p)).collect::<Result<Vec<_>, _>>()?;
                 let runs = binds.iter().map(|args| h.client().execute_raw(&stmt, args.iter()));
-                return futures_util::future::try_join_all(runs).await.map_err(map_err);
-            }
-            let mut out = Vec::with_capacity(rows.len());
-            for params in rows {
-                let args = bind(stmt.params(), params)?;
-                out.push(h.client().execute_raw(&stmt, args.iter()).await.map_err(map_err)?);
-            }
-            Ok(out)
-        }
-        .await;
+                futures_util::future::try_join_all(runs).await.map_err(map_err)
+            })
+            .await;
         h.failed(r)
     }
 
     /// Runs `;`-separated statements without parameters.
     pub async fn execute_batch(&mut self, sql: &str) -> Result<(), Error> {
+        self.round_trips += 1;
         let mut h = self.held().await?;
-        let r = h.client().batch_execute(sql).await.map_err(map_err);
+        let open = h.opens();
+        let r = h.run(open, async { h.client().batch_execute(sql).await.map_err(map_err) }).await;
         h.failed(r)
     }
 
-    /// `BEGIN` and the write lock, in one round trip.
+    /// Opens a transaction: takes a pooled connection and holds it until
+    /// `commit` or `rollback`. `BEGIN` is sent with the first statement.
     pub async fn begin(&mut self) -> Result<(), Error> {
         if self.tx.is_some() {
             return Err(Error::InvalidStatement("a transaction is already open".into()));
         }
         let conn = self.pool.get().await.map_err(pool_err)?;
-        let tx = Tx { conn: Some(conn), failed: false };
-        // On failure `tx` is dropped and its connection closed: it may be
-        // inside a transaction the lock timeout aborted.
-        tx.conn()
-            .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"))
-            .await
-            .map_err(map_err)?;
-        self.tx = Some(tx);
+        self.tx = Some(Tx { conn: Some(conn), failed: false, begun: false });
         Ok(())
     }
 
@@ -814,28 +876,40 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             return Err(Error::InvalidStatement("no transaction is open".into()));
         };
+        if !tx.begun {
+            // Nothing was sent: nothing to commit.
+            tx.release();
+            return Ok(());
+        }
         if tx.failed {
             let _ = tx.end("ROLLBACK").await;
             return Err(Error::InvalidStatement(
                 "a statement of this transaction failed, so it was rolled back instead of committed".into(),
             ));
         }
+        self.round_trips += 1;
         tx.end("COMMIT").await.map_err(map_err)
     }
 
     /// Rolls back the open transaction, if any.
     pub async fn rollback(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.end("ROLLBACK").await;
+            match tx.begun {
+                true => {
+                    self.round_trips += 1;
+                    let _ = tx.end("ROLLBACK").await;
+                }
+                false => tx.release(),
+            }
         }
     }
 
     /// After every exported call: rolls back a transaction the component
-    /// left open; answers whether one was.
-    pub async fn end_call(&mut self) -> bool {
+    /// left open; answers whether one was, and the call's round trips.
+    pub async fn end_call(&mut self) -> (bool, u64) {
         let open = self.tx.is_some();
         self.rollback().await;
-        open
+        (open, std::mem::take(&mut self.round_trips))
     }
 }
 

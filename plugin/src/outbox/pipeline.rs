@@ -112,9 +112,16 @@ pub struct StepReport {
 /// Commits `raised`, records `finished`, then claims and builds up to
 /// `claim_max` requests.
 ///
-/// All three share one write transaction: a step takes the database's one
-/// write lock once, whatever it carries, and the deliveries of events raised
-/// in it can be claimed in it (no second lock, no wake-up in between).
+/// All three share one write transaction: on SQLite a step takes the
+/// database's one write lock once, whatever it carries, and the deliveries
+/// of events raised in it can be claimed in it (no second lock, no wake-up
+/// in between). On PostgreSQL the transaction takes no lock of its own:
+/// every row it writes is new (events, deliveries, attempts) or already
+/// this node's (the deliveries it recorded, locked in id order; the ones it
+/// claims, `SKIP LOCKED`), so the steps of several nodes run side by side.
+/// The rows all nodes write to (each webhook's last hit and failure streak,
+/// the health rollup) are written after the commit there, in their own
+/// short statements (see [`Recorded::bookkeep`]).
 pub fn step(
     host: &dyn Host,
     raised: &[NewEvent],
@@ -124,18 +131,31 @@ pub fn step(
     let settings = host.settings();
     let now = host.now_ms();
     let random = host.random_bytes(4 * finished.len());
-    let (answers, outcomes, ids) = transaction(host, || {
+    let dialect = host.dialect();
+    let (answers, recorded, ids) = transaction(host, || {
         let answers = commit_each(host, raised, &settings.retry_schedule_ms, now)?;
-        let outcomes = record_in(host, &settings, finished, Mode::Scheduled, now, &random)?;
+        let recorded = record_in(host, &settings, finished, Mode::Scheduled, now, &random)?;
+        if dialect == Dialect::Sqlite {
+            recorded.bookkeep(host, &settings, now)?;
+        }
         let ids = if claim_max == 0 {
+            if dialect == Dialect::Postgres {
+                // Every slot busy, or stopping: a node still delivering stays
+                // one of those sharing each webhook's bound; a stopping one
+                // left (its row is gone, see `release`) and is not brought back.
+                host.execute(HEARTBEAT, &[host.node_id().into(), now.into()])?;
+            }
             Vec::new()
         } else {
             let bound = settings.per_webhook_concurrency.max(1).saturating_mul(LEASED_PER_WIRE_SLOT);
             claim(host, claim_max, now, now + settings.lease_ms, bound)?
         };
-        Ok::<_, DbError>((answers, outcomes, ids))
+        Ok::<_, DbError>((answers, recorded, ids))
     })?;
-    count_outcomes(host, &outcomes);
+    if dialect == Dialect::Postgres {
+        recorded.bookkeep_after_commit(host, &settings, now);
+    }
+    count_outcomes(host, &recorded.outcomes);
     if claim_max == 0 {
         return Ok(StepReport { raised: answers, ..StepReport::default() });
     }
@@ -153,7 +173,8 @@ pub fn build(host: &dyn Host, ids: &[i64]) -> Result<Vec<Result<Outgoing, Finish
 }
 
 /// Claims up to `n` due rows, oldest first, at most `per_webhook` leased per
-/// webhook across all hosts.
+/// webhook: on SQLite across the one host; on PostgreSQL across all nodes
+/// together, each node taking its own share (see [`CLAIM_POSTGRES`]).
 fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) -> Result<Vec<i64>, DbError> {
     // `f` counts what is in flight per webhook (leased rows, on the small
     // partial index of leased rows); `room` is what each enabled webhook may
@@ -166,14 +187,38 @@ fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) 
     // it): with its statistics the planner would otherwise scan every
     // delivery and run the subquery for each. PostgreSQL runs the same plan
     // as a `LATERAL` join.
-    let sql = match host.dialect() {
-        Dialect::Sqlite => CLAIM_SQLITE,
-        Dialect::Postgres => CLAIM_POSTGRES,
+    let rows = match host.dialect() {
+        Dialect::Sqlite => host.query(
+            CLAIM_SQLITE,
+            &[lease_until.into(), now.into(), n.into(), per_webhook.min(n).into(), per_webhook.into()],
+        )?,
+        Dialect::Postgres => host.query(
+            CLAIM_POSTGRES,
+            &[
+                lease_until.into(),
+                now.into(),
+                n.into(),
+                per_webhook.min(n).into(),
+                per_webhook.into(),
+                host.node_id().into(),
+                now.saturating_sub(NODE_SILENT_MS).into(),
+            ],
+        )?,
     };
-    let rows =
-        host.query(sql, &[lease_until.into(), now.into(), n.into(), per_webhook.min(n).into(), per_webhook.into()])?;
     Ok(rows.iter().map(|r| r.i64(0)).collect())
 }
+
+/// A node whose heartbeat is older than this no longer counts among those
+/// sharing each webhook's bound: the others take its share. A delivering
+/// node beats at every step, and on PostgreSQL it steps at least every
+/// [`SHARED_RECHECK_MS`]; a stopping node removes its row at once
+/// ([`release`]). Well inside the lease (60 s by default), so a dead node's
+/// share goes to the others before its leased rows do.
+const NODE_SILENT_MS: u64 = 5_000;
+
+/// This node's heartbeat (`?1` the node, `?2` now) when a step claims
+/// nothing; only a row the claim made ([`CLAIM_POSTGRES`]) is kept fresh.
+const HEARTBEAT: &str = "UPDATE nodes SET seen_at = ?2 WHERE id = ?1";
 
 /// [`claim`] on SQLite. `CROSS JOIN` pins the join order (SQLite never
 /// reorders it); `+webhook_id` keeps the count on the leased-rows index.
@@ -191,22 +236,40 @@ const CLAIM_SQLITE: &str = "WITH f AS (SELECT +webhook_id AS webhook_id, COUNT(*
  UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
     SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id";
 
-/// [`claim`] on PostgreSQL: the same plan written as a `LATERAL` join (a
-/// `CROSS JOIN` takes no `ON` there), and the front rows of each webhook are
-/// locked `FOR UPDATE SKIP LOCKED`, so a row another transaction is
-/// changing is passed over rather than waited on or claimed twice.
-const CLAIM_POSTGRES: &str = "WITH f AS (SELECT webhook_id, COUNT(*) AS n FROM deliveries \
-       WHERE lease_until > ?2 GROUP BY webhook_id), \
- room AS (SELECT w.id, ?5 - COALESCE(f.n, 0) AS room FROM webhooks w LEFT JOIN f ON f.webhook_id = w.id \
-       WHERE w.enabled = 1 AND ?5 - COALESCE(f.n, 0) > 0), \
+/// [`claim`] on PostgreSQL, where several nodes claim at once and no lock
+/// makes them take turns. The same plan as on SQLite, written as a
+/// `LATERAL` join (a `CROSS JOIN` takes no `ON` there), with three changes:
+/// - the front rows of each webhook are locked `FOR UPDATE SKIP LOCKED`: a
+///   row another node is claiming is passed over, never waited on, and
+///   never claimed twice (PostgreSQL re-checks a row it locks, so one that
+///   another node leased and committed meanwhile drops out);
+/// - each node counts only its own leases (`lease_owner`) against its
+///   share of the bound `?5`: `?5 / n` for `n` live nodes, the remainder
+///   going to one more node per webhook, turned by the webhook's id so that
+///   no node is always the one short. Together the shares are the bound;
+/// - it writes this node's heartbeat (`beat`), read by the others' `live`.
+///   A statement does not see its own `WITH` writes, hence `id <> ?6` and
+///   the `+ 1`.
+///
+/// `?6` is this node, `?7` the oldest heartbeat still alive.
+const CLAIM_POSTGRES: &str = "WITH beat AS (INSERT INTO nodes (id, seen_at) VALUES (?6, ?2) \
+       ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at), \
+ live AS (SELECT COUNT(*) + 1 AS n, COUNT(*) FILTER (WHERE id < ?6) AS rank FROM nodes \
+       WHERE seen_at > ?7 AND id <> ?6), \
+ f AS (SELECT webhook_id, COUNT(*) AS n FROM deliveries \
+       WHERE lease_until > ?2 AND lease_owner = ?6 GROUP BY webhook_id), \
+ room AS (SELECT w.id, ?5 / l.n + CASE WHEN (l.rank + w.id) % l.n < ?5 % l.n THEN 1 ELSE 0 END \
+         - COALESCE(f.n, 0) AS room \
+       FROM webhooks w CROSS JOIN live l LEFT JOIN f ON f.webhook_id = w.id WHERE w.enabled = 1), \
  c AS (SELECT d.id, d.next_attempt_at, r.room, \
        ROW_NUMBER() OVER (PARTITION BY r.id ORDER BY d.next_attempt_at, d.id) AS k \
        FROM room r CROSS JOIN LATERAL (\
          SELECT d2.id, d2.next_attempt_at FROM deliveries d2 WHERE d2.webhook_id = r.id \
            AND d2.state IN ('pending', 'retrying') AND d2.next_attempt_at <= ?2 \
            AND (d2.lease_until IS NULL OR d2.lease_until <= ?2) \
-         ORDER BY d2.next_attempt_at, d2.id LIMIT ?4 FOR UPDATE SKIP LOCKED) d) \
- UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
+         ORDER BY d2.next_attempt_at, d2.id LIMIT LEAST(r.room, ?4) FOR UPDATE SKIP LOCKED) d \
+       WHERE r.room > 0) \
+ UPDATE deliveries SET lease_until = ?1, lease_owner = ?6 WHERE id IN (\
     SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id";
 
 /// How often a PostgreSQL node looks for work it was not told about. Other
@@ -246,12 +309,18 @@ fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
 
 /// Hands back claimed deliveries the host will not send (`deliveries.release`):
 /// their leases end now, so the next claim on any node takes them. Nothing
-/// is recorded, as nothing was sent. Only rows still leased and waiting are
-/// touched: one recorded meanwhile (an attempt that did finish) keeps its
-/// state. Leases carry no owner, so a row whose lease had already ended and
-/// was claimed again elsewhere would lose that lease too; the host releases
-/// only rows it claimed moments ago and never started, well within the lease.
+/// is recorded, as nothing was sent. Only rows still leased by this node
+/// and waiting are touched: one recorded meanwhile (an attempt that did
+/// finish) keeps its state, and one whose lease ran out and was claimed
+/// again by another node keeps that node's lease. On PostgreSQL the node
+/// also leaves the set sharing each webhook's bound (its heartbeat row), so
+/// the others take its share at their next claim; the host calls this,
+/// with or without ids, when it stops delivering.
 pub fn release(host: &dyn Host, ids: &[i64]) -> Result<u64, DbError> {
+    let node = host.node_id();
+    if host.dialect() == Dialect::Postgres {
+        host.execute("DELETE FROM nodes WHERE id = ?1", &[node.as_str().into()])?;
+    }
     if ids.is_empty() {
         return Ok(0);
     }
@@ -263,9 +332,11 @@ pub fn release(host: &dyn Host, ids: &[i64]) -> Result<u64, DbError> {
     for chunk in ids.chunks(256) {
         let (marks, mut params) = in_list(chunk.iter().map(|i| Value::from(*i)).collect());
         params.push(now.into());
+        params.push(node.as_str().into());
         let sql = format!(
             "UPDATE deliveries SET lease_until = NULL WHERE id IN ({marks}) AND lease_until > ?{} \
-             AND state IN ('pending', 'retrying')",
+             AND state IN ('pending', 'retrying') AND (lease_owner IS NULL OR lease_owner = ?{})",
+            params.len() - 1,
             params.len()
         );
         released += host.execute(&sql, &params)?;
@@ -394,6 +465,94 @@ struct WebhookTouch {
     /// First failure after the batch's last success.
     failing_since: Option<u64>,
     gone: bool,
+    /// The webhook's failure streak as stored before this batch.
+    stored_failing_since: Option<u64>,
+}
+
+/// What a recorded batch leaves to write on rows every node shares: the
+/// health rollup and each webhook's last hit and failure streak.
+struct Recorded {
+    outcomes: Vec<Outcome>,
+    rollup: health::Rollup,
+    touched: Vec<(i64, WebhookTouch)>,
+}
+
+/// Each webhook's last hit and failure streak after a batch. The last hit
+/// only moves forward: on PostgreSQL another node may write a later one
+/// first. `failing_since` marks the first failure after the last success.
+const TOUCH_WEBHOOK: &str = "UPDATE webhooks SET \
+     last_event_type = CASE WHEN COALESCE(last_event_at, 0) <= ?3 THEN ?2 ELSE last_event_type END, \
+     last_status = CASE WHEN COALESCE(last_event_at, 0) <= ?3 THEN ?4 ELSE last_status END, \
+     last_ok = CASE WHEN COALESCE(last_event_at, 0) <= ?3 THEN ?5 ELSE last_ok END, \
+     last_event_at = CASE WHEN COALESCE(last_event_at, 0) <= ?3 THEN ?3 ELSE last_event_at END, \
+     failing_since = CASE WHEN ?6 = 1 THEN ?7 ELSE COALESCE(failing_since, ?7) END \
+     WHERE id = ?1";
+
+impl Recorded {
+    /// Writes the rollup, then each webhook's last hit and streak, and
+    /// disables a webhook the policy says must go; in the caller's
+    /// transaction (SQLite), or on its own (PostgreSQL, see
+    /// [`Recorded::bookkeep_after_commit`]). Rows in key order (the rollup
+    /// is a `BTreeMap`, webhooks sorted by id), so two nodes writing the
+    /// same rows lock them in the same order and never deadlock.
+    fn bookkeep(&self, host: &dyn Host, settings: &Settings, done: u64) -> Result<(), DbError> {
+        self.rollup.write(host)?;
+        let mut rows = Vec::with_capacity(self.touched.len());
+        let mut disable = Vec::new();
+        let mut touched: Vec<&(i64, WebhookTouch)> = self.touched.iter().collect();
+        touched.sort_by_key(|(w, _)| *w);
+        for (webhook_id, t) in touched {
+            let Some((at, event_type, status, ok)) = &t.last else { continue };
+            rows.push(vec![
+                (*webhook_id).into(),
+                event_type.as_str().into(),
+                (*at).into(),
+                status.map(i64::from).into(),
+                (*ok).into(),
+                t.had_success.into(),
+                t.failing_since.into(),
+            ]);
+            // The streak as the update above leaves it.
+            let failing_since =
+                if t.had_success { t.failing_since } else { t.stored_failing_since.or(t.failing_since) };
+            if let Some(reason) = policy::disable_reason(t.gone, failing_since, done, settings.auto_disable_after_ms) {
+                disable.push((*webhook_id, reason, t.gone));
+            }
+        }
+        host.execute_many(TOUCH_WEBHOOK, &rows)?;
+        for (webhook_id, reason, gone) in disable {
+            // The streak is checked again on the stored row: another node may
+            // have recorded a success since this batch read it.
+            let n = host.execute(
+                "UPDATE webhooks SET enabled = 0, disabled_reason = ?2, disabled_at = ?3 WHERE id = ?1 AND enabled = 1 \
+                 AND (?4 = 1 OR failing_since <= ?5)",
+                &[
+                    webhook_id.into(),
+                    reason.as_str().into(),
+                    done.into(),
+                    gone.into(),
+                    done.saturating_sub(settings.auto_disable_after_ms).into(),
+                ],
+            )?;
+            if n > 0 {
+                host.log(Level::Warn, &format!("webhook {webhook_id} disabled: {reason}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Recorded::bookkeep`] after the step's commit, on PostgreSQL: every
+    /// node writes these rows, and inside the step's transaction their row
+    /// locks would make the nodes' steps wait on each other until each
+    /// commit. Each statement here is its own transaction, its locks held
+    /// only while it runs. A failure costs the health view and the last hit
+    /// one batch, never an attempt (those are committed): it is logged, and
+    /// the step goes on.
+    fn bookkeep_after_commit(&self, host: &dyn Host, settings: &Settings, done: u64) {
+        if let Err(e) = self.bookkeep(host, settings, done) {
+            host.log(Level::Warn, &format!("recording webhooks' last hit and health failed for one batch: {e}"));
+        }
+    }
 }
 
 /// Records finished attempts in one transaction: one attempt row each, the
@@ -412,9 +571,20 @@ pub fn record_attempts(
     }
     let done = host.now_ms();
     let random = host.random_bytes(4 * finished.len());
-    let outcomes = transaction(host, || record_in(host, settings, finished, mode, done, &random))?;
-    count_outcomes(host, &outcomes);
-    Ok(outcomes)
+    let recorded = match host.dialect() {
+        Dialect::Sqlite => transaction(host, || {
+            let r = record_in(host, settings, finished, mode, done, &random)?;
+            r.bookkeep(host, settings, done)?;
+            Ok::<_, DbError>(r)
+        })?,
+        Dialect::Postgres => {
+            let r = transaction(host, || record_in(host, settings, finished, mode, done, &random))?;
+            r.bookkeep_after_commit(host, settings, done);
+            r
+        }
+    };
+    count_outcomes(host, &recorded.outcomes);
+    Ok(recorded.outcomes)
 }
 
 /// Telemetry: how the recorded attempts left their deliveries.
@@ -439,20 +609,34 @@ fn record_in(
     mode: Mode,
     done: u64,
     random: &[u8],
-) -> Result<Vec<Outcome>, DbError> {
+) -> Result<Recorded, DbError> {
     if finished.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Recorded { outcomes: Vec::new(), rollup: health::Rollup::default(), touched: Vec::new() });
     }
     {
         let (marks, ids) = in_list(finished.iter().map(|f| Value::from(f.delivery_id)).collect());
+        // On PostgreSQL the rows are locked, in id order: a delivery whose
+        // lease ran out and that another node sent again may be recorded by
+        // both at once, and the second must see the first's attempt count.
+        let lock = match host.dialect() {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " ORDER BY d.id FOR UPDATE OF d",
+        };
         let sql = format!(
-            "SELECT d.id, d.webhook_id, d.attempts, e.type, d.last_error, d.state FROM deliveries d \
-             JOIN events e ON e.id = d.event_id WHERE d.id IN ({marks})"
+            "SELECT d.id, d.webhook_id, d.attempts, e.type, d.last_error, d.state, w.failing_since FROM deliveries d \
+             JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id WHERE d.id IN ({marks}){lock}"
         );
-        let facts: HashMap<i64, (i64, i64, String, String, DeliveryState)> = host
+        type Facts = (i64, i64, String, String, DeliveryState, Option<u64>);
+        let facts: HashMap<i64, Facts> = host
             .query(&sql, &ids)?
             .iter()
-            .map(|r| (r.i64(0), (r.i64(1), r.i64(2), r.str(3), r.str(4), DeliveryState::from_stored(&r.str(5)))))
+            .map(|r| {
+                let failing_since = r.opt_i64(6).and_then(|v| u64::try_from(v).ok());
+                (
+                    r.i64(0),
+                    (r.i64(1), r.i64(2), r.str(3), r.str(4), DeliveryState::from_stored(&r.str(5)), failing_since),
+                )
+            })
             .collect();
         let mut attempt_rows = Vec::with_capacity(finished.len());
         let mut delivery_rows = Vec::with_capacity(finished.len());
@@ -468,7 +652,9 @@ fn record_in(
         order.sort_by_key(|&i| finished[i].started_ms);
         for i in order {
             let f = &finished[i];
-            let Some((webhook_id, attempts, event_type, last_error, state)) = facts.get(&f.delivery_id) else {
+            let Some((webhook_id, attempts, event_type, last_error, state, stored_failing_since)) =
+                facts.get(&f.delivery_id)
+            else {
                 continue;
             };
             let n = numbered.entry(f.delivery_id).or_insert_with(|| u64::try_from(*attempts).unwrap_or(0));
@@ -557,7 +743,10 @@ fn record_in(
             let t = match touched.iter_mut().find(|(w, _)| w == webhook_id) {
                 Some((_, t)) => t,
                 None => {
-                    touched.push((*webhook_id, WebhookTouch::default()));
+                    touched.push((
+                        *webhook_id,
+                        WebhookTouch { stored_failing_since: *stored_failing_since, ..WebhookTouch::default() },
+                    ));
                     &mut touched.last_mut().expect("just pushed").1
                 }
             };
@@ -577,7 +766,6 @@ fn record_in(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             &attempt_rows,
         )?;
-        rollup.write(host)?;
         host.execute_many(
             "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, lease_until = NULL, \
              last_status = ?5, last_error = ?6 WHERE id = ?1",
@@ -586,38 +774,7 @@ fn record_in(
         if !counted_only.is_empty() {
             host.execute_many("UPDATE deliveries SET attempts = ?2 WHERE id = ?1 AND attempts < ?2", &counted_only)?;
         }
-        for (webhook_id, t) in &touched {
-            let Some((at, event_type, status, ok)) = &t.last else { continue };
-            // `failing_since` marks the first failure after the last success.
-            let failing_since = host
-                .query(
-                    "UPDATE webhooks SET last_event_type = ?2, last_event_at = ?3, last_status = ?4, last_ok = ?5, \
-                     failing_since = CASE WHEN ?6 = 1 THEN ?7 ELSE COALESCE(failing_since, ?7) END \
-                     WHERE id = ?1 RETURNING failing_since",
-                    &[
-                        (*webhook_id).into(),
-                        event_type.as_str().into(),
-                        (*at).into(),
-                        status.map(i64::from).into(),
-                        (*ok).into(),
-                        t.had_success.into(),
-                        t.failing_since.into(),
-                    ],
-                )?
-                .first()
-                .and_then(|r| r.opt_i64(0))
-                .and_then(|v| u64::try_from(v).ok());
-            if let Some(reason) = policy::disable_reason(t.gone, failing_since, done, settings.auto_disable_after_ms) {
-                let n = host.execute(
-                    "UPDATE webhooks SET enabled = 0, disabled_reason = ?2, disabled_at = ?3 WHERE id = ?1 AND enabled = 1",
-                    &[(*webhook_id).into(), reason.as_str().into(), done.into()],
-                )?;
-                if n > 0 {
-                    host.log(Level::Warn, &format!("webhook {webhook_id} disabled: {reason}"));
-                }
-            }
-        }
-        Ok(outcomes)
+        Ok(Recorded { outcomes, rollup, touched })
     }
 }
 

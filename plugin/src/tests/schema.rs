@@ -49,7 +49,11 @@ fn secrets_sealed_as_text_before_version_5_are_resealed_as_key_bytes() {
     // A database at version 4: the sealed values hold the secret's text.
     h.execute_batch("DELETE FROM plugin_schema WHERE version > 4").unwrap();
     // And without what later versions added that cannot be added twice.
-    h.execute_batch("DROP INDEX webhooks_form_id; ALTER TABLE webhooks DROP COLUMN form_id;").unwrap();
+    h.execute_batch(
+        "DROP INDEX webhooks_form_id; ALTER TABLE webhooks DROP COLUMN form_id; \
+         ALTER TABLE deliveries DROP COLUMN lease_owner;",
+    )
+    .unwrap();
     h.execute(
         "UPDATE webhooks SET secret_sealed = ?2, prev_secret_sealed = ?3 WHERE id = ?1",
         &[w.into(), h.seal(SECRET.as_bytes()).unwrap().into(), Value::Blob(vec![0xde, 0xad])],
@@ -95,7 +99,11 @@ fn a_host_with_another_key_is_refused_and_nothing_changes() {
 
 /// A database from before the check: version 10, without `key_check`.
 fn before_the_check(h: &TestHost) {
-    h.execute_batch("DELETE FROM plugin_schema WHERE version > 10; DROP TABLE key_check;").unwrap();
+    h.execute_batch(
+        "DELETE FROM plugin_schema WHERE version > 10; DROP TABLE key_check; \
+         ALTER TABLE deliveries DROP COLUMN lease_owner;",
+    )
+    .unwrap();
 }
 
 #[test]

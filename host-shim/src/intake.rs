@@ -8,15 +8,18 @@
 //! event does not refuse the others). The group size follows the load: 1
 //! when idle, hundreds under a burst.
 //!
-//! Two holders take turns, never both:
-//! - **the delivery engine** (`scheduler.rs`), while it runs: the events go
-//!   into its next `deliveries.step`, in the same transaction as the attempts
-//!   it records and the deliveries it claims, so the process has one writer
-//!   and a raised event can be claimed in the step that stored it;
+//! Holders take turns, never two at once:
+//! - **the delivery engine** (`scheduler.rs`), while it runs, on SQLite: the
+//!   events go into its next `deliveries.step`, in the same transaction as
+//!   the attempts it records and the deliveries it claims, so the process has
+//!   one writer and a raised event can be claimed in the step that stored it;
 //! - **[`serve_when_idle`]**, a plain group commit through
 //!   `events.raise-each`, whenever the engine does not hold the queue: on an
 //!   intake-only node (`--workers 0`), after shutdown stopped
-//!   delivering, and while a panicked engine restarts.
+//!   delivering, while a panicked engine restarts, and always on PostgreSQL,
+//!   where no writer waits for another: there two of them run, each holding
+//!   the queue only while it takes a group, so that one group commits while
+//!   the next is gathered and stored.
 
 use std::sync::Arc;
 

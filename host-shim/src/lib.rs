@@ -191,7 +191,13 @@ impl Webhooks {
         let (intake, queue) = intake::Intake::new();
         let scheduler = Scheduler::start(rt.clone(), queue.clone());
         let waker = scheduler.waker();
-        intake::serve_when_idle(rt.clone(), queue, waker.clone());
+        // On PostgreSQL the engine never holds the queue (see
+        // `Scheduler::start`): two committers, so that one group's commit
+        // (its WAL flush) overlaps the next group's statements.
+        let committers = if rt.config().database_url.is_some() { 2 } else { 1 };
+        for _ in 0..committers {
+            intake::serve_when_idle(rt.clone(), queue.clone(), waker.clone());
+        }
         Ok(Webhooks { rt, waker, intake, scheduler: std::sync::Mutex::new(Some(scheduler)), manifest })
     }
 

@@ -1,14 +1,17 @@
 //! Scheduler capability: the delivery engine that drives the plugin's
 //! pipeline (`deliveries.step`), plus the background checkpoint and pruning.
 //!
-//! The engine is one async loop: the process's one writer. It owns the
-//! requests in flight (a `JoinSet` of egress sends, up to `delivery_workers ×
-//! batch_size`) and the event intake's queue (see `intake.rs`), and calls
-//! `step` whenever there is something to do, with everything gathered since
-//! the last one, in one call and one write transaction:
+//! The engine is one async loop: on SQLite the process's one writer. It owns
+//! the requests in flight (a `JoinSet` of egress sends, up to
+//! `delivery_workers × batch_size`) and, on SQLite, the event intake's queue
+//! (see `intake.rs`), and calls `step` whenever there is something to do,
+//! with everything gathered since the last one, in one call and one write
+//! transaction:
 //!
-//! - **events were raised**: committed and answered; their deliveries can be
-//!   claimed in that same step;
+//! - **events were raised** (SQLite): committed and answered; their
+//!   deliveries can be claimed in that same step. On PostgreSQL the intake
+//!   commits them in transactions of its own, beside the steps, and wakes
+//!   the engine;
 //! - **responses arrived**: every finished attempt is recorded, and the freed
 //!   slots are filled from what is due;
 //! - **the next due time came** (a retry, as answered by the last step), or
@@ -79,7 +82,14 @@ impl Scheduler {
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         if rt.config().delivery_workers > 0 {
-            let held = queue.try_hold();
+            // On SQLite the engine commits raised events in its own step (one
+            // writer). On PostgreSQL nodes write side by side, so the
+            // intake's own group commits (`intake::serve_when_idle`) take
+            // them beside the engine's steps: a raise waits for its own
+            // short transaction, not for a step and a build, and the two
+            // transactions' commits overlap.
+            let queue = rt.config().database_url.is_none().then_some(queue);
+            let held = queue.as_ref().and_then(Queue::try_hold);
             tasks.spawn(supervise(rt.clone(), queue, held, wake.clone(), stop.subscribe()));
         }
         // PostgreSQL checkpoints its own WAL.
@@ -113,15 +123,16 @@ impl Scheduler {
 /// Runs the engine, restarting it when it panics.
 async fn supervise(
     rt: Arc<Runtime>,
-    queue: Queue,
+    queue: Option<Queue>,
     mut held: Option<Held>,
     wake: watch::Sender<u64>,
     stop: watch::Receiver<bool>,
 ) {
     loop {
-        let rx = match held.take() {
-            Some(rx) => rx,
-            None => queue.hold().await,
+        let rx = match (held.take(), &queue) {
+            (Some(rx), _) => Some(rx),
+            (None, Some(q)) => Some(q.hold().await),
+            (None, None) => None,
         };
         // Its own task, so that a panic is caught here; in a set of its own,
         // which aborts it when this one is aborted (a shutdown past its grace,
@@ -144,7 +155,12 @@ async fn supervise(
 
 /// The engine loop; returns once draining is done (and hands the intake
 /// queue back by dropping `rx`).
-async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) {
+async fn deliver(
+    rt: Arc<Runtime>,
+    mut rx: Option<Held>,
+    mut wake: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
     tracing::debug!("delivery engine started");
     let cfg = rt.config();
     let max = (cfg.delivery_workers as u32).saturating_mul(cfg.batch_size.max(1));
@@ -169,7 +185,7 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
         // raised events and finished attempts alike, so neither waits on
         // the other.
         while raising.len() < MAX_GROUP
-            && let Ok(r) = rx.try_recv()
+            && let Some(Ok(r)) = rx.as_mut().map(|rx| rx.try_recv())
         {
             raising.push(r);
         }
@@ -273,7 +289,7 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
             Some(b) = building.join_next(), if !building.is_empty() => {
                 built(&rt, b, &mut wire, &mut flying, &mut building, &being_built, &mut finished);
             }
-            Some(r) = rx.recv() => raising.push(r),
+            Some(r) = next_raised(&mut rx) => raising.push(r),
             Ok(()) = wake.changed(), if !draining => due = Some(Instant::now()),
             // A due time matters only with a free slot to fill; with none, a
             // past due time would wake the loop at once, again and again.
@@ -284,6 +300,15 @@ async fn deliver(rt: Arc<Runtime>, mut rx: Held, mut wake: watch::Receiver<u64>,
         }
     }
     tracing::debug!("delivery engine stopped");
+}
+
+/// The next raised event, when the engine holds the intake's queue; never
+/// otherwise.
+async fn next_raised(rx: &mut Option<Held>) -> Option<Raising> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The per-webhook bound on requests on the wire from this host: one

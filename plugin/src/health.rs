@@ -76,6 +76,11 @@ impl Rollup {
         e.1 += u64::from(success);
     }
 
+    /// The increments, in key order: (webhook, hour, bucket, attempts, successes).
+    pub fn entries(&self) -> impl Iterator<Item = (i64, u64, i64, u64, u64)> + '_ {
+        self.0.iter().map(|((w, h, b), (n, ok))| (*w, *h, *b, *n, *ok))
+    }
+
     /// Adds the counts to `attempt_rollups`, inside the caller's transaction.
     pub fn write(&self, host: &dyn Host) -> Result<(), DbError> {
         if self.0.is_empty() {

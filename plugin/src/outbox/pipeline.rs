@@ -488,6 +488,34 @@ const TOUCH_WEBHOOK: &str = "UPDATE webhooks SET \
      failing_since = CASE WHEN ?6 = 1 THEN ?7 ELSE COALESCE(failing_since, ?7) END \
      WHERE id = ?1";
 
+/// [`Recorded::bookkeep`] on PostgreSQL, in one statement: `?1` the
+/// webhooks' last hits (JSON, one object per webhook, as [`TOUCH_WEBHOOK`]'s
+/// parameters), `?2` the rollup's increments. The webhooks' rows are locked
+/// in id order and the rollup's inserted in key order, so two nodes writing
+/// the same rows never deadlock. Its commit does not wait for the WAL to
+/// reach the disk (`synchronous_commit` off for this transaction alone): a
+/// server crash may lose the last moments of health counts and last hits,
+/// never an attempt, and each step's own commit (the attempts, the raised
+/// events) still waits for the disk.
+const BOOKKEEP_POSTGRES: &str = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS s), \
+ hits AS (SELECT * FROM jsonb_to_recordset(?1::jsonb) AS x(id bigint, event_type text, at bigint, \
+       status bigint, ok bigint, had_success bigint, failing_since bigint)), \
+ locked AS (SELECT w.id FROM webhooks w WHERE w.id IN (SELECT id FROM hits) ORDER BY w.id FOR NO KEY UPDATE), \
+ touched AS (UPDATE webhooks w SET \
+       last_event_type = CASE WHEN COALESCE(w.last_event_at, 0) <= x.at THEN x.event_type ELSE w.last_event_type END, \
+       last_status = CASE WHEN COALESCE(w.last_event_at, 0) <= x.at THEN x.status ELSE w.last_status END, \
+       last_ok = CASE WHEN COALESCE(w.last_event_at, 0) <= x.at THEN x.ok ELSE w.last_ok END, \
+       last_event_at = CASE WHEN COALESCE(w.last_event_at, 0) <= x.at THEN x.at ELSE w.last_event_at END, \
+       failing_since = CASE WHEN x.had_success = 1 THEN x.failing_since \
+                            ELSE COALESCE(w.failing_since, x.failing_since) END \
+       FROM hits x WHERE w.id = x.id AND w.id IN (SELECT id FROM locked) RETURNING 1), \
+ rolled AS (INSERT INTO attempt_rollups (webhook_id, hour, bucket, attempts, successes) \
+       SELECT w, h, b, n, ok FROM jsonb_to_recordset(?2::jsonb) AS r(w bigint, h bigint, b bigint, n bigint, ok bigint) \
+       ORDER BY w, h, b \
+       ON CONFLICT (webhook_id, hour, bucket) DO UPDATE SET attempts = attempt_rollups.attempts + excluded.attempts, \
+       successes = attempt_rollups.successes + excluded.successes RETURNING 1) \
+ SELECT (SELECT s FROM relaxed), (SELECT COUNT(*) FROM touched), (SELECT COUNT(*) FROM rolled)";
+
 impl Recorded {
     /// Writes the rollup, then each webhook's last hit and streak, and
     /// disables a webhook the policy says must go; in the caller's
@@ -496,7 +524,6 @@ impl Recorded {
     /// is a `BTreeMap`, webhooks sorted by id), so two nodes writing the
     /// same rows lock them in the same order and never deadlock.
     fn bookkeep(&self, host: &dyn Host, settings: &Settings, done: u64) -> Result<(), DbError> {
-        self.rollup.write(host)?;
         let mut rows = Vec::with_capacity(self.touched.len());
         let mut disable = Vec::new();
         let mut touched: Vec<&(i64, WebhookTouch)> = self.touched.iter().collect();
@@ -512,14 +539,47 @@ impl Recorded {
                 t.had_success.into(),
                 t.failing_since.into(),
             ]);
-            // The streak as the update above leaves it.
+            // The streak as the update leaves it.
             let failing_since =
                 if t.had_success { t.failing_since } else { t.stored_failing_since.or(t.failing_since) };
             if let Some(reason) = policy::disable_reason(t.gone, failing_since, done, settings.auto_disable_after_ms) {
                 disable.push((*webhook_id, reason, t.gone));
             }
         }
-        host.execute_many(TOUCH_WEBHOOK, &rows)?;
+        match host.dialect() {
+            Dialect::Sqlite => {
+                self.rollup.write(host)?;
+                host.execute_many(TOUCH_WEBHOOK, &rows)?;
+            }
+            Dialect::Postgres => {
+                let cell = |v: &Value| match v {
+                    Value::Integer(n) => json!(n),
+                    Value::Text(t) => json!(t),
+                    _ => serde_json::Value::Null,
+                };
+                let names = ["id", "event_type", "at", "status", "ok", "had_success", "failing_since"];
+                let hits: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|r| {
+                        serde_json::Value::Object(names.iter().zip(r).map(|(k, v)| ((*k).into(), cell(v))).collect())
+                    })
+                    .collect();
+                let rollup: Vec<serde_json::Value> = self
+                    .rollup
+                    .entries()
+                    .map(|(w, h, b, n, ok)| json!({"w": w, "h": h, "b": b, "n": n, "ok": ok}))
+                    .collect();
+                if !hits.is_empty() || !rollup.is_empty() {
+                    host.query(
+                        BOOKKEEP_POSTGRES,
+                        &[
+                            serde_json::Value::Array(hits).to_string().into(),
+                            serde_json::Value::Array(rollup).to_string().into(),
+                        ],
+                    )?;
+                }
+            }
+        }
         for (webhook_id, reason, gone) in disable {
             // The streak is checked again on the stored row: another node may
             // have recorded a success since this batch read it.
@@ -544,10 +604,10 @@ impl Recorded {
     /// [`Recorded::bookkeep`] after the step's commit, on PostgreSQL: every
     /// node writes these rows, and inside the step's transaction their row
     /// locks would make the nodes' steps wait on each other until each
-    /// commit. Each statement here is its own transaction, its locks held
-    /// only while it runs. A failure costs the health view and the last hit
-    /// one batch, never an attempt (those are committed): it is logged, and
-    /// the step goes on.
+    /// commit. Here it is one statement ([`BOOKKEEP_POSTGRES`]), its own
+    /// transaction, its locks held only while it runs: one round trip. A
+    /// failure costs the health view and the last hit one batch, never an
+    /// attempt (those are committed): it is logged, and the step goes on.
     fn bookkeep_after_commit(&self, host: &dyn Host, settings: &Settings, done: u64) {
         if let Err(e) = self.bookkeep(host, settings, done) {
             host.log(Level::Warn, &format!("recording webhooks' last hit and health failed for one batch: {e}"));

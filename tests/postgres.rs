@@ -1830,6 +1830,16 @@ fn three_nodes_ride_out_a_postgresql_restart_and_lose_nothing() {
         *copies.entry(s.header("webhook-id")).or_default() += 1;
     }
     assert!(copies.values().all(|n| *n <= 2), "a pair arrived three times or more");
+    // Broken connections were dropped, not kept: after the restart each
+    // node holds no more than its pool (and the server no connection of
+    // before, which it ended).
+    let connections: i64 = db
+        .client()
+        .query_one("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'webhooks-host'", &[])
+        .unwrap()
+        .get(0);
+    println!("connections of the nodes after the restart: {connections}");
+    assert!(connections as usize <= 3 * webhooks_host::storage::postgres::POOL_SIZE, "{connections} connections");
     // The nodes were never restarted: the same processes served throughout.
     for (i, h) in nodes.iter_mut().enumerate() {
         assert!(h.child.try_wait().unwrap().is_none(), "node {i} still runs");

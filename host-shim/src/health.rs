@@ -9,7 +9,9 @@
 //!   marks the database **unavailable**; the first such failure logs one
 //!   warning.
 //! - The next statement that succeeds, on any connection, marks it
-//!   **available** again and logs one line saying how long it was away.
+//!   **available** again and logs one line saying how long it was away
+//!   (one sent after the outage began: an answer to one sent before proves
+//!   nothing about now).
 //! - Between the two, nothing more is logged for the failed calls: an
 //!   outage is one warning and one info line, not a line per call.
 //! - A statement that fails for any other reason (a constraint, a lock
@@ -49,8 +51,10 @@ struct Inner {
     /// through this channel, so that two threads reporting at once log
     /// once, and the engine can wait for the database to come back.
     state: channel::Sender<Option<Outage>>,
-    /// When the last statement succeeded, in ms since `born` (for [`watch`]).
-    last_ok_ms: AtomicU64,
+    /// When the last statement succeeded, in µs since `born` (for [`watch`]).
+    last_ok_us: AtomicU64,
+    /// When the latest statement that succeeded was sent, in µs since `born`.
+    ok_sent_us: AtomicU64,
     born: Instant,
 }
 
@@ -77,7 +81,8 @@ impl Health {
         Health(Arc::new(Inner {
             down: AtomicBool::new(false),
             state: channel::Sender::new(None),
-            last_ok_ms: AtomicU64::new(0),
+            last_ok_us: AtomicU64::new(0),
+            ok_sent_us: AtomicU64::new(0),
             born: Instant::now(),
         }))
     }
@@ -93,9 +98,15 @@ impl Health {
         self.0.state.borrow().as_ref().map(|o| o.since.elapsed())
     }
 
-    /// A statement failed because the server cannot be reached (`why`:
-    /// the error, which says so, for the one warning an outage logs).
-    pub fn unreachable(&self, why: &str) {
+    /// A statement sent at `sent` failed because the server cannot be
+    /// reached (`why`: the error, which says so, for the one warning an
+    /// outage logs). Stale news is ignored: when a statement sent later
+    /// has succeeded (the failure took a while to come back: a connection
+    /// that timed out), the server was reachable after all.
+    pub fn unreachable(&self, why: &str, sent: Instant) {
+        if self.us(sent) < self.0.ok_sent_us.load(Ordering::Relaxed) {
+            return;
+        }
         // The flag changes under the channel's lock, with the state.
         let began = self.0.state.send_if_modified(|s| {
             self.0.down.store(true, Ordering::Relaxed);
@@ -113,18 +124,26 @@ impl Health {
         }
     }
 
-    /// A statement succeeded.
-    pub fn reached(&self) {
-        let now = self.0.born.elapsed().as_millis() as u64;
-        self.0.last_ok_ms.store(now, Ordering::Relaxed);
+    /// A statement that started at `started` succeeded. It ends an outage
+    /// only if it started after the outage began: a statement sent before
+    /// (say, one answered just before a shutting-down server ended its
+    /// session) proves nothing about now, and would make one outage log
+    /// twice.
+    pub fn reached(&self, started: Instant) {
+        self.0.last_ok_us.store(self.us(Instant::now()), Ordering::Relaxed);
+        self.0.ok_sent_us.fetch_max(self.us(started), Ordering::Relaxed);
         if !self.0.down.load(Ordering::Relaxed) {
             return;
         }
         let mut away = None;
         self.0.state.send_if_modified(|s| {
+            match s {
+                Some(o) if o.since <= started => away = Some(o.since.elapsed()),
+                _ => return false,
+            }
+            *s = None;
             self.0.down.store(false, Ordering::Relaxed);
-            away = s.take().map(|o| o.since.elapsed());
-            away.is_some()
+            true
         });
         if let Some(away) = away {
             tracing::info!("the database is reachable again after {:.1} s; resuming", away.as_secs_f64());
@@ -139,8 +158,13 @@ impl Health {
 
     /// How long since a statement last succeeded.
     fn quiet_for(&self) -> Duration {
-        let last = self.0.last_ok_ms.load(Ordering::Relaxed);
-        self.0.born.elapsed().saturating_sub(Duration::from_millis(last))
+        let last = self.0.last_ok_us.load(Ordering::Relaxed);
+        self.0.born.elapsed().saturating_sub(Duration::from_micros(last))
+    }
+
+    /// `t` in µs since this state was made (0 before).
+    fn us(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.0.born).as_micros() as u64
     }
 }
 
@@ -175,29 +199,35 @@ mod tests {
         let h = Health::new();
         assert!(h.available());
         assert_eq!(h.down_for(), None);
-        h.reached();
+        h.reached(Instant::now());
         assert!(h.available(), "a success while available changes nothing");
-        h.unreachable("the database cannot be reached: connection refused");
-        h.unreachable("the database cannot be reached: connection refused");
+        let sent_before = Instant::now();
+        h.unreachable("the database cannot be reached: connection refused", Instant::now());
+        h.unreachable("the database cannot be reached: connection refused", Instant::now());
         assert!(!h.available());
         assert!(h.down_for().is_some());
-        h.reached();
+        h.reached(sent_before);
+        assert!(!h.available(), "a statement sent before the outage began does not end it");
+        h.reached(Instant::now());
         assert!(h.available());
         assert_eq!(h.down_for(), None);
+        // A failure of a statement sent before that success is old news.
+        h.unreachable("the database cannot be reached: timed out", sent_before);
+        assert!(h.available(), "a failure older than the last success does not begin an outage");
     }
 
     #[tokio::test]
     async fn back_waits_for_the_database() {
         let h = Health::new();
         h.back().await; // available: at once
-        h.unreachable("the database cannot be reached: connection closed");
+        h.unreachable("the database cannot be reached: connection closed", Instant::now());
         let waiting = tokio::spawn({
             let h = h.clone();
             async move { h.back().await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished());
-        h.reached();
+        h.reached(Instant::now());
         tokio::time::timeout(Duration::from_secs(1), waiting).await.unwrap().unwrap();
     }
 }

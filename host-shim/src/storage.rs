@@ -24,7 +24,7 @@
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, params_from_iter, types::Value as SqlValue};
 
@@ -272,19 +272,21 @@ impl Backend {
     /// connection says nothing either way.
     pub async fn probe(&self) {
         let Backend::Postgres { pool, health, .. } = self else { return };
+        let sent = Instant::now();
         let asked = async {
             let conn = pool.get().await.map_err(postgres::pool_err)?;
             conn.simple_query("SELECT 1").await.map_err(postgres::map_err)
         };
         match tokio::time::timeout(BUSY_TIMEOUT, asked).await {
-            Ok(Ok(_)) => health.reached(),
+            Ok(Ok(_)) => health.reached(sent),
             Ok(Err(e)) => {
                 if let Some(why) = postgres::unreachable_reason(&e) {
-                    health.unreachable(why);
+                    health.unreachable(why, sent);
                 }
             }
             Err(_) => {
-                health.unreachable(&format!("{}: no answer to SELECT 1 within {BUSY_TIMEOUT:?}", postgres::UNREACHABLE))
+                let why = format!("{}: no answer to SELECT 1 within {BUSY_TIMEOUT:?}", postgres::UNREACHABLE);
+                health.unreachable(&why, sent)
             }
         }
     }
@@ -356,15 +358,16 @@ pub struct Pg {
 }
 
 impl Pg {
-    fn observe<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
+    /// Reports how a statement sent at `sent` went.
+    fn observe<T>(&mut self, sent: Instant, r: Result<T, Error>) -> Result<T, Error> {
         match &r {
-            Ok(_) => self.health.reached(),
+            Ok(_) => self.health.reached(sent),
             Err(e) => {
                 // Otherwise the server answered (a constraint, a lock
                 // timeout), or the statement never reached it (a value that
                 // cannot bind, a pool too busy): nothing learnt.
                 if let Some(why) = postgres::unreachable_reason(e) {
-                    self.health.unreachable(why);
+                    self.health.unreachable(why, sent);
                     self.unreachable.get_or_insert_with(|| why.to_owned());
                 }
             }
@@ -485,8 +488,9 @@ impl wit::Host for Storage {
         match self {
             Storage::Sqlite(s) => s.execute(&sql, &params),
             Storage::Postgres(p) => {
+                let t = Instant::now();
                 let r = p.session.execute(&sql, &params).await;
-                p.observe(r)
+                p.observe(t, r)
             }
         }
     }
@@ -494,8 +498,9 @@ impl wit::Host for Storage {
         match self {
             Storage::Sqlite(s) => s.query(&sql, &params),
             Storage::Postgres(p) => {
+                let t = Instant::now();
                 let r = p.session.query(&sql, &params).await;
-                p.observe(r)
+                p.observe(t, r)
             }
         }
     }
@@ -503,8 +508,9 @@ impl wit::Host for Storage {
         match self {
             Storage::Sqlite(s) => s.execute_many(&sql, &rows),
             Storage::Postgres(p) => {
+                let t = Instant::now();
                 let r = p.session.execute_many(&sql, &rows).await;
-                p.observe(r)
+                p.observe(t, r)
             }
         }
     }
@@ -512,8 +518,9 @@ impl wit::Host for Storage {
         match self {
             Storage::Sqlite(s) => s.execute_batch(&sql),
             Storage::Postgres(p) => {
+                let t = Instant::now();
                 let r = p.session.execute_batch(&sql).await;
-                p.observe(r)
+                p.observe(t, r)
             }
         }
     }
@@ -521,8 +528,9 @@ impl wit::Host for Storage {
         match self {
             Storage::Sqlite(s) => s.begin(),
             Storage::Postgres(p) => {
+                let t = Instant::now();
                 let r = p.session.begin().await;
-                p.observe(r)
+                p.observe(t, r)
             }
         }
     }
@@ -530,8 +538,9 @@ impl wit::Host for Storage {
         match self {
             Storage::Sqlite(s) => s.commit(),
             Storage::Postgres(p) => {
+                let t = Instant::now();
                 let r = p.session.commit().await;
-                p.observe(r)
+                p.observe(t, r)
             }
         }
     }

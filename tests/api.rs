@@ -1,7 +1,8 @@
 //! The HTTP API against its OpenAPI document: every documented operation is
-//! called on the real `webhooks-host serve`, every documented status (but
-//! 503) is produced, and every answer's body is validated against the
-//! documented schema. Along the way, the management API's behaviour: the
+//! called on the real `webhooks-host serve`, every documented status is
+//! produced (503 by a database that cannot be reached, on a PostgreSQL
+//! server of the test's own), and every answer's body is validated against
+//! the documented schema. Along the way, the management API's behaviour: the
 //! pages' validation rules, nothing stored on refusal, secrets shown once,
 //! rotation, paging, test sends, resends and deletes.
 
@@ -27,6 +28,7 @@ struct Answer {
     status: u16,
     json: Value,
     text: String,
+    retry_after: Option<String>,
 }
 
 impl<'h> Spec<'h> {
@@ -48,6 +50,7 @@ impl<'h> Spec<'h> {
         let r = rb.send().unwrap();
         let status = r.status().as_u16();
         let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = r.text().unwrap();
         let op = &self.doc["paths"][template][method.to_ascii_lowercase()];
         assert!(op.is_object(), "{method} {template} is not documented");
@@ -67,7 +70,7 @@ impl<'h> Spec<'h> {
             }
         }
         self.seen.borrow_mut().insert((method.to_ascii_lowercase(), template.to_owned(), status));
-        Answer { status, json, text }
+        Answer { status, json, text, retry_after }
     }
 
     fn validate(&self, schema: &Value, instance: &Value, what: &str) {
@@ -653,4 +656,91 @@ fn deleting_a_webhook_while_its_test_is_in_flight_wins_cleanly() {
     assert_eq!(h.count("SELECT COUNT(*) FROM deliveries"), 0, "nothing of the deleted webhook remains");
     let log = h.log();
     assert!(!log.contains("ERROR") && !log.contains("FOREIGN KEY"), "{log}");
+}
+
+/// While the node cannot reach its database (#23: a PostgreSQL server of
+/// the test's own, stopped), every documented operation that needs it
+/// answers its documented 503: `storage_unavailable` in the Error shape,
+/// with `Retry-After`, and `/healthz` its text; what needs no database
+/// (the catalog, this document) still answers. Once the server is back the
+/// same node answers as before, without a restart.
+#[test]
+fn while_the_database_cannot_be_reached_every_route_answers_its_documented_503() {
+    use std::sync::Arc;
+    use support::cluster::ScratchCluster;
+    let Some(pg) = ScratchCluster::start() else { return };
+    let db = Arc::new(support::ScratchDb::create_on(&pg.server()));
+    let tmp = tempfile::tempdir().unwrap();
+    let h = support::spawn_on(&tmp.path().join("data"), db, &[]);
+    let rx = Receiver::start();
+    let api = Spec::new(&h);
+    let created = api.call(
+        "POST",
+        "/api/webhooks",
+        "/api/webhooks",
+        true,
+        Some(json!({"name": "crm", "url": rx.url("/ok/crm"), "events": ["user.created"]}).to_string()),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_i64().unwrap();
+    let event = json!({"type": "user.created", "id": "evt-down-1", "data": {"id": 1, "email": "ada@example.com"}});
+    assert_eq!(api.call("POST", "/api/events", "/api/events", true, Some(event.to_string())).status, 202);
+    rx.wait_for("/ok/crm", 1, Duration::from_secs(20));
+    let deliveries = format!("/api/webhooks/{id}/deliveries");
+    let mut delivery = None;
+    eventually(Duration::from_secs(10), "the delivery is listed", || {
+        delivery =
+            api.call("GET", "/api/webhooks/{id}/deliveries", &deliveries, true, None).json["data"][0]["id"].as_i64();
+        delivery.is_some()
+    });
+    let delivery = delivery.unwrap();
+
+    pg.stop();
+    eventually(Duration::from_secs(10), "/healthz says the database is unavailable", || {
+        api.call("GET", "/healthz", "/healthz", false, None).status == 503
+    });
+    let health = api.call("GET", "/healthz", "/healthz", false, None);
+    assert_eq!((health.text.as_str(), health.retry_after.as_deref()), ("database unavailable", Some("5")));
+    let batch =
+        json!({"events": [{"type": "user.created", "id": "evt-down-2", "data": {"id": 2, "email": "b@example.com"}}]});
+    let one = format!("/api/webhooks/{id}");
+    let detail = format!("/api/webhooks/{id}/deliveries/{delivery}");
+    let calls: Vec<(&str, &str, String, Option<String>)> = vec![
+        ("POST", "/api/events", "/api/events".into(), Some(event.to_string())),
+        ("POST", "/api/events/batch", "/api/events/batch".into(), Some(batch.to_string())),
+        ("GET", "/api/webhooks", "/api/webhooks".into(), None),
+        (
+            "POST",
+            "/api/webhooks",
+            "/api/webhooks".into(),
+            Some(json!({"name": "new", "url": rx.url("/ok/new"), "events": ["user.created"]}).to_string()),
+        ),
+        ("GET", "/api/webhooks/{id}", one.clone(), None),
+        ("PATCH", "/api/webhooks/{id}", one.clone(), Some(json!({"name": "renamed"}).to_string())),
+        ("DELETE", "/api/webhooks/{id}", one.clone(), None),
+        ("POST", "/api/webhooks/{id}/test", format!("{one}/test"), None),
+        ("GET", "/api/webhooks/{id}/deliveries", deliveries.clone(), None),
+        ("GET", "/api/webhooks/{id}/deliveries/{delivery_id}", detail.clone(), None),
+        ("POST", "/api/webhooks/{id}/deliveries/{delivery_id}/resend", format!("{detail}/resend"), None),
+        ("GET", "/metrics", "/metrics".into(), None),
+    ];
+    for (method, template, path, body) in calls {
+        let a = api.call(method, template, &path, true, body);
+        assert_eq!(a.status, 503, "{method} {path}: {}", a.text);
+        assert_eq!(a.json["error"]["code"], "storage_unavailable", "{method} {path}: {}", a.text);
+        assert_eq!(a.retry_after.as_deref(), Some("5"), "{method} {path}: Retry-After");
+    }
+    // What needs no database still answers.
+    assert_eq!(api.call("GET", "/api/event-types", "/api/event-types", true, None).status, 200);
+    assert_eq!(api.call("GET", "/api/openapi.json", "/api/openapi.json", false, None).status, 200);
+
+    // Back, by itself: the webhook was neither renamed nor deleted, and the
+    // refused raises go through when raised again.
+    pg.start_again();
+    eventually(Duration::from_secs(15), "/healthz says ok again", || {
+        api.call("GET", "/healthz", "/healthz", false, None).text == "ok"
+    });
+    assert_eq!(api.call("GET", "/api/webhooks/{id}", &one, true, None).json["name"], "crm");
+    assert_eq!(api.call("POST", "/api/events/batch", "/api/events/batch", true, Some(batch.to_string())).status, 202);
+    rx.wait_for("/ok/crm", 2, Duration::from_secs(20));
 }

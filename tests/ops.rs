@@ -326,3 +326,44 @@ fn a_first_start_says_what_to_do_next_and_keeps_the_data_folder_private() {
     assert!(run.stdout.recv_timeout(Duration::from_millis(500)).is_err(), "only one line");
     assert_eq!(modes_not_private(&data), Vec::<String>::new());
 }
+
+/// SQLite is a file the node opens itself: it cannot be unreachable, so a
+/// SQLite node's `/healthz` stays `ok` even while its database refuses
+/// writes (another process holds the file's write lock past the busy
+/// timeout). A raise meanwhile is refused as what it is, a busy database
+/// (503, not `storage_unavailable`), and goes through once the lock is
+/// released (#23: only a database server can be unavailable).
+#[test]
+fn on_sqlite_healthz_stays_ok_while_the_database_refuses_writes() {
+    if support::on_postgres() {
+        println!("skipped on PostgreSQL: this locks the SQLite file (tests/postgres.rs stops a server instead)");
+        return;
+    }
+    let h = support::host();
+    let healthz = || {
+        let r = h.api().get(format!("{}/healthz", h.base)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let event = |id: &str| json!({"type": "user.created", "id": id, "data": {"id": 1, "email": "ada@example.com"}});
+    assert_eq!(h.raise(event("evt-lock-0")).0, 202);
+    let lock = h.db();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (refused, samples) = std::thread::scope(|s| {
+        let raising = s.spawn(|| h.raise(event("evt-lock-1")));
+        let mut samples = Vec::new();
+        while !raising.is_finished() {
+            samples.push(healthz());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (raising.join().unwrap(), samples)
+    });
+    assert!(samples.len() >= 5, "the raise waited for the lock: {samples:?}");
+    assert!(samples.iter().all(|s| *s == (200, "ok".to_owned())), "/healthz while the file was locked: {samples:?}");
+    assert_eq!(refused.0, 503, "{}", refused.1);
+    assert_ne!(refused.1["error"]["code"], "storage_unavailable", "{}", refused.1);
+    lock.execute_batch("COMMIT").unwrap();
+    eventually(Duration::from_secs(20), "the raise goes through once the lock is gone", || {
+        h.raise(event("evt-lock-1")).0 == 202
+    });
+    assert_eq!(healthz(), (200, "ok".to_owned()));
+}

@@ -1459,3 +1459,444 @@ fn a_node_stopped_with_sigterm_hands_back_what_it_claimed_and_the_others_send_it
         assert!(from[1] == from[0] && from[2] == from[0], "the same history of webhook {id} from every node");
     }
 }
+
+/// Sets its flag when dropped.
+struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// One answer a raiser got that was not a 202.
+#[derive(Debug, Clone)]
+struct Refusal {
+    node: usize,
+    path: &'static str,
+    status: u16,
+    code: String,
+    retry_after: Option<String>,
+    body: String,
+}
+
+/// What a request made during the outage got.
+#[derive(Debug)]
+struct During {
+    node: usize,
+    what: &'static str,
+    status: u16,
+    retry_after: Option<String>,
+    body: String,
+}
+
+/// An event the test raises on `node` while the database is down.
+fn event_during(node: usize, j: usize) -> serde_json::Value {
+    json!({"type": "user.created", "id": format!("evt-pgr-during-{node}-{j}"), "data": {"id": j + 1, "email": "ada@example.com"}})
+}
+
+/// What a node's `/healthz` answered, and when it changed.
+#[derive(Debug, Clone)]
+struct HealthChange {
+    node: usize,
+    at: Instant,
+    status: u16,
+    body: String,
+}
+
+/// Raises `events` on `h` (one event through `/api/events`, several through
+/// `/api/events/batch`) until they are accepted, as a panel would: a 503 is
+/// retried with the same ids after a pause (raising an id again never
+/// queues it twice). Every other answer is kept for the report too, and
+/// retried, so that one run shows everything.
+fn raise_until_accepted(
+    h: &Host,
+    node: usize,
+    events: &[serde_json::Value],
+    refusals: &std::sync::Mutex<Vec<Refusal>>,
+) -> usize {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let (path, body) = match events {
+        [one] => ("/api/events", one.clone()),
+        many => ("/api/events/batch", json!({ "events": many })),
+    };
+    let t = Instant::now();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let answer = client.post(format!("{}{path}", h.base)).bearer_auth(TOKEN).json(&body).send();
+        let refusal = match answer {
+            Ok(r) if r.status().as_u16() == 202 => return tries,
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let body = r.text().unwrap_or_default();
+                let code = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|j| j["error"]["code"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                Refusal { node, path, status, code, retry_after, body }
+            }
+            Err(e) => Refusal { node, path, status: 0, code: String::new(), retry_after: None, body: e.to_string() },
+        };
+        refusals.lock().unwrap().push(refusal);
+        assert!(t.elapsed() < Duration::from_secs(90), "{path} on node {node} not accepted in 90 s");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// PostgreSQL itself restarts under three running nodes (#23): stopped
+/// (`pg_ctl stop -m fast`, which ends every session), down for a few
+/// seconds, started again, while every node keeps raising and delivering
+/// to a real receiver. During the outage every node says so — `/healthz`
+/// answers 503 `database unavailable`, raises a 503 `storage_unavailable`
+/// with `Retry-After`, admin pages and the management API a 503 — and logs
+/// it once, not once per failed call; nothing answers a 500 or shows a
+/// backtrace. The nodes are not restarted: they find the database again by
+/// themselves (`/healthz` back to `ok`), every event the test got a 202
+/// for (refused ones retried until accepted) reaches every webhook, checked
+/// at the receiver by `webhook-id`, and duplicates stay within
+/// at-least-once. Runs on a scratch cluster of its own (initdb + pg_ctl on
+/// a free port), which the shared server could not be.
+#[test]
+fn three_nodes_ride_out_a_postgresql_restart_and_lose_nothing() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use support::cluster::ScratchCluster;
+    /// How long the server stays down.
+    const OUTAGE: Duration = Duration::from_secs(4);
+    /// A batch raise carries this many events; singles and batches alternate.
+    const PER_BATCH: usize = 10;
+    const WEBHOOKS: usize = 3;
+    let Some(pg) = ScratchCluster::start() else { return };
+    let started = Instant::now();
+    let db = Arc::new(ScratchDb::create_on(&pg.server()));
+    let tmp = tempfile::tempdir().unwrap();
+    let key = "0dbe".repeat(16);
+    // The lease outlasts the outage: what a node had on the wire when the
+    // server went away is recorded once it is back, not sent again.
+    let (workers, per_webhook) = (WORKERS.to_string(), PER_WEBHOOK.to_string());
+    let env: Vec<(&str, &str)> = vec![
+        ("WEBHOOKS_SECRET_KEY", &key),
+        ("WEBHOOKS_LEASE", "15s"),
+        ("WEBHOOKS_RETRY_SCHEDULE", "0s,200ms,500ms,1s,1s,1s,1s,1s,1s,1s,1s,1s"),
+        ("WEBHOOKS_WORKERS", &workers),
+        ("WEBHOOKS_PER_WEBHOOK_CONCURRENCY", &per_webhook),
+    ];
+    let mut nodes = start_nodes(3, &db, tmp.path(), &env);
+    let r = Receiver::start();
+    let names = ["one", "two", "three"];
+    let ids = create_webhooks(&nodes[0], names.map(|n| r.url(&format!("/ok/{n}"))));
+    let admin = nodes[0].admin();
+    let received = || names.iter().map(|n| r.count_at(&format!("/ok/{n}"))).sum::<usize>();
+
+    // Every node's /healthz, sampled every 100 ms for the whole run: each change.
+    let stop_sampling = AtomicBool::new(false);
+    let changes: Mutex<Vec<HealthChange>> = Mutex::new(Vec::new());
+    // Raisers, one per node, until told to stop; then they finish what was refused.
+    let stop_raising = AtomicBool::new(false);
+    let refusals: Mutex<Vec<Refusal>> = Mutex::new(Vec::new());
+    let accepted: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let retried = AtomicUsize::new(0);
+    let mut outage = None;
+    std::thread::scope(|s| {
+        // However this closure ends (a failed wait included), the threads
+        // are told to stop, so that the scope can end.
+        let _stop = (SetOnDrop(&stop_raising), SetOnDrop(&stop_sampling));
+        for (i, h) in nodes.iter().enumerate() {
+            let (stop, changes) = (&stop_sampling, &changes);
+            s.spawn(move || {
+                let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                let mut last: Option<(u16, String)> = None;
+                while !stop.load(SeqCst) {
+                    let now = match c.get(format!("{}/healthz", h.base)).send() {
+                        Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+                        Err(e) => (0, e.to_string()),
+                    };
+                    if last.as_ref() != Some(&now) {
+                        let change = HealthChange { node: i, at: Instant::now(), status: now.0, body: now.1.clone() };
+                        changes.lock().unwrap().push(change);
+                        last = Some(now);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        let raisers: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let (stop, refusals, accepted, retried) = (&stop_raising, &refusals, &accepted, &retried);
+                s.spawn(move || {
+                    let mut k = 0;
+                    while !stop.load(SeqCst) {
+                        let n = if k % 2 == 0 { 1 } else { PER_BATCH };
+                        let events: Vec<_> = (0..n)
+                        .map(|j| {
+                            let id = format!("evt-pgr-{i}-{k}-{j}");
+                            json!({"type": "user.created", "id": id, "data": {"id": k + 1, "email": "ada@example.com"}})
+                        })
+                        .collect();
+                        let tries = raise_until_accepted(h, i, &events, refusals);
+                        retried.fetch_add(tries - 1, SeqCst);
+                        accepted.lock().unwrap().extend(events.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+                        k += 1;
+                        std::thread::sleep(Duration::from_millis(40));
+                    }
+                })
+            })
+            .collect();
+
+        // Deliveries flow; then the server goes away mid-run.
+        eventually(Duration::from_secs(60), "deliveries flow before the outage", || received() >= 300);
+        let before = received();
+        let down = Instant::now();
+        pg.stop();
+        let stopped_in = down.elapsed();
+        // While it is down: every node says so, and so do its pages and API.
+        let mut during = Vec::new();
+        let deadline = down + OUTAGE - Duration::from_millis(500);
+        let mut seen_down = [false; 3];
+        while Instant::now() < deadline && !seen_down.iter().all(|d| *d) {
+            for (i, h) in nodes.iter().enumerate() {
+                if !seen_down[i] {
+                    let rsp = h.api().get(format!("{}/healthz", h.base)).send().unwrap();
+                    seen_down[i] = rsp.status().as_u16() == 503;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Every kind of request, on every node: the raises' events are
+        // raised again once the server is back, like the raisers'.
+        let answer = |rb: reqwest::blocking::RequestBuilder| {
+            let r = rb.send().unwrap();
+            let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            (r.status().as_u16(), retry_after, r.text().unwrap_or_default())
+        };
+        for (i, h) in nodes.iter().enumerate() {
+            let c = h.api();
+            let url = |path: &str| format!("{}{path}", h.base);
+            let single = event_during(i, 0);
+            let batch: Vec<_> = (1..=3).map(|j| event_during(i, j)).collect();
+            let asks = [
+                ("panel page", c.get(url(MOUNT)).bearer_auth(TOKEN).header("x-webhooks-actor", "alice")),
+                ("POST /api/events", c.post(url("/api/events")).bearer_auth(TOKEN).json(&single)),
+                (
+                    "POST /api/events/batch",
+                    c.post(url("/api/events/batch")).bearer_auth(TOKEN).json(&json!({ "events": batch })),
+                ),
+                ("GET /api/webhooks", c.get(url("/api/webhooks")).bearer_auth(TOKEN)),
+                ("GET /api/webhooks/{id}", c.get(url(&format!("/api/webhooks/{}", ids[0]))).bearer_auth(TOKEN)),
+                ("GET /metrics", c.get(url("/metrics")).bearer_auth(TOKEN)),
+            ];
+            for (what, rb) in asks {
+                let (status, retry_after, body) = answer(rb);
+                during.push(During { node: i, what, status, retry_after, body });
+            }
+        }
+        let (status, body) = admin.get(MOUNT);
+        during.push(During { node: 0, what: "signed-in page", status, retry_after: None, body });
+        let until = down + OUTAGE;
+        if let Some(wait) = until.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let up = Instant::now();
+        pg.start_again();
+        let restarted_in = up.elapsed();
+        outage = Some((down, up, before, stopped_in, restarted_in, during));
+
+        // The nodes find it again by themselves.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            let back = nodes
+                .iter()
+                .all(|h| h.api().get(format!("{}/healthz", h.base)).send().is_ok_and(|r| r.status().as_u16() == 200));
+            if back {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // What was raised by hand during the outage goes in now, as a
+        // panel would retry it.
+        for (i, h) in nodes.iter().enumerate() {
+            let events: Vec<_> = (0..=3).map(|j| event_during(i, j)).collect();
+            for part in [&events[..1], &events[1..]] {
+                raise_until_accepted(h, i, part, &refusals);
+                accepted.lock().unwrap().extend(part.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+            }
+        }
+        // A few seconds of raising on the database back, then the raisers
+        // finish what was refused.
+        std::thread::sleep(Duration::from_secs(3));
+        stop_raising.store(true, SeqCst);
+        for raiser in raisers {
+            raiser.join().expect("a raiser failed");
+        }
+        stop_sampling.store(true, SeqCst);
+    });
+    let (down, up, before, stopped_in, restarted_in, during) = outage.unwrap();
+    let accepted = accepted.into_inner().unwrap();
+    let refusals = refusals.into_inner().unwrap();
+    let changes = changes.into_inner().unwrap();
+
+    // Every pair of every accepted event reaches its webhook: each delivery
+    // row's webhook-id, at the path of its webhook.
+    let path_of: BTreeMap<i64, String> = ids.iter().zip(names).map(|(id, n)| (*id, format!("/ok/{n}"))).collect();
+    let pairs = accepted.len() * WEBHOOKS;
+    let t = Instant::now();
+    let wanted: BTreeSet<(String, String)> = loop {
+        let rows = db
+            .client()
+            .query("SELECT d.msg_id, d.webhook_id FROM deliveries d", &[])
+            .unwrap()
+            .iter()
+            .map(|row| (path_of[&row.get::<_, i64>(1)].clone(), row.get::<_, String>(0)))
+            .collect::<BTreeSet<_>>();
+        let got: BTreeSet<(String, String)> =
+            r.seen().iter().map(|s| (s.path.clone(), s.header("webhook-id"))).collect();
+        if rows.len() >= pairs && rows.is_subset(&got) {
+            break rows;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let delivered_at = started.elapsed();
+    let seen = r.seen();
+    let got: BTreeSet<(String, String)> = seen.iter().map(|s| (s.path.clone(), s.header("webhook-id"))).collect();
+    let missing: Vec<_> = wanted.difference(&got).take(5).cloned().collect();
+    let missing_n = wanted.difference(&got).count();
+    let stored_events: BTreeSet<String> =
+        db.client().query("SELECT id FROM events", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let accepted_not_stored: Vec<_> = accepted.iter().filter(|id| !stored_events.contains(*id)).take(5).collect();
+    let duplicates = seen.len() - got.len();
+
+    // The report, before any assertion: a failing run shows it all.
+    println!(
+        "server stopped {:?} after the start ({before} requests received by then; pg_ctl stop took {stopped_in:?}), \
+         started again {:?} later (pg_ctl start took {restarted_in:?})",
+        down - started,
+        up - down
+    );
+    for c in &changes {
+        let at = |t: Instant| {
+            if t >= down { format!("+{:?}", t - down) } else { format!("-{:?}", down - t) }
+        };
+        println!("  node {} /healthz {} {:?} at {} from the stop", c.node, c.status, c.body, at(c.at));
+    }
+    for d in &during {
+        let body: String = d.body.chars().take(200).collect();
+        println!(
+            "  during the outage, node {} {}: {} (Retry-After {:?}) {body:?}",
+            d.node, d.what, d.status, d.retry_after
+        );
+    }
+    let mut kinds: BTreeMap<(u16, String, String, bool), usize> = BTreeMap::new();
+    for f in &refusals {
+        *kinds.entry((f.status, f.path.to_owned(), f.code.clone(), f.retry_after.is_some())).or_default() += 1;
+    }
+    println!("  refused raises by (status, endpoint, code, Retry-After): {kinds:?}");
+    for (status, path, code) in kinds.keys().map(|k| (k.0, k.1.clone(), k.2.clone())) {
+        if let Some(f) = refusals.iter().find(|f| f.status == status && f.path == path && f.code == code) {
+            let body: String = f.body.chars().take(300).collect();
+            println!("    e.g. node {} {path} {status} retry-after {:?}: {body}", f.node, f.retry_after);
+        }
+    }
+    let logs: Vec<String> = nodes.iter().map(|h| h.log()).collect();
+    for (i, log) in logs.iter().enumerate() {
+        let notable: Vec<&str> = log.lines().filter(|l| !l.contains(" INFO ") || l.contains("database")).collect();
+        println!("  node {i} log: {} lines, {} not INFO (or about the database):", log.lines().count(), notable.len());
+        for l in notable.iter().take(12) {
+            let l: String = l.chars().take(300).collect();
+            println!("    {l}");
+        }
+    }
+    println!(
+        "{} events accepted ({} requests retried), {pairs} pairs, {} requests received: {} distinct, \
+         {missing_n} missing (e.g. {missing:?}), {duplicates} duplicates; accepted but not stored: \
+         {accepted_not_stored:?}; all delivered {delivered_at:?} after the start",
+        accepted.len(),
+        retried.load(SeqCst),
+        seen.len(),
+        got.len()
+    );
+
+    // During the outage every node said so, once each way, and came back by
+    // itself: `ok`, then `database unavailable` (after the stop), then `ok`
+    // (after the start), nothing else.
+    for i in 0..3 {
+        let mine: Vec<&HealthChange> = changes.iter().filter(|c| c.node == i).collect();
+        let states: Vec<(u16, &str)> = mine.iter().map(|c| (c.status, c.body.as_str())).collect();
+        assert_eq!(states, [(200, "ok"), (503, "database unavailable"), (200, "ok")], "node {i}'s /healthz");
+        assert!(mine[1].at > down && mine[2].at > up, "node {i}: down after the stop, back after the start");
+        assert!(mine[2].at - up < Duration::from_secs(10), "node {i} found the database again within 10 s");
+    }
+    for d in &during {
+        let what = format!("node {} {} during the outage", d.node, d.what);
+        assert_eq!(d.status, 503, "{what}: {}", d.body);
+        assert!(!d.body.to_lowercase().contains("backtrace") && !d.body.contains("wasm"), "{what}: {}", d.body);
+        match d.what {
+            "panel page" | "signed-in page" => {
+                assert!(d.body.contains("The database cannot be reached"), "{what}: {}", d.body)
+            }
+            _ => {
+                let j: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+                assert_eq!(j["error"]["code"], "storage_unavailable", "{what}: {}", d.body);
+                assert!(j["error"]["message"].as_str().unwrap().contains("cannot be reached"), "{what}: {}", d.body);
+                assert_eq!(d.retry_after.as_deref(), Some("5"), "{what}: Retry-After");
+            }
+        }
+    }
+    // Every refusal a raiser met was that 503, never a 500, never a backtrace.
+    for f in &refusals {
+        assert!(
+            f.status == 503 && f.code == "storage_unavailable" && f.retry_after.is_some(),
+            "node {} {} answered {}: {}",
+            f.node,
+            f.path,
+            f.status,
+            f.body
+        );
+    }
+    assert!(!refusals.is_empty(), "the raisers were refused during the outage");
+    // The log says it once each way: no line per failed call, no error.
+    for (i, log) in logs.iter().enumerate() {
+        let said = |level: &str| log.lines().filter(|l| l.contains(level)).collect::<Vec<_>>();
+        let warned = said(" WARN ");
+        assert!(warned.len() == 1 && warned[0].contains("the database cannot be reached"), "node {i}: {warned:#?}");
+        let back: Vec<_> = said(" INFO ").into_iter().filter(|l| l.contains("reachable again")).collect();
+        assert_eq!(back.len(), 1, "node {i}: one line when the database is back");
+        assert_eq!(said(" ERROR "), Vec::<&str>::new(), "node {i} logged errors");
+        assert!(!log.contains("panicked"), "node {i} panicked");
+    }
+    // Nothing accepted is lost, nothing is accepted that is not stored.
+    assert!(accepted_not_stored.is_empty(), "accepted, not stored: {accepted_not_stored:?}");
+    assert_eq!(wanted.len(), pairs, "one delivery per accepted event and webhook");
+    assert_eq!(missing_n, 0, "pairs never received, e.g. {missing:?}");
+    // Duplicates only within at-least-once: an answer that came back while
+    // the server was down is recorded once it is back (the lease outlasts
+    // the outage), so none are expected; at most, each node's leased
+    // deliveries once more.
+    let bound = 3 * (WORKERS * BATCH_SIZE).min(WEBHOOKS * PER_WEBHOOK * LEASED_PER_WIRE_SLOT);
+    assert!(duplicates <= bound, "{duplicates} duplicates (bound {bound})");
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &seen {
+        *copies.entry(s.header("webhook-id")).or_default() += 1;
+    }
+    assert!(copies.values().all(|n| *n <= 2), "a pair arrived three times or more");
+    // Broken connections were dropped, not kept: after the restart each
+    // node holds no more than its pool (and the server no connection of
+    // before, which it ended).
+    let connections: i64 = db
+        .client()
+        .query_one("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'webhooks-host'", &[])
+        .unwrap()
+        .get(0);
+    println!("connections of the nodes after the restart: {connections}");
+    assert!(connections as usize <= 3 * webhooks_host::storage::postgres::POOL_SIZE, "{connections} connections");
+    // The nodes were never restarted: the same processes served throughout.
+    for (i, h) in nodes.iter_mut().enumerate() {
+        assert!(h.child.try_wait().unwrap().is_none(), "node {i} still runs");
+    }
+}

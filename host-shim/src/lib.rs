@@ -14,6 +14,7 @@
 //! | [`egress`] | policed, pooled outbound HTTP for `wasi:http` |
 //! | [`scheduler`] | the delivery engine: one loop that drives `deliveries.step` (the process's one writer) and sends through the egress |
 //! | [`intake`] | the queue of events raised one at a time, committed in groups by the engine (or on their own when it does not run) |
+//! | [`health`] | whether the database can be reached: what the storage reports, read by `/healthz`, the API, the pages and the engine |
 //! | [`metrics`] | Prometheus metrics for `/metrics` |
 //! | [`secrets`] | webhook secrets sealed at rest with a host-held key (the `secrets` interface); every secret file of the data folder |
 //! | [`auth`] | admin sign-in and sessions for `serve` |
@@ -63,6 +64,7 @@ pub mod bindings;
 pub mod config;
 pub mod datadir;
 pub mod egress;
+pub mod health;
 pub mod host_info;
 pub mod intake;
 pub mod listener;
@@ -136,6 +138,10 @@ pub enum RaiseError {
     /// Storage refused the write; retry later.
     #[error("storage: {0}")]
     Storage(String),
+    /// The database cannot be reached ([`Webhooks::health`]); retry once
+    /// it is back, with the same id (raising an id again never queues it twice).
+    #[error("{0}")]
+    Unavailable(String),
     /// The plugin failed.
     #[error("{0}")]
     Plugin(String),
@@ -143,7 +149,10 @@ pub enum RaiseError {
 
 impl From<CallError> for RaiseError {
     fn from(e: CallError) -> Self {
-        RaiseError::Plugin(e.to_string())
+        match e {
+            CallError::Unavailable(why) => RaiseError::Unavailable(why),
+            e => RaiseError::Plugin(e.to_string()),
+        }
     }
 }
 
@@ -383,6 +392,23 @@ impl Webhooks {
     /// node is accepted by another. The sealing key itself never leaves.
     pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
         self.rt.derived_key(purpose)
+    }
+
+    /// Whether the database can be reached now. On PostgreSQL a server that
+    /// stopped, restarted or cannot be connected to makes it unavailable
+    /// until a statement succeeds again (the node finds out by itself, at
+    /// least every second); SQLite is always available. `serve` answers
+    /// `/healthz` from it; a panel may do the same.
+    ///
+    /// ```no_run
+    /// # fn demo(hooks: &webhooks_host::Webhooks) {
+    /// if !hooks.health().available() {
+    ///     println!("webhooks: database unavailable for {:?}", hooks.health().down_for());
+    /// }
+    /// # }
+    /// ```
+    pub fn health(&self) -> &health::Health {
+        self.rt.health()
     }
 
     /// Wakes the delivery engine (after a clock change, for example).

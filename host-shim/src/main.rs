@@ -257,7 +257,10 @@ fn main() -> std::process::ExitCode {
 /// `RUST_LOG` picks what is logged (default `info`); the format is text for
 /// people or JSON lines for log shippers.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn".into());
+    // deadpool warns once per pooled connection it finds closed: a database
+    // restart is logged once, by the host's own health line.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,wasmtime=warn,deadpool=error".into());
     // Colours only for a person at a terminal, never in files or journald.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);

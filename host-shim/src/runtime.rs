@@ -40,6 +40,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::bindings::{self, Webhooks, WebhooksPre};
 use crate::config::{Config, WasiClock};
 use crate::egress::{Egress, Hooks, Policy};
+use crate::health::Health;
 use crate::host_info::HostInfo;
 use crate::metrics::Metrics;
 use crate::storage::{self, Backend, Storage};
@@ -115,6 +116,12 @@ pub enum CallError {
     /// The plugin answered an error (its database refused, …).
     #[error("the plugin reported an error: {0}")]
     Failed(String),
+    /// The call failed because the database could not be reached (the
+    /// storage's error, which says so): nothing is wrong with the plugin or
+    /// the request, so retry once the database is back
+    /// ([`crate::health::Health`] says when).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The loaded component and its instance pool.
@@ -123,6 +130,8 @@ pub struct Runtime {
     pre: WebhooksPre<State>,
     caps: Arc<Capabilities>,
     idle: Mutex<Vec<Worker>>,
+    /// Whether the database can be reached (the storage reports into it).
+    health: Health,
 }
 
 fn engine() -> anyhow::Result<Engine> {
@@ -179,7 +188,10 @@ impl Runtime {
         bindings::types::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
         storage::add_to_linker(&mut linker, |s| &mut s.db)?;
         crate::secrets::add_to_linker(&mut linker, |s| &s.caps.key)?;
-        crate::telemetry::add_to_linker(&mut linker, |s| Telemetry(&s.caps.metrics))?;
+        crate::telemetry::add_to_linker(&mut linker, |s| Telemetry {
+            metrics: &s.caps.metrics,
+            quiet: s.db.met_unreachable(),
+        })?;
         crate::host_info::add_to_linker(&mut linker, |s| HostInfo {
             config: &s.caps.config,
             egress: &s.caps.egress,
@@ -197,6 +209,7 @@ impl Runtime {
             config.resolver.clone(),
             config.attempt_timeout,
         );
+        let health = backend.health();
         let rt = Arc::new(Runtime {
             engine: engine.clone(),
             pre,
@@ -209,6 +222,7 @@ impl Runtime {
                 node: crate::host_info::new_node_id(),
             }),
             idle: Mutex::new(Vec::new()),
+            health,
         });
         // The epoch ticker: deadlines are counted in its ticks. It stops when
         // the engine is dropped.
@@ -276,11 +290,17 @@ impl Runtime {
         Ok(w)
     }
 
+    /// Ends a call: rolls back what it left open, pools the instance (unless
+    /// it trapped) and says how the call went. A call that met an
+    /// unreachable database and failed (trapped, or answered what `failed`
+    /// calls a failure) failed for the database: `Unavailable`, and not
+    /// logged here (the outage is logged once, by [`Health`]).
     fn finish<R>(
         &self,
         name: &'static str,
         mut w: Worker,
         r: wasmtime::Result<R>,
+        failed: impl FnOnce(&R) -> bool,
         handle: &tokio::runtime::Handle,
     ) -> Result<R, CallError> {
         let (open, trips) = handle.block_on(w.store.data_mut().db.end_call());
@@ -290,6 +310,7 @@ impl Runtime {
         if let Some(n) = trips {
             self.caps.metrics.round_trips(name, n);
         }
+        let unreachable = w.store.data_mut().db.take_unreachable();
         match r {
             Ok(v) => {
                 if let Ok(mut idle) = self.idle.lock()
@@ -297,20 +318,37 @@ impl Runtime {
                 {
                     idle.push(w);
                 }
-                Ok(v)
+                match unreachable {
+                    Some(why) if failed(&v) => Err(CallError::Unavailable(why)),
+                    _ => Ok(v),
+                }
             }
             // The instance may be in any state after a trap: drop it.
-            Err(e) => {
-                tracing::error!("plugin call failed, instance replaced: {e:#}");
-                Err(CallError::Trap(format!("{e:#}")))
-            }
+            Err(e) => match unreachable {
+                Some(why) => {
+                    tracing::debug!("plugin call failed on an unreachable database, instance replaced: {e:#}");
+                    Err(CallError::Unavailable(why))
+                }
+                None => {
+                    tracing::error!("plugin call failed, instance replaced: {e:#}");
+                    Err(CallError::Trap(format!("{e:#}")))
+                }
+            },
         }
     }
 
     /// Runs one plugin call on a blocking-pool thread of its own (see the
     /// module comment) with a pooled instance and `deadline`. `f` makes the
-    /// call; it gets the instance and the handle to drive it with.
-    async fn call<R, F>(self: &Arc<Self>, name: &'static str, deadline: Duration, f: F) -> Result<R, CallError>
+    /// call; it gets the instance and the handle to drive it with. `failed`
+    /// says whether an answer is a failure (an error the plugin answered),
+    /// which is the database's when the call found it unreachable.
+    async fn call<R, F>(
+        self: &Arc<Self>,
+        name: &'static str,
+        deadline: Duration,
+        failed: impl FnOnce(&R) -> bool + Send + 'static,
+        f: F,
+    ) -> Result<R, CallError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Worker, &tokio::runtime::Handle) -> wasmtime::Result<R> + Send + 'static,
@@ -320,7 +358,7 @@ impl Runtime {
         let r = tokio::task::spawn_blocking(move || {
             let mut w = handle.block_on(rt.checkout(deadline))?;
             let r = f(&mut w, &handle);
-            rt.finish(name, w, r, &handle)
+            rt.finish(name, w, r, failed, &handle)
         })
         .await
         .unwrap_or_else(|e| Err(CallError::Trap(format!("the plugin call panicked in the host: {e}"))));
@@ -332,9 +370,12 @@ impl Runtime {
 
     /// `plugin.describe`.
     pub async fn describe(self: &Arc<Self>) -> Result<bindings::ex::plugin::Manifest, CallError> {
-        self.call("describe", self.caps.config.call_timeout, |w, h| {
-            h.block_on(w.bindings.panel_webhooks_plugin().call_describe(&mut w.store))
-        })
+        self.call(
+            "describe",
+            self.caps.config.call_timeout,
+            |_| false,
+            |w, h| h.block_on(w.bindings.panel_webhooks_plugin().call_describe(&mut w.store)),
+        )
         .await
     }
 
@@ -345,7 +386,7 @@ impl Runtime {
             Ok(lock) => lock,
             Err(e) => return Ok(Err(e)),
         };
-        self.call("migrate", Duration::from_secs(60), |w, h| {
+        self.call("migrate", Duration::from_secs(60), Result::is_err, |w, h| {
             h.block_on(w.bindings.panel_webhooks_plugin().call_migrate(&mut w.store))
         })
         .await
@@ -357,7 +398,9 @@ impl Runtime {
         req: bindings::ex::admin::Request,
     ) -> Result<bindings::ex::admin::Response, CallError> {
         let deadline = self.caps.config.call_timeout + self.caps.config.attempt_timeout;
-        self.call("admin", deadline, move |w, h| {
+        let failed =
+            |r: &bindings::ex::admin::Response| matches!(r, bindings::ex::admin::Response::Page(p) if p.status >= 500);
+        self.call("admin", deadline, failed, move |w, h| {
             h.block_on(w.bindings.panel_webhooks_admin().call_handle(&mut w.store, &req))
         })
         .await
@@ -370,20 +413,34 @@ impl Runtime {
         req: bindings::ex::management::ApiRequest,
     ) -> Result<bindings::ex::management::ApiResponse, CallError> {
         let deadline = self.caps.config.call_timeout + self.caps.config.attempt_timeout;
-        self.call("api", deadline, move |w, h| {
-            h.block_on(w.bindings.panel_webhooks_management().call_handle(&mut w.store, &req))
-        })
+        self.call(
+            "api",
+            deadline,
+            |r: &bindings::ex::management::ApiResponse| r.status >= 500,
+            move |w, h| h.block_on(w.bindings.panel_webhooks_management().call_handle(&mut w.store, &req)),
+        )
         .await
     }
 
     /// `deliveries.stats`.
     pub async fn stats(self: &Arc<Self>) -> Result<bindings::ex::deliveries::QueueStats, CallError> {
         let r = self
-            .call("stats", self.caps.config.call_timeout, |w, h| {
+            .call("stats", self.caps.config.call_timeout, Result::is_err, |w, h| {
                 h.block_on(w.bindings.panel_webhooks_deliveries().call_stats(&mut w.store))
             })
             .await?;
         self.answered("stats", r)
+    }
+
+    /// Whether the database can be reached ([`crate::health`]).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Asks the database whether it answers, reporting into
+    /// [`Runtime::health`] (see [`Backend::probe`]).
+    pub async fn probe(&self) {
+        self.caps.backend.probe().await;
     }
 
     /// The metrics this runtime's calls and requests feed.
@@ -401,7 +458,8 @@ impl Runtime {
         self: &Arc<Self>,
         events: Vec<bindings::types::Event>,
     ) -> Result<Result<Vec<bindings::ex::events::Raised>, bindings::ex::events::RaiseError>, CallError> {
-        self.call("raise-batch", self.caps.config.call_timeout, move |w, h| {
+        let failed = |r: &Result<_, _>| matches!(r, Err(bindings::ex::events::RaiseError::Storage(_)));
+        self.call("raise-batch", self.caps.config.call_timeout, failed, move |w, h| {
             h.block_on(w.bindings.panel_webhooks_events().call_raise_batch(&mut w.store, &events))
         })
         .await
@@ -412,7 +470,10 @@ impl Runtime {
         self: &Arc<Self>,
         events: Vec<bindings::types::Event>,
     ) -> Result<Vec<Result<bindings::ex::events::Raised, bindings::ex::events::RaiseError>>, CallError> {
-        self.call("raise-each", self.caps.config.call_timeout, move |w, h| {
+        // One transaction: a storage failure fails every valid event of it.
+        let failed =
+            |r: &Vec<Result<_, _>>| r.iter().any(|a| matches!(a, Err(bindings::ex::events::RaiseError::Storage(_))));
+        self.call("raise-each", self.caps.config.call_timeout, failed, move |w, h| {
             h.block_on(w.bindings.panel_webhooks_events().call_raise_each(&mut w.store, &events))
         })
         .await
@@ -421,7 +482,7 @@ impl Runtime {
     /// `deliveries.maintain`.
     pub async fn maintain(self: &Arc<Self>) -> Result<bindings::ex::deliveries::Pruned, CallError> {
         let r = self
-            .call("maintain", Duration::from_secs(120), |w, h| {
+            .call("maintain", Duration::from_secs(120), Result::is_err, |w, h| {
                 h.block_on(w.bindings.panel_webhooks_deliveries().call_maintain(&mut w.store))
             })
             .await?;
@@ -431,7 +492,7 @@ impl Runtime {
     /// `sessions.open`.
     pub async fn open_session(self: &Arc<Self>, key: String, user: String) -> Result<(), CallError> {
         let r = self
-            .call("sessions-open", self.caps.config.call_timeout, move |w, h| {
+            .call("sessions-open", self.caps.config.call_timeout, Result::is_err, move |w, h| {
                 h.block_on(w.bindings.panel_webhooks_sessions().call_open(&mut w.store, &key, &user))
             })
             .await?;
@@ -441,7 +502,7 @@ impl Runtime {
     /// `sessions.find`.
     pub async fn find_session(self: &Arc<Self>, key: String) -> Result<Option<String>, CallError> {
         let r = self
-            .call("sessions-find", self.caps.config.call_timeout, move |w, h| {
+            .call("sessions-find", self.caps.config.call_timeout, Result::is_err, move |w, h| {
                 h.block_on(w.bindings.panel_webhooks_sessions().call_find(&mut w.store, &key))
             })
             .await?;
@@ -451,7 +512,7 @@ impl Runtime {
     /// `sessions.close`.
     pub async fn close_session(self: &Arc<Self>, key: String) -> Result<(), CallError> {
         let r = self
-            .call("sessions-close", self.caps.config.call_timeout, move |w, h| {
+            .call("sessions-close", self.caps.config.call_timeout, Result::is_err, move |w, h| {
                 h.block_on(w.bindings.panel_webhooks_sessions().call_close(&mut w.store, &key))
             })
             .await?;
@@ -474,7 +535,7 @@ impl Runtime {
         claim_max: u32,
     ) -> Result<bindings::ex::deliveries::StepReport, CallError> {
         let r = self
-            .call("step", self.caps.config.call_timeout, move |w, h| {
+            .call("step", self.caps.config.call_timeout, Result::is_err, move |w, h| {
                 h.block_on(w.bindings.panel_webhooks_deliveries().call_step(
                     &mut w.store,
                     &raised,
@@ -493,7 +554,7 @@ impl Runtime {
         claimed: Vec<i64>,
     ) -> Result<Vec<Result<bindings::ex::deliveries::Outgoing, bindings::ex::deliveries::Unsendable>>, CallError> {
         let r = self
-            .call("build", self.caps.config.call_timeout, move |w, h| {
+            .call("build", self.caps.config.call_timeout, Result::is_err, move |w, h| {
                 h.block_on(w.bindings.panel_webhooks_deliveries().call_build(&mut w.store, &claimed))
             })
             .await?;
@@ -504,7 +565,7 @@ impl Runtime {
     /// not send (it is stopping); answers how many leases ended.
     pub async fn release(self: &Arc<Self>, claimed: Vec<i64>) -> Result<u64, CallError> {
         let r = self
-            .call("release", self.caps.config.call_timeout, move |w, h| {
+            .call("release", self.caps.config.call_timeout, Result::is_err, move |w, h| {
                 h.block_on(w.bindings.panel_webhooks_deliveries().call_release(&mut w.store, &claimed))
             })
             .await?;

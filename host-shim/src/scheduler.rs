@@ -27,7 +27,11 @@
 //! never answers holds one slot until the attempt deadline and nothing else.
 //! A failed `step` backs off and goes on (its batch's leases expire and those
 //! deliveries are sent again); a panicking engine is restarted. Both are
-//! counted in `/metrics`.
+//! counted in `/metrics`. A step that failed because the database cannot be
+//! reached (`CallError::Unavailable`, see `health.rs`) backs off the same
+//! way, up to [`MAX_BACKOFF`], but keeps the answers it had gathered for the
+//! first step after the outage, refuses events raised meanwhile at once,
+//! and steps as soon as the database is back.
 //!
 //! Stopping (SIGTERM) drains: no more claims; requests on the wire finish
 //! and are recorded; claimed deliveries not yet on the wire (being built,
@@ -95,6 +99,17 @@ impl Scheduler {
         // PostgreSQL checkpoints its own WAL.
         if rt.config().database_url.is_none() {
             tasks.spawn(checkpoints(rt.clone(), stop.subscribe()));
+        }
+        // While nothing else runs statements, someone must notice that the
+        // database went away or came back (`health::watch`; SQLite's never
+        // changes).
+        if rt.config().database_url.is_some() {
+            let probing = rt.clone();
+            let probe = move || {
+                let rt = probing.clone();
+                async move { rt.probe().await }
+            };
+            tasks.spawn(crate::health::watch(rt.health().clone(), probe, stop.subscribe()));
         }
         tasks.spawn(pruning(rt, stop.subscribe()));
         Scheduler { wake, stop, tasks }
@@ -224,10 +239,10 @@ async fn deliver(
             if let Err(e) = &r {
                 // Whatever failed, the callers must hear now.
                 intake::answer(replies, Err(e.clone()));
-                if had_events {
+                if had_events && !matches!(e, CallError::Unavailable(_)) {
                     // Perhaps it was one of the events: record the attempts
                     // without them rather than send those again later.
-                    r = rt.step(Vec::new(), done, claim).await;
+                    r = rt.step(Vec::new(), done.clone(), claim).await;
                 }
             } else if let Ok(report) = &mut r {
                 intake::answer(replies, Ok(std::mem::take(&mut report.raised)));
@@ -260,16 +275,32 @@ async fn deliver(
                     }
                 }
                 Err(e) => {
-                    // The batch's rows stay leased; they are sent again (same
-                    // webhook-id) when the lease ends.
                     failures += 1;
-                    rt.metrics().worker_restarted("plugin");
                     let backoff = (Duration::from_millis(100) * 2u32.saturating_pow(failures)).min(MAX_BACKOFF);
-                    tracing::error!("delivery step failed, retrying in {backoff:?}: {e}");
                     due = Some(Instant::now() + backoff);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed(), if !draining => {}
+                    let unavailable = matches!(e, CallError::Unavailable(_));
+                    if unavailable {
+                        // Nothing of the step was committed, and the database,
+                        // not the batch, is at fault: the answers gathered
+                        // are recorded in the first step it takes again,
+                        // rather than sent again when their leases end (the
+                        // plugin records a late answer as any other). The
+                        // outage itself is logged once, by `health`.
+                        rt.metrics().worker_restarted("database");
+                        finished = Arc::unwrap_or_clone(done);
+                        tracing::debug!(
+                            "delivery step failed, retrying in {backoff:?} or once the database is back: {e}"
+                        );
+                    } else {
+                        // The batch's rows stay leased; they are sent again
+                        // (same webhook-id) when the lease ends.
+                        rt.metrics().worker_restarted("plugin");
+                        tracing::error!("delivery step failed, retrying in {backoff:?}: {e}");
+                    }
+                    backoff_wait(&rt, backoff, unavailable.then_some(&e), &mut rx, &mut stop, draining).await;
+                    if unavailable && rt.health().available() {
+                        // Back before the back-off ended: look for due work now.
+                        due = Some(Instant::now());
                     }
                 }
             }
@@ -308,6 +339,41 @@ async fn next_raised(rx: &mut Option<Held>) -> Option<Raising> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Waits out the back-off after a failed step: until it ends, the engine
+/// is told to stop, or — when the step failed because the database cannot
+/// be reached (`unavailable`, that error) — the database is back (another
+/// call or the health probe reached it: step at once). Meanwhile, while it
+/// is unreachable, events raised are refused at once with that error
+/// rather than held for the back-off: the panel hears 503 now and retries.
+async fn backoff_wait(
+    rt: &Arc<Runtime>,
+    backoff: Duration,
+    unavailable: Option<&CallError>,
+    rx: &mut Option<Held>,
+    stop: &mut watch::Receiver<bool>,
+    draining: bool,
+) {
+    let until = tokio::time::Instant::now() + backoff;
+    let health = rt.health().clone();
+    // Never sooner than the first back-off: a database that answers some
+    // calls and not others must not make the engine spin.
+    let back = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        health.back().await
+    };
+    tokio::pin!(back);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return,
+            _ = stop.changed(), if !draining => return,
+            () = &mut back, if unavailable.is_some() => return,
+            Some((_, reply)) = next_raised(rx), if unavailable.is_some() => {
+                let _ = reply.send(Err(unavailable.cloned().expect("guarded")));
+            }
+        }
     }
 }
 
@@ -447,7 +513,14 @@ fn built(
             }
         }
         // The database or an instance failed, not a row: the leases run out
-        // and the rows are claimed again.
+        // and the rows are claimed again. (An unreachable database is
+        // logged once, by `health`.)
+        Ok((ids, Err(e @ CallError::Unavailable(_)))) => {
+            tracing::debug!(
+                deliveries = ids.len(),
+                "building requests failed; they are retried when their lease ends: {e}"
+            )
+        }
         Ok((ids, Err(e))) => {
             tracing::error!(
                 deliveries = ids.len(),
@@ -554,6 +627,8 @@ async fn pruning(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
             Ok(p) => {
                 tracing::info!(attempts = p.attempts, deliveries = p.deliveries, events = p.events, "pruned history")
             }
+            // Logged once, by `health`; the next round prunes.
+            Err(e @ CallError::Unavailable(_)) => tracing::debug!("pruning history failed: {e}"),
             Err(e) => tracing::error!("pruning history failed: {e}"),
         }
     }

@@ -24,7 +24,7 @@
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, params_from_iter, types::Value as SqlValue};
 
@@ -33,6 +33,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::bindings::host_info::Dialect;
 use crate::bindings::storage::{self as wit, Error, Rows, Value};
 use crate::config::Config;
+use crate::health::Health;
 
 /// Largest number of rows one query may return.
 pub const MAX_ROWS: usize = 100_000;
@@ -210,6 +211,8 @@ pub enum Backend {
         url: postgres::DatabaseUrl,
         /// How each statement is prepared.
         learnt: postgres::Prepared,
+        /// Whether the server can be reached; every session reports into it.
+        health: Health,
     },
 }
 
@@ -224,6 +227,7 @@ impl Backend {
                 pool: postgres::connect(url).await.map_err(anyhow::Error::msg)?,
                 url: url.clone(),
                 learnt: Default::default(),
+                health: Health::new(),
             },
         })
     }
@@ -243,10 +247,48 @@ impl Backend {
             Backend::Sqlite { path, durability } => {
                 Storage::Sqlite(Sqlite::new(open(path, *durability).map_err(|e| e.to_string())?))
             }
-            Backend::Postgres { pool, learnt, .. } => {
-                Storage::Postgres(postgres::Session::new(pool.clone(), learnt.clone()))
-            }
+            Backend::Postgres { pool, learnt, health, .. } => Storage::Postgres(Pg {
+                session: postgres::Session::new(pool.clone(), learnt.clone()),
+                health: health.clone(),
+                unreachable: None,
+            }),
         })
+    }
+
+    /// Whether the database can be reached ([`crate::health`]): on
+    /// PostgreSQL, what its sessions report; SQLite, a file of this
+    /// process, is never unreachable and never reports.
+    pub fn health(&self) -> Health {
+        match self {
+            Backend::Sqlite { .. } => Health::new(),
+            Backend::Postgres { health, .. } => health.clone(),
+        }
+    }
+
+    /// On PostgreSQL, asks the server whether it answers (`SELECT 1` on a
+    /// pooled connection, within [`BUSY_TIMEOUT`]) and reports the answer
+    /// into [`Backend::health`] as a statement would ([`crate::health::watch`]
+    /// calls it while nothing else runs). A pool too busy to lend a
+    /// connection says nothing either way.
+    pub async fn probe(&self) {
+        let Backend::Postgres { pool, health, .. } = self else { return };
+        let sent = Instant::now();
+        let asked = async {
+            let conn = pool.get().await.map_err(postgres::pool_err)?;
+            conn.simple_query("SELECT 1").await.map_err(postgres::map_err)
+        };
+        match tokio::time::timeout(BUSY_TIMEOUT, asked).await {
+            Ok(Ok(_)) => health.reached(sent),
+            Ok(Err(e)) => {
+                if let Some(why) = postgres::unreachable_reason(&e) {
+                    health.unreachable(why, sent);
+                }
+            }
+            Err(_) => {
+                let why = format!("{}: no answer to SELECT 1 within {BUSY_TIMEOUT:?}", postgres::UNREACHABLE);
+                health.unreachable(&why, sent)
+            }
+        }
     }
 
     /// The SQL dialect the component is told (`host-info.get-dialect`).
@@ -274,7 +316,7 @@ pub enum Storage {
     /// Its own SQLite connection.
     Sqlite(Sqlite),
     /// Its session on the PostgreSQL pool.
-    Postgres(postgres::Session),
+    Postgres(Pg),
 }
 
 impl Storage {
@@ -286,10 +328,55 @@ impl Storage {
         match self {
             Storage::Sqlite(s) => (s.end_call(), None),
             Storage::Postgres(p) => {
-                let (open, trips) = p.end_call().await;
+                let (open, trips) = p.session.end_call().await;
                 (open, Some(trips))
             }
         }
+    }
+
+    /// Whether a statement of the current call found the database
+    /// unreachable (never on SQLite).
+    pub fn met_unreachable(&self) -> bool {
+        matches!(self, Storage::Postgres(Pg { unreachable: Some(_), .. }))
+    }
+
+    /// Why the current call found the database unreachable, if it did; the
+    /// next call starts afresh. The runtime asks after every call: a call
+    /// that failed for it failed for the database, not for the plugin.
+    pub fn take_unreachable(&mut self) -> Option<String> {
+        match self {
+            Storage::Sqlite(_) => None,
+            Storage::Postgres(p) => p.unreachable.take(),
+        }
+    }
+}
+
+/// One instance's PostgreSQL session, reporting each statement's fate into
+/// the node's [`Health`]: a success means the server answers, a failure
+/// to reach it ([`postgres::unreachable_reason`]) that it cannot be reached.
+pub struct Pg {
+    session: postgres::Session,
+    health: Health,
+    /// The first such failure of the current call.
+    unreachable: Option<String>,
+}
+
+impl Pg {
+    /// Reports how a statement sent at `sent` went.
+    fn observe<T>(&mut self, sent: Instant, r: Result<T, Error>) -> Result<T, Error> {
+        match &r {
+            Ok(_) => self.health.reached(sent),
+            Err(e) => {
+                // Otherwise the server answered (a constraint, a lock
+                // timeout), or the statement never reached it (a value that
+                // cannot bind, a pool too busy): nothing learnt.
+                if let Some(why) = postgres::unreachable_reason(e) {
+                    self.health.unreachable(why, sent);
+                    self.unreachable.get_or_insert_with(|| why.to_owned());
+                }
+            }
+        }
+        r
     }
 }
 
@@ -404,43 +491,67 @@ impl wit::Host for Storage {
     async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, Error> {
         match self {
             Storage::Sqlite(s) => s.execute(&sql, &params),
-            Storage::Postgres(p) => p.execute(&sql, &params).await,
+            Storage::Postgres(p) => {
+                let t = Instant::now();
+                let r = p.session.execute(&sql, &params).await;
+                p.observe(t, r)
+            }
         }
     }
     async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
         match self {
             Storage::Sqlite(s) => s.query(&sql, &params),
-            Storage::Postgres(p) => p.query(&sql, &params).await,
+            Storage::Postgres(p) => {
+                let t = Instant::now();
+                let r = p.session.query(&sql, &params).await;
+                p.observe(t, r)
+            }
         }
     }
     async fn execute_many(&mut self, sql: String, rows: Vec<Vec<Value>>) -> Result<Vec<u64>, Error> {
         match self {
             Storage::Sqlite(s) => s.execute_many(&sql, &rows),
-            Storage::Postgres(p) => p.execute_many(&sql, &rows).await,
+            Storage::Postgres(p) => {
+                let t = Instant::now();
+                let r = p.session.execute_many(&sql, &rows).await;
+                p.observe(t, r)
+            }
         }
     }
     async fn execute_batch(&mut self, sql: String) -> Result<(), Error> {
         match self {
             Storage::Sqlite(s) => s.execute_batch(&sql),
-            Storage::Postgres(p) => p.execute_batch(&sql).await,
+            Storage::Postgres(p) => {
+                let t = Instant::now();
+                let r = p.session.execute_batch(&sql).await;
+                p.observe(t, r)
+            }
         }
     }
     async fn begin(&mut self) -> Result<(), Error> {
         match self {
             Storage::Sqlite(s) => s.begin(),
-            Storage::Postgres(p) => p.begin().await,
+            Storage::Postgres(p) => {
+                let t = Instant::now();
+                let r = p.session.begin().await;
+                p.observe(t, r)
+            }
         }
     }
     async fn commit(&mut self) -> Result<(), Error> {
         match self {
             Storage::Sqlite(s) => s.commit(),
-            Storage::Postgres(p) => p.commit().await,
+            Storage::Postgres(p) => {
+                let t = Instant::now();
+                let r = p.session.commit().await;
+                p.observe(t, r)
+            }
         }
     }
     async fn rollback(&mut self) {
         match self {
             Storage::Sqlite(s) => s.rollback(),
-            Storage::Postgres(p) => p.rollback().await,
+            Storage::Postgres(p) => p.session.rollback().await,
         }
     }
 }

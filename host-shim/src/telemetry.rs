@@ -12,8 +12,16 @@ use crate::metrics::Metrics;
 /// cannot flood the operator's log.
 const MAX_LOG_LINE: usize = 2000;
 
-/// What a store's `log` and `telemetry` calls reach: the metrics they feed.
-pub struct Telemetry<'a>(pub &'a Metrics);
+/// What a store's `log` and `telemetry` calls reach.
+pub struct Telemetry<'a> {
+    /// The metrics they feed.
+    pub metrics: &'a Metrics,
+    /// The current call already found the database unreachable: what the
+    /// component says about failing now is that, once per call, while
+    /// [`crate::health`] logs the outage once for all calls; its warnings
+    /// and errors go to the debug level until the call ends.
+    pub quiet: bool,
+}
 
 struct HasTelemetry;
 
@@ -34,6 +42,7 @@ impl log::Host for Telemetry<'_> {
     async fn log(&mut self, level: log::Level, message: String) {
         let message: String = message.chars().take(MAX_LOG_LINE).collect();
         use log::Level;
+        let level = if self.quiet && matches!(level, Level::Warn | Level::Error) { Level::Debug } else { level };
         match level {
             Level::Debug => tracing::debug!(target: "webhooks::plugin", "{message}"),
             Level::Info => tracing::info!(target: "webhooks::plugin", "{message}"),
@@ -45,6 +54,6 @@ impl log::Host for Telemetry<'_> {
 
 impl telemetry::Host for Telemetry<'_> {
     async fn attempts_recorded(&mut self, succeeded: u32, retrying: u32, exhausted: u32) {
-        self.0.attempts(succeeded, retrying, exhausted);
+        self.metrics.attempts(succeeded, retrying, exhausted);
     }
 }

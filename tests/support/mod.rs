@@ -15,6 +15,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod scripts;
 
 use std::collections::HashMap;
@@ -269,9 +270,12 @@ pub fn postgres_client(database: &str) -> postgres::Client {
         .unwrap_or_else(|e| panic!("PostgreSQL for the tests at {url}: {e} (is the server running? see .ci/run)"))
 }
 
-/// A database of its own on the test server, dropped with this value.
+/// A database of its own on the test server (or on a test's own
+/// [`cluster::ScratchCluster`]), dropped with this value.
 pub struct ScratchDb {
     pub name: String,
+    /// The server it is on, as a URL without a database.
+    pub server: String,
 }
 
 /// Scratch databases older than this are left over by a test process that
@@ -281,15 +285,22 @@ const SCRATCH_STALE_SECS: u64 = 3 * 3600;
 impl ScratchDb {
     /// Creates `webhooks_test_<unix seconds>_<random>`.
     pub fn create() -> ScratchDb {
-        off_runtime(ScratchDb::create_here)
+        off_runtime(|| ScratchDb::create_here(&postgres_server()))
     }
 
-    fn create_here() -> ScratchDb {
+    /// The same, on `server` (a URL without a database).
+    pub fn create_on(server: &str) -> ScratchDb {
+        off_runtime(|| ScratchDb::create_here(server))
+    }
+
+    fn create_here(server: &str) -> ScratchDb {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let mut rand = [0u8; 6];
         getrandom::fill(&mut rand).unwrap();
         let name = format!("webhooks_test_{now}_{}", hex::encode(rand));
-        let mut c = postgres_client("postgres");
+        let url = format!("{server}/postgres");
+        let mut c = postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("PostgreSQL for the tests at {url}: {e} (is the server running? see .ci/run)"));
         for row in c.query(r"SELECT datname FROM pg_database WHERE datname LIKE 'webhooks\_test\_%'", &[]).unwrap() {
             let old: String = row.get(0);
             let born = old.split('_').nth(2).and_then(|t| t.parse::<u64>().ok()).unwrap_or(now);
@@ -298,23 +309,25 @@ impl ScratchDb {
             }
         }
         c.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
-        ScratchDb { name }
+        ScratchDb { name, server: server.to_owned() }
     }
 
     /// The URL a host is given.
     pub fn url(&self) -> String {
-        format!("{}/{}", postgres_server(), self.name)
+        format!("{}/{}", self.server, self.name)
     }
 
     pub fn client(&self) -> postgres::Client {
-        postgres_client(&self.name)
+        let url = self.url();
+        postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("PostgreSQL for the tests at {url}: {e} (is the server running? see .ci/run)"))
     }
 }
 
 impl Drop for ScratchDb {
     fn drop(&mut self) {
         off_runtime(|| {
-            if let Ok(mut c) = postgres::Client::connect(&format!("{}/postgres", postgres_server()), postgres::NoTls) {
+            if let Ok(mut c) = postgres::Client::connect(&format!("{}/postgres", self.server), postgres::NoTls) {
                 let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
             }
         })

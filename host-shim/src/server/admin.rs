@@ -10,7 +10,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 
 use super::session::{SESSION_COOKIE, valid_session};
-use super::{App, MAX_BODY, api::authorized, cookie, header_str, html, plain, plugin_failed, see_other};
+use super::{
+    App, MAX_BODY, UNAVAILABLE_TITLE, api::authorized, cookie, header_str, html, plain, plugin_failed, retry_after,
+    see_other, unavailable_fragment, unavailable_page,
+};
+use crate::CallError;
 use crate::admin_ui;
 use crate::bindings::ex::admin as wit_admin;
 use crate::bindings::types::{Flash, FlashKind};
@@ -86,6 +90,8 @@ pub(super) async fn admin(
             if let Some(s) = cookie(&headers, SESSION_COOKIE).filter(|s| valid_session(s)) {
                 match app.hooks.find_session(&app.auth.session_key(&s)).await {
                     Ok(user) => signed_in = user.map(|u| (s, u)),
+                    // Logged once for the whole outage, by `health`.
+                    Err(CallError::Unavailable(_)) => return unavailable_page(),
                     Err(e) => {
                         tracing::error!("checking an admin session failed: {e}");
                         return plain(
@@ -175,6 +181,17 @@ pub(super) async fn admin(
             "<div class=\"wh\"><h1>Not found</h1><p>There is no such webhook or page. It may have been deleted.</p></div>".to_owned(),
             None,
         ),
+        Err(CallError::Unavailable(_)) => {
+            let fragment = unavailable_fragment(method == Method::POST);
+            let mut resp = if acting.fragment {
+                fragment_response(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_TITLE, fragment, false)
+            } else {
+                let page = frame.render(uri.path(), UNAVAILABLE_TITLE, &fragment, None);
+                html(StatusCode::SERVICE_UNAVAILABLE, page, false)
+            };
+            resp.headers_mut().insert(header::RETRY_AFTER, retry_after());
+            return resp;
+        }
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "Error".to_owned(),

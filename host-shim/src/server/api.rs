@@ -14,7 +14,7 @@ use serde_json::json;
 use super::admin::ACTOR_HEADER;
 use super::{App, MAX_BODY, Unread, header_str, plugin_failed, read_limited, unread};
 use crate::bindings::ex::management::ApiRequest;
-use crate::{Event, RaiseError, admin_ui};
+use crate::{CallError, Event, RaiseError, admin_ui};
 
 /// Most events in one batch call.
 pub const MAX_BATCH: usize = 1000;
@@ -84,8 +84,25 @@ struct ApiBatch {
     events: Vec<ApiEvent>,
 }
 
+/// The database cannot be reached ([`crate::health`]): a 503 that says so
+/// and when to retry, never the error itself (it names the server).
+pub(super) fn unavailable(message: &str) -> Response {
+    let mut resp = api_error(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message, None);
+    resp.headers_mut().insert(header::RETRY_AFTER, super::retry_after());
+    resp
+}
+
+/// [`unavailable`] for any call but a raise.
+fn unavailable_call() -> Response {
+    unavailable("The database cannot be reached just now. Retry in a few seconds.")
+}
+
 fn raise_error(e: RaiseError) -> Response {
     match e {
+        RaiseError::Unavailable(_) => unavailable(
+            "The database cannot be reached just now, so the event was not accepted. Raise it again in a few \
+             seconds, with the same id: an id raised again is never queued twice.",
+        ),
         RaiseError::UnknownType(m) => api_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_type", m, Some("type")),
         RaiseError::InvalidData(i) => {
             api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_data", i.message, Some(&i.field))
@@ -202,6 +219,7 @@ pub(super) async fn api_management(
             }
             resp
         }
+        Err(CallError::Unavailable(_)) => unavailable_call(),
         Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", plugin_failed(&e), None),
     }
 }
@@ -222,6 +240,7 @@ pub(super) async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> 
             .into_response(),
         Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
             .into_response(),
+        Err(CallError::Unavailable(_)) => unavailable_call(),
         Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, "plugin", plugin_failed(&e), None),
     }
 }

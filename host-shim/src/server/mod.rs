@@ -167,7 +167,7 @@ pub fn router(app: Arc<App>) -> Router {
                 move || async move { axum::response::Redirect::to(&to) }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/static/panel.css", get(|| async { asset("text/css", admin_ui::PANEL_CSS) }))
         .route("/static/webhooks.css", get(|| async { asset("text/css", admin_ui::WEBHOOKS_CSS) }))
         .route("/static/webhooks.js", get(|| async { asset("text/javascript", admin_ui::WEBHOOKS_JS) }))
@@ -227,6 +227,50 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::listener::serve(listener, router(app), crate::listener::Limits::default(), shutdown).await
+}
+
+/// `ok` while the node can reach its database; `503 database unavailable`
+/// while it cannot ([`crate::health`]), so that a load balancer sends
+/// elsewhere and a person sees why. The state is the node's own: no
+/// statement runs here, so a busy database never makes this slow.
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    if app.hooks.health().available() {
+        return "ok".into_response();
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, retry_after())], "database unavailable").into_response()
+}
+
+/// `Retry-After` on answers refused because the database is unavailable.
+fn retry_after() -> HeaderValue {
+    HeaderValue::from(crate::health::RETRY_AFTER_SECS)
+}
+
+/// What an admin sees when a page cannot be answered because the database
+/// cannot be reached: what happened, what to do, nothing of the error.
+const UNAVAILABLE_TITLE: &str = "Database unavailable";
+
+fn unavailable_fragment(changing: bool) -> String {
+    let saved =
+        if changing { " What you submitted may not have been saved: check it once the page loads again." } else { "" };
+    format!(
+        "<div class=\"wh\"><h1>The database cannot be reached</h1><p>The webhooks integration cannot reach its \
+         database just now, so this page cannot be shown.{saved} Deliveries wait and resume by themselves once it \
+         is back. Try again in a few seconds.</p></div>"
+    )
+}
+
+/// The same as a whole page, for a request that cannot be tied to an
+/// admin yet (the session itself is kept in the database).
+fn unavailable_page() -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{UNAVAILABLE_TITLE}</title>\
+         <link rel=\"stylesheet\" href=\"/static/panel.css\"><link rel=\"stylesheet\" href=\"/static/webhooks.css\">\
+         </head><body><main>{}</main></body></html>",
+        unavailable_fragment(false)
+    );
+    let mut resp = html(StatusCode::SERVICE_UNAVAILABLE, body, false);
+    resp.headers_mut().insert(header::RETRY_AFTER, retry_after());
+    resp
 }
 
 fn asset(ct: &'static str, body: &'static str) -> Response {

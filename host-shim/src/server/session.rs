@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{App, Unread, cookie, plain, read_limited, secure_headers, see_other, unread};
+use crate::CallError;
 use crate::admin_ui;
 use crate::auth::LoginError;
 
@@ -119,13 +120,20 @@ pub(super) async fn login(
             // ends by itself when unused).
             if let Some(old) = cookie(&headers, SESSION_COOKIE).filter(|s| valid_session(s))
                 && let Err(e) = app.hooks.close_session(&app.auth.session_key(&old)).await
+                && !matches!(e, CallError::Unavailable(_))
             {
                 tracing::warn!("ending the session replaced at sign-in failed: {e}");
             }
             let session = crate::secrets::random_hex(32);
             if let Err(e) = app.hooks.open_session(&app.auth.session_key(&session), app.auth.user()).await {
-                tracing::error!("keeping a new admin session failed: {e}");
-                let msg = "Signing in failed: the session could not be stored. Try again in a moment; if it keeps failing, the operator's log says why.".to_owned();
+                // An unreachable database is logged once, by `health`.
+                let msg = if matches!(e, CallError::Unavailable(_)) {
+                    "Signing in failed: the database cannot be reached just now. Try again in a few seconds."
+                } else {
+                    tracing::error!("keeping a new admin session failed: {e}");
+                    "Signing in failed: the session could not be stored. Try again in a moment; if it keeps failing, the operator's log says why."
+                }
+                .to_owned();
                 return login_response(
                     &app,
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -171,7 +179,9 @@ pub(super) async fn logout(State(app): State<Arc<App>>, headers: HeaderMap, body
         // Ended for every node. If the database fails the session lives on,
         // so the admin is told so rather than shown the sign-in page.
         if let Err(e) = app.hooks.close_session(&app.auth.session_key(&session)).await {
-            tracing::error!("ending an admin session failed: {e}");
+            if !matches!(e, CallError::Unavailable(_)) {
+                tracing::error!("ending an admin session failed: {e}");
+            }
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Signing out failed: the database did not answer. Try again in a moment.",

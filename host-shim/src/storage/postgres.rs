@@ -46,7 +46,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, TimeoutType};
 use futures_util::{TryStreamExt, pin_mut};
 use postgres_types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 
@@ -488,12 +488,13 @@ fn numeric(raw: &[u8]) -> Result<Value, Box<dyn std::error::Error + Sync + Send>
     Ok(Value::Real(if negative { -v } else { v }))
 }
 
-/// Maps a PostgreSQL error to what the plugin can act on.
+/// Maps a PostgreSQL error to what the plugin can act on. A server that
+/// cannot be reached is an `io` error beginning with [`UNREACHABLE`].
 pub fn map_err(e: tokio_postgres::Error) -> Error {
+    if unreachable(&e) {
+        return Error::Io(format!("{UNREACHABLE}: {}", with_cause(&e)));
+    }
     let Some(db) = e.as_db_error() else {
-        if e.is_closed() {
-            return Error::Io(format!("the connection to PostgreSQL closed: {e}"));
-        }
         // A cell the storage interface cannot carry (see `Cell`).
         if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("has no storage value")) {
             return Error::InvalidStatement(format!("{e}: {}", std::error::Error::source(&e).expect("checked")));
@@ -519,13 +520,71 @@ pub fn map_err(e: tokio_postgres::Error) -> Error {
     }
 }
 
-fn pool_err(e: PoolError) -> Error {
+pub(crate) fn pool_err(e: PoolError) -> Error {
     match e {
         // Every pooled connection stayed busy past the busy timeout.
-        PoolError::Timeout(_) => Error::Busy,
+        PoolError::Timeout(TimeoutType::Wait) => Error::Busy,
+        // Opening a connection took longer than the connect timeout: the
+        // server does not answer.
+        PoolError::Timeout(_) => Error::Io(format!("{UNREACHABLE}: no connection within {CONNECT_TIMEOUT:?}")),
         PoolError::Backend(e) => map_err(e),
         e => Error::Io(format!("PostgreSQL connection pool: {e}")),
     }
+}
+
+/// How the `io` error of a statement that failed because the server could
+/// not be reached begins. The component sees it as any `io` error; the
+/// host reads it back ([`unreachable_reason`]) to know that the database,
+/// not the statement, failed ([`crate::health`]).
+pub const UNREACHABLE: &str = "the database cannot be reached";
+
+/// The message of `e`, as [`map_err`] and [`pool_err`] made it, when it
+/// says the server could not be reached.
+pub fn unreachable_reason(e: &Error) -> Option<&str> {
+    match e {
+        Error::Io(m) if m.starts_with(UNREACHABLE) => Some(m),
+        _ => None,
+    }
+}
+
+/// Whether the server could not be reached: no connection could be opened
+/// (refused, timed out, the server starting up or shutting down), or the
+/// one in use broke or was closed (the server stopped or restarted, a
+/// network failure). The session is gone with it; the pool opens a new one
+/// for the next statement. Not an error of the statement itself.
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        // connection_exception (08…); admin_shutdown (`pg_ctl stop -m
+        // fast`, `pg_terminate_backend`), crash_shutdown, cannot_connect_now
+        // (starting up, shutting down, in recovery).
+        let code = db.code().code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    if e.is_closed() {
+        return true;
+    }
+    // Connecting or talking to the server failed at the socket (the cause
+    // is the OS's error); a malformed message (InvalidData/InvalidInput)
+    // is no sign of an outage.
+    let io = std::error::Error::source(e).and_then(|c| c.downcast_ref::<std::io::Error>());
+    if io.is_some_and(|io| !matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput)) {
+        return true;
+    }
+    // tokio-postgres' own timeout while connecting; a TLS handshake cut short.
+    let what = e.to_string();
+    what == "timeout waiting for server" || what == "error performing TLS handshake"
+}
+
+/// The error and its innermost cause, in one line.
+fn with_cause(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_owned();
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if std::ptr::addr_eq(cause, e) { e.to_string() } else { format!("{e}: {cause}") }
 }
 
 /// What the host learnt preparing statements (after

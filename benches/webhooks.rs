@@ -762,6 +762,8 @@ struct Mixed {
     cores: Cores,
     /// Attempts each node recorded as succeeded during the window (its `/metrics`).
     node_sent: Vec<u64>,
+    /// Round trips to PostgreSQL in the window, from the nodes' `/metrics`.
+    round_trips: Option<RoundTrips>,
     /// Attempts the nodes recorded as failed (retrying or exhausted), window and drain.
     failed_attempts: u64,
     /// Deliveries (`webhook-id`s) that arrived more than once, the arrivals beyond
@@ -771,6 +773,17 @@ struct Mixed {
     duplicate_examples: Vec<String>,
     /// How long the relay held each chunk during the window, when the run had one.
     holds: Option<Holds>,
+}
+
+/// Round trips to PostgreSQL during a window, all nodes together.
+#[derive(Clone, Copy)]
+struct RoundTrips {
+    /// `deliveries.step` calls.
+    steps: u64,
+    /// Round trips per step.
+    per_step: f64,
+    /// Round trips of every plugin call (raises, steps, builds) per delivery.
+    per_delivery: f64,
 }
 
 /// CPU during the window, in cores: the nodes (summed), the receiver, this
@@ -866,6 +879,15 @@ impl Mixed {
                 sent.join(" / ")
             );
         }
+        if let Some(t) = self.round_trips {
+            println!(
+                "  round trips to PostgreSQL: {:.1} per step ({} steps, {:.0}/s), {:.2} per delivery (every call: raises, steps, builds)",
+                t.per_step,
+                t.steps,
+                t.steps as f64 / self.window_s,
+                t.per_delivery
+            );
+        }
         if let Some(h) = self.holds {
             println!(
                 "  relay: {} chunks in the window, each held p50 {:.3} ms, p99 {:.3} ms, max {:.2} ms (one way)",
@@ -913,6 +935,10 @@ impl Mixed {
         ]);
         if let Some(r) = self.cores.relay {
             out.insert(format!("{k}_relay_cores"), json!(r2(r)));
+        }
+        if let Some(t) = self.round_trips {
+            out.insert(format!("{k}_trips_per_step"), json!(r2(t.per_step)));
+            out.insert(format!("{k}_trips_per_delivery"), json!(r3(t.per_delivery)));
         }
         if let Some(h) = self.holds {
             out.insert(format!("{k}_relay_hold_p50_ms"), json!(r3(h.p50_us / 1000.0)));
@@ -978,24 +1004,46 @@ struct Load<'a> {
     delay: Option<(&'a Lab, f64)>,
 }
 
-/// Each node's attempts so far, from its `/metrics`: (succeeded, failed).
-async fn node_attempts(api: &reqwest::Client, bases: &[String]) -> anyhow::Result<Vec<(u64, u64)>> {
+/// What a node's `/metrics` counts so far.
+#[derive(Clone, Copy, Default)]
+struct NodeCounts {
+    /// Attempts recorded as succeeded.
+    ok: u64,
+    /// Attempts recorded as failed (retrying or exhausted).
+    failed: u64,
+    /// `deliveries.step` calls on PostgreSQL, and their round trips to the server.
+    steps: u64,
+    step_trips: u64,
+    /// Round trips of every plugin call (steps, builds, raises, …).
+    trips: u64,
+}
+
+/// Each node's counts so far, from its `/metrics`.
+async fn node_attempts(api: &reqwest::Client, bases: &[String]) -> anyhow::Result<Vec<NodeCounts>> {
     let mut all = Vec::new();
     for base in bases {
         let text =
             api.get(format!("{base}/metrics")).bearer_auth(API_TOKEN).send().await?.error_for_status()?.text().await?;
-        let (mut ok, mut failed) = (0, 0);
+        let mut c = NodeCounts::default();
         for line in text.lines() {
             // webhooks_delivery_attempts_total{outcome="succeeded"} 3
-            let Some(rest) = line.strip_prefix("webhooks_delivery_attempts_total{outcome=\"") else { continue };
-            let Some((outcome, value)) = rest.split_once("\"}") else { continue };
+            // webhooks_db_round_trips_total{call="step"} 120
+            let Some((name, rest)) = line.split_once("{") else { continue };
+            let Some((label, value)) = rest.split_once("\"}") else { continue };
             let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
-            match outcome {
-                "succeeded" => ok += n,
-                _ => failed += n,
+            match (name, label) {
+                ("webhooks_delivery_attempts_total", "outcome=\"succeeded") => c.ok += n,
+                ("webhooks_delivery_attempts_total", _) => c.failed += n,
+                ("webhooks_db_calls_total", "call=\"step") => c.steps += n,
+                ("webhooks_db_round_trips_total", "call=\"step") => {
+                    c.step_trips += n;
+                    c.trips += n;
+                }
+                ("webhooks_db_round_trips_total", _) => c.trips += n,
+                _ => {}
             }
         }
-        all.push((ok, failed));
+        all.push(c);
     }
     Ok(all)
 }
@@ -1159,7 +1207,7 @@ async fn drive(exe: &Path, tmp: &Path, cache: &Path, load: &Load<'_>) -> anyhow:
         got = received().await?;
     }
     let drain_s = (got >= all.queued).then(|| end.elapsed().as_secs_f64());
-    let failed_attempts = node_attempts(&api, &bases).await?.iter().map(|(_, f)| f).sum();
+    let failed_attempts = node_attempts(&api, &bases).await?.iter().map(|c| c.failed).sum();
     let stats: serde_json::Value = api.get(format!("http://{receiver_here}/stats")).send().await?.json().await?;
     let (count, timed) = (stats["count"].as_u64().unwrap_or(0), stats["timed"].as_u64().unwrap_or(0));
     if timed < count {
@@ -1207,7 +1255,18 @@ async fn drive(exe: &Path, tmp: &Path, cache: &Path, load: &Load<'_>) -> anyhow:
         req_p99: percentile(&all.latencies, 0.99),
         req_max: all.latencies.last().copied().unwrap_or(0.0),
         cores: Cores::between(cpu0, cpu1, window_s),
-        node_sent: attempts0.iter().zip(&attempts1).map(|(a, b)| b.0.saturating_sub(a.0)).collect(),
+        node_sent: attempts0.iter().zip(&attempts1).map(|(a, b)| b.ok.saturating_sub(a.ok)).collect(),
+        round_trips: {
+            let d = |f: fn(&NodeCounts) -> u64| -> u64 {
+                attempts0.iter().zip(&attempts1).map(|(a, b)| f(b).saturating_sub(f(a))).sum()
+            };
+            let (steps, step_trips, trips, sent) = (d(|c| c.steps), d(|c| c.step_trips), d(|c| c.trips), d(|c| c.ok));
+            (steps > 0).then(|| RoundTrips {
+                steps,
+                per_step: step_trips as f64 / steps as f64,
+                per_delivery: trips as f64 / sent.max(1) as f64,
+            })
+        },
         failed_attempts,
         duplicates,
         duplicate_arrivals: stats["duplicate_arrivals"].as_u64().unwrap_or(0),
@@ -1361,8 +1420,18 @@ fn print_comparison(out: &serde_json::Map<String, serde_json::Value>, rtts: &[f6
     let cell = |v: Option<f64>| v.map_or("-".to_owned(), |v| v.to_string());
     println!("comparison at fan-out 3 (same run, same 2 cores; raise → receipt; CPU in cores during the window):");
     println!(
-        "  {:<34} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6}  {:<12} duplicates",
-        "", "deliv/s", "accept/s", "p50 ms", "p99 ms", "hosts", "postgres", "relay", "node shares"
+        "  {:<34} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6} {:>9} {:>9}  {:<12} duplicates",
+        "",
+        "deliv/s",
+        "accept/s",
+        "p50 ms",
+        "p99 ms",
+        "hosts",
+        "postgres",
+        "relay",
+        "trips/stp",
+        "trips/dlv",
+        "node shares"
     );
     if let Some(b) = baseline {
         println!("  {:<34} {b:>8} (raw hyper client, no storage, in-process receiver)", "baseline");
@@ -1377,7 +1446,7 @@ fn print_comparison(out: &serde_json::Map<String, serde_json::Value>, rtts: &[f6
         };
         let duplicates = get(key, "duplicates").unwrap_or(0.0);
         println!(
-            "  {label:<34} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6}  {shares:<12} {}",
+            "  {label:<34} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>6} {:>9} {:>9}  {shares:<12} {}",
             cell(get(key, "delivered_per_s")),
             cell(get(key, "accepted_per_s")),
             cell(get(key, "p50_ms")),
@@ -1385,6 +1454,8 @@ fn print_comparison(out: &serde_json::Map<String, serde_json::Value>, rtts: &[f6
             cell(get(key, "host_cores")),
             cell(get(key, "postgres_cores")),
             cell(get(key, "relay_cores")),
+            cell(get(key, "trips_per_step")),
+            cell(get(key, "trips_per_delivery")),
             if duplicates > 0.0 { format!("{duplicates} !!!") } else { "0".into() },
         );
     }

@@ -627,7 +627,7 @@ pub struct Session {
     tx: Option<Tx>,
     /// Exchanges with the server since the last [`Session::end_call`]: each
     /// statement, pipelined runs and a `BEGIN` sent with them counting one,
-    /// a prepare that missed the cache one more (`/metrics`:
+    /// a prepare that misses the cache is not counted (`/metrics`:
     /// `webhooks_db_round_trips_total{call}`).
     round_trips: u64,
 }

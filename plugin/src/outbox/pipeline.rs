@@ -251,6 +251,11 @@ const CLAIM_SQLITE: &str = "WITH f AS (SELECT +webhook_id AS webhook_id, COUNT(*
 ///   A statement does not see its own `WITH` writes, hence `id <> ?6` and
 ///   the `+ 1`.
 ///
+/// The rows are updated by `id = ANY(ARRAY(…))`: with `id IN (…)` the
+/// planner, expecting few deliveries, hash-joined the picked ids against a
+/// scan of the whole table (2 ms at 15,000 rows, measured with `EXPLAIN
+/// ANALYZE`) instead of looking each up by its key.
+///
 /// `?6` is this node, `?7` the oldest heartbeat still alive.
 const CLAIM_POSTGRES: &str = "WITH beat AS (INSERT INTO nodes (id, seen_at) VALUES (?6, ?2) \
        ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at), \
@@ -269,8 +274,8 @@ const CLAIM_POSTGRES: &str = "WITH beat AS (INSERT INTO nodes (id, seen_at) VALU
            AND (d2.lease_until IS NULL OR d2.lease_until <= ?2) \
          ORDER BY d2.next_attempt_at, d2.id LIMIT LEAST(r.room, ?4) FOR UPDATE SKIP LOCKED) d \
        WHERE r.room > 0) \
- UPDATE deliveries SET lease_until = ?1, lease_owner = ?6 WHERE id IN (\
-    SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id";
+ UPDATE deliveries SET lease_until = ?1, lease_owner = ?6 WHERE id = ANY(ARRAY(\
+    SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3)) RETURNING id";
 
 /// How often a PostgreSQL node looks for work it was not told about. Other
 /// nodes share the database, and what they claimed can become this node's

@@ -56,6 +56,10 @@ use crate::runtime::{CallError, Runtime};
 /// held back by the per-webhook bound with leases it does not own (another
 /// process's, or a dead one's). Its own free up as their responses arrive.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(1);
+/// On PostgreSQL, the longest an engine goes without a step (a heartbeat
+/// for the plugin's fair shares; the plugin counts a node silent for 5 s
+/// as gone).
+const BEAT: Duration = Duration::from_secs(1);
 /// Longest back-off after failed steps.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -189,7 +193,9 @@ async fn deliver(
     // Claimed but never sent, because the engine is stopping: handed back.
     let mut unsent: Vec<i64> = Vec::new();
     // Whether this engine told the plugin it stops delivering.
-    let mut left = false;
+    // PostgreSQL: several nodes share the bounds (heartbeats, see `beat`).
+    let shared = cfg.database_url.is_some();
+    let mut last_step = Instant::now();
     let mut raising: Vec<Raising> = Vec::new();
     let mut failures = 0u32;
     let mut wire = Wire::new(cfg.per_webhook_concurrency.max(1), stop.clone());
@@ -213,12 +219,9 @@ async fn deliver(
         // A stop sent, or its sender gone (the scheduler dropped without a
         // shutdown): either way nothing more is claimed.
         let draining = *stop.borrow() || stop.has_changed().is_err();
-        if !unsent.is_empty() || (draining && !left) {
+        if !unsent.is_empty() {
             // At once, before waiting on anything in flight: other nodes
-            // may take them in their next claim. The first time draining,
-            // even with nothing to hand back: the plugin then takes this
-            // node out of those sharing each webhook's bound.
-            left |= draining;
+            // may take them in their next claim.
             release(&rt, std::mem::take(&mut unsent)).await;
         }
         let free = max.saturating_sub(flying.len() as u32 + being_built.load(Ordering::Relaxed));
@@ -231,7 +234,13 @@ async fn deliver(
             } else {
                 0
             };
-        if !finished.is_empty() || !raising.is_empty() || claim > 0 {
+        // On PostgreSQL a step at least every second, even with every slot
+        // busy or while draining: its heartbeat keeps this node counted
+        // among those sharing each webhook's bound while it still has
+        // requests out (see `deliveries.release`).
+        let beat = shared && last_step.elapsed() >= BEAT;
+        if !finished.is_empty() || !raising.is_empty() || claim > 0 || beat {
+            last_step = Instant::now();
             let (events, replies): (Vec<_>, Vec<_>) = raising.drain(..).unzip();
             let had_events = !events.is_empty();
             let done = Arc::new(std::mem::take(&mut finished));
@@ -307,6 +316,15 @@ async fn deliver(
             continue;
         }
         if draining && flying.is_empty() && building.is_empty() {
+            if shared {
+                // Nothing left on the wire: this node leaves the set sharing
+                // each webhook's bound; the others take its share at once.
+                if let Err(e) = rt.release(Vec::new()).await {
+                    tracing::warn!(
+                        "stopping: leaving the nodes that share the delivery bounds failed; the others take this node's share in a few seconds: {e}"
+                    );
+                }
+            }
             break;
         }
         let sleep = due.map(tokio::time::Instant::from_std);
@@ -328,6 +346,7 @@ async fn deliver(
             // Only to notice the stop: once draining, a closed channel would
             // answer at once, again and again.
             _ = stop.changed(), if !draining => {}
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(last_step + BEAT)), if shared => {}
         }
     }
     tracing::debug!("delivery engine stopped");

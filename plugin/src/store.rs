@@ -230,6 +230,13 @@ fn set_events(host: &dyn Host, id: i64, events: &[String]) -> Result<(), DbError
 /// Deletes a webhook with its deliveries and history; answers false when absent.
 pub fn delete(host: &dyn Host, id: i64) -> Result<bool, DbError> {
     transaction(host, || {
+        // The webhook's row first, as every other writer of its rows takes it
+        // (a node's bookkeeping locks the webhook, then its rollup rows): on
+        // PostgreSQL, where nodes write side by side, the other order could
+        // deadlock. SQLite's write lock already orders everything.
+        if host.dialect() == Dialect::Postgres {
+            host.query("SELECT id FROM webhooks WHERE id = ?1 FOR UPDATE", &[id.into()])?;
+        }
         // Explicit rather than relying on ON DELETE CASCADE, which needs a
         // per-connection pragma a host might not set.
         host.execute("DELETE FROM attempts WHERE webhook_id = ?1", &[id.into()])?;

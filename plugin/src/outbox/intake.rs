@@ -4,7 +4,7 @@
 
 use super::{MAX_DATA, msg_id, policy};
 use crate::catalog;
-use crate::host::{DbError, Host, Value, in_list, transaction};
+use crate::host::{DbError, Dialect, Host, Value, in_list, transaction};
 
 /// An event as the panel raises it.
 #[derive(Debug, Clone)]
@@ -232,9 +232,18 @@ fn subscribers_of(host: &dyn Host, events: &[(&NewEvent, &str)]) -> Result<Vec<(
     types.sort_unstable();
     types.dedup();
     let (marks, params) = in_list(types.iter().map(|t| Value::from(*t)).collect());
+    // On PostgreSQL a webhook deleted by another transaction meanwhile must
+    // not make this one's deliveries fail their foreign key (and with them
+    // every event of the group): `KEY SHARE` makes a delete wait for this
+    // commit, or, deleted first, drops the webhook from what this reads.
+    // It does not wait for edits or toggles.
+    let lock = match host.dialect() {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " FOR KEY SHARE OF w",
+    };
     let sql = format!(
         "SELECT s.event_type, w.id, w.created_at FROM webhook_events s JOIN webhooks w ON w.id = s.webhook_id \
-         WHERE w.enabled = 1 AND s.event_type IN ({marks}) ORDER BY w.id"
+         WHERE w.enabled = 1 AND s.event_type IN ({marks}) ORDER BY w.id{lock}"
     );
     Ok(host.query(&sql, &params)?.iter().map(|r| (r.str(0), r.i64(1), r.i64(2))).collect())
 }

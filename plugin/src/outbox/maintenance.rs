@@ -46,11 +46,15 @@ const PRUNE_BATCH: u32 = 2000;
 /// Statements per table per pass; the next pass continues.
 const PRUNE_ROUNDS: u32 = 50;
 
+/// A heartbeat this old names a node that is gone (a live one beats every
+/// second), kept only for an operator to see for a while.
+const STALE_NODE_MS: u64 = 60 * 60 * 1000;
+
 /// Deletes history older than the retention period: attempts of finished
 /// deliveries, then finished deliveries without attempts, then events
 /// without deliveries, then the health rollups of hours before the cutoff;
-/// and admin sessions past their time. Pending and retrying work is never
-/// pruned.
+/// admin sessions past their time, and heartbeats of nodes long gone.
+/// Pending and retrying work is never pruned.
 pub fn maintain(host: &dyn Host) -> Result<Pruned, DbError> {
     let cutoff = host.now_ms().saturating_sub(host.settings().retention_ms);
     let mut p = Pruned::default();
@@ -86,5 +90,8 @@ pub fn maintain(host: &dyn Host) -> Result<Pruned, DbError> {
         }
     }
     p.sessions = crate::sessions::prune(host, host.now_ms())?;
+    // Heartbeat rows of nodes that stopped without leaving (a crash, a
+    // kill): every start is a new node, so they would pile up.
+    host.execute("DELETE FROM nodes WHERE seen_at < ?1", &[host.now_ms().saturating_sub(STALE_NODE_MS).into()])?;
     Ok(p)
 }

@@ -159,7 +159,17 @@ pub fn step(
     if claim_max == 0 {
         return Ok(StepReport { raised: answers, ..StepReport::default() });
     }
-    let next_due_ms = if ids.len() as u32 >= claim_max { Some(now) } else { next_due(host, host.now_ms())? };
+    // The step has committed: from here on nothing may fail it, or the host
+    // would record its attempts again in the next step. A failed look ahead
+    // is answered as "look again shortly".
+    let next_due_ms = if ids.len() as u32 >= claim_max {
+        Some(now)
+    } else {
+        next_due(host, host.now_ms()).unwrap_or_else(|e| {
+            host.log(Level::Warn, &format!("reading when the next delivery is due failed: {e}"));
+            Some(now + SHARED_RECHECK_MS)
+        })
+    };
     Ok(StepReport { raised: answers, claimed: ids, next_due_ms })
 }
 
@@ -210,10 +220,11 @@ fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) 
 
 /// A node whose heartbeat is older than this no longer counts among those
 /// sharing each webhook's bound: the others take its share. A delivering
-/// node beats at every step, and on PostgreSQL it steps at least every
-/// [`SHARED_RECHECK_MS`]; a stopping node removes its row at once
-/// ([`release`]). Well inside the lease (60 s by default), so a dead node's
-/// share goes to the others before its leased rows do.
+/// node beats at every step, and on PostgreSQL its engine steps at least
+/// every second (with every slot busy too, and while it drains); a stopped
+/// node removes its row at once ([`release`]). Well inside the lease (60 s
+/// by default), so a dead node's share goes to the others before its
+/// leased rows do.
 const NODE_SILENT_MS: u64 = 5_000;
 
 /// This node's heartbeat (`?1` the node, `?2` now) when a step claims
@@ -317,16 +328,16 @@ fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
 /// is recorded, as nothing was sent. Only rows still leased by this node
 /// and waiting are touched: one recorded meanwhile (an attempt that did
 /// finish) keeps its state, and one whose lease ran out and was claimed
-/// again by another node keeps that node's lease. On PostgreSQL the node
-/// also leaves the set sharing each webhook's bound (its heartbeat row), so
-/// the others take its share at their next claim; the host calls this,
-/// with or without ids, when it stops delivering.
+/// again by another node keeps that node's lease. Called with no ids, when
+/// the host has stopped delivering (nothing left on the wire): on
+/// PostgreSQL the node then leaves the set sharing each webhook's bound
+/// (its heartbeat row), so the others take its share at their next claim.
 pub fn release(host: &dyn Host, ids: &[i64]) -> Result<u64, DbError> {
     let node = host.node_id();
-    if host.dialect() == Dialect::Postgres {
-        host.execute("DELETE FROM nodes WHERE id = ?1", &[node.as_str().into()])?;
-    }
     if ids.is_empty() {
+        if host.dialect() == Dialect::Postgres {
+            host.execute("DELETE FROM nodes WHERE id = ?1", &[node.as_str().into()])?;
+        }
         return Ok(0);
     }
     let now = host.now_ms();
@@ -482,20 +493,16 @@ struct Recorded {
     touched: Vec<(i64, WebhookTouch)>,
 }
 
-/// Each webhook's last hit and failure streak after a batch. The last hit
-/// only moves forward: on PostgreSQL another node may write a later one
-/// first. `failing_since` marks the first failure after the last success.
-const TOUCH_WEBHOOK: &str = "UPDATE webhooks SET \
-     last_event_type = CASE WHEN COALESCE(last_event_at, 0) <= ?3 THEN ?2 ELSE last_event_type END, \
-     last_status = CASE WHEN COALESCE(last_event_at, 0) <= ?3 THEN ?4 ELSE last_status END, \
-     last_ok = CASE WHEN COALESCE(last_event_at, 0) <= ?3 THEN ?5 ELSE last_ok END, \
-     last_event_at = CASE WHEN COALESCE(last_event_at, 0) <= ?3 THEN ?3 ELSE last_event_at END, \
-     failing_since = CASE WHEN ?6 = 1 THEN ?7 ELSE COALESCE(failing_since, ?7) END \
-     WHERE id = ?1";
+/// Each webhook's last hit and failure streak after a batch, on SQLite
+/// (one writer: the batch recorded last is the last hit). `failing_since`
+/// marks the first failure after the last success.
+const TOUCH_WEBHOOK: &str = "UPDATE webhooks SET last_event_type = ?2, last_event_at = ?3, last_status = ?4, \
+     last_ok = ?5, failing_since = CASE WHEN ?6 = 1 THEN ?7 ELSE COALESCE(failing_since, ?7) END WHERE id = ?1";
 
 /// [`Recorded::bookkeep`] on PostgreSQL, in one statement: `?1` the
 /// webhooks' last hits (JSON, one object per webhook, as [`TOUCH_WEBHOOK`]'s
-/// parameters), `?2` the rollup's increments. The webhooks' rows are locked
+/// parameters), `?2` the rollup's increments. The last hit only moves
+/// forward: another node may have written a later one first. The webhooks' rows are locked
 /// in id order and the rollup's inserted in key order, so two nodes writing
 /// the same rows never deadlock. Its commit does not wait for the WAL to
 /// reach the disk (`synchronous_commit` off for this transaction alone): a
@@ -963,9 +970,9 @@ pub fn resend(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Opti
     let (built, failed) = build_all(host, &[delivery_id], now, settings.attempt_timeout_ms)?;
     let lease = now + settings.lease_ms;
     let leased = host.query(
-        "UPDATE deliveries SET lease_until = ?3 WHERE id = ?1 AND webhook_id = ?2 \
+        "UPDATE deliveries SET lease_until = ?3, lease_owner = ?5 WHERE id = ?1 AND webhook_id = ?2 \
          AND (lease_until IS NULL OR lease_until <= ?4) RETURNING state",
-        &[delivery_id.into(), webhook_id.into(), lease.into(), now.into()],
+        &[delivery_id.into(), webhook_id.into(), lease.into(), now.into(), host.node_id().into()],
     )?;
     let Some(state) = leased.first().map(|r| DeliveryState::from_stored(&r.str(0))) else {
         return Ok(None);

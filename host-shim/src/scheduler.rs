@@ -192,7 +192,6 @@ async fn deliver(
     let mut finished: Vec<Sent> = Vec::new();
     // Claimed but never sent, because the engine is stopping: handed back.
     let mut unsent: Vec<i64> = Vec::new();
-    // Whether this engine told the plugin it stops delivering.
     // PostgreSQL: several nodes share the bounds (heartbeats, see `beat`).
     let shared = cfg.database_url.is_some();
     let mut last_step = Instant::now();

@@ -536,21 +536,11 @@ impl Recorded {
     /// is a `BTreeMap`, webhooks sorted by id), so two nodes writing the
     /// same rows lock them in the same order and never deadlock.
     fn bookkeep(&self, host: &dyn Host, settings: &Settings, done: u64) -> Result<(), DbError> {
-        let mut rows = Vec::with_capacity(self.touched.len());
+        let mut touched: Vec<_> =
+            self.touched.iter().filter_map(|(w, t)| t.last.as_ref().map(|last| (*w, t, last))).collect();
+        touched.sort_by_key(|(w, _, _)| *w);
         let mut disable = Vec::new();
-        let mut touched: Vec<&(i64, WebhookTouch)> = self.touched.iter().collect();
-        touched.sort_by_key(|(w, _)| *w);
-        for (webhook_id, t) in touched {
-            let Some((at, event_type, status, ok)) = &t.last else { continue };
-            rows.push(vec![
-                (*webhook_id).into(),
-                event_type.as_str().into(),
-                (*at).into(),
-                status.map(i64::from).into(),
-                (*ok).into(),
-                t.had_success.into(),
-                t.failing_since.into(),
-            ]);
+        for (webhook_id, t, _) in &touched {
             // The streak as the update leaves it.
             let failing_since =
                 if t.had_success { t.failing_since } else { t.stored_failing_since.or(t.failing_since) };
@@ -561,19 +551,30 @@ impl Recorded {
         match host.dialect() {
             Dialect::Sqlite => {
                 self.rollup.write(host)?;
+                let rows: Vec<Vec<Value>> = touched
+                    .iter()
+                    .map(|(webhook_id, t, (at, event_type, status, ok))| {
+                        vec![
+                            (*webhook_id).into(),
+                            event_type.as_str().into(),
+                            (*at).into(),
+                            status.map(i64::from).into(),
+                            (*ok).into(),
+                            t.had_success.into(),
+                            t.failing_since.into(),
+                        ]
+                    })
+                    .collect();
                 host.execute_many(TOUCH_WEBHOOK, &rows)?;
             }
             Dialect::Postgres => {
-                let cell = |v: &Value| match v {
-                    Value::Integer(n) => json!(n),
-                    Value::Text(t) => json!(t),
-                    _ => serde_json::Value::Null,
-                };
-                let names = ["id", "event_type", "at", "status", "ok", "had_success", "failing_since"];
-                let hits: Vec<serde_json::Value> = rows
+                // Flags as 0/1: the statement reads them as bigint.
+                let hits: Vec<serde_json::Value> = touched
                     .iter()
-                    .map(|r| {
-                        serde_json::Value::Object(names.iter().zip(r).map(|(k, v)| ((*k).into(), cell(v))).collect())
+                    .map(|(webhook_id, t, (at, event_type, status, ok))| {
+                        json!({"id": webhook_id, "event_type": event_type, "at": at, "status": status,
+                               "ok": u8::from(*ok), "had_success": u8::from(t.had_success),
+                               "failing_since": t.failing_since})
                     })
                     .collect();
                 let rollup: Vec<serde_json::Value> = self
@@ -582,13 +583,7 @@ impl Recorded {
                     .map(|(w, h, b, n, ok)| json!({"w": w, "h": h, "b": b, "n": n, "ok": ok}))
                     .collect();
                 if !hits.is_empty() || !rollup.is_empty() {
-                    host.query(
-                        BOOKKEEP_POSTGRES,
-                        &[
-                            serde_json::Value::Array(hits).to_string().into(),
-                            serde_json::Value::Array(rollup).to_string().into(),
-                        ],
-                    )?;
+                    host.query(BOOKKEEP_POSTGRES, &[json!(hits).to_string().into(), json!(rollup).to_string().into()])?;
                 }
             }
         }

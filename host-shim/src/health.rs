@@ -10,8 +10,9 @@
 //!   warning.
 //! - The next statement that succeeds, on any connection, marks it
 //!   **available** again and logs one line saying how long it was away
-//!   (one sent after the outage began: an answer to one sent before proves
-//!   nothing about now).
+//!   (one sent [`SETTLE`] after the latest failure: an answer to one sent
+//!   before, or while a stopping server still ends its sessions one by
+//!   one, proves nothing about now).
 //! - Between the two, nothing more is logged for the failed calls: an
 //!   outage is one warning and one info line, not a line per call.
 //! - A statement that fails for any other reason (a constraint, a lock
@@ -35,6 +36,13 @@ use tokio::sync::watch as channel;
 /// How often [`watch`] checks, and how long the database may go without a
 /// statement before it asks the server itself.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long after the latest failure to reach the server a statement must
+/// have been sent for its success to end the outage. A server shutting
+/// down (`pg_ctl stop -m fast`) ends its sessions one by one: a statement
+/// on one not yet ended still succeeds a few milliseconds after another
+/// failed, and counted as "back" it made one outage log twice. Recovery is
+/// noticed at most this much later.
+pub const SETTLE: Duration = Duration::from_millis(500);
 /// What `Retry-After` says on answers refused because the database is
 /// unavailable (seconds): long enough for a restart, short enough that an
 /// event waits little once it is back.
@@ -55,6 +63,9 @@ struct Inner {
     last_ok_us: AtomicU64,
     /// When the latest statement that succeeded was sent, in µs since `born`.
     ok_sent_us: AtomicU64,
+    /// When the latest failure to reach the server was reported, in µs
+    /// since `born`.
+    failed_us: AtomicU64,
     born: Instant,
 }
 
@@ -83,6 +94,7 @@ impl Health {
             state: channel::Sender::new(None),
             last_ok_us: AtomicU64::new(0),
             ok_sent_us: AtomicU64::new(0),
+            failed_us: AtomicU64::new(0),
             born: Instant::now(),
         }))
     }
@@ -107,6 +119,7 @@ impl Health {
         if self.us(sent) < self.0.ok_sent_us.load(Ordering::Relaxed) {
             return;
         }
+        self.0.failed_us.fetch_max(self.us(Instant::now()), Ordering::Relaxed);
         // The flag changes under the channel's lock, with the state.
         let began = self.0.state.send_if_modified(|s| {
             self.0.down.store(true, Ordering::Relaxed);
@@ -125,20 +138,21 @@ impl Health {
     }
 
     /// A statement that started at `started` succeeded. It ends an outage
-    /// only if it started after the outage began: a statement sent before
-    /// (say, one answered just before a shutting-down server ended its
-    /// session) proves nothing about now, and would make one outage log
-    /// twice.
+    /// only if it started [`SETTLE`] after the latest failure: a statement
+    /// sent before (say, one answered just before a shutting-down server
+    /// ended its session) proves nothing about now, and would make one
+    /// outage log twice.
     pub fn reached(&self, started: Instant) {
         self.0.last_ok_us.store(self.us(Instant::now()), Ordering::Relaxed);
         self.0.ok_sent_us.fetch_max(self.us(started), Ordering::Relaxed);
         if !self.0.down.load(Ordering::Relaxed) {
             return;
         }
+        let settled = self.us(started) >= self.0.failed_us.load(Ordering::Relaxed) + SETTLE.as_micros() as u64;
         let mut away = None;
         self.0.state.send_if_modified(|s| {
             match s {
-                Some(o) if o.since <= started => away = Some(o.since.elapsed()),
+                Some(o) if settled && o.since <= started => away = Some(o.since.elapsed()),
                 _ => return false,
             }
             *s = None;
@@ -209,6 +223,8 @@ mod tests {
         h.reached(sent_before);
         assert!(!h.available(), "a statement sent before the outage began does not end it");
         h.reached(Instant::now());
+        assert!(!h.available(), "nor one sent while a stopping server may still answer some sessions");
+        h.reached(Instant::now() + SETTLE);
         assert!(h.available());
         assert_eq!(h.down_for(), None);
         // A failure of a statement sent before that success is old news.
@@ -227,7 +243,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished());
-        h.reached(Instant::now());
+        h.reached(Instant::now() + SETTLE);
         tokio::time::timeout(Duration::from_secs(1), waiting).await.unwrap().unwrap();
     }
 }

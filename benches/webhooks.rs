@@ -34,6 +34,11 @@
 //! The last lines compare the delivery rates; the very last is one JSON object
 //! with the headline figures.
 //!
+//! `-- --only transform` measures what a webhook's transformation (#24) costs
+//! per delivery: one run of the example `examples/transform-slack` (built
+//! here for wasm32-wasip2), compiled and cached, timed on its own (p50, p99),
+//! and the same backlog drained through one webhook with and without it.
+//!
 //! `-- --only mixed` runs only the mixed phase on SQLite; `-- --only postgres`
 //! only its PostgreSQL runs, with the SQLite node at fan-out 3 as their
 //! reference. The receiver of those phases, the relay and the relay's ping are
@@ -81,6 +86,12 @@ struct Args {
     /// PostgreSQL runs: the nodes' WEBHOOKS_PER_WEBHOOK_CONCURRENCY [default: the host's].
     #[arg(long)]
     pg_per_webhook_concurrency: Option<u32>,
+    /// Mixed phase: also run it on this other `webhooks-host` binary (a release
+    /// build of an earlier commit, say), alternating with this build's in the
+    /// order A B B A at each fan-out so that drift on the machine falls on both,
+    /// and print the two side by side (mean rates, mean p99, highest peak RSS).
+    #[arg(long, value_name = "PATH")]
+    compare_host: Option<PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -94,6 +105,8 @@ enum Phase {
     /// The mixed load at fan-out 3 on 1, 2 and 3 nodes sharing one PostgreSQL database, at
     /// each round trip, beside one SQLite node.
     Postgres,
+    /// A transformation's cost per delivery (#24): the example one, cached, against none.
+    Transform,
 }
 
 /// In the environment of a re-run of this executable: be only the mixed
@@ -187,6 +200,12 @@ fn data_json(i: usize) -> String {
     format!(r#"{{"id":{id},"email":"user{id}@example.com","name":"User {id}","raised_at_us":{us}}}"#)
 }
 
+/// Starts a new peak for this process's `VmHWM` (`clear_refs` 5, Linux 4.0+), so
+/// each in-process phase reports its own peak; answers whether it could.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 fn peak_rss_mib(pid: u32) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
@@ -229,9 +248,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let serve_cache = tmp.join("cold-cache");
     println!("webhooks-bench: {k} webhooks, {} mode", if args.quick { "quick" } else { "full" });
     let mut out = serde_json::Map::new();
+    if args.only == Some(Phase::Transform) {
+        transform_phase(&args, &tmp, &mut out).await?;
+        let _ = std::fs::remove_dir_all(&tmp);
+        println!("{}", serde_json::Value::Object(out));
+        return Ok(());
+    }
     if args.only.is_none() {
         library_phases(&args, k, &tmp, &mut out).await?;
         binary_phases(&exe, k, &tmp, &serve_cache, &mut out).await?;
+        transform_phase(&args, &tmp, &mut out).await?;
     }
 
     // 6. Mixed load over HTTP, as a panel drives it: fan-out 1, then 3, each on a new host and data folder.
@@ -239,9 +265,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // With --only postgres, fan-out 3 still runs: it is the PostgreSQL runs' reference.
     let fan_outs: &[usize] = if args.only == Some(Phase::Postgres) { &[3] } else { &[1, 3] };
     for &fan_out in fan_outs {
-        let m = mixed(&exe, &tmp, &serve_cache, fan_out, seconds).await?;
-        m.print();
-        m.record(&mut out);
+        let Some(other) = args.compare_host.as_deref().filter(|_| args.only != Some(Phase::Postgres)) else {
+            let m = mixed(&exe, &tmp, &serve_cache, fan_out, seconds, "").await?;
+            m.print();
+            m.record(&mut out);
+            continue;
+        };
+        let (mut this, mut that) = (Vec::new(), Vec::new());
+        for (round, on_other) in [false, true, true, false].into_iter().enumerate() {
+            let (bin, runs, tag) =
+                if on_other { (other, &mut that, "other") } else { (exe.as_path(), &mut this, "this") };
+            let mut m = mixed(bin, &tmp, &serve_cache, fan_out, seconds, &format!("-{tag}{round}")).await?;
+            m.title = format!("{} [{tag} build, round {}]", m.title, round + 1);
+            m.print();
+            runs.push(m);
+        }
+        this[0].record(&mut out);
+        print_build_comparison(fan_out, other, &this, &that, &mut out);
     }
     // 7. The same at fan-out 3 on 1, 2, 3 nodes sharing one PostgreSQL database, if a server answers.
     if args.only != Some(Phase::Mixed) {
@@ -265,6 +305,9 @@ async fn library_phases(
     let (addr, recv) = start_receiver().await;
 
     // 1. Ingest: an intake-only node (no workers), events raised one by one.
+    //    Peak RSS per phase is this process's: the library, the in-process
+    //    receiver and the baseline client together.
+    let peaks = reset_peak_rss();
     let data = tmp.join("ingest");
     let mut cfg = config(&data, 0);
     cfg.cache_dir = Some(cache.clone());
@@ -318,6 +361,11 @@ async fn library_phases(
     println!("ingest, batches of 100: {batch_per_s:.0} events/s");
     hooks.shutdown().await;
     drop(hooks);
+    let ingest_rss = peak_rss_mib(std::process::id());
+    if peaks {
+        println!("  peak RSS of this process during ingest: {ingest_rss:.1} MiB");
+    }
+    reset_peak_rss();
 
     // 2. Delivery: queue, then drain with the default workers.
     let data = tmp.join("deliver");
@@ -346,6 +394,10 @@ async fn library_phases(
     println!(
         "delivery: {total} signed deliveries recorded in {delivery_secs:.2} s = {delivery_per_s:.0}/s (concurrency {concurrency})"
     );
+    let drain_rss = peak_rss_mib(std::process::id());
+    if peaks {
+        println!("  peak RSS of this process during the queue and the drain: {drain_rss:.1} MiB");
+    }
 
     // 3. Baseline: a raw pooled hyper client, same bodies, same receiver, same concurrency.
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
@@ -415,7 +467,197 @@ async fn library_phases(
         ("ratio".into(), json!((ratio * 100.0).round() / 100.0)),
         ("e2e_p99_ms".into(), json!((e2e_p99 * 100.0).round() / 100.0)),
     ]);
+    if peaks {
+        out.insert("ingest_peak_rss_mib".into(), json!((ingest_rss * 10.0).round() / 10.0));
+        out.insert("drain_peak_rss_mib".into(), json!((drain_rss * 10.0).round() / 10.0));
+    }
     Ok(())
+}
+
+/// Builds the example transformation `name` (`examples/`, a workspace of
+/// its own) for wasm32-wasip2 in `target/examples`; answers its bytes.
+fn example_component(name: &str) -> anyhow::Result<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host-shim sits in the workspace");
+    let target = root.join("target").join("examples");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root.join("examples"))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", name, "--target-dir"])
+        .arg(&target);
+    for v in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_TARGET_DIR"] {
+        cmd.env_remove(v);
+    }
+    anyhow::ensure!(cmd.status()?.success(), "building examples/{name} for wasm32-wasip2 failed");
+    Ok(std::fs::read(target.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_"))))?)
+}
+
+/// A transformation's cost per delivery (#24): the example Slack one.
+/// 1. One run, compiled and cached as deliveries find it: a fresh instance,
+///    the call, its answer checked (`Transformer::run`), timed alone.
+/// 2. A backlog of `user.created` deliveries to one webhook, drained by the
+///    library with one worker, without and then with the transformation;
+///    the difference per delivery is what it adds to the whole path (the
+///    plugin's call into the host, the run, the note kept with the attempt).
+async fn transform_phase(
+    args: &Args,
+    tmp: &Path,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    use webhooks_host::bindings::transform::Input;
+    use webhooks_host::transform::Transformer;
+    let wasm = example_component("transform-slack")?;
+    let t = Transformer::new(&tmp.join("transform-cache"), 4)?;
+    let t0 = Instant::now();
+    let digest = t.load(&wasm).map_err(|e| anyhow::anyhow!("loading the example: {e:?}"))?;
+    let compile_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let fresh = Transformer::new(&tmp.join("transform-cache"), 4)?;
+    let t0 = Instant::now();
+    fresh.load(&wasm).map_err(|e| anyhow::anyhow!("loading the example again: {e:?}"))?;
+    let cached_load_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let input = Input {
+        event_type: "user.created".into(),
+        msg_id: "msg_bench".into(),
+        timestamp: "2026-01-01T00:00:00.000Z".into(),
+        body: format!(r#"{{"type":"user.created","timestamp":"2026-01-01T00:00:00.000Z","data":{}}}"#, data_json(1)),
+    };
+    let runs = if args.quick { 2_000 } else { 20_000 };
+    for _ in 0..200 {
+        t.run(&digest, &input).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    let mut us = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let r = t.run(&digest, &input).await;
+        us.push(t0.elapsed().as_secs_f64() * 1e6);
+        anyhow::ensure!(r.is_ok(), "the example failed: {r:?}");
+    }
+    us.sort_by(f64::total_cmp);
+    let (run_p50, run_p99) = (percentile(&us, 0.5), percentile(&us, 0.99));
+    println!(
+        "transform: compile {compile_ms:.1} ms (from the compiled cache {cached_load_ms:.1} ms); one cached run of \
+         examples/transform-slack p50 {run_p50:.1} µs, p99 {run_p99:.1} µs ({runs} runs)"
+    );
+
+    // 2. The whole delivery path, with and without.
+    let n = if args.quick { 3_000 } else { 10_000 };
+    let (addr, recv) = start_receiver().await;
+    let mut per = [0.0f64; 2];
+    let mut in_path = (f64::NAN, f64::NAN);
+    for (i, with) in [false, true].into_iter().enumerate() {
+        let data = tmp.join(format!("transform-{with}"));
+        let cache = tmp.join("cache");
+        let mut cfg = config(&data, 0);
+        cfg.cache_dir = Some(cache.clone());
+        let intake = Webhooks::start(cfg).await?;
+        create_webhooks(&intake, addr, 1).await;
+        if with {
+            use base64::Engine as _;
+            let body = json!({"component": base64::engine::general_purpose::STANDARD.encode(&wasm)}).to_string();
+            let r = intake
+                .api(&webhooks_host::bindings::ex::management::ApiRequest {
+                    method: "PUT".into(),
+                    path: "/webhooks/1/transform".into(),
+                    query: vec![],
+                    body,
+                    actor: "bench".into(),
+                })
+                .await?;
+            anyhow::ensure!(r.status == 200, "attaching the example: {} {}", r.status, r.body);
+        }
+        for b in 0..n / 100 {
+            let evs = (0..100).map(|i| Event::new("user.created", data_json(b * 100 + i))).collect();
+            intake.raise_batch(evs).await?;
+        }
+        intake.shutdown().await;
+        drop(intake);
+        let mut cfg = config(&data, 1);
+        cfg.cache_dir = Some(cache);
+        let start_count = recv.count.load(Ordering::Relaxed);
+        let hooks = Webhooks::start(cfg).await?;
+        // Timed from the first delivery: the start (migrations, the component) is the same either way.
+        while recv.count.load(Ordering::Relaxed) == start_count {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let t = Instant::now();
+        while recv.count.load(Ordering::Relaxed) - start_count < n as u64 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        per[i] = secs * 1e6 / (n as f64 - 1.0);
+        println!(
+            "transform: {n} deliveries to one webhook {} in {secs:.2} s = {:.0}/s, {:.1} µs each",
+            if with { "with the example transformation" } else { "without a transformation" },
+            (n as f64 - 1.0) / secs,
+            per[i]
+        );
+        if with {
+            // Each run as the drain made it (the host's own histogram of
+            // runs): on the path, beside the plugin and the receiver.
+            let text = hooks.metrics_text().await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let buckets = histogram(&text, "webhooks_transform_duration_seconds", "result=\"sent\"");
+            let total = buckets.last().map_or(0.0, |b| b.1);
+            anyhow::ensure!(total >= n as f64, "the histogram counted {total} runs of {n}");
+            let within_50 = buckets.iter().find(|(le, _)| (*le - 50e-6).abs() < 1e-9).map_or(f64::NAN, |b| b.1);
+            in_path = (histogram_quantile(&buckets, 0.5) * 1e6, within_50 / total);
+            println!(
+                "transform: on the whole path, runs p50 {:.1} µs (interpolated in its bucket), {:.1} % of {total} runs within 50 µs",
+                in_path.0,
+                in_path.1 * 100.0
+            );
+        }
+        hooks.shutdown().await;
+        drop(hooks);
+    }
+    let added = per[1] - per[0];
+    println!(
+        "transform: a cached transformation adds {run_p50:.1} µs per delivery at p50 (the run alone); {added:.1} µs per delivery on the whole path (drained with one worker)"
+    );
+    out.extend([
+        ("transform_compile_ms".into(), json!((compile_ms * 10.0).round() / 10.0)),
+        ("transform_run_p50_us".into(), json!((run_p50 * 10.0).round() / 10.0)),
+        ("transform_run_p99_us".into(), json!((run_p99 * 10.0).round() / 10.0)),
+        ("transform_delivery_us_without".into(), json!((per[0] * 10.0).round() / 10.0)),
+        ("transform_delivery_us_with".into(), json!((per[1] * 10.0).round() / 10.0)),
+        ("transform_added_us_per_delivery".into(), json!((added * 10.0).round() / 10.0)),
+        ("transform_in_path_run_p50_us".into(), json!((in_path.0 * 10.0).round() / 10.0)),
+        ("transform_in_path_share_within_50us".into(), json!((in_path.1 * 1000.0).round() / 1000.0)),
+    ]);
+    Ok(())
+}
+
+/// The cumulative buckets `(le, count)` of one series of a histogram in an
+/// OpenMetrics text (`+Inf` last).
+fn histogram(text: &str, name: &str, label: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut out: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(label))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The `q` quantile of cumulative buckets, interpolated linearly inside the
+/// bucket it falls in (as Prometheus' `histogram_quantile`).
+fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let rank = q * total;
+    let mut below = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return below.0;
+            }
+            let share = if count > below.1 { (rank - below.1) / (count - below.1) } else { 0.0 };
+            return below.0 + (le - below.0) * share;
+        }
+        below = (le, count);
+    }
+    f64::NAN
 }
 
 /// Phase 5, the `webhooks-host` binary: cold start, then peak RSS with 100,000 pending deliveries.
@@ -773,6 +1015,8 @@ struct Mixed {
     duplicate_examples: Vec<String>,
     /// How long the relay held each chunk during the window, when the run had one.
     holds: Option<Holds>,
+    /// Each node's peak RSS (`VmHWM`, MiB) over its whole life: start, window and drain.
+    peak_rss: Vec<f64>,
 }
 
 /// Round trips to PostgreSQL during a window, all nodes together.
@@ -897,6 +1141,8 @@ impl Mixed {
                 h.max_us / 1000.0
             );
         }
+        let rss: Vec<String> = self.peak_rss.iter().map(|m| format!("{m:.1}")).collect();
+        println!("  peak RSS of webhooks-host: {} MiB", rss.join(" / "));
         if self.duplicates > 0 {
             println!(
                 "  !!!!!!!! DUPLICATES: {} deliveries arrived more than once ({} arrivals beyond the first), e.g. {}; \
@@ -932,6 +1178,7 @@ impl Mixed {
             (format!("{k}_postgres_cores"), json!(r2(self.cores.postgres))),
             (format!("{k}_shares"), json!(self.shares().into_iter().map(r3).collect::<Vec<_>>())),
             (format!("{k}_duplicates"), json!(self.duplicates)),
+            (format!("{k}_peak_rss_mib"), json!(self.peak_rss.iter().copied().fold(0.0, f64::max))),
         ]);
         if let Some(r) = self.cores.relay {
             out.insert(format!("{k}_relay_cores"), json!(r2(r)));
@@ -970,9 +1217,10 @@ fn postgres_cpu_seconds() -> f64 {
 
 /// Mixed load over HTTP on one new `webhooks-host serve` (default workers) and
 /// its own SQLite file in a new data folder.
-async fn mixed(exe: &Path, tmp: &Path, cache: &Path, fan_out: usize, seconds: u64) -> anyhow::Result<Mixed> {
+/// `tag` tells the data folders of repeated runs apart.
+async fn mixed(exe: &Path, tmp: &Path, cache: &Path, fan_out: usize, seconds: u64, tag: &str) -> anyhow::Result<Mixed> {
     let load = Load {
-        name: format!("mixed-f{fan_out}"),
+        name: format!("mixed-f{fan_out}{tag}"),
         key: format!("mixed_f{fan_out}"),
         title: format!("mixed over HTTP, SQLite, 1 node, fan-out {fan_out}"),
         nodes: 1,
@@ -1217,6 +1465,7 @@ async fn drive(exe: &Path, tmp: &Path, cache: &Path, load: &Load<'_>) -> anyhow:
         println!("  warning: {n} deliveries carried no webhook-id (not checked for duplicates)");
     }
     let duplicates = stats["duplicates"].as_u64().unwrap_or(0);
+    let peak_rss = host_pids.iter().map(|&p| peak_rss_mib(p)).collect();
     drop(hosts);
     drop(relay);
     drop(receiver);
@@ -1275,6 +1524,7 @@ async fn drive(exe: &Path, tmp: &Path, cache: &Path, load: &Load<'_>) -> anyhow:
             .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
             .unwrap_or_default(),
         holds,
+        peak_rss,
     })
 }
 
@@ -1403,6 +1653,42 @@ async fn postgres_phase(
 /// The headline figures of this run side by side at fan-out 3 (what is present):
 /// the raw hyper client, one SQLite node and 1–3 PostgreSQL nodes at each round
 /// trip; then the ratios between them.
+/// This build against `--compare-host` at one fan-out: the mean of each
+/// build's runs for rates and p99 (the runs alternate, A B B A), the highest
+/// peak RSS, and this build's figures as a share of the other's.
+fn print_build_comparison(
+    fan_out: usize,
+    other: &Path,
+    this: &[Mixed],
+    that: &[Mixed],
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let mean = |runs: &[Mixed], f: &dyn Fn(&Mixed) -> f64| runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64;
+    let peak = |runs: &[Mixed]| runs.iter().flat_map(|m| m.peak_rss.iter().copied()).fold(0.0, f64::max);
+    type Figure<'a> = (&'a str, &'a str, &'a dyn Fn(&[Mixed]) -> f64);
+    let figures: [Figure; 5] = [
+        ("accepted/s", "accepted_per_s", &|r| mean(r, &|m| m.accepted_per_s())),
+        ("delivered/s", "delivered_per_s", &|r| mean(r, &|m| m.delivered_per_s())),
+        ("raise → receipt p99 ms", "p99_ms", &|r| mean(r, &|m| m.e2e_p99)),
+        ("POST /api/events p99 ms", "req_p99_ms", &|r| mean(r, &|m| m.req_p99)),
+        ("peak RSS MiB", "peak_rss_mib", &peak),
+    ];
+    println!(
+        "mixed fan-out {fan_out}, this build against {} ({} runs each, alternating):",
+        other.display(),
+        this.len()
+    );
+    println!("  {:<26} {:>10} {:>10} {:>8}", "", "this", "other", "this/other");
+    for (label, key, f) in figures {
+        let (a, b) = (f(this), f(that));
+        let ratio = if b > 0.0 { a / b } else { f64::NAN };
+        println!("  {label:<26} {a:>10.2} {b:>10.2} {ratio:>8.3}");
+        let r = |v: f64| (v * 1000.0).round() / 1000.0;
+        out.insert(format!("mixed_f{fan_out}_this_{key}"), json!(r(a)));
+        out.insert(format!("mixed_f{fan_out}_other_{key}"), json!(r(b)));
+    }
+}
+
 fn print_comparison(out: &serde_json::Map<String, serde_json::Value>, rtts: &[f64]) {
     let get = |key: &str, s: &str| out.get(&format!("{key}_{s}")).and_then(|v| v.as_f64());
     let mut rows = vec![("mixed_f3".to_owned(), "SQLite, 1 node".to_owned())];

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Receiver, TOKEN, eventually, host};
+use support::{Receiver, TOKEN, eventually, example_component, host};
 
 const DOC: &str = include_str!("../docs/openapi.json");
 
@@ -161,7 +161,7 @@ fn every_route_answers_as_documented() {
     assert_eq!(api.call("GET", "/api/event-types", "/api/event-types", false, None).status, 401);
     let types = api.call("GET", "/api/event-types", "/api/event-types", true, None).json;
     let types = types["data"].as_array().unwrap();
-    assert_eq!(types.len(), 13);
+    assert_eq!(types.len(), 15);
     let uc = types.iter().find(|t| t["name"] == "user.created").unwrap();
     assert_eq!(uc["schema"]["examples"][0], uc["example"]);
     assert_eq!(types.iter().filter(|t| t["subscribable"] == false).count(), 1, "only test.webhook");
@@ -427,6 +427,98 @@ fn every_route_answers_as_documented() {
     assert!(m.contains("webhooks_queue_depth{state=\"pending\"}"), "{m}");
     assert!(m.contains("webhooks_oldest_waiting_age_seconds"), "{m}");
 
+    // ---- custom headers and the payload filter (#24)
+    let with_controls = api.call(
+        "PATCH",
+        one,
+        &a_path,
+        true,
+        Some(
+            json!({"headers": [{"name": "X-Tenant", "value": "acme"}, {"name": "Authorization", "value": "Bearer t0k3n-for-api"}],
+                   "filter": "@.id == 7"})
+            .to_string(),
+        ),
+    );
+    assert_eq!(with_controls.status, 200, "{}", with_controls.text);
+    assert_eq!(with_controls.json["headers"][1], json!({"name": "Authorization", "value": "********", "sealed": true}));
+    assert!(!with_controls.text.contains("t0k3n-for-api"), "a sealed value is never shown");
+    let refused =
+        api.call("PATCH", one, &a_path, true, Some(json!({"headers": [{"name": "Host", "value": "x"}]}).to_string()));
+    assert_eq!((refused.status, refused.json["error"]["field"].as_str()), (422, Some("headers")));
+    let refused = api.call("PATCH", one, &a_path, true, Some(json!({"filter": "@.id = 7"}).to_string()));
+    assert_eq!((refused.status, refused.json["error"]["field"].as_str()), (422, Some("filter")));
+    // GET's headers sent back as they are keep the sealed value.
+    let shown = api.call("GET", one, &a_path, true, None).json["headers"].clone();
+    let back = api.call("PATCH", one, &a_path, true, Some(json!({"headers": shown}).to_string()));
+    assert_eq!(back.json["headers"], shown);
+    let fl = "/api/webhooks/{id}/filtered";
+    let ev_of = |id: i64| json!({"type": "user.created", "id": format!("filter-{id}"), "data": {"id": id, "email": "ada@example.com"}});
+    assert_eq!(h.raise(ev_of(6)).1["queued"], 0, "filtered out");
+    assert_eq!(h.raise(ev_of(7)).1["queued"], 1);
+    eventually(Duration::from_secs(10), "the filtered-in event sent", || {
+        rx.seen_at("/ok").iter().any(|s| s.header("x-tenant") == "acme")
+    });
+    let seen = rx.seen_at("/ok");
+    let sent = seen.iter().find(|s| s.header("x-tenant") == "acme").unwrap();
+    assert!(String::from_utf8_lossy(&sent.body).contains("\"id\":7"), "only the matching event");
+    assert_eq!(
+        (sent.header("x-tenant").as_str(), sent.header("authorization").as_str()),
+        ("acme", "Bearer t0k3n-for-api")
+    );
+    let listed = api.call("GET", fl, &format!("{a_path}/filtered"), true, None);
+    assert_eq!(listed.json["data"][0]["event_id"], "filter-6", "{}", listed.text);
+    assert_eq!(listed.json["data"].as_array().unwrap().len(), 1);
+    assert_eq!(api.call("GET", fl, &format!("{a_path}/filtered?limit=0"), true, None).status, 422);
+    assert_eq!(api.call("GET", fl, &format!("{a_path}/filtered?colour=1"), true, None).status, 422);
+    assert_eq!(api.call("GET", fl, "/api/webhooks/9999/filtered", true, None).status, 404);
+    assert_eq!(api.call("GET", fl, &format!("{a_path}/filtered"), false, None).status, 401);
+    let cleared = api.call("PATCH", one, &a_path, true, Some(json!({"headers": [], "filter": null}).to_string()));
+    assert_eq!((cleared.json["headers"].as_array().unwrap().len(), cleared.json["filter"].is_null()), (0, true));
+
+    // ---- transformations (#24, part 4)
+    let tr = "/api/webhooks/{id}/transform";
+    let pv = "/api/webhooks/{id}/transform/preview";
+    let t_path = format!("{a_path}/transform");
+    let p_path = format!("{a_path}/transform/preview");
+    // The webhook exists but has none: 409 `no_transform` (404 is for a missing webhook).
+    let none = api.call("POST", pv, &p_path, true, None);
+    assert_eq!((none.status, none.json["error"]["code"].as_str()), (409, Some("no_transform")));
+    assert_eq!(api.call("POST", pv, "/api/webhooks/9999/transform/preview", true, None).status, 404);
+    assert_eq!(api.call("POST", pv, &p_path, false, None).status, 401);
+    let slack = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(example_component("transform-slack"))
+    };
+    assert_eq!(api.call("PUT", tr, &t_path, false, None).status, 401);
+    assert_eq!(api.call("PUT", tr, &t_path, true, Some("not json".into())).status, 400);
+    let not_wasm = api.call("PUT", tr, &t_path, true, Some(json!({"component": "aGVsbG8="}).to_string()));
+    assert_eq!((not_wasm.status, not_wasm.json["error"]["code"].as_str()), (422, Some("invalid_component")));
+    // Just over the 2 MiB an upload may have (far larger ones: below).
+    let huge = format!("{{\"component\":\"{}\"}}", "A".repeat(2 << 20));
+    assert_eq!(api.call("PUT", tr, &t_path, true, Some(huge)).json["error"]["code"], "too_large");
+    let body = json!({"component": slack}).to_string();
+    assert_eq!(api.call("PUT", tr, "/api/webhooks/9999/transform", true, Some(body.clone())).status, 404);
+    let put = api.call("PUT", tr, &t_path, true, Some(body));
+    assert_eq!(put.status, 200, "{}", put.text);
+    assert_eq!(put.json["transform"]["size"].as_u64(), Some(example_component("transform-slack").len() as u64));
+    assert_eq!(api.call("POST", pv, &p_path, true, Some("{".into())).status, 400);
+    assert_eq!(api.call("POST", pv, &p_path, true, Some(json!({"event_type": "nope"}).to_string())).status, 422);
+    let tried = api.call(
+        "POST",
+        pv,
+        &p_path,
+        true,
+        Some(json!({"event_type": "user.created", "data": {"id": 5, "email": "eve@example.com"}}).to_string()),
+    );
+    assert_eq!(
+        (tried.json["result"].as_str(), tried.json["body"].as_str()),
+        (Some("send"), Some(r#"{"text":"New user: eve@example.com (id 5)"}"#))
+    );
+    assert_eq!(api.call("DELETE", tr, &t_path, false, None).status, 401);
+    assert_eq!(api.call("DELETE", tr, "/api/webhooks/9999/transform", true, None).status, 404);
+    assert_eq!(api.call("DELETE", tr, &t_path, true, None).status, 204);
+    assert!(api.call("GET", one, &a_path, true, None).json["transform"].is_null());
+
     // ---- delete
     assert_eq!(api.call("DELETE", one, &a_path, false, None).status, 401);
     assert_eq!(api.call("DELETE", one, &a_path, true, None).status, 204);
@@ -443,6 +535,88 @@ fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().unwrap()))
         .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+}
+
+/// A body past a documented limit is refused with a 413 the client actually
+/// receives, however it sends it: a `content-length` past the limit (refused
+/// before the body is read) or a chunked body that grows past it; and any
+/// other answer given before a large body was read (a wrong token, no such
+/// route, a method a route does not take) arrives too. Bodies larger than
+/// the socket buffers are the case that matters: the client is still
+/// writing when the answer is ready, and a server that closes then resets
+/// the connection under it ("broken pipe", the answer lost). Nothing is
+/// stored either way.
+#[test]
+fn a_body_past_its_limit_gets_its_413_while_the_client_is_still_sending() {
+    use std::io::{Read, Write};
+    let h = host();
+    let (s, made) = support::api(
+        &h,
+        "POST",
+        "/api/webhooks",
+        Some(json!({"name": "n", "url": "https://example.com/h", "events": ["user.created"]})),
+    );
+    assert_eq!(s, 201, "{made}");
+    let id = made["id"].as_u64().unwrap();
+    let mb8 = 8 << 20;
+    let upload = format!("{{\"component\":\"{}\"}}", "A".repeat(mb8));
+    for (path, method, token, body, status, code) in [
+        (format!("/api/webhooks/{id}/transform"), "PUT", TOKEN, upload.clone(), 413, "too_large"),
+        (
+            "/api/events".to_owned(),
+            "POST",
+            TOKEN,
+            format!("{{\"type\":\"user.created\",\"data\":\"{}\"}}", "x".repeat(mb8)),
+            413,
+            "too_large",
+        ),
+        ("/api/webhooks".to_owned(), "POST", TOKEN, format!("{{\"name\":\"{}\"}}", "x".repeat(mb8)), 413, "too_large"),
+        (format!("/api/webhooks/{id}/transform"), "PUT", "not-the-token", upload.clone(), 401, "unauthorized"),
+        ("/api/nothing-here".to_owned(), "POST", TOKEN, upload.clone(), 404, "not_found"),
+        ("/api/events".to_owned(), "PUT", TOKEN, upload.clone(), 405, "method_not_allowed"),
+    ] {
+        for round in 0..3 {
+            let r = h
+                .api()
+                .request(method.parse().unwrap(), format!("{}{path}", h.base))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .unwrap_or_else(|e| panic!("{method} {path} (round {round}): the answer was lost: {e:?}"));
+            assert_eq!(r.status().as_u16(), status, "{method} {path}");
+            let v: Value = r.json().unwrap();
+            assert_eq!(v["error"]["code"], code, "{method} {path}");
+        }
+    }
+
+    // Chunked: no length up front, so the limit is found while reading.
+    let addr = h.base.trim_start_matches("http://").to_owned();
+    for round in 0..3 {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let head = format!(
+            "POST /api/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        for i in 0..(mb8 / chunk.len()) {
+            c.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .and_then(|()| c.write_all(&chunk))
+                .and_then(|()| c.write_all(b"\r\n"))
+                .unwrap_or_else(|e| panic!("chunked round {round}: reset after {i} chunks of 64 KiB: {e}"));
+        }
+        c.write_all(b"0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap_or_else(|e| panic!("chunked round {round}: {e}"));
+        assert!(answer.starts_with("HTTP/1.1 413"), "chunked round {round}: {}", &answer[..answer.len().min(200)]);
+        assert!(answer.contains("too_large"), "{answer}");
+    }
+    let (_, list) = support::api(&h, "GET", "/api/webhooks", None);
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "nothing stored: {list}");
+    let (_, w) = support::api(&h, "GET", &format!("/api/webhooks/{id}"), None);
+    assert!(w["transform"].is_null(), "no transform stored: {w}");
 }
 
 #[test]

@@ -122,11 +122,22 @@ async fn sign_in(c: &Client, base: &str) {
     c.find(Locator::Id("username")).await.unwrap().send_keys("admin").await.unwrap();
     c.find(Locator::Id("password")).await.unwrap().send_keys(ADMIN_PASSWORD).await.unwrap();
     c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    // The login page has an `h1` of its own: wait until the browser has left
+    // it, or a `goto` right after could cancel the sign-in under way.
+    for _ in 0..400 {
+        if !c.current_url().await.unwrap().path().ends_with("/login") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!c.current_url().await.unwrap().path().ends_with("/login"), "still on the login page: {}", text(c).await);
     c.wait().for_element(Locator::Css("h1")).await.unwrap();
 }
 
+/// Polls for up to 20 s (Chromium shares a loaded machine's cores with the
+/// host); returns as soon as the page shows it.
 async fn wait_text(c: &Client, needle: &str) {
-    for _ in 0..100 {
+    for _ in 0..400 {
         if text(c).await.contains(needle) {
             return;
         }
@@ -139,9 +150,9 @@ fn count(h: &Host, sql: &str) -> i64 {
     h.count(sql)
 }
 
-/// Waits (up to 3 s) until `sql` answers `want`.
+/// Waits (up to 20 s) until `sql` answers `want`.
 async fn until_count(h: &Host, sql: &str, want: i64) {
-    for _ in 0..100 {
+    for _ in 0..660 {
         if count(h, sql) == want {
             return;
         }
@@ -189,7 +200,7 @@ async fn admin_click_through_with_javascript() {
     assert_eq!(checked, json!(3), "select all checks the whole group");
     // Each event shows an example body beside its checkbox, folded until asked for.
     let examples = c.find_all(Locator::Css(".wh-example")).await.unwrap();
-    assert_eq!(examples.len(), 12, "one example per subscribable event");
+    assert_eq!(examples.len(), 14, "one example per subscribable event");
     let pre = c.find(Locator::Css("fieldset[data-group=Transaction] .wh-example pre")).await.unwrap();
     assert!(!pre.is_displayed().await.unwrap(), "folded");
     c.find(Locator::Css("fieldset[data-group=Transaction] .wh-example summary")).await.unwrap().click().await.unwrap();
@@ -474,7 +485,7 @@ async fn what_admins_tripped_over_is_fixed() {
     switch.click().await.unwrap();
     until_count(&h, "SELECT enabled FROM webhooks", 0).await;
     let mut label = None;
-    for _ in 0..100 {
+    for _ in 0..660 {
         label = switch.attr("aria-label").await.unwrap();
         if label.as_deref() == Some("Enable All events") {
             break;
@@ -841,7 +852,7 @@ async fn health_chart_shows_known_attempts() {
             }
         });
         sent += n;
-        for _ in 0..200 {
+        for _ in 0..400 {
             if count(&h, "SELECT COUNT(*) FROM attempts") == sent {
                 break;
             }
@@ -1187,5 +1198,255 @@ async fn signature_playground_explains_each_failure() {
     c.goto(&history).await.unwrap();
     assert!(luminance("#receiver-code", "backgroundColor").await < 0.05, "the receiver code panel");
     assert!(luminance("#wh-snippet-php", "color").await > 0.7, "code");
+    c.close().await.unwrap();
+}
+
+/// #24: custom header rows (added in the form, a sealed value kept without
+/// being shown), the payload filter with its "not sent" list, and the
+/// dashboard's banner for a failing and an automatically disabled webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_headers_filter_and_notices_in_the_browser() {
+    if !browsers_present() {
+        return;
+    }
+    let h = host_with(&[("WEBHOOKS_AUTO_DISABLE_AFTER", "3s"), ("WEBHOOKS_RETRY_SCHEDULE", "0s,2500ms,2500ms,60s")]);
+    let r = Receiver::start();
+    let (_driver, c) = browser(true).await;
+    let base = h.base.clone();
+    sign_in(&c, &base).await;
+    c.goto(&format!("{base}{MOUNT}/new")).await.unwrap();
+    c.wait().for_element(Locator::Id("wh-name")).await.unwrap();
+    c.find(Locator::Id("wh-name")).await.unwrap().send_keys("CRM with headers").await.unwrap();
+    c.find(Locator::Id("wh-url")).await.unwrap().send_keys(&r.url("/ok/crm")).await.unwrap();
+    c.find(Locator::Css("input[name=events][value='user.created']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("wh-header-name-0")).await.unwrap().send_keys("X-Tenant").await.unwrap();
+    c.find(Locator::Id("wh-header-value-0")).await.unwrap().send_keys("acme").await.unwrap();
+    c.find(Locator::Css("button[name=add_header]")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("wh-header-name-1")).await.unwrap();
+    let kept = c.find(Locator::Id("wh-header-name-0")).await.unwrap().prop("value").await.unwrap().unwrap();
+    assert_eq!(kept, "X-Tenant", "the rows typed so far come back");
+    c.find(Locator::Id("wh-header-name-1")).await.unwrap().send_keys("Authorization").await.unwrap();
+    c.find(Locator::Id("wh-header-value-1")).await.unwrap().send_keys("Bearer browser-secret-1").await.unwrap();
+    c.find(Locator::Id("wh-filter")).await.unwrap().send_keys("@.id >= 10").await.unwrap();
+    let header_rows = c.find(Locator::Css("[data-headers]")).await.unwrap();
+    header_rows.find(Locator::Css("legend")).await.unwrap();
+    c.execute("document.querySelector('[data-headers]').scrollIntoView()", vec![]).await.unwrap();
+    shot(&c, "controls-form").await;
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was created").await;
+    let id = count(&h, "SELECT id FROM webhooks WHERE name = 'CRM with headers'");
+
+    // Edit: the sealed value is never sent back to the page; saving keeps
+    // it. "Remove" drops a row.
+    c.goto(&format!("{base}{MOUNT}/{id}/edit")).await.unwrap();
+    c.wait().for_element(Locator::Id("wh-header-value-1")).await.unwrap();
+    assert!(!c.source().await.unwrap().contains("browser-secret-1"), "never shown again");
+    let sealed = c.find(Locator::Id("wh-header-value-1")).await.unwrap();
+    assert_eq!(sealed.prop("value").await.unwrap().as_deref(), Some(""));
+    assert!(sealed.attr("placeholder").await.unwrap().unwrap_or_default().contains("empty keeps it"));
+    c.find(Locator::Css("button[name=remove_header][value='0']")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("wh-header-name-0")).await.unwrap();
+    let first = c.find(Locator::Id("wh-header-name-0")).await.unwrap().prop("value").await.unwrap().unwrap();
+    assert_eq!(first, "Authorization");
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was saved").await;
+
+    // The filter at work: id 5 is not sent, id 11 is, with the kept header.
+    let got = tokio::task::block_in_place(|| {
+        h.raise(json!({"type": "user.created", "id": "small-5", "data": {"id": 5, "email": "a@example.com"}}));
+        h.raise(json!({"type": "user.created", "id": "big-11", "data": {"id": 11, "email": "b@example.com"}}));
+        r.wait_for("/ok/crm", 1, Duration::from_secs(10))
+    });
+    assert_eq!(got[0].json()["data"]["id"], 11);
+    assert_eq!(got[0].header("authorization"), "Bearer browser-secret-1");
+    assert_eq!(got[0].header("x-tenant"), "", "removed");
+    c.goto(&format!("{base}{MOUNT}/{id}/history")).await.unwrap();
+    wait_text(&c, "Not sent: filtered out").await;
+    assert!(text(&c).await.contains("small-5"));
+    c.execute("document.querySelector('#filtered').scrollIntoView()", vec![]).await.unwrap();
+    shot(&c, "history-filtered").await;
+
+    // Notices: "Broken" fails until it is disabled; "Flaky" starts failing.
+    let create = |name: &str, url: String, events: &[&str]| {
+        let r = h
+            .api()
+            .post(format!("{}/api/webhooks", h.base))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": name, "url": url, "events": events}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    };
+    tokio::task::block_in_place(|| {
+        create("Broken", r.url("/status/503/broken"), &["server.created"]);
+        create("Flaky", r.url("/status/500/flaky"), &["ticket.closed"]);
+        create("Ops channel", r.url("/ok/ops"), &["webhook.failing", "webhook.disabled"]);
+        h.raise(json!({"type": "server.created", "data": {"id": 7, "user_id": 42, "status": "active"}}));
+    });
+    for _ in 0..400 {
+        if count(&h, "SELECT COUNT(*) FROM webhooks WHERE name = 'Broken' AND enabled = 0") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM webhooks WHERE name = 'Broken' AND enabled = 0"), 1);
+    tokio::task::block_in_place(|| {
+        h.raise(json!({"type": "ticket.closed", "data": {"id": 1, "user_id": 42, "status": "closed"}}));
+        r.wait_for("/status/500/flaky", 1, Duration::from_secs(10));
+    });
+    for _ in 0..660 {
+        if count(&h, "SELECT COUNT(*) FROM webhooks WHERE name = 'Flaky' AND failing_noticed IS NOT NULL") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    c.goto(&format!("{base}{MOUNT}")).await.unwrap();
+    wait_text(&c, "2 webhooks need attention").await;
+    let banner = c.find(Locator::Css("[data-attention]")).await.unwrap().text().await.unwrap();
+    assert!(banner.contains("Broken was disabled automatically") && banner.contains("Flaky is failing"), "{banner}");
+    shot(&c, "dashboard-attention").await;
+    let ops: Vec<String> =
+        r.seen_at("/ok/ops").iter().map(|s| s.json()["type"].as_str().unwrap_or("").to_owned()).collect();
+    assert!(ops.contains(&"webhook.disabled".to_owned()), "{ops:?}");
+    c.close().await.unwrap();
+}
+
+/// #24 part 2: the rate limit in the form and on the dashboard. A bad value
+/// comes back with its message linked from the summary, nothing created;
+/// a good one is saved and shown back in the edit form; with a backlog the
+/// dashboard says the webhook is held back by its rate limit, and a
+/// webhook beside it without one does not say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_is_set_in_the_form_and_the_dashboard_shows_it_holding_back() {
+    if !browsers_present() {
+        return;
+    }
+    let h = host();
+    let r = Receiver::start();
+    let (_driver, c) = browser(true).await;
+    let base = h.base.clone();
+    sign_in(&c, &base).await;
+    c.goto(&format!("{base}{MOUNT}/new")).await.unwrap();
+    c.find(Locator::Id("wh-name")).await.unwrap().send_keys("Throttled CRM").await.unwrap();
+    c.find(Locator::Id("wh-url")).await.unwrap().send_keys(&r.url("/slow/50/limited")).await.unwrap();
+    c.find(Locator::Css("input[name=events][value='user.created']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("wh-rate-limit")).await.unwrap().send_keys("0").await.unwrap();
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "There is a problem").await;
+    let link = c.find(Locator::Css(".wh-error-summary a[href='#wh-rate-limit']")).await.unwrap();
+    assert!(link.text().await.unwrap().contains("would never deliver"));
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM webhooks"), 0, "nothing created");
+    link.click().await.unwrap();
+    let focused = c.active_element().await.unwrap();
+    assert_eq!(focused.attr("id").await.unwrap().as_deref(), Some("wh-rate-limit"), "the link leads to the field");
+    let field = c.find(Locator::Id("wh-rate-limit")).await.unwrap();
+    assert_eq!(field.attr("aria-invalid").await.unwrap().as_deref(), Some("true"));
+    field.clear().await.unwrap();
+    field.send_keys("1").await.unwrap();
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "was created").await;
+    assert_eq!(count(&h, "SELECT rate_limit FROM webhooks WHERE name = 'Throttled CRM'"), 1);
+    // A backlog: one a second goes to the limited webhook, the rest waits.
+    tokio::task::block_in_place(|| {
+        h.admin().create("Unlimited", &r.url("/ok/free"), "", &["user.created"], true);
+        let events: Vec<_> = (1..=20)
+            .map(|i| json!({"type": "user.created", "id": format!("evt-rl-{i}"), "data": {"id": i, "email": "ada@example.com"}}))
+            .collect();
+        assert_eq!(h.raise_batch(&events).0, 202);
+        r.wait_for("/ok/free", 20, Duration::from_secs(20));
+    });
+    let mut held = false;
+    for _ in 0..50 {
+        c.goto(&format!("{base}{MOUNT}")).await.unwrap();
+        if text(&c).await.contains("Held back by its rate limit") {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(held, "the dashboard never said the webhook is held back: {}", text(&c).await);
+    let badges = c.find_all(Locator::Css("[data-held-back]")).await.unwrap();
+    assert_eq!(badges.len(), 1, "only the limited webhook is held back");
+    let row = c.find(Locator::Css("tr:has([data-held-back]) .wh-name")).await.unwrap();
+    assert_eq!(row.text().await.unwrap(), "Throttled CRM");
+    assert!(text(&c).await.contains("Limit: 1/s"));
+    assert!(r.count_at("/slow/50/limited") < 20, "still waiting, at one a second");
+    shot(&c, "dashboard-rate-limited").await;
+
+    c.find(Locator::Css("tr:has([data-held-back]) a[href$='/edit']")).await.unwrap().click().await.unwrap();
+    let field = c.wait().for_element(Locator::Id("wh-rate-limit")).await.unwrap();
+    assert_eq!(field.prop("value").await.unwrap().as_deref(), Some("1"));
+    c.execute("document.getElementById('wh-rate-limit').scrollIntoView({block: 'center'})", vec![]).await.unwrap();
+    shot(&c, "form-rate-limit").await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transformation_is_uploaded_tried_and_shown_in_the_delivery_details() {
+    if !browsers_present() {
+        return;
+    }
+    let h = host();
+    let r = Receiver::start();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    // The example, built for wasm32-wasip2, as an admin would have it on disk.
+    let (wasm, id) = tokio::task::block_in_place(|| {
+        let wasm = example_component("transform-slack");
+        let (s, v) = api(
+            &h,
+            "POST",
+            "/api/webhooks",
+            Some(
+                json!({"name": "Team Slack", "url": r.url("/ok/slack"), "events": ["user.created", "ticket.created"], "secret": secret}),
+            ),
+        );
+        assert_eq!(s, 201, "{v}");
+        (wasm, v["id"].as_i64().unwrap())
+    });
+    let file = tempfile::Builder::new().suffix(".wasm").tempfile().unwrap();
+    std::fs::write(file.path(), &wasm).unwrap();
+    let (_driver, c) = browser(true).await;
+    let base = h.base.clone();
+    sign_in(&c, &base).await;
+    c.goto(&format!("{base}{MOUNT}/{id}/edit")).await.unwrap();
+    assert!(text(&c).await.contains("Upload a transformation above"), "nothing to try yet");
+    c.find(Locator::Id("wh-transform")).await.unwrap().send_keys(&file.path().display().to_string()).await.unwrap();
+    c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "Its transformation was attached").await;
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM webhook_transforms"), 1);
+
+    c.goto(&format!("{base}{MOUNT}/{id}/edit")).await.unwrap();
+    wait_text(&c, "Attached:").await;
+    c.execute("document.querySelector('[data-transform]').scrollIntoView({block: 'center'})", vec![]).await.unwrap();
+    shot(&c, "form-transform").await;
+
+    // Try it on the example event: the message Slack would get, nothing sent.
+    c.find(Locator::Css("#try button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "would be sent").await;
+    let body = c.find(Locator::Id("try-body")).await.unwrap().text().await.unwrap();
+    assert!(body.contains("\"text\"") && body.contains("New user:"), "{body}");
+    assert_eq!(r.seen().len(), 0, "trying sends nothing");
+    c.execute("document.getElementById('try').scrollIntoView({block: 'start'})", vec![]).await.unwrap();
+    shot(&c, "transform-try").await;
+
+    // A real delivery: the receiver gets the Slack message, signed as sent.
+    let (sent, delivery) = tokio::task::block_in_place(|| {
+        h.raise(
+            json!({"type": "user.created", "data": {"id": 42, "email": "ada@example.com", "name": "Ada Lovelace"}}),
+        );
+        let got = r.wait_for("/ok/slack", 1, Duration::from_secs(20));
+        eventually(Duration::from_secs(10), "the attempt recorded", || h.count("SELECT COUNT(*) FROM attempts") == 1);
+        (got[0].clone(), h.int("SELECT MIN(id) FROM deliveries", &[]))
+    });
+    assert_eq!(sent.json(), json!({"text": "New user: Ada Lovelace <ada@example.com> (id 42)"}));
+    standardwebhooks::Webhook::new(secret).unwrap().verify(&sent.body, &sent.headers).unwrap();
+    c.goto(&format!("{base}{MOUNT}/{id}/deliveries/{delivery}")).await.unwrap();
+    wait_text(&c, "Body sent").await;
+    let shown = c.find(Locator::Id("body-sent")).await.unwrap().text().await.unwrap();
+    assert!(shown.contains("New user: Ada Lovelace"), "{shown}");
+    c.execute("document.querySelector('[data-transform-result]').scrollIntoView({block: 'start'})", vec![])
+        .await
+        .unwrap();
+    shot(&c, "delivery-transformed").await;
     c.close().await.unwrap();
 }

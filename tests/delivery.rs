@@ -94,7 +94,10 @@ fn slow_and_silent_receivers_time_out_and_are_recorded() {
 
 #[test]
 fn a_dead_endpoint_does_not_delay_a_healthy_one() {
-    let h = host_with(&[("WEBHOOKS_ATTEMPT_TIMEOUT", "5s"), ("WEBHOOKS_PER_WEBHOOK_CONCURRENCY", "4")]);
+    // The dead endpoint's attempts hang for 30 s: everything below happens
+    // while they do, checked on the database (not on a wall-clock guess that
+    // a loaded machine can miss).
+    let h = host_with(&[("WEBHOOKS_ATTEMPT_TIMEOUT", "30s"), ("WEBHOOKS_PER_WEBHOOK_CONCURRENCY", "4")]);
     let r = Receiver::start();
     let a = h.admin();
     a.create("Dead", &r.url("/hang/dead"), "", &["user.created"], true);
@@ -112,7 +115,11 @@ fn a_dead_endpoint_does_not_delay_a_healthy_one() {
     }
     r.wait_for("/ok/healthy", 30, WAIT);
     let took = t.elapsed();
-    assert!(took < Duration::from_millis(2500), "healthy deliveries took {took:?} beside a dead endpoint");
+    // Had they waited for a dead slot, they would have waited for its 30 s.
+    assert!(took < Duration::from_secs(15), "healthy deliveries took {took:?} beside a dead endpoint");
+    let dead = "SELECT COUNT(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+                JOIN webhooks w ON w.id = d.webhook_id WHERE w.name = 'Dead'";
+    assert_eq!(h.count(dead), 0, "all 30 healthy deliveries arrived while the dead endpoint's first four still hung");
     // The per-webhook bound held: at most 4 requests to the dead endpoint.
     assert!(r.seen_at("/hang/dead").len() <= 4, "{}", r.seen_at("/hang/dead").len());
     // Admin pages and event intake stay responsive too.
@@ -123,7 +130,8 @@ fn a_dead_endpoint_does_not_delay_a_healthy_one() {
             .0,
         202
     );
-    assert!(t.elapsed() < Duration::from_millis(1000));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(h.count(dead), 0, "the page and the raise answered while the dead endpoint still hung");
 }
 
 #[test]
@@ -463,10 +471,18 @@ fn a_host_whose_every_slot_hangs_waits_without_spinning() {
     r.wait_for("/hang/dead", 64, WAIT);
     std::thread::sleep(Duration::from_millis(300));
     let pid = h.child.id();
-    let before = cpu_seconds(pid);
-    std::thread::sleep(Duration::from_secs(2));
-    let used = cpu_seconds(pid) - before;
-    assert!(used < 0.3, "the idle host used {used:.2} s of CPU in 2 s while every slot hung");
+    // The quietest of three seconds: a loaded machine may leave the host
+    // finishing what it claimed in the first; a spinning engine uses a whole
+    // core in every one of them.
+    let used: Vec<f64> = (0..3)
+        .map(|_| {
+            let before = cpu_seconds(pid);
+            std::thread::sleep(Duration::from_secs(1));
+            cpu_seconds(pid) - before
+        })
+        .collect();
+    let quietest = used.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(quietest < 0.15, "the idle host used {used:.2?} s of CPU in each second while every slot hung");
     assert_eq!(r.count_at("/hang/dead"), 64, "no more than the slots were sent");
 }
 

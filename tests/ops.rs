@@ -103,8 +103,13 @@ log_format = "json"
         assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
         r.text().unwrap()
     };
-    eventually(Duration::from_secs(10), "the exhausted attempt is counted", || {
-        metrics().contains("webhooks_delivery_attempts_total{outcome=\"exhausted\"} 1")
+    // The other webhook's success may be recorded after the failing one's
+    // last attempt: wait for all three outcomes.
+    eventually(Duration::from_secs(20), "every attempt is counted", || {
+        let m = metrics();
+        m.contains("webhooks_delivery_attempts_total{outcome=\"exhausted\"} 1")
+            && m.contains("webhooks_delivery_attempts_total{outcome=\"succeeded\"} 1")
+            && m.contains("webhooks_attempt_duration_seconds_count{result=\"response\"} 3")
     });
     let m = metrics();
     assert!(m.contains("webhooks_delivery_attempts_total{outcome=\"retrying\"} 1"), "{m}");
@@ -149,6 +154,29 @@ fn bad_settings_are_refused_with_the_key_named() {
     }
     let out = bin().args(["serve", "--config", "/nonexistent/webhooks.toml"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/webhooks.toml"));
+}
+
+/// A `--component` that is not a plugin for this host's contract (here a
+/// webhook transformation; a plugin built against `panel:webhooks@0.2.0`
+/// fails the same way) is refused at start, in words that name the
+/// contract it must speak, with no backtrace, and nothing is served.
+#[test]
+fn a_component_for_another_contract_is_refused_with_the_contract_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("not-a-plugin.wasm");
+    std::fs::write(&wasm, support::example_component("transform-slack")).unwrap();
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("d"))
+        .arg("--component")
+        .arg(&wasm)
+        .env("WEBHOOKS_API_TOKEN", ENV_TOKEN)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a component that is not a plugin: {err}");
+    assert!(err.contains("panel:webhooks@0.3.0") && err.contains("rebuilt"), "{err}");
+    assert!(!err.contains("stack backtrace") && !err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -58,12 +58,32 @@ pub struct Config {
     pub batch_size: u32,
     /// Linear memory one instance may use. Default 256 MiB.
     pub memory_limit: usize,
+    /// Plugin instances that may exist at once, busy or idle: each has its
+    /// linear memory, its connection (on SQLite with its page cache, see
+    /// `storage::open`) and, while busy, a blocking thread. Calls beyond
+    /// wait for one. Pages, the API and sessions may hold at most half, so
+    /// the delivery engine always has the rest. Default 16 (at least 2): a
+    /// raise holds its instance until its group commit returns, so the cap is
+    /// also how many raises one commit can gather (with 8, 16 raising clients
+    /// ran 11 % slower at fan-out 1; with 16, within 3 % of no cap, at the
+    /// same peak RSS: BENCHMARKS.md, #25).
+    pub instances: usize,
     /// Deadline of a call that does no network I/O (raise, pages without a
     /// send). Default 10 s. Calls that send add the attempt deadline.
     pub call_timeout: Duration,
     /// Load this component instead of the built-in one (a newer plugin build,
     /// or a test component).
     pub component_path: Option<PathBuf>,
+    /// Compile the component, when the cache has no compiled copy, in a
+    /// child process: this program, run as `PROGRAM compile-component --out
+    /// FILE [--component PATH]` (what `webhooks-host` answers). Cranelift's
+    /// parallel code generation peaks at about 80 MiB of heap that the
+    /// allocator keeps afterwards; in a child it is handed back when the
+    /// child exits, and the serving process never holds it. The webhooks'
+    /// transformations are compiled the same way when uploaded
+    /// (`compile-component --transform`). `serve` names itself; `None` (the
+    /// default, for embedders) compiles in this process.
+    pub compiler: Option<PathBuf>,
     /// The clock the plugin and the scheduler read (replaceable in tests).
     pub clock: Arc<dyn Clock>,
     /// Name resolution for egress (replaceable in tests).
@@ -101,8 +121,10 @@ impl Config {
             delivery_workers: 2,
             batch_size: 64,
             memory_limit: 256 << 20,
+            instances: 16,
             call_timeout: Duration::from_secs(10),
             component_path: None,
+            compiler: None,
             clock: Arc::new(SystemClock),
             resolver: Arc::new(SystemResolver),
         }
@@ -164,6 +186,8 @@ pub struct FileSettings {
     pub call_timeout: Option<String>,
     /// `memory_limit_mib = 256`
     pub memory_limit_mib: Option<usize>,
+    /// `instances = 16`
+    pub instances: Option<usize>,
     /// `component = "path/to/webhooks_plugin.wasm"` (relative to the file's folder).
     pub component: Option<PathBuf>,
     /// `workers = 2`

@@ -10,6 +10,7 @@
 //! | [`storage`] | the plugin's database, SQLite (rusqlite, WAL) or PostgreSQL (tokio-postgres, pooled): the `storage` interface |
 //! | [`host_info`] | mount path, settings and the egress check: the `host-info` interface |
 //! | [`telemetry`] | the plugin's log lines and attempt counts: the `log` and `telemetry` interfaces |
+//! | [`transform`] | webhooks' transformations (#24): check, compile (cached) and run components that import nothing, under a deadline and a memory cap: the `transform` interface |
 //! | [`datadir`] | a private data folder: folders 0700, the database, keys and cache 0600 |
 //! | [`egress`] | policed, pooled outbound HTTP for `wasi:http` |
 //! | [`scheduler`] | the delivery engine: one loop that drives `deliveries.step` (the process's one writer) and sends through the egress |
@@ -75,6 +76,7 @@ pub mod secrets;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod transform;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,10 +23,27 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the admin pages and the event API (a minimal panel).
     Serve(Serve),
+    /// Compile the plugin component for this build's engine into FILE (what `serve` runs
+    /// in a child process when its cache has no compiled copy).
+    #[command(hide = true)]
+    CompileComponent {
+        /// Where to write the compiled component.
+        #[arg(long)]
+        out: PathBuf,
+        /// The component to compile [default: the built-in plugin].
+        #[arg(long)]
+        component: Option<PathBuf>,
+        /// Compile it as a webhook's transformation (for their engine), which
+        /// `serve` does in a child process when one is uploaded.
+        #[arg(long, requires = "component")]
+        transform: bool,
+    },
 }
 
 /// Every setting comes from, in order: a flag, its environment variable, the
@@ -95,6 +112,10 @@ struct Serve {
     /// Linear memory one plugin instance may use, in MiB [default: 256].
     #[arg(long, env = "WEBHOOKS_MEMORY_LIMIT_MIB")]
     memory_limit_mib: Option<usize>,
+    /// Plugin instances at once, busy or idle; each holds its memory and its database
+    /// connection, and calls beyond wait. Pages and the API get at most half [default: 8].
+    #[arg(long, env = "WEBHOOKS_INSTANCES")]
+    instances: Option<usize>,
     /// Load this plugin component instead of the built-in one.
     #[arg(long, env = "WEBHOOKS_COMPONENT")]
     component: Option<PathBuf>,
@@ -190,7 +211,10 @@ fn resolve(s: Serve) -> anyhow::Result<Resolved> {
         );
     }
     cfg.memory_limit = s.memory_limit_mib.or(f.memory_limit_mib).unwrap_or(256).clamp(16, 4096) << 20;
+    cfg.instances = s.instances.or(f.instances).unwrap_or(16).clamp(2, 256);
     cfg.component_path = s.component.or(f.component.clone());
+    // The compiler's memory stays out of the serving process (`Config::compiler`).
+    cfg.compiler = std::env::current_exe().ok();
     cfg.per_webhook_concurrency = s.per_webhook_concurrency.or(f.per_webhook_concurrency).unwrap_or(16).clamp(1, 1024);
     cfg.cache_dir = s.cache_dir.or(f.cache_dir.clone());
     cfg.delivery_workers = s.workers.or(f.workers).unwrap_or(2).min(64);
@@ -242,6 +266,12 @@ fn main() -> std::process::ExitCode {
             init_logging(r.log_format);
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(r))
         }),
+        Command::CompileComponent { out, component: Some(c), transform: true } => {
+            webhooks_host::transform::compile_to(&c, &out)
+        }
+        Command::CompileComponent { out, component, transform: _ } => {
+            webhooks_host::runtime::compile_component(component.as_deref(), &out)
+        }
     };
     match done {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -24,6 +24,7 @@ pub struct Metrics {
     events_raised: Family<Labels, Counter>,
     attempts: Family<Labels, Counter>,
     attempt_duration: Family<Labels, Histogram>,
+    transform_duration: Family<Labels, Histogram>,
     queue_depth: Family<Labels, Gauge>,
     oldest_waiting: Gauge<f64, AtomicU64>,
     plugin_errors: Family<Labels, Counter>,
@@ -41,6 +42,12 @@ impl std::fmt::Debug for Metrics {
 /// Attempt latency buckets, seconds: 5 ms to 30 s (the attempt deadline's range).
 const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0];
 
+/// A transformation's run, seconds: 25 µs (a small one, cached: about 27 µs,
+/// BENCHMARKS.md) to its 10 ms deadline and the 1 s wall-clock backstop, so
+/// that an operator sees one creeping towards its limit.
+const TRANSFORM_BUCKETS: &[f64] =
+    &[0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.015, 0.025, 0.1, 1.0];
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -57,7 +64,7 @@ impl Metrics {
         registry.register(
             "delivery_attempts",
             "Delivery attempts by outcome: succeeded, retrying (failed, another attempt is scheduled), \
-             exhausted (failed for the last time)",
+             exhausted (failed for the last time), skipped (not sent: the webhook's transformation skipped it)",
             attempts.clone(),
         );
         let attempt_duration =
@@ -67,6 +74,15 @@ impl Metrics {
             "Time from sending a delivery to its whole response (or error), by result: response or error",
             prometheus_client::registry::Unit::Seconds,
             attempt_duration.clone(),
+        );
+        let transform_duration =
+            Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(TRANSFORM_BUCKETS.iter().copied()));
+        registry.register_with_unit(
+            "transform_duration",
+            "Time a webhook's transformation took per run (a fresh instance, the call, its answer checked), \
+             by result: sent, skipped or failed (a trap, the deadline, the memory cap, an answer over a cap, its own error)",
+            prometheus_client::registry::Unit::Seconds,
+            transform_duration.clone(),
         );
         let queue_depth = Family::<Labels, Gauge>::default();
         registry.register("queue_depth", "Deliveries waiting, by state: pending or retrying", queue_depth.clone());
@@ -108,6 +124,7 @@ impl Metrics {
             events_raised,
             attempts,
             attempt_duration,
+            transform_duration,
             queue_depth,
             oldest_waiting,
             plugin_errors,
@@ -121,8 +138,12 @@ impl Metrics {
     }
 
     /// Outcomes the plugin just committed, by the state each left its delivery in.
-    pub fn attempts(&self, succeeded: u32, retrying: u32, exhausted: u32) {
-        for (outcome, n) in [("succeeded", succeeded), ("retrying", retrying), ("exhausted", exhausted)] {
+    /// `skipped`: deliveries a webhook's transformation skipped (#24), never
+    /// sent: neither a success nor a failure.
+    pub fn attempts(&self, succeeded: u32, retrying: u32, exhausted: u32, skipped: u32) {
+        for (outcome, n) in
+            [("succeeded", succeeded), ("retrying", retrying), ("exhausted", exhausted), ("skipped", skipped)]
+        {
             // Created even at zero so every series exists from the first scrape.
             self.attempts.get_or_create(&[("outcome", outcome.to_owned())]).inc_by(u64::from(n));
         }
@@ -148,6 +169,12 @@ impl Metrics {
     pub fn attempt_finished(&self, took: Duration, response: bool) {
         let result = if response { "response" } else { "error" };
         self.attempt_duration.get_or_create(&[("result", result.to_owned())]).observe(took.as_secs_f64());
+    }
+
+    /// A transformation ran for `took` and `result`ed in `sent`, `skipped`
+    /// or `failed`.
+    pub fn transform_ran(&self, took: Duration, result: &'static str) {
+        self.transform_duration.get_or_create(&[("result", result.to_owned())]).observe(took.as_secs_f64());
     }
 
     /// The text exposition, after setting the queue gauges from `stats`.
@@ -209,7 +236,7 @@ mod tests {
         let m = Metrics::new();
         m.event_raised("user.created");
         m.event_raised("user.created");
-        m.attempts(3, 1, 0);
+        m.attempts(3, 1, 0, 0);
         m.attempt_finished(Duration::from_millis(30), true);
         let text = m.render(5, 2, Some(Duration::from_secs(90)));
         assert!(text.contains("webhooks_events_raised_total{type=\"user.created\"} 2"), "{text}");

@@ -51,8 +51,12 @@ pub static COMPONENT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/web
 
 /// Epoch tick: how often guest code yields and its deadline is checked.
 pub const TICK: Duration = Duration::from_millis(5);
-/// Idle instances kept for reuse.
-const MAX_IDLE: usize = 16;
+/// An instance whose linear memory grew past this is dropped after its call
+/// instead of pooled. A wasm memory never shrinks: an instance that once
+/// built a large batch would hold that much while idle. A step or a page
+/// needs a few MiB; the rare call that needed more pays one instantiation
+/// (about a millisecond) next time.
+const POOLED_MEMORY_MAX: usize = 16 << 20;
 
 /// What an instance's store holds: WASI contexts, its connection, limits.
 pub struct State {
@@ -61,7 +65,7 @@ pub struct State {
     table: ResourceTable,
     hooks: Hooks,
     pub(crate) db: Storage,
-    limits: StoreLimits,
+    limits: Limits,
     caps: Arc<Capabilities>,
     /// When the current call is interrupted.
     deadline: Instant,
@@ -93,10 +97,53 @@ pub(crate) struct Capabilities {
     pub metrics: Arc<Metrics>,
     /// This host's name among the nodes of one database (`host-info.node-id`).
     pub node: String,
+    /// The webhooks' transformations (#24): their own engine and sandbox.
+    pub transformer: crate::transform::Transformer,
 }
 
 // `types` declares records only; it links no functions of its own.
 impl bindings::types::Host for State {}
+
+/// The store's limits, and how much linear memory the instance holds now
+/// (what [`Runtime::finish`] reads to decide whether to pool it).
+struct Limits {
+    inner: StoreLimits,
+    memory: usize,
+}
+
+impl wasmtime::ResourceLimiter for Limits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory = (self.memory + desired).saturating_sub(current);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
 
 /// One instance with its store.
 pub struct Worker {
@@ -130,6 +177,17 @@ pub struct Runtime {
     pre: WebhooksPre<State>,
     caps: Arc<Capabilities>,
     idle: Mutex<Vec<Worker>>,
+    /// One permit per instance that may exist: a call holds one from before
+    /// it checks an instance out until it has put it back. This bounds the
+    /// instances, their memories and connections, and the blocking threads
+    /// running calls ([`Config::instances`]); a call beyond it waits, as a
+    /// future, for a permit.
+    instances: Arc<tokio::sync::Semaphore>,
+    /// What calls made for people (pages, the API, sessions, stats) may hold
+    /// of [`Runtime::instances`] at once: half. A test send holds its
+    /// instance for the whole attempt, so without this a few admins could
+    /// leave the delivery engine no instance to step with.
+    interactive: Arc<tokio::sync::Semaphore>,
     /// Whether the database can be reached (the storage reports into it).
     health: Health,
 }
@@ -141,32 +199,191 @@ fn engine() -> anyhow::Result<Engine> {
     Ok(Engine::new(&cfg)?)
 }
 
-/// Loads the compiled component from the cache, compiling and caching it on a miss.
-fn load_component(engine: &Engine, wasm: &[u8], cache_dir: &Path) -> anyhow::Result<Component> {
+/// Loads the compiled component from the cache, compiling and caching it on
+/// a miss: in a child process when `compiler` names one (see
+/// [`Config::compiler`]), otherwise, or if the child fails, here.
+fn load_component(
+    engine: &Engine,
+    wasm: &[u8],
+    source: Option<&Path>,
+    cache_dir: &Path,
+    compiler: Option<&Path>,
+) -> anyhow::Result<Component> {
+    let path = cache_path(engine, wasm, cache_dir, "webhooks");
+    if let Some(c) = cached(engine, &path) {
+        return Ok(c);
+    }
+    std::fs::create_dir_all(cache_dir).ok();
+    if let Some(program) = compiler {
+        match compile_in_child(program, source, false, &path, None) {
+            // SAFETY: the child is this program, which compiled the same
+            // component with the same engine configuration (`engine`).
+            Ok(()) => match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!("the component compiled by a child process does not load, compiling here: {e:#}")
+                }
+            },
+            Err(e) => tracing::warn!("compiling the component in a child process failed, compiling here: {e}"),
+        }
+    }
+    compile_and_cache(engine, wasm, &path)
+}
+
+/// Where the compiled artifact of `wasm` for `engine` is cached:
+/// `<cache_dir>/<prefix>-<key>.cwasm` (see [`cache_key`]). Shared by the
+/// plugin and the webhooks' transformations ([`crate::transform`]).
+pub(crate) fn cache_path(engine: &Engine, wasm: &[u8], cache_dir: &Path, prefix: &str) -> std::path::PathBuf {
+    cache_dir.join(format!("{prefix}-{}.cwasm", cache_key(engine, wasm)))
+}
+
+/// The compiled component at `path`, if this host cached one there that
+/// still loads.
+pub(crate) fn cached(engine: &Engine, path: &Path) -> Option<Component> {
+    if !path.exists() {
+        return None;
+    }
+    // SAFETY: the file is one this host wrote into the operator's private
+    // cache folder for these exact bytes and this exact engine
+    // configuration (the key covers both).
+    match unsafe { Component::deserialize_file(engine, path) } {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("compiled-component cache {} unusable, recompiling: {e:#}", path.display());
+            None
+        }
+    }
+}
+
+/// Compiles `wasm` here and writes the artifact to `path` (private, like
+/// everything in the data folder; a failed write only costs a compile at
+/// the next start).
+pub(crate) fn compile_and_cache(engine: &Engine, wasm: &[u8], path: &Path) -> anyhow::Result<Component> {
+    let bytes = engine.precompile_component(wasm).map_err(anyhow::Error::from).context("compiling the component")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    if crate::secrets::write_private(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path)).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!("could not write the compiled-component cache {}", path.display());
+    }
+    // SAFETY: these bytes were just produced by `precompile_component` on this engine.
+    Ok(unsafe { Component::deserialize(engine, &bytes) }?)
+}
+
+/// The cache file's key: the component's bytes and the engine's compatibility hash.
+fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     let mut key = Sha256::new();
     key.update(wasm);
     key.update(h.finish().to_le_bytes());
-    let key = hex::encode(&key.finalize()[..12]);
-    let path = cache_dir.join(format!("webhooks-{key}.cwasm"));
-    if path.exists() {
-        // SAFETY: the file is one this host wrote into the operator's data
-        // folder for this exact engine configuration (the key covers it).
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok(c),
-            Err(e) => tracing::warn!("compiled-component cache unusable, recompiling: {e:#}"),
+    hex::encode(&key.finalize()[..12])
+}
+
+/// How a compile in a child process ([`compile_in_child`]) fell short of a
+/// compiled file.
+#[derive(Debug)]
+pub(crate) enum ChildCompile {
+    /// The child could not be started: the caller may compile in its own process.
+    NotRun(std::io::Error),
+    /// It ran and refused: its report (`Error: …`, which may span lines), as one line.
+    Refused(String),
+    /// It ran past its time limit and was killed.
+    TimedOut(Duration),
+}
+
+impl std::fmt::Display for ChildCompile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChildCompile::NotRun(e) => write!(f, "the compiler could not be started: {e}"),
+            ChildCompile::Refused(why) => f.write_str(why),
+            ChildCompile::TimedOut(limit) => {
+                write!(f, "compiling it took longer than {} s, and was stopped", limit.as_secs())
+            }
         }
     }
-    let bytes = engine.precompile_component(wasm).map_err(anyhow::Error::from).context("compiling the component")?;
-    std::fs::create_dir_all(cache_dir).ok();
+}
+
+/// Runs `program compile-component [--transform] [--component SOURCE] --out
+/// TMP` (see [`compile_component`] and `transform::compile_to`), waits for it
+/// (killing it past `limit`, if any) and moves what it wrote to `path`.
+pub(crate) fn compile_in_child(
+    program: &Path,
+    source: Option<&Path>,
+    transform: bool,
+    path: &Path,
+    limit: Option<Duration>,
+) -> Result<(), ChildCompile> {
     let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    // Private like everything in the data folder (see `datadir`).
-    if crate::secrets::write_private(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
-        tracing::warn!("could not write the compiled-component cache in {}", cache_dir.display());
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg("compile-component").arg("--out").arg(&tmp);
+    if transform {
+        cmd.arg("--transform");
     }
-    // SAFETY: these bytes were just produced by `precompile_component` on this engine.
-    Ok(unsafe { Component::deserialize(engine, &bytes) }?)
+    if let Some(s) = source {
+        cmd.arg("--component").arg(s);
+    }
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(ChildCompile::NotRun)?;
+    let ended = match wait_or_kill(child, limit) {
+        Some(done) if done.status.success() => std::fs::rename(&tmp, path)
+            .map_err(|e| ChildCompile::Refused(format!("its result could not be moved into the cache: {e}"))),
+        Some(done) => {
+            let report = String::from_utf8_lossy(&done.stderr).split_whitespace().collect::<Vec<_>>().join(" ");
+            let report = report.strip_prefix("Error: ").unwrap_or(&report);
+            Err(ChildCompile::Refused(if report.is_empty() {
+                format!("the compiler stopped ({})", done.status)
+            } else {
+                report.to_owned()
+            }))
+        }
+        None => Err(ChildCompile::TimedOut(limit.unwrap_or_default())),
+    };
+    if ended.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    ended
+}
+
+/// The child's end (its status and what it wrote to stderr), or `None` when
+/// it was still running after `limit` and was killed.
+fn wait_or_kill(mut child: std::process::Child, limit: Option<Duration>) -> Option<std::process::Output> {
+    let Some(limit) = limit else {
+        return child.wait_with_output().ok();
+    };
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return child.wait_with_output().ok(),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// What the child of [`compile_in_child`] does: compiles the component
+/// (`source`, or the built-in one) for this engine configuration and writes
+/// the result to `out`, private to the operator.
+pub fn compile_component(source: Option<&Path>, out: &Path) -> anyhow::Result<()> {
+    let custom = match source {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading the component {}", p.display()))?),
+        None => None,
+    };
+    let bytes = engine()?
+        .precompile_component(custom.as_deref().unwrap_or(COMPONENT_WASM))
+        .map_err(anyhow::Error::from)
+        .context("compiling the component")?;
+    crate::secrets::write_private(out, &bytes).with_context(|| format!("writing {}", out.display()))
 }
 
 impl Runtime {
@@ -179,7 +396,13 @@ impl Runtime {
             Some(p) => Some(std::fs::read(p).with_context(|| format!("reading the component {}", p.display()))?),
             None => None,
         };
-        let component = load_component(&engine, custom.as_deref().unwrap_or(COMPONENT_WASM), &config.cache_path())?;
+        let component = load_component(
+            &engine,
+            custom.as_deref().unwrap_or(COMPONENT_WASM),
+            config.component_path.as_deref(),
+            &config.cache_path(),
+            config.compiler.as_deref(),
+        )?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -192,13 +415,28 @@ impl Runtime {
             metrics: &s.caps.metrics,
             quiet: s.db.met_unreachable(),
         })?;
+        crate::transform::add_to_linker(&mut linker, |s| crate::transform::TransformHost {
+            transformer: &s.caps.transformer,
+            metrics: &s.caps.metrics,
+        })?;
         crate::host_info::add_to_linker(&mut linker, |s| HostInfo {
             config: &s.caps.config,
             egress: &s.caps.egress,
             dialect: s.caps.backend.dialect(),
             node: &s.caps.node,
         })?;
-        let pre = WebhooksPre::new(linker.instantiate_pre(&component)?)?;
+        // A component built against another version of the contract (or not
+        // a plugin at all) fails here: say which contract it must speak.
+        let pre =
+            linker.instantiate_pre(&component).and_then(WebhooksPre::new).map_err(anyhow::Error::from).with_context(
+                || {
+                    format!(
+                        "the component is not a webhooks plugin for this host's contract {}; a plugin built \
+                     against another version of wit/webhooks.wit must be rebuilt against this release's",
+                        bindings::CONTRACT
+                    )
+                },
+            )?;
         let key = match &config.secret_key {
             Some(k) => k.clone(),
             None => crate::secrets::SecretKey::load_or_create(&config.data_dir.join("secret.key"))
@@ -210,6 +448,10 @@ impl Runtime {
             config.attempt_timeout,
         );
         let health = backend.health();
+        let instances = config.instances.max(2);
+        let transformer = crate::transform::Transformer::new(&config.cache_path(), instances as u32)?
+            .compile_in(config.compiler.clone());
+        let transforms = transformer.engine().weak();
         let rt = Arc::new(Runtime {
             engine: engine.clone(),
             pre,
@@ -220,17 +462,24 @@ impl Runtime {
                 backend,
                 metrics: Default::default(),
                 node: crate::host_info::new_node_id(),
+                transformer,
             }),
             idle: Mutex::new(Vec::new()),
+            instances: Arc::new(tokio::sync::Semaphore::new(instances)),
+            interactive: Arc::new(tokio::sync::Semaphore::new(instances.div_ceil(2))),
             health,
         });
-        // The epoch ticker: deadlines are counted in its ticks. It stops when
-        // the engine is dropped.
+        // The epoch ticker: deadlines are counted in its ticks, the plugin's
+        // and the transformations'. It stops when the plugin's engine is
+        // dropped.
         let weak = engine.weak();
         std::thread::Builder::new().name("webhooks-epoch".into()).spawn(move || {
             while let Some(e) = weak.upgrade() {
                 e.increment_epoch();
                 drop(e);
+                if let Some(t) = transforms.upgrade() {
+                    t.increment_epoch();
+                }
                 std::thread::sleep(TICK);
             }
         })?;
@@ -258,11 +507,14 @@ impl Runtime {
             table: ResourceTable::new(),
             hooks: Hooks::new(self.caps.egress.clone(), self.caps.metrics.clone()),
             db,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(c.memory_limit)
-                .instances(16)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limits {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(c.memory_limit)
+                    .instances(16)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory: 0,
+            },
             caps: self.caps.clone(),
             deadline: Instant::now() + c.call_timeout,
         };
@@ -313,8 +565,10 @@ impl Runtime {
         let unreachable = w.store.data_mut().db.take_unreachable();
         match r {
             Ok(v) => {
-                if let Ok(mut idle) = self.idle.lock()
-                    && idle.len() < MAX_IDLE
+                // At most one idle instance per permit (the permits bound
+                // them all); one that grew large is not kept.
+                if w.store.data().limits.memory <= POOLED_MEMORY_MAX
+                    && let Ok(mut idle) = self.idle.lock()
                 {
                     idle.push(w);
                 }
@@ -353,9 +607,19 @@ impl Runtime {
         R: Send + 'static,
         F: FnOnce(&mut Worker, &tokio::runtime::Handle) -> wasmtime::Result<R> + Send + 'static,
     {
+        // The permits go with the blocking task, so a caller that stops
+        // waiting does not free its instance's place while the call runs on.
+        let lane = match name {
+            "admin" | "api" | "stats" | "sessions-open" | "sessions-find" | "sessions-close" => {
+                Some(self.interactive.clone().acquire_owned().await)
+            }
+            _ => None,
+        };
+        let permit = self.instances.clone().acquire_owned().await;
         let rt = self.clone();
         let handle = tokio::runtime::Handle::current();
         let r = tokio::task::spawn_blocking(move || {
+            let _held = (lane, permit);
             let mut w = handle.block_on(rt.checkout(deadline))?;
             let r = f(&mut w, &handle);
             rt.finish(name, w, r, failed, &handle)
@@ -580,5 +844,24 @@ impl Runtime {
             self.caps.metrics.plugin_error(name);
             CallError::Failed(e)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compiler_past_its_time_is_killed_and_one_that_ends_is_heard() {
+        let sh = |script: &str| {
+            std::process::Command::new("sh").args(["-c", script]).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        };
+        let t = Instant::now();
+        assert!(wait_or_kill(sh("sleep 30"), Some(Duration::from_millis(200))).is_none());
+        assert!(t.elapsed() < Duration::from_secs(10), "killed at its limit, not waited for");
+        let done = wait_or_kill(sh("echo refused >&2; exit 3"), Some(Duration::from_secs(30))).unwrap();
+        assert_eq!((done.status.code(), String::from_utf8_lossy(&done.stderr).trim()), (Some(3), "refused"));
+        let done = wait_or_kill(sh("exit 0"), None).unwrap();
+        assert!(done.status.success());
     }
 }

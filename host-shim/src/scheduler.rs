@@ -243,6 +243,7 @@ async fn deliver(
             let (events, replies): (Vec<_>, Vec<_>) = raising.drain(..).unzip();
             let had_events = !events.is_empty();
             let done = Arc::new(std::mem::take(&mut finished));
+            let stepped_at = cfg.clock.now_ms();
             let mut r = rt.step(events, done.clone(), claim).await;
             if let Err(e) = &r {
                 // Whatever failed, the callers must hear now.
@@ -277,6 +278,11 @@ async fn deliver(
                             Some(wait) if wait > 0 => Instant::now() + Duration::from_millis(wait),
                             // Due now and we took all we asked for: more may wait.
                             _ if got >= claim => Instant::now(),
+                            // Fell due while the step ran (a rate-limited
+                            // webhook's next token, a retry): nothing held
+                            // it back at the step's claim, so look now. A
+                            // row held back by the bound was due before it.
+                            _ if at > stepped_at => Instant::now(),
                             // Due now but held back by the per-webhook bound.
                             _ => Instant::now() + BLOCKED_RECHECK,
                         });
@@ -507,6 +513,7 @@ fn built(
                         duration_ms: 0,
                         outcome: Err(AttemptError::Unsendable(u.error)),
                         request_headers: u.request_headers,
+                        transformed: u.transformed,
                     }),
                 }
             }
@@ -527,6 +534,7 @@ fn built(
                     duration_ms: 0,
                     outcome: Err(AttemptError::BuildFailed(error_id)),
                     request_headers: Vec::new(),
+                    transformed: None,
                 });
             }
         }
@@ -585,6 +593,8 @@ async fn send(rt: Arc<Runtime>, turn: Turn, o: Outgoing) -> Flight {
     let t0 = Instant::now();
     let timeout = if o.timeout_ms == 0 { rt.egress().timeout() } else { Duration::from_millis(o.timeout_ms) };
     let result = rt.egress().post(&o.url, &o.headers, o.body, timeout).await;
+    // Handed back untouched: the plugin records what its transformation did.
+    let transformed = o.transformed;
     let took = t0.elapsed();
     rt.metrics().attempt_finished(took, result.is_ok());
     Flight::Sent(Sent {
@@ -605,6 +615,7 @@ async fn send(rt: Arc<Runtime>, turn: Turn, o: Outgoing) -> Flight {
             })
             .map_err(|e| AttemptError::Transport(TransportError { code: e.code, detail: e.detail })),
         request_headers: o.headers,
+        transformed,
     })
 }
 

@@ -79,6 +79,9 @@ pub enum Durability {
     Full,
 }
 
+/// Each connection's page cache, in KiB (see [`open`]).
+const PAGE_CACHE_KIB: i64 = 1024;
+
 /// Opens (creating if needed) the database file with the pragmas every
 /// connection needs.
 pub fn open(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
@@ -99,6 +102,13 @@ pub fn open(path: &Path, durability: Durability) -> rusqlite::Result<Connection>
     // milliseconds instead of microseconds.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    // Every plugin instance has a connection of its own (up to
+    // `Config::instances` of them), each with a private page cache that stays
+    // full once warm: SQLite's default 2 MiB each added up to a third of the
+    // process under load. The file's pages stay in the OS page cache, so a
+    // page that falls out of this one costs a read from memory, not a disk
+    // read.
+    conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }

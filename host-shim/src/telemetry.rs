@@ -53,7 +53,7 @@ impl log::Host for Telemetry<'_> {
 }
 
 impl telemetry::Host for Telemetry<'_> {
-    async fn attempts_recorded(&mut self, succeeded: u32, retrying: u32, exhausted: u32) {
-        self.metrics.attempts(succeeded, retrying, exhausted);
+    async fn attempts_recorded(&mut self, succeeded: u32, retrying: u32, exhausted: u32, skipped: u32) {
+        self.metrics.attempts(succeeded, retrying, exhausted, skipped);
     }
 }

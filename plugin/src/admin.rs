@@ -4,6 +4,7 @@
 use askama::Template;
 
 use crate::catalog;
+use crate::controls;
 use crate::health;
 use crate::host::{DbError, Host, Level};
 use crate::outbox::{self, DeliveryState, Outcome, rfc3339};
@@ -102,17 +103,13 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, DbError> {
             let Some(w) = id(i).map(|i| store::get(host, i)).transpose()?.flatten() else {
                 return Ok(Response::NotFound);
             };
-            let values = FormValues {
-                name: w.name.clone(),
-                url: w.url.clone(),
-                secret: String::new(),
-                secret_action: "keep".into(),
-                events: w.events.clone(),
-                enabled: w.enabled,
-                generated: false,
-                form_id: String::new(),
+            Ok(form_page(host, req, &base, Some(&w), edit_values(&w), Vec::new(), 200))
+        }
+        ([i, "transform", "try"], _, true) => {
+            let Some(w) = id(i).map(|i| store::get(host, i)).transpose()?.flatten() else {
+                return Ok(Response::NotFound);
             };
-            Ok(form_page(host, req, &base, Some(&w), values, Vec::new(), 200))
+            try_transform(host, req, &base, &w)
         }
         ([i, "delete"], true, _) => {
             let Some(w) = id(i).map(|i| store::get(host, i)).transpose()?.flatten() else {
@@ -345,6 +342,8 @@ struct Row<'a> {
     last: Option<When>,
     next_retry: Option<When>,
     disabled_at: Option<When>,
+    /// Its rate limit held a due delivery back just now.
+    held: bool,
 }
 
 #[derive(Template)]
@@ -354,6 +353,17 @@ struct Dashboard<'a> {
     csrf: &'a str,
     csrf_field: &'a str,
     rows: Vec<Row<'a>>,
+    /// The operational notices' banner (#24): webhooks disabled
+    /// automatically, or failing.
+    attention: Vec<Attention<'a>>,
+}
+
+/// One line of the dashboard's banner.
+struct Attention<'a> {
+    w: &'a Webhook,
+    /// Disabled automatically (else: failing).
+    disabled: bool,
+    since: Option<When>,
 }
 
 const CHIPS_SHOWN: usize = 3;
@@ -371,9 +381,22 @@ fn dashboard(host: &dyn Host, req: &Request, base: &str) -> Result<Response, DbE
             last: w.last_event_at.map(|t| When::new(t, now)),
             next_retry: w.next_retry_at.map(|t| When::new(t, now)),
             disabled_at: w.disabled_at.map(|t| When::new(t, now)),
+            held: w.enabled && w.held_back(now),
         })
         .collect();
-    let t = Dashboard { base, csrf: &req.csrf_token, csrf_field: &req.csrf_field, rows };
+    let attention = hooks
+        .iter()
+        .filter_map(|w| {
+            if w.auto_disabled() {
+                Some(Attention { w, disabled: true, since: w.disabled_at.map(|t| When::new(t, now)) })
+            } else if w.failing() {
+                Some(Attention { w, disabled: false, since: w.failing_since.map(|t| When::new(t, now)) })
+            } else {
+                None
+            }
+        })
+        .collect();
+    let t = Dashboard { base, csrf: &req.csrf_token, csrf_field: &req.csrf_field, rows, attention };
     Ok(page(200, "Webhooks", render(&t), None))
 }
 
@@ -391,6 +414,40 @@ struct FormValues {
     generated: bool,
     /// The create form's one-time id (32 hex digits), kept across re-renders.
     form_id: String,
+    /// Custom header rows (#24), in order.
+    headers: Vec<FormHeader>,
+    /// The payload filter (#24).
+    filter: String,
+    /// Deliveries per second at most, as typed; empty for none.
+    rate_limit: String,
+    /// "Remove the transformation" is ticked (#24).
+    transform_remove: bool,
+    /// A component was uploaded with a form that had other errors: a file
+    /// box cannot be filled again, so the page asks for the file again.
+    upload_lost: bool,
+}
+
+/// One custom header row of the form.
+#[derive(Debug, Clone, Default)]
+struct FormHeader {
+    name: String,
+    /// Empty for a sealed value (never sent back to the page).
+    value: String,
+    /// A sealed value is stored under this name: an empty box keeps it.
+    sealed: bool,
+}
+
+impl FormValues {
+    /// The header rows to show: the admin's, then one empty row to type a
+    /// new one into, while there is room.
+    fn header_rows(&self) -> Vec<FormHeader> {
+        let mut rows: Vec<FormHeader> =
+            self.headers.iter().filter(|h| !h.name.trim().is_empty() || !h.value.is_empty()).cloned().collect();
+        if rows.len() < controls::MAX_HEADERS {
+            rows.push(FormHeader::default());
+        }
+        rows
+    }
 }
 
 struct EventBox {
@@ -425,12 +482,25 @@ struct FormPage<'a> {
     generated: bool,
     secret_since: Option<When>,
     rotation_until: Option<When>,
+    /// The attached transformation's digest, shortened, and when it came (#24).
+    transform_short: String,
+    transform_since: Option<When>,
+    has_transform: bool,
+    try_it: Option<TryIt>,
 }
 
 /// The form's fields in page order, with the id of the control an error's
 /// link focuses (for the events, the first checkbox).
-const FIELD_TARGETS: &[(&str, &str)] =
-    &[("name", "wh-name"), ("url", "wh-url"), ("secret", "wh-secret"), ("events", "wh-events")];
+const FIELD_TARGETS: &[(&str, &str)] = &[
+    ("name", "wh-name"),
+    ("url", "wh-url"),
+    ("secret", "wh-secret"),
+    ("events", "wh-events"),
+    ("headers", "wh-header-name-0"),
+    ("filter", "wh-filter"),
+    ("rate_limit", "wh-rate-limit"),
+    ("transform", "wh-transform"),
+];
 
 impl FormPage<'_> {
     /// The field's messages, for the line under it.
@@ -438,6 +508,139 @@ impl FormPage<'_> {
         let m: Vec<&str> = self.errors.iter().filter(|e| e.field == field).map(|e| e.message.as_str()).collect();
         (!m.is_empty()).then(|| m.join(" "))
     }
+}
+
+/// The edit form's values: the webhook as stored.
+fn edit_values(w: &Webhook) -> FormValues {
+    FormValues {
+        name: w.name.clone(),
+        url: w.url.clone(),
+        secret: String::new(),
+        secret_action: "keep".into(),
+        events: w.events.clone(),
+        enabled: w.enabled,
+        generated: false,
+        form_id: String::new(),
+        headers: w
+            .headers
+            .iter()
+            .map(|h| FormHeader {
+                name: h.name.clone(),
+                value: h.value.clone().unwrap_or_default(),
+                sealed: h.is_sealed(),
+            })
+            .collect(),
+        filter: w.filter.clone().unwrap_or_default(),
+        rate_limit: w.rate_limit.map(|r| r.to_string()).unwrap_or_default(),
+        transform_remove: false,
+        upload_lost: false,
+    }
+}
+
+/// The "Try it" box of the edit page (#24): the example event to run the
+/// webhook's transformation on, and what the last try gave.
+struct TryIt {
+    /// The webhook's events (all of them when it has none), the chosen one marked.
+    events: Vec<EventOption>,
+    data: String,
+    error: Option<String>,
+    result: Option<TryResult>,
+}
+
+/// One try's outcome, as shown.
+struct TryResult {
+    /// `send`, `skip` or `failed` (the box's data attribute).
+    kind: &'static str,
+    label: &'static str,
+    badge: &'static str,
+    reason: Option<String>,
+    url: Option<String>,
+    headers: Vec<(String, String)>,
+    body: Option<String>,
+    body_changed: bool,
+}
+
+impl TryIt {
+    /// The box for `w`, with `event` chosen (by default its first event) and
+    /// `data` (by default that event's example).
+    fn new(w: &Webhook, event: Option<&str>, data: Option<String>) -> Self {
+        let names: Vec<&'static str> = if w.events.is_empty() {
+            catalog::EVENTS.iter().filter(|e| catalog::is_subscribable(e.name)).map(|e| e.name).collect()
+        } else {
+            catalog::EVENTS.iter().filter(|e| w.events.iter().any(|x| x == e.name)).map(|e| e.name).collect()
+        };
+        let chosen = event.and_then(|e| names.iter().find(|n| **n == e).copied()).or(names.first().copied());
+        let data = data.unwrap_or_else(|| {
+            chosen.and_then(catalog::find).map(|e| pretty(&e.example())).unwrap_or_else(|| "{}".to_owned())
+        });
+        let events = names.iter().map(|n| EventOption { name: n, selected: Some(*n) == chosen }).collect();
+        TryIt { events, data, error: None, result: None }
+    }
+}
+
+/// JSON text pretty-printed; as it is when it is not JSON.
+fn pretty(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| text.to_owned())
+}
+
+/// `POST /{id}/transform/try`: runs the webhook's transformation on the
+/// example event typed into the edit page's "Try it" box and shows the
+/// edit page with what it gave (#24). Nothing is sent or stored.
+fn try_transform(host: &dyn Host, req: &Request, base: &str, w: &Webhook) -> Result<Response, DbError> {
+    let event = req.f("event_type").unwrap_or_default();
+    let typed = req.f("data").unwrap_or_default().trim().to_owned();
+    let mut t = TryIt::new(w, Some(event), (!typed.is_empty()).then(|| typed.clone()));
+    let Some(entry) = catalog::find(event) else {
+        t.error = Some("Choose one of the listed events.".into());
+        return Ok(form_page_with(host, req, base, Some(w), edit_values(w), Vec::new(), 422, Some(t)));
+    };
+    // Empty: the event's example.
+    let data = if typed.is_empty() { entry.example() } else { typed };
+    let parsed = serde_json::from_str::<serde_json::Value>(&data);
+    let problem = match &parsed {
+        _ if data.len() > outbox::MAX_DATA => {
+            Some(format!("Shorten the data to {} KiB or less.", outbox::MAX_DATA / 1024))
+        }
+        Err(e) => Some(format!("The data is not valid JSON: {e}.")),
+        Ok(v) if !v.is_object() => Some("The data must be a JSON object, such as {\"id\": 42}.".to_owned()),
+        Ok(_) => None,
+    };
+    if let Some(p) = problem {
+        t.error = Some(p);
+        return Ok(form_page_with(host, req, base, Some(w), edit_values(w), Vec::new(), 422, Some(t)));
+    }
+    let compact = parsed.map(|v| v.to_string()).unwrap_or(data);
+    let preview = crate::transform::preview(host, w.id, &w.url, entry.name, &compact, host.now_ms())?;
+    use crate::transform::Preview;
+    let blank = TryResult {
+        kind: "send",
+        label: "would be sent",
+        badge: "wh-ok",
+        reason: None,
+        url: None,
+        headers: Vec::new(),
+        body: None,
+        body_changed: false,
+    };
+    t.result = match preview {
+        None => {
+            t.error = Some("This webhook has no transformation; upload one above and save first.".into());
+            None
+        }
+        Some(Preview::Send { url, headers, body, body_changed }) => {
+            Some(TryResult { url: Some(url), headers, body: Some(pretty(&body)), body_changed, ..blank })
+        }
+        Some(Preview::Skip(why)) => {
+            Some(TryResult { kind: "skip", label: "would be skipped", badge: "wh-skip", reason: Some(why), ..blank })
+        }
+        Some(Preview::Failed(why)) => {
+            Some(TryResult { kind: "failed", label: "failed", badge: "wh-bad", reason: Some(why), ..blank })
+        }
+    };
+    Ok(form_page_with(host, req, base, Some(w), edit_values(w), Vec::new(), 200, Some(t)))
 }
 
 fn form_page(
@@ -448,6 +651,22 @@ fn form_page(
     v: FormValues,
     errors: Vec<FieldError>,
     status: u16,
+) -> Response {
+    let t = editing.map(|w| TryIt::new(w, None, None));
+    form_page_with(host, req, base, editing, v, errors, status, t)
+}
+
+/// [`form_page`] with the "Try it" box as given.
+#[allow(clippy::too_many_arguments)]
+fn form_page_with(
+    host: &dyn Host,
+    req: &Request,
+    base: &str,
+    editing: Option<&Webhook>,
+    v: FormValues,
+    errors: Vec<FieldError>,
+    status: u16,
+    try_it: Option<TryIt>,
 ) -> Response {
     let first_box =
         catalog::CATEGORIES.first().and_then(|c| catalog::EVENTS.iter().find(|e| e.category == *c)).map(|e| e.name);
@@ -490,7 +709,14 @@ fn form_page(
     let now = host.now_ms();
     let secret_since = editing.and_then(|w| w.secret_set_at).map(|t| When::new(t, now));
     let rotation_until = editing.and_then(|w| w.previous_secret_until).filter(|t| *t > now).map(|t| When::new(t, now));
+    let attached = editing.and_then(|w| w.transform.as_ref());
+    let transform_short = attached.map(|t| t.digest.chars().take(12).collect()).unwrap_or_default();
+    let transform_since = attached.map(|t| When::new(t.uploaded_at, now));
     let t = FormPage {
+        transform_short,
+        transform_since,
+        has_transform: attached.is_some(),
+        try_it,
         base,
         csrf: &req.csrf_token,
         csrf_field: &req.csrf_field,
@@ -543,7 +769,42 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
             .filter(|f| f.len() == 32 && f.bytes().all(|b| b.is_ascii_hexdigit()))
             .unwrap_or_default()
             .to_owned(),
+        headers: Vec::new(),
+        filter: req.f("filter").unwrap_or_default().to_owned(),
+        rate_limit: req.f("rate_limit").unwrap_or_default().to_owned(),
+        transform_remove: req.f("transform_remove").is_some_and(|v| v == "on"),
+        upload_lost: false,
     };
+    // An uploaded component (#24): the host hands the file box's bytes over
+    // in base64 (`transform_wasm`); an empty box uploads nothing.
+    let upload = req.f("transform_wasm").filter(|b| !b.is_empty());
+    // Custom header rows (#24): names and values pair up in order. An empty
+    // value under a name whose value is stored sealed keeps that value.
+    let stored: &[controls::StoredHeader] = existing.as_ref().map_or(&[], |w| w.headers.as_slice());
+    let names = req.f_all("header_name");
+    let header_values = req.f_all("header_value");
+    values.headers = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let value = header_values.get(i).cloned().unwrap_or_default();
+            let sealed =
+                value.is_empty() && stored.iter().any(|s| s.is_sealed() && s.name.eq_ignore_ascii_case(n.trim()));
+            FormHeader { name: n.clone(), value, sealed }
+        })
+        .collect();
+    if let Some(i) = req.f("remove_header").and_then(|i| i.parse::<usize>().ok()) {
+        // "Remove" re-renders the form without the row and saves nothing,
+        // so it works without JavaScript (as "Generate" does).
+        if i < values.headers.len() {
+            values.headers.remove(i);
+        }
+        return Ok(form_page(host, req, base, existing.as_ref(), values, Vec::new(), 200));
+    }
+    if req.f("add_header").is_some() {
+        // The rows typed so far come back, with a new empty one after them.
+        return Ok(form_page(host, req, base, existing.as_ref(), values, Vec::new(), 200));
+    }
 
     // "Generate" re-renders the form with a fresh secret and saves nothing,
     // so it works without JavaScript.
@@ -574,6 +835,26 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
         }
         _ => Some(values.secret.clone()),
     };
+    // The component is checked (by the host: a component of the right world
+    // that imports nothing and compiles) before anything is saved, so a bad
+    // one changes nothing.
+    let transform = match upload {
+        None => None,
+        Some(b64) => {
+            use base64::Engine as _;
+            let checked = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| "The upload did not arrive whole; choose the file again.".to_owned())
+                .and_then(|wasm| crate::transform::check(host, &wasm).map(|digest| (wasm, digest)));
+            match checked {
+                Ok(t) => Some(t),
+                Err(m) => {
+                    errors.push(FieldError { field: "transform", message: format!("{m} Nothing was saved.") });
+                    None
+                }
+            }
+        }
+    };
     let input = Input {
         name: values.name.clone(),
         url: values.url.clone(),
@@ -581,22 +862,54 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
         rotate: action == "rotate",
         events: values.events.clone(),
         enabled: values.enabled,
+        headers: Some(
+            values
+                .headers
+                .iter()
+                .map(|h| controls::HeaderInput {
+                    name: h.name.clone(),
+                    value: if h.sealed { None } else { Some(h.value.clone()) },
+                })
+                .collect(),
+        ),
+        stored_headers: stored.to_vec(),
+        filter: Some(values.filter.clone()),
+        // A form without the field (a page rendered before it existed, a
+        // script) keeps the stored limit.
+        rate_limit: req.f("rate_limit").map(str::to_owned),
     };
     let valid = match webhook::validate(host, &input) {
         Ok(v) if errors.is_empty() => v,
         Ok(_) => {
+            values.upload_lost = transform.is_some();
             return Ok(form_page(host, req, base, existing.as_ref(), values, errors, 422));
         }
         Err(mut e) => {
             e.extend(errors);
+            values.upload_lost = transform.is_some();
             return Ok(form_page(host, req, base, existing.as_ref(), values, e, 422));
         }
+    };
+    // What the form did to the transformation, for the flash message.
+    let remove_asked = values.transform_remove;
+    let transform_words = |changed: bool| match (&transform, remove_asked && changed) {
+        (Some(_), _) => " Its transformation was attached.",
+        (None, true) => " Its transformation was removed.",
+        (None, false) => "",
     };
     match id {
         None => match store::create_once(host, &valid, Some(values.form_id.as_str()).filter(|f| !f.is_empty())) {
             Ok(new_id) => {
                 host.log(Level::Info, &format!("{} created webhook {new_id}", req.actor));
-                let mut message = format!("Webhook \u{201c}{}\u{201d} was created.", valid.name);
+                if let Some((wasm, digest)) = &transform {
+                    crate::transform::attach(host, new_id, wasm, digest)?;
+                    host.log(
+                        Level::Info,
+                        &format!("{} attached a transformation (sha256 {digest}) to webhook {new_id}", req.actor),
+                    );
+                }
+                let mut message =
+                    format!("Webhook \u{201c}{}\u{201d} was created.{}", valid.name, transform_words(false));
                 if store::list(host)?.iter().any(|w| w.id != new_id && w.name == valid.name) {
                     message.push_str(" Another webhook has the same name; rename one to tell them apart.");
                 }
@@ -625,10 +938,24 @@ fn save(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<R
         Some(i) => {
             store::update(host, i, &valid)?;
             host.log(Level::Info, &format!("{} updated webhook {i}", req.actor));
+            let mut removed = false;
+            if let Some((wasm, digest)) = &transform {
+                crate::transform::attach(host, i, wasm, digest)?;
+                host.log(
+                    Level::Info,
+                    &format!("{} attached a transformation (sha256 {digest}) to webhook {i}", req.actor),
+                );
+            } else if values.transform_remove && crate::transform::remove(host, i)? {
+                host.log(Level::Info, &format!("{} removed the transformation of webhook {i}", req.actor));
+                removed = true;
+            }
             Ok(redirect(
                 base,
                 "",
-                flash(FlashKind::Success, format!("Webhook \u{201c}{}\u{201d} was saved.", valid.name)),
+                flash(
+                    FlashKind::Success,
+                    format!("Webhook \u{201c}{}\u{201d} was saved.{}", valid.name, transform_words(removed)),
+                ),
             ))
         }
     }
@@ -692,7 +1019,12 @@ struct HistoryPage<'a> {
     health: health::HealthView,
     pg: PlaygroundForm,
     snippets: Vec<Snippet>,
+    /// Events the payload filter kept from this webhook, newest first (#24).
+    skipped: Vec<(store::FilteredRow, When)>,
 }
+
+/// Filtered events the history page lists.
+const SKIPPED_SHOWN: u32 = 20;
 
 fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Result<Response, DbError> {
     let Some(w) = id.map(|i| store::get(host, i)).transpose()?.flatten() else {
@@ -775,6 +1107,13 @@ fn history(host: &dyn Host, req: &Request, base: &str, id: Option<i64>) -> Resul
         health: health::HealthView::new(&health::load(host, w.id, now)?, host.settings().retention_ms),
         pg: PlaygroundForm::default(),
         snippets: receiver_snippets(&w.url),
+        skipped: store::filtered(host, w.id, SKIPPED_SHOWN)?
+            .into_iter()
+            .map(|f| {
+                let when = When::new(f.filtered_at, now);
+                (f, when)
+            })
+            .collect(),
     };
     Ok(page(200, &format!("History of {}", w.name), render(&t), None))
 }
@@ -858,6 +1197,63 @@ struct TryView {
     t: store::AttemptDetail,
     when: When,
     body_note: Option<String>,
+    /// Not sent: the webhook's transformation skipped it (#24).
+    skipped: bool,
+}
+
+/// What the webhook's transformation made of an attempt (#24), for the
+/// delivery's details.
+struct TransformView {
+    /// `sent`, `skipped` or `failed` (the section's data attribute).
+    kind: &'static str,
+    label: &'static str,
+    badge: &'static str,
+    reason: Option<String>,
+    url: Option<String>,
+    headers: Vec<String>,
+    body: Option<String>,
+    body_note: Option<String>,
+}
+
+impl TransformView {
+    fn of(note: &crate::transform::Note) -> Self {
+        use crate::transform::Note;
+        let blank = TransformView {
+            kind: "sent",
+            label: "",
+            badge: "wh-ok",
+            reason: None,
+            url: None,
+            headers: Vec::new(),
+            body: None,
+            body_note: None,
+        };
+        match note {
+            Note::Sent { body, url, headers, .. } => TransformView {
+                label: if body.is_some() { "sent, changed" } else { "sent" },
+                url: Some(url.clone()),
+                headers: headers.clone(),
+                // Pretty when it is JSON, as the payload is; as sent otherwise.
+                body: body.as_ref().map(|b| {
+                    serde_json::from_str::<serde_json::Value>(b)
+                        .ok()
+                        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                        .unwrap_or_else(|| b.clone())
+                }),
+                ..blank
+            },
+            Note::Skipped(why) => TransformView {
+                kind: "skipped",
+                label: "skipped",
+                badge: "wh-skip",
+                reason: Some(format!("Not sent: the transformation skipped this delivery: {why}")),
+                ..blank
+            },
+            Note::Failed(why) => {
+                TransformView { kind: "failed", label: "failed", badge: "wh-bad", reason: Some(why.clone()), ..blank }
+            }
+        }
+    }
 }
 
 struct DeliveryView {
@@ -869,6 +1265,8 @@ struct DeliveryView {
     occurred: When,
     next: Option<When>,
     tries: Vec<TryView>,
+    /// The latest attempt's transformation result (#24).
+    transform: Option<TransformView>,
 }
 
 impl DeliveryView {
@@ -883,7 +1281,14 @@ impl DeliveryView {
         } else {
             d.state.as_str().to_owned()
         };
+        // `tries` is newest first.
+        let transform = d
+            .tries
+            .first()
+            .and_then(|t| crate::transform::Note::parse(t.transform.as_deref()))
+            .map(|n| TransformView::of(&n));
         DeliveryView {
+            transform,
             state_label,
             payload_pretty,
             occurred: When::new(d.occurred_at, now),
@@ -899,6 +1304,7 @@ impl DeliveryView {
                         }
                         _ => None,
                     },
+                    skipped: crate::transform::Note::is_skip(t.transform.as_deref()),
                     t: t.clone(),
                 })
                 .collect(),

@@ -6,6 +6,7 @@
 use serde_json::{Map, Value as Json, json};
 
 use crate::catalog;
+use crate::controls;
 use crate::host::{DbError, Host, Level};
 use crate::outbox::{self, DeliveryState, Outcome, rfc3339};
 use crate::signing;
@@ -151,6 +152,22 @@ fn route(host: &dyn Host, req: &Request) -> Result<Response, ApiError> {
         (["webhooks", _, "test"], _) => Err(method_not_allowed(&["POST"])),
         (["webhooks", i, "deliveries"], "GET") => deliveries(host, req, id(i)?),
         (["webhooks", _, "deliveries"], _) => Err(method_not_allowed(&["GET"])),
+        (["webhooks", i, "filtered"], "GET") => filtered(host, req, id(i)?),
+        (["webhooks", _, "filtered"], _) => Err(method_not_allowed(&["GET"])),
+        (["webhooks", i, "transform"], "PUT") => put_transform(host, req, id(i)?),
+        (["webhooks", i, "transform"], "DELETE") => {
+            let i = id(i)?;
+            if store::get(host, i)?.is_none() {
+                return Err(not_found("webhook"));
+            }
+            if crate::transform::remove(host, i)? {
+                host.log(Level::Info, &format!("{} removed the transformation of webhook {i} (API)", req.actor));
+            }
+            Ok(Response { status: 204, body: String::new(), allow: None })
+        }
+        (["webhooks", _, "transform"], _) => Err(method_not_allowed(&["PUT", "DELETE"])),
+        (["webhooks", i, "transform", "preview"], "POST") => preview_transform(host, req, id(i)?),
+        (["webhooks", _, "transform", "preview"], _) => Err(method_not_allowed(&["POST"])),
         (["webhooks", i, "deliveries", d], "GET") => {
             let d = store::delivery(host, id(i)?, delivery_id(d)?)?.ok_or_else(|| not_found("delivery"))?;
             ok(200, delivery_json(&d))
@@ -213,7 +230,111 @@ pub fn webhook_json(w: &Webhook, now: u64) -> Json {
         })),
         "retrying": w.retrying,
         "next_retry_at": time(w.next_retry_at),
+        "headers": w.headers.iter().map(|h| json!({
+            "name": h.name, "value": h.shown(), "sealed": h.is_sealed(),
+        })).collect::<Vec<_>>(),
+        "filter": w.filter,
+        "failing_since": time(w.failing_since),
+        "rate_limit": w.rate_limit,
+        "rate_limited": w.held_back(now),
+        "rate_limited_at": time(w.rate_limited_at),
+        "transform": w.transform.as_ref().map(transform_json),
     })
+}
+
+/// A webhook's transformation as the API shows it (#24); never its bytes.
+fn transform_json(t: &crate::transform::Attached) -> Json {
+    json!({ "digest": t.digest, "size": t.size, "uploaded_at": rfc3339(t.uploaded_at) })
+}
+
+/// `PUT /webhooks/{id}/transform`: attaches a transformation (#24), the
+/// component's bytes in base64 as `component`; replaces the one there was.
+/// Checked by the host before anything is stored: a refusal changes nothing.
+fn put_transform(host: &dyn Host, req: &Request, id: i64) -> Result<Response, ApiError> {
+    use base64::Engine as _;
+    let map = body_object(req, &["component"])?;
+    if store::get(host, id)?.is_none() {
+        return Err(not_found("webhook"));
+    }
+    let Some(text) = get_str(&map, "component")? else {
+        return Err(error(
+            422,
+            "validation_failed",
+            "component is required: the .wasm file's bytes in base64.",
+            Some("component"),
+        ));
+    };
+    let wasm = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| {
+        error(422, "invalid_component", format!("component is not valid base64: {e}."), Some("component"))
+    })?;
+    let digest =
+        crate::transform::check(host, &wasm).map_err(|m| error(422, "invalid_component", m, Some("component")))?;
+    if !crate::transform::attach(host, id, &wasm, &digest)? {
+        return Err(not_found("webhook"));
+    }
+    host.log(
+        Level::Info,
+        &format!(
+            "{} attached a transformation ({} bytes, sha256 {digest}) to webhook {id} (API)",
+            req.actor,
+            wasm.len()
+        ),
+    );
+    let w = store::get(host, id)?.ok_or_else(|| not_found("webhook"))?;
+    ok(200, webhook_json(&w, host.now_ms()))
+}
+
+/// `POST /webhooks/{id}/transform/preview`: runs the webhook's
+/// transformation on an example delivery (#24): `event_type` (by default
+/// the webhook's first event) and `data` (by default that event's example).
+/// Nothing is sent or stored. 409 `no_transform` when the webhook has none
+/// (the webhook exists: 404 is kept for a missing webhook).
+fn preview_transform(host: &dyn Host, req: &Request, id: i64) -> Result<Response, ApiError> {
+    let map = if req.body.trim().is_empty() { Map::new() } else { body_object(req, &["event_type", "data"])? };
+    let w = store::get(host, id)?.ok_or_else(|| not_found("webhook"))?;
+    let event_type = match get_str(&map, "event_type")? {
+        Some(t) => t,
+        None => w.events.first().cloned().unwrap_or_else(|| "user.created".to_owned()),
+    };
+    let Some(entry) = catalog::find(&event_type) else {
+        return Err(error(422, "validation_failed", format!("Unknown event type: {event_type}."), Some("event_type")));
+    };
+    let data = match map.get("data") {
+        None => entry.example(),
+        Some(v @ Json::Object(_)) => v.to_string(),
+        Some(_) => return Err(wrong_type("data", "a JSON object")),
+    };
+    if data.len() > outbox::MAX_DATA {
+        return Err(error(
+            422,
+            "validation_failed",
+            format!("data is larger than {} KiB.", outbox::MAX_DATA / 1024),
+            Some("data"),
+        ));
+    }
+    let now = host.now_ms();
+    let Some(p) = crate::transform::preview(host, id, &w.url, &event_type, &data, now)? else {
+        return Err(error(
+            409,
+            "no_transform",
+            "This webhook has no transformation to try; attach one first (PUT /webhooks/{id}/transform).",
+            None,
+        ));
+    };
+    let input = outbox::payload(&event_type, now, &data);
+    let body = match p {
+        crate::transform::Preview::Send { url, headers, body, body_changed } => json!({
+            "result": "send", "url": url, "headers": pairs_json(&headers), "body": body,
+            "body_changed": body_changed, "event_type": event_type, "input": input,
+        }),
+        crate::transform::Preview::Skip(reason) => {
+            json!({ "result": "skip", "reason": reason, "event_type": event_type, "input": input })
+        }
+        crate::transform::Preview::Failed(reason) => {
+            json!({ "result": "failed", "reason": reason, "event_type": event_type, "input": input })
+        }
+    };
+    ok(200, body)
 }
 
 fn outcome_json(o: &Outcome) -> Json {
@@ -250,6 +371,8 @@ fn delivery_json(d: &store::DeliveryDetail) -> Json {
             "duration_ms": t.duration_ms,
             "success": t.success,
             "error": t.error,
+            "skipped": crate::transform::Note::is_skip(t.transform.as_deref()),
+            "transform": crate::transform::Note::api_json(t.transform.as_deref()),
             "request_headers": pairs_json(&t.request_headers),
             "response": t.status.map(|s| json!({
                 "status": s,
@@ -314,6 +437,22 @@ fn get_events(map: &Map<String, Json>) -> Result<Option<Vec<String>>, ApiError> 
     }
 }
 
+/// `rate_limit`: absent (keep, or none on create), null (none) or an
+/// integer, as the text `webhook::validate` checks (its range message is the
+/// form's).
+fn get_rate_limit(map: &Map<String, Json>) -> Result<Option<String>, ApiError> {
+    match map.get("rate_limit") {
+        None => Ok(None),
+        Some(Json::Null) => Ok(Some(String::new())),
+        Some(Json::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+        // JSON Schema counts 50.0 as an integer; so does this.
+        Some(Json::Number(n)) if n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 1e15) => {
+            Ok(Some(format!("{}", n.as_f64().unwrap_or_default() as i64)))
+        }
+        Some(_) => Err(wrong_type("rate_limit", "a whole number of deliveries per second from 1 to 10000, or null")),
+    }
+}
+
 /// `secret`: absent (keep), null (none) or a string (set); `generate_secret`
 /// makes one. Answers the new secret (`Some("")` for none) and whether it
 /// was generated.
@@ -349,8 +488,71 @@ fn invalid(errors: Vec<FieldError>) -> ApiError {
     }
 }
 
-const CREATE_FIELDS: &[&str] = &["name", "url", "events", "enabled", "secret", "generate_secret"];
-const UPDATE_FIELDS: &[&str] = &["name", "url", "events", "enabled", "secret", "generate_secret", "rotate_secret"];
+const CREATE_FIELDS: &[&str] =
+    &["name", "url", "events", "enabled", "secret", "generate_secret", "headers", "filter", "rate_limit"];
+const UPDATE_FIELDS: &[&str] = &[
+    "name",
+    "url",
+    "events",
+    "enabled",
+    "secret",
+    "generate_secret",
+    "rotate_secret",
+    "headers",
+    "filter",
+    "rate_limit",
+];
+
+/// `headers`: absent (keep), or an array of `{"name", "value"}`; a value
+/// left out (or null) keeps the sealed value stored under that name (#24).
+fn get_headers(map: &Map<String, Json>) -> Result<Option<Vec<controls::HeaderInput>>, ApiError> {
+    const WANT: &str = "an array of {\"name\": string, \"value\": string} objects";
+    let Some(v) = map.get("headers") else { return Ok(None) };
+    let Json::Array(a) = v else { return Err(wrong_type("headers", WANT)) };
+    a.iter()
+        .map(|h| {
+            let Json::Object(o) = h else { return Err(wrong_type("headers", WANT)) };
+            if o.keys().any(|k| k != "name" && k != "value" && k != "sealed") {
+                return Err(wrong_type("headers", WANT));
+            }
+            let name = o.get("name").and_then(Json::as_str).ok_or_else(|| wrong_type("headers", WANT))?;
+            // The form's empty rows and stray spaces are the form's; the API
+            // takes a name as it is documented (an HTTP token) or refuses it.
+            if name.is_empty() || name.trim() != name {
+                return Err(error(
+                    422,
+                    "validation_failed",
+                    "Every header needs a name: an HTTP token (letters, digits, -), without spaces.",
+                    Some("headers"),
+                ));
+            }
+            let sealed = match o.get("sealed") {
+                None => false,
+                Some(Json::Bool(b)) => *b,
+                Some(_) => return Err(wrong_type("headers", WANT)),
+            };
+            let value = match o.get("value") {
+                None | Some(Json::Null) => None,
+                // A header as GET shows it, sent back unchanged: keep.
+                Some(Json::String(s)) if sealed && s == controls::MASK => None,
+                Some(Json::String(s)) => Some(s.clone()),
+                Some(_) => return Err(wrong_type("headers", WANT)),
+            };
+            Ok(controls::HeaderInput { name: name.to_owned(), value })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `filter`: absent (keep), null or "" (none), or a condition.
+fn get_filter(map: &Map<String, Json>) -> Result<Option<String>, ApiError> {
+    match map.get("filter") {
+        None => Ok(None),
+        Some(Json::Null) => Ok(Some(String::new())),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(wrong_type("filter", "a string or null")),
+    }
+}
 
 fn with_secret(mut body: Json, generated: Option<String>) -> Json {
     // A generated secret is shown once, in the answer to the call that made it.
@@ -370,6 +572,10 @@ fn create(host: &dyn Host, req: &Request) -> Result<Response, ApiError> {
         rotate: false,
         events: get_events(&map)?.unwrap_or_default(),
         enabled: get_bool(&map, "enabled")?.unwrap_or(true),
+        headers: Some(get_headers(&map)?.unwrap_or_default()),
+        stored_headers: Vec::new(),
+        filter: get_filter(&map)?,
+        rate_limit: get_rate_limit(&map)?,
     };
     let valid = webhook::validate(host, &input).map_err(invalid)?;
     let id = match store::create(host, &valid) {
@@ -411,6 +617,10 @@ fn update(host: &dyn Host, req: &Request, id: i64) -> Result<Response, ApiError>
         rotate,
         events: get_events(&map)?.unwrap_or_else(|| w.events.clone()),
         enabled: get_bool(&map, "enabled")?.unwrap_or(w.enabled),
+        headers: get_headers(&map)?,
+        stored_headers: w.headers.clone(),
+        filter: get_filter(&map)?,
+        rate_limit: get_rate_limit(&map)?,
     };
     let valid = webhook::validate(host, &input).map_err(invalid)?;
     if !store::update(host, id, &valid)? {
@@ -419,6 +629,43 @@ fn update(host: &dyn Host, req: &Request, id: i64) -> Result<Response, ApiError>
     host.log(Level::Info, &format!("{} updated webhook {id} (API)", req.actor));
     let w = store::get(host, id)?.ok_or_else(|| not_found("webhook"))?;
     ok(200, with_secret(webhook_json(&w, host.now_ms()), secret.filter(|_| generated)))
+}
+
+/// `GET /webhooks/{id}/filtered`: the newest events this webhook's payload
+/// filter kept from it (#24), at most `limit` (default 25, at most 100).
+fn filtered(host: &dyn Host, req: &Request, id: i64) -> Result<Response, ApiError> {
+    let mut limit = DEFAULT_LIMIT;
+    for (k, v) in &req.query {
+        match k.as_str() {
+            "limit" => {
+                limit = v.parse::<u32>().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| {
+                    error(422, "invalid_query", format!("limit must be 1 to {MAX_LIMIT}."), Some("limit"))
+                })?;
+            }
+            other => {
+                return Err(error(
+                    422,
+                    "invalid_query",
+                    format!("Unknown query parameter {other:?}; expected limit."),
+                    Some(other),
+                ));
+            }
+        }
+    }
+    if store::get(host, id)?.is_none() {
+        return Err(not_found("webhook"));
+    }
+    let rows = store::filtered(host, id, limit)?;
+    ok(
+        200,
+        json!({ "data": rows.iter().map(|f| json!({
+            "event_id": f.event_id,
+            "event_type": f.event_type,
+            "filtered_at": rfc3339(f.filtered_at),
+            "filter": f.filter,
+            "reason": "The event's data did not match the webhook's payload filter.",
+        })).collect::<Vec<_>>() }),
+    )
 }
 
 fn deliveries(host: &dyn Host, req: &Request, id: i64) -> Result<Response, ApiError> {
@@ -434,7 +681,7 @@ fn deliveries(host: &dyn Host, req: &Request, id: i64) -> Result<Response, ApiEr
                         return Err(error(
                             422,
                             "invalid_query",
-                            "state must be pending, retrying, waiting, succeeded or exhausted.",
+                            "state must be pending, retrying, waiting, succeeded, exhausted or skipped.",
                             Some("state"),
                         ));
                     }

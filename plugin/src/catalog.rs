@@ -126,15 +126,28 @@ pub const EVENTS: &[EventType] = &[
     event!("ticket.created", "Ticket", "A support ticket was opened."),
     event!("ticket.closed", "Ticket", "A support ticket was closed."),
     event!("ticket.reopened", "Ticket", "A closed support ticket was reopened."),
+    event!("webhook.failing", "Webhook", "Another webhook started failing."),
+    event!("webhook.disabled", "Webhook", "Another webhook was disabled automatically."),
     event!("test.webhook", "Test", "Sent by \"Send test\" to check an endpoint."),
 ];
+
+/// Operational notices (#24): raised by the product itself about one of its
+/// webhooks, delivered to the others subscribed to them; never raised by a
+/// panel.
+pub const NOTICE_FAILING: &str = "webhook.failing";
+pub const NOTICE_DISABLED: &str = "webhook.disabled";
+
+/// Whether the product raises this type itself (a panel may not).
+pub fn is_notice(name: &str) -> bool {
+    name == NOTICE_FAILING || name == NOTICE_DISABLED
+}
 
 /// 2026-11-28T09:14:03Z: the fixed time of example bodies, so they do not
 /// change from one view (or doc build) to the next.
 pub const EXAMPLE_TIME_MS: u64 = 1_795_857_243_000;
 
 /// Categories in display order.
-pub const CATEGORIES: &[&str] = &["User", "Server", "Transaction", "Ticket"];
+pub const CATEGORIES: &[&str] = &["User", "Server", "Transaction", "Ticket", "Webhook"];
 
 /// Looks an event type up by name.
 pub fn find(name: &str) -> Option<&'static EventType> {
@@ -167,10 +180,12 @@ mod tests {
             "ticket.closed",
             "ticket.reopened",
             "test.webhook",
+            "webhook.failing",
+            "webhook.disabled",
         ] {
             assert_eq!(names.iter().filter(|x| **x == n).count(), 1, "{n}");
         }
-        assert_eq!(names.len(), 13);
+        assert_eq!(names.len(), 15);
         for e in EVENTS.iter().filter(|e| e.name != TEST_EVENT) {
             assert!(CATEGORIES.contains(&e.category), "{}", e.name);
         }
@@ -275,8 +290,91 @@ mod events_doc {
                 let _ = write!(out, "\nExample body:\n\n```json\n{pretty}\n```\n");
             }
         }
+        out.push_str(NOTICES_AND_FILTERS);
         out
     }
+
+    /// The end of `docs/EVENTS.md`: operational notices and payload filters (#24).
+    const NOTICES_AND_FILTERS: &str = r#"
+## Operational notices
+
+`webhook.failing` and `webhook.disabled` (category Webhook above) are raised by the
+product itself, never by the panel (`POST /api/events` refuses them with
+`unknown_type`). Subscribe a webhook to them (a chat channel, an incident tool, the
+panel's own endpoint) to hear when another webhook needs attention:
+
+- **`webhook.failing`**: a webhook's failure streak opened: an attempt failed after
+  its last success (or its very first attempt failed). One notice per streak: later
+  failures of the same streak raise nothing; a success ends the streak, and the next
+  failure opens a new one. Test sends do not count (as for auto-disable).
+- **`webhook.disabled`**: the product disabled a webhook (410 Gone, or failing
+  without a success for `WEBHOOKS_AUTO_DISABLE_AFTER`). One notice per disable. An
+  admin disabling a webhook raises nothing.
+
+A notice is delivered to every enabled webhook subscribed to its type **except the
+webhook it is about** (which is the one not answering), signed and retried like any
+event; payload filters apply. The same moment writes a warning line to the log
+(`webhook 3 is failing since …`, `webhook 3 disabled: …`) and puts a banner on the
+dashboard until the webhook succeeds again or an admin enables it. On PostgreSQL,
+with several nodes, each transition is taken by one conditional update of the
+webhook's row, in the same transaction as the notice: exactly one notice per
+transition, whichever node records it.
+
+## Payload filters
+
+A webhook may carry a **payload filter**: a condition on the event's `data`. Events
+whose data does not match are not delivered to that webhook; each one is recorded
+(event, time, the filter as it was) and listed on the webhook's history page under
+"Not sent: filtered out" and by `GET /api/webhooks/{id}/filtered`, kept as long as
+the delivery history (`WEBHOOKS_RETENTION`). Test sends are not filtered.
+
+The condition is an [RFC 9535](https://www.rfc-editor.org/rfc/rfc9535) JSONPath
+**filter expression** (what follows `?` in `$[?…]`), with `@` standing for the
+event's `data`:
+
+| Filter | Sends events whose data… |
+|---|---|
+| `@.plan == 'pro'` | has `plan` equal to `"pro"` |
+| `@.amount >= 100 && @.currency == 'EUR'` | has an amount of at least 100 euros |
+| `@.status == 'closed' \|\| @.status == 'resolved'` | has either status |
+| `@.email` | has an `email` field (any value) |
+| `!@.deleted_at` | has no `deleted_at` field |
+| `@.tags[?@ == 'vip']` | has `"vip"` among its `tags` |
+| `@.user.country == 'DE'` | has a nested `user.country` of `"DE"` |
+| `match(@.email, '.*@example\\.com')` | has an address at example.com (I-Regexp, whole value) |
+| `length(@.items) > 2` | has more than two `items` |
+
+Comparisons are `==`, `!=`, `<`, `<=`, `>`, `>=` between paths and literals
+(strings in single or double quotes, numbers, `true`, `false`, `null`); `&&`, `||`,
+`!` and parentheses combine them; a path alone tests that the field exists. The
+functions are RFC 9535's `length`, `count`, `match`, `search` and `value`. A path
+that does not exist compares as nothing (so `@.amount > 5` is false when there is
+no `amount`). Limits: 1,000 characters, at most two nested `[?…]` filters, two
+`..` (descendant) steps and 16 levels of parentheses, brackets or function calls,
+which keeps every evaluation linear in the size of the data and within the
+component's stack. A filter that does not parse is refused when the webhook is saved, with the
+parser's reason; nothing is changed.
+
+## Transformations
+
+A webhook may carry a **transformation**: a WebAssembly component (world
+`webhooks:transform/transformer` in `wit/transform/transform.wit`) that sees each
+delivery as it would be sent (`event-type`, `msg-id`, `timestamp` and the exact
+body above) and answers what to send instead: another body (any text, sent with
+`content-type: application/json`), headers to add (not `webhook-*`, `content-type`,
+`host` or other headers the product sets), a path under the webhook's URL; or
+`skip`. A receiver of a transformed webhook gets the transformation's body, and the
+`webhook-signature` is computed over **that** body, so verification is unchanged.
+`webhook-id` and `webhook-timestamp` stay the product's.
+
+A skipped delivery is not sent; its state is **`skipped`** (final, like `succeeded`
+and `exhausted`), with the transformation's reason in the history. It is neither a
+success nor a failure: it counts in neither the health view nor the failure streak.
+A transformation that traps, runs past 10 ms, uses more than 16 MiB or answers more
+than its caps fails that attempt, with the reason, and the retry schedule applies.
+`examples/transform-slack` turns `user.created` into `{"text": "New user: …"}` and
+skips every other event.
+"#;
 
     #[test]
     fn events_md_is_current() {

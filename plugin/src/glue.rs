@@ -4,7 +4,8 @@
 use std::cell::RefCell;
 
 use crate::host::{
-    DbError, Dialect, Host, Level, OutRequest, OutResponse, Refused, RefusedKind, Rows, Sent, Settings, Ticket, Value,
+    DbError, Dialect, Host, Level, OutRequest, OutResponse, Refused, RefusedKind, Rows, Sent, Settings, Ticket,
+    TransformError, TransformInput, TransformOutcome, TransformOutput, Value,
 };
 use crate::outbox::MAX_STORED_BODY;
 use crate::{admin, api, catalog, outbox, schema, sessions};
@@ -160,8 +161,35 @@ impl Host for WasmHost {
     fn http_wait(&self, timeout_ms: u64) -> Vec<(Ticket, Sent)> {
         http_wait(timeout_ms)
     }
-    fn attempts_recorded(&self, succeeded: u32, retrying: u32, exhausted: u32) {
-        panel::webhooks::telemetry::attempts_recorded(succeeded, retrying, exhausted)
+    fn attempts_recorded(&self, succeeded: u32, retrying: u32, exhausted: u32, skipped: u32) {
+        panel::webhooks::telemetry::attempts_recorded(succeeded, retrying, exhausted, skipped)
+    }
+    fn transform_load(&self, component: &[u8]) -> Result<String, TransformError> {
+        panel::webhooks::transform::load(component).map_err(transform_err)
+    }
+    fn transform_run(&self, digest: &str, input: &TransformInput) -> Result<TransformOutcome, TransformError> {
+        use panel::webhooks::transform as t;
+        let input = t::Input {
+            event_type: input.event_type.clone(),
+            msg_id: input.msg_id.clone(),
+            timestamp: input.timestamp.clone(),
+            body: input.body.clone(),
+        };
+        match t::run(digest, &input).map_err(transform_err)? {
+            t::Outcome::Send(o) => {
+                Ok(TransformOutcome::Send(TransformOutput { body: o.body, headers: o.headers, path: o.path }))
+            }
+            t::Outcome::Skip(why) => Ok(TransformOutcome::Skip(why)),
+        }
+    }
+}
+
+fn transform_err(e: panel::webhooks::transform::Error) -> TransformError {
+    use panel::webhooks::transform::Error as E;
+    match e {
+        E::NotLoaded => TransformError::NotLoaded,
+        E::Invalid(m) => TransformError::Invalid(m),
+        E::Failed(m) => TransformError::Failed(m),
     }
 }
 
@@ -517,10 +545,21 @@ impl ex::deliveries::Guest for Component {
                         ex::deliveries::AttemptError::Transport(t) => {
                             outbox::AttemptError::Transport(describe(&t.code, Some(&t.detail)))
                         }
+                        // Not sent because the transformation skipped it:
+                        // `build` said so in the note the host handed back.
+                        ex::deliveries::AttemptError::Unsendable(_)
+                            if crate::transform::Note::is_skip(f.transformed.as_deref()) =>
+                        {
+                            match crate::transform::Note::parse(f.transformed.as_deref()) {
+                                Some(crate::transform::Note::Skipped(why)) => outbox::AttemptError::Skipped(why),
+                                _ => outbox::AttemptError::Skipped(String::new()),
+                            }
+                        }
                         ex::deliveries::AttemptError::Unsendable(m) => outbox::AttemptError::Transport(m),
                         ex::deliveries::AttemptError::BuildFailed(id) => outbox::AttemptError::BuildFailed(id),
                     }),
                 request_headers: f.request_headers,
+                transformed: f.transformed,
             })
             .collect();
         let r = outbox::step(&WasmHost, &raised, &finished, claim_max).map_err(|e| {
@@ -549,11 +588,13 @@ impl ex::deliveries::Guest for Component {
                     headers: o.request.headers,
                     body: o.request.body,
                     timeout_ms: o.request.timeout_ms,
+                    transformed: o.transformed,
                 }),
                 Err(f) => Err(ex::deliveries::Unsendable {
                     delivery_id: f.delivery_id,
                     error: f.result.err().map(|e| e.to_string()).unwrap_or_default(),
                     request_headers: f.request_headers,
+                    transformed: f.transformed,
                 }),
             })
             .collect())

@@ -218,6 +218,44 @@ pub struct Sent {
     pub duration_ms: Option<u64>,
 }
 
+/// One delivery as a webhook's transformation sees it (mirrors
+/// `transform.input`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransformInput {
+    pub event_type: String,
+    pub msg_id: String,
+    pub timestamp: String,
+    /// The exact body the webhook would send.
+    pub body: String,
+}
+
+/// What a transformation answered to send (mirrors `transform.output`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TransformOutput {
+    pub body: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub path: Option<String>,
+}
+
+/// What a run decided (mirrors `transform.outcome`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransformOutcome {
+    Send(TransformOutput),
+    Skip(String),
+}
+
+/// Why a component was refused or a run gave no outcome (mirrors
+/// `transform.error`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransformError {
+    /// The host holds no compiled component under that digest: load it.
+    NotLoaded,
+    /// Not a transformation this host runs; the reason for the admin.
+    Invalid(String),
+    /// The run failed (trap, deadline, memory, caps, its own error).
+    Failed(String),
+}
+
 /// Everything the plugin asks of its host.
 pub trait Host {
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
@@ -244,8 +282,10 @@ pub trait Host {
     /// only inside the host.
     fn sign(&self, sealed: &[u8], message: &[u8]) -> Result<Vec<u8>, String>;
     /// Opens what `seal` produced: only for migrating rows sealed by versions
-    /// before 0.2, which sealed the secret text instead of its key bytes, and
-    /// for the key check at migrate (`schema::check_key`).
+    /// before 0.2, which sealed the secret text instead of its key bytes,
+    /// for the key check at migrate (`schema::check_key`), and for a
+    /// webhook's sealed custom header values while a request is built
+    /// (`controls::headers_to_send`, #24).
     fn open_legacy(&self, sealed: &[u8]) -> Result<Vec<u8>, String>;
     /// The host egress policy's verdict on a URL's destination (no DNS).
     fn check_destination(&self, url: &str) -> Result<(), Refused>;
@@ -254,8 +294,14 @@ pub trait Host {
     /// Waits until at least one started request finishes, or `timeout_ms`
     /// passes; answers the finished ones. Answers at once when none is in flight.
     fn http_wait(&self, timeout_ms: u64) -> Vec<(Ticket, Sent)>;
-    /// Attempt outcomes just committed, for the host's metrics.
-    fn attempts_recorded(&self, succeeded: u32, retrying: u32, exhausted: u32);
+    /// Attempt outcomes just committed, for the host's metrics; `skipped`:
+    /// deliveries a transformation skipped (#24).
+    fn attempts_recorded(&self, succeeded: u32, retrying: u32, exhausted: u32, skipped: u32);
+    /// Checks and compiles a transformation (#24); answers its digest.
+    fn transform_load(&self, component: &[u8]) -> Result<String, TransformError>;
+    /// Runs the transformation loaded under `digest` on one delivery, in
+    /// the host's sandbox.
+    fn transform_run(&self, digest: &str, input: &TransformInput) -> Result<TransformOutcome, TransformError>;
 }
 
 /// Runs `f` inside a write transaction: commit on `Ok`, roll back on `Err`.

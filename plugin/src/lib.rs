@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod api;
 pub mod catalog;
+pub mod controls;
 pub mod health;
 pub mod host;
 pub mod outbox;
@@ -16,6 +17,7 @@ pub mod schema;
 pub mod sessions;
 pub mod signing;
 pub mod store;
+pub mod transform;
 pub mod webhook;
 
 #[cfg(target_arch = "wasm32")]

@@ -176,6 +176,59 @@ const MIGRATIONS: &[&str] = &[
         id TEXT PRIMARY KEY,
         seen_at BIGINT NOT NULL
      );",
+    // 14: per-webhook controls (#24). `custom_headers`: a JSON array of
+    // {name, value} or {name, sealed} (secret-looking values sealed with the
+    // host's key); `payload_filter`: a JSONPath condition on the event's
+    // data; `failing_noticed`: the failure streak (its `failing_since`) a
+    // `webhook.failing` notice was raised for, so each streak raises one.
+    // `filtered_events`: which events a webhook's filter kept from it, and
+    // under which filter; pruned with the history.
+    "ALTER TABLE webhooks ADD COLUMN custom_headers TEXT;
+     ALTER TABLE webhooks ADD COLUMN payload_filter TEXT;
+     ALTER TABLE webhooks ADD COLUMN failing_noticed BIGINT;
+     CREATE TABLE IF NOT EXISTS filtered_events (
+        webhook_id BIGINT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        filtered_at BIGINT NOT NULL,
+        filter TEXT NOT NULL,
+        PRIMARY KEY (webhook_id, event_id)
+     );
+     CREATE INDEX IF NOT EXISTS filtered_events_recent ON filtered_events (webhook_id, filtered_at);
+     CREATE INDEX IF NOT EXISTS filtered_events_by_time ON filtered_events (filtered_at);",
+    // 15 (#24, part 2): a rate limit per
+    // webhook (deliveries per second, NULL for none) and its token bucket,
+    // in a narrow table of its own so that the claim's writes to it never
+    // contend with the webhook row's bookkeeping. `tokens` counts
+    // thousandths of a delivery (integers: the same arithmetic on both
+    // engines, exact), as of `at_ms`; `held_at` is the last time the limit
+    // held a due delivery back (the dashboard's badge). A row exists only
+    // for a limited webhook (see `outbox::bucket`).
+    // The checks bound what the claim's arithmetic reads (no overflow, no
+    // division by zero), whatever wrote the row.
+    "ALTER TABLE webhooks ADD COLUMN rate_limit BIGINT CHECK (rate_limit BETWEEN 1 AND 10000);
+     CREATE TABLE IF NOT EXISTS webhook_buckets (
+        webhook_id BIGINT PRIMARY KEY,
+        tokens BIGINT NOT NULL CHECK (tokens BETWEEN 0 AND 2000000),
+        at_ms BIGINT NOT NULL CHECK (at_ms BETWEEN 0 AND 253402300800000),
+        held_at BIGINT
+     );",
+    // 16 (#24, part 4): a webhook's transformation, a WebAssembly component
+    // (at most 1 MiB) the host runs on each delivery before signing. Its
+    // bytes live here, so that every node of a database, and a restarted
+    // host, can load it; `digest` (SHA-256, hex) is what the host caches
+    // it under, and what a delivery's build reads (never the bytes, unless
+    // the host asks for them). A webhook has at most one. On each attempt,
+    // `transform`: what the transformation made of it (JSON: sent, with the
+    // body it sent, up to 64 KiB; skipped; or failed, with the reason).
+    "CREATE TABLE IF NOT EXISTS webhook_transforms (
+        webhook_id BIGINT PRIMARY KEY,
+        digest TEXT NOT NULL,
+        size BIGINT NOT NULL CHECK (size BETWEEN 1 AND 1048576),
+        wasm {bytes} NOT NULL,
+        uploaded_at BIGINT NOT NULL
+     );
+     ALTER TABLE attempts ADD COLUMN transform TEXT;",
 ];
 
 /// What a migration does on PostgreSQL alone, after its shared SQL: (the
@@ -215,6 +268,17 @@ const KEY_CHECK: &[u8] = b"webhooks key check v1";
 pub const WRONG_KEY: &str = "this node's secret key is not the one this database's webhook secrets were sealed \
     with: start every node with the same WEBHOOKS_SECRET_KEY (or copy data/secret.key from a node that works); \
     nothing was changed";
+
+/// What migration 14 added that cannot be added twice, for tests that run
+/// the migrations again.
+#[cfg(test)]
+pub(crate) const DROP_14: &str = "ALTER TABLE webhooks DROP COLUMN custom_headers; \
+    ALTER TABLE webhooks DROP COLUMN payload_filter; ALTER TABLE webhooks DROP COLUMN failing_noticed;";
+
+/// What migration 16 added that cannot be added twice (#24, part 4), for
+/// tests that run the migrations again.
+#[cfg(test)]
+pub(crate) const DROP_16: &str = "DROP TABLE webhook_transforms; ALTER TABLE attempts DROP COLUMN transform;";
 
 /// The version that adds and backfills `attempt_rollups` (tests run it again).
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Webhook records and the history queries behind the admin pages.
 
 use crate::catalog;
+use crate::controls;
 use crate::host::{DbError, Dialect, Host, Row, Value, transaction};
 use crate::outbox::DeliveryState;
 use crate::webhook::{MAX_WEBHOOKS, Valid};
@@ -27,13 +28,56 @@ pub struct Webhook {
     /// Deliveries waiting for a retry, and the earliest retry time.
     pub retrying: i64,
     pub next_retry_at: Option<u64>,
+    /// Custom headers (#24), sealed values still sealed.
+    pub headers: Vec<controls::StoredHeader>,
+    /// The payload filter (#24).
+    pub filter: Option<String>,
+    /// When the current failure streak began, if one is open.
+    pub failing_since: Option<u64>,
+    /// A `webhook.failing` notice was raised for the open streak.
+    pub failing_noticed: bool,
+    /// Deliveries per second at most; `None`: no limit.
+    pub rate_limit: Option<u32>,
+    /// The last time the rate limit held a due delivery back.
+    pub rate_limited_at: Option<u64>,
+    /// Its transformation (#24), if it has one (never its bytes).
+    pub transform: Option<crate::transform::Attached>,
 }
+
+impl Webhook {
+    /// Being held back by its rate limit: it held a due delivery back in the
+    /// last [`HELD_SHOWN_MS`](crate::outbox::bucket::HELD_SHOWN_MS).
+    pub fn held_back(&self, now: u64) -> bool {
+        self.rate_limit.is_some()
+            && self.rate_limited_at.is_some_and(|t| now.saturating_sub(t) < crate::outbox::bucket::HELD_SHOWN_MS)
+    }
+}
+
+impl Webhook {
+    /// Disabled by the product (a failure streak, 410 Gone), not an admin.
+    pub fn auto_disabled(&self) -> bool {
+        !self.enabled && self.disabled_reason.as_deref().is_some_and(|r| r != ADMIN_DISABLED)
+    }
+
+    /// Failing: a notice was raised for its open failure streak.
+    pub fn failing(&self) -> bool {
+        self.enabled && self.failing_noticed && self.failing_since.is_some()
+    }
+}
+
+/// The reason a webhook disabled by an admin carries.
+pub const ADMIN_DISABLED: &str = "Disabled by an admin.";
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.name, w.url, CASE WHEN w.secret_sealed IS NULL THEN 0 ELSE 1 END, w.enabled, w.disabled_reason, w.disabled_at, \
      w.last_event_type, w.last_event_at, w.last_status, w.last_ok, \
      (SELECT COUNT(*) FROM deliveries d WHERE d.webhook_id = w.id AND d.state = 'retrying'), \
      (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.webhook_id = w.id AND d.state = 'retrying'), \
-     w.secret_set_at, w.prev_secret_until";
+     w.secret_set_at, w.prev_secret_until, w.custom_headers, w.payload_filter, w.failing_since, \
+     CASE WHEN w.failing_noticed IS NOT NULL AND w.failing_noticed = w.failing_since THEN 1 ELSE 0 END, \
+     w.rate_limit, (SELECT b.held_at FROM webhook_buckets b WHERE b.webhook_id = w.id), \
+     (SELECT t.digest FROM webhook_transforms t WHERE t.webhook_id = w.id), \
+     (SELECT t.size FROM webhook_transforms t WHERE t.webhook_id = w.id), \
+     (SELECT t.uploaded_at FROM webhook_transforms t WHERE t.webhook_id = w.id)";
 
 fn webhook_from(r: &Row<'_>) -> Webhook {
     Webhook {
@@ -53,6 +97,17 @@ fn webhook_from(r: &Row<'_>) -> Webhook {
         last_ok: r.opt_i64(10).map(|v| v != 0),
         retrying: r.i64(11),
         next_retry_at: r.opt_i64(12).map(|v| v as u64),
+        headers: controls::parse_stored(r.opt_str(15).as_deref()),
+        filter: r.opt_str(16),
+        failing_since: r.opt_i64(17).map(|v| v as u64),
+        failing_noticed: r.bool(18),
+        rate_limit: r.opt_i64(19).and_then(|v| u32::try_from(v).ok()),
+        rate_limited_at: r.opt_i64(20).and_then(|v| u64::try_from(v).ok()),
+        transform: r.opt_str(21).map(|digest| crate::transform::Attached {
+            digest,
+            size: r.u64(22),
+            uploaded_at: r.u64(23),
+        }),
     }
 }
 
@@ -151,9 +206,10 @@ pub fn create_once(host: &dyn Host, v: &Valid, form_id: Option<&str>) -> Result<
         }
         let sealed = v.secret.clone().flatten().map(|s| seal_secret(host, &s)).transpose()?;
         let set_at = sealed.as_ref().map(|_| now);
+        let rate_limit = v.rate_limit.flatten();
         let rows = host.query(
-            "INSERT INTO webhooks (id, name, url, secret_sealed, secret_set_at, enabled, created_at, updated_at, form_id) \
-             VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?8) RETURNING id",
+            "INSERT INTO webhooks (id, name, url, secret_sealed, secret_set_at, enabled, created_at, updated_at, form_id, \
+             rate_limit) VALUES (?7, ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?8, ?9) RETURNING id",
             &[
                 v.name.as_str().into(),
                 v.url.as_str().into(),
@@ -163,10 +219,13 @@ pub fn create_once(host: &dyn Host, v: &Valid, form_id: Option<&str>) -> Result<
                 now.into(),
                 new_id.into(),
                 form_id.into(),
+                rate_limit.map(i64::from).into(),
             ],
         )?;
         let id = rows.first().map(|r| r.i64(0)).unwrap_or_default();
         set_events(host, id, &v.events)?;
+        set_controls(host, id, v)?;
+        set_bucket(host, id, v.rate_limit, now)?;
         Ok(id)
     })
 }
@@ -207,14 +266,52 @@ pub fn update(host: &dyn Host, id: i64, v: &Valid) -> Result<bool, DbError> {
                 }
             }
         }
+        if let Some(limit) = v.rate_limit {
+            params.push(limit.map(i64::from).into());
+            // The CAST types the parameter for PostgreSQL when it is NULL.
+            sql.push_str(&format!(", rate_limit = CAST(?{} AS BIGINT)", params.len()));
+        }
         sql.push_str(" WHERE id = ?1");
         if host.execute(&sql, &params)? == 0 {
             return Ok(false);
         }
+        set_bucket(host, id, v.rate_limit, now)?;
         host.execute("DELETE FROM webhook_events WHERE webhook_id = ?1", &[id.into()])?;
         set_events(host, id, &v.events)?;
+        set_controls(host, id, v)?;
         Ok(true)
     })
+}
+
+/// Stores the custom headers (secret values sealed) and the filter, where
+/// the input changes them (#24).
+fn set_controls(host: &dyn Host, id: i64, v: &Valid) -> Result<(), DbError> {
+    if let Some(h) = &v.headers {
+        let json = controls::seal_headers(host, h)?;
+        host.execute("UPDATE webhooks SET custom_headers = ?2 WHERE id = ?1", &[id.into(), json.into()])?;
+    }
+    if let Some(f) = &v.filter {
+        host.execute("UPDATE webhooks SET payload_filter = ?2 WHERE id = ?1", &[id.into(), f.clone().into()])?;
+    }
+    Ok(())
+}
+
+/// Gives a webhook that gets a rate limit its bucket, full (a bucket it
+/// already has keeps its tokens; the claim caps them at the new burst), and
+/// drops the bucket of one whose limit is removed: `webhook_buckets` holds
+/// limited webhooks only.
+fn set_bucket(host: &dyn Host, id: i64, limit: Option<Option<u32>>, now: u64) -> Result<(), DbError> {
+    match limit {
+        None => Ok(()),
+        Some(None) => host.execute("DELETE FROM webhook_buckets WHERE webhook_id = ?1", &[id.into()]).map(|_| ()),
+        Some(Some(rate)) => host
+            .execute(
+                "INSERT INTO webhook_buckets (webhook_id, tokens, at_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (webhook_id) DO NOTHING",
+                &[id.into(), crate::outbox::bucket::capacity(i64::from(rate)).into(), now.into()],
+            )
+            .map(|_| ()),
+    }
 }
 
 fn set_events(host: &dyn Host, id: i64, events: &[String]) -> Result<(), DbError> {
@@ -243,6 +340,9 @@ pub fn delete(host: &dyn Host, id: i64) -> Result<bool, DbError> {
         host.execute("DELETE FROM attempt_rollups WHERE webhook_id = ?1", &[id.into()])?;
         host.execute("DELETE FROM deliveries WHERE webhook_id = ?1", &[id.into()])?;
         host.execute("DELETE FROM webhook_events WHERE webhook_id = ?1", &[id.into()])?;
+        host.execute("DELETE FROM filtered_events WHERE webhook_id = ?1", &[id.into()])?;
+        host.execute("DELETE FROM webhook_buckets WHERE webhook_id = ?1", &[id.into()])?;
+        host.execute("DELETE FROM webhook_transforms WHERE webhook_id = ?1", &[id.into()])?;
         Ok(host.execute("DELETE FROM webhooks WHERE id = ?1", &[id.into()])? > 0)
     })
 }
@@ -277,6 +377,8 @@ pub struct AttemptRow {
     pub status: Option<i64>,
     pub error: Option<String>,
     pub success: bool,
+    /// Not sent: the webhook's transformation skipped it (#24).
+    pub skipped: bool,
 }
 
 /// History filters.
@@ -361,7 +463,8 @@ pub(crate) fn history_query(
 ) -> (String, Vec<Value>) {
     let mut sql = String::from(
         "SELECT a.id, a.delivery_id, a.attempt_no, e.type, e.id, a.attempted_at, a.duration_ms, \
-         a.response_status, a.error, a.success \
+         a.response_status, a.error, a.success, \
+         CASE WHEN a.transform LIKE '{\"result\":\"skipped\"%' THEN 1 ELSE 0 END \
          FROM attempts a JOIN deliveries d ON d.id = a.delivery_id JOIN events e ON e.id = d.event_id \
          WHERE a.webhook_id = ?1",
     );
@@ -390,6 +493,10 @@ fn push_filter(filter: &HistoryFilter, sql: &mut String, params: &mut Vec<Value>
     if let Some(s) = filter.success {
         params.push(s.into());
         sql.push_str(&format!(" AND a.success = ?{}", params.len()));
+        if !s {
+            // A skip (#24) was sent to nobody: it is not a failure.
+            sql.push_str(" AND (a.transform IS NULL OR a.transform NOT LIKE '{\"result\":\"skipped\"%')");
+        }
     }
     if let Some(t) = &filter.event_type {
         params.push(t.as_str().into());
@@ -420,6 +527,7 @@ fn history_rows(
             status: r.opt_i64(7),
             error: r.opt_str(8),
             success: r.bool(9),
+            skipped: r.bool(10),
         })
         .collect())
 }
@@ -500,6 +608,9 @@ pub struct AttemptDetail {
     pub response_body_size: Option<i64>,
     pub error: Option<String>,
     pub success: bool,
+    /// What the webhook's transformation made of it (#24): a
+    /// [`crate::transform::Note`] as JSON.
+    pub transform: Option<String>,
 }
 
 fn pairs(json: Option<String>) -> Vec<(String, String)> {
@@ -530,7 +641,8 @@ pub fn delivery(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Op
     };
     let rows = host.query(
         "SELECT attempt_no, attempted_at, duration_ms, request_headers, response_status, response_headers, \
-         response_body, response_body_size, error, success FROM attempts WHERE delivery_id = ?1 ORDER BY id DESC",
+         response_body, response_body_size, error, success, transform FROM attempts WHERE delivery_id = ?1 \
+         ORDER BY id DESC",
         &[delivery_id.into()],
     )?;
     d.tries = rows
@@ -546,6 +658,7 @@ pub fn delivery(host: &dyn Host, webhook_id: i64, delivery_id: i64) -> Result<Op
             response_body_size: r.opt_i64(7),
             error: r.opt_str(8),
             success: r.bool(9),
+            transform: r.opt_str(10),
         })
         .collect();
     Ok(Some(d))
@@ -717,4 +830,27 @@ pub fn delivery_by_msg_id(host: &dyn Host, webhook_id: i64, msg_id: &str) -> Res
         &[webhook_id.into(), msg_id.into()],
     )?;
     Ok(rows.first().map(|r| r.i64(0)))
+}
+
+/// An event a webhook's payload filter kept from it (#24).
+#[derive(Debug, Clone)]
+pub struct FilteredRow {
+    pub event_id: String,
+    pub event_type: String,
+    pub filtered_at: u64,
+    /// The filter the event did not match, as it was then.
+    pub filter: String,
+}
+
+/// The newest `limit` events this webhook's filter kept from it, newest first.
+pub fn filtered(host: &dyn Host, webhook_id: i64, limit: u32) -> Result<Vec<FilteredRow>, DbError> {
+    let rows = host.query(
+        "SELECT event_id, event_type, filtered_at, filter FROM filtered_events WHERE webhook_id = ?1 \
+         ORDER BY filtered_at DESC, event_id DESC LIMIT ?2",
+        &[webhook_id.into(), limit.into()],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| FilteredRow { event_id: r.str(0), event_type: r.str(1), filtered_at: r.u64(2), filter: r.str(3) })
+        .collect())
 }

@@ -22,9 +22,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 use rusqlite::{Connection, ErrorCode, params_from_iter};
+use sha2::Digest as _;
 
 use crate::host::{
-    DbError, Dialect, Host, Level, OutRequest, OutResponse, Refused, RefusedKind, Rows, Sent, Settings, Ticket, Value,
+    DbError, Dialect, Host, Level, OutRequest, OutResponse, Refused, RefusedKind, Rows, Sent, Settings, Ticket,
+    TransformError, TransformInput, TransformOutcome, Value,
 };
 
 /// 2023-11-14T22:13:20Z: the clock's start.
@@ -64,6 +66,14 @@ pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> OutRespon
 }
 
 type Responder = Box<dyn Fn(&OutRequest) -> Reply>;
+/// A scripted transformation (#24): what its runs answer.
+pub type TransformFn = std::rc::Rc<dyn Fn(&TransformInput) -> Result<TransformOutcome, TransformError>>;
+
+/// The bytes of a scripted transformation named `name` (see
+/// [`TestHost::script_transform`]): what a test uploads.
+pub fn fake_component(name: &str) -> Vec<u8> {
+    format!("fake-transform:{name}").into_bytes()
+}
 type WaitHook = Box<dyn Fn(&TestHost)>;
 
 /// The test double of the component's host.
@@ -86,6 +96,17 @@ pub struct TestHost {
     pub recorded: Cell<(u32, u32, u32)>,
     /// How many times `attempts_recorded` was called.
     pub recorded_calls: Cell<u32>,
+    /// Sum of `attempts_recorded`'s `skipped`.
+    pub skipped_recorded: Cell<u32>,
+    /// Scripted transformations by name (#24); bytes made by
+    /// [`fake_component`] load as the one named, anything else is refused.
+    transforms: RefCell<std::collections::HashMap<String, TransformFn>>,
+    /// What the host holds loaded: name by digest.
+    loaded_transforms: RefCell<std::collections::HashMap<String, String>>,
+    /// How many times `transform_load` was called.
+    pub transform_loads: Cell<u32>,
+    /// Every input a transformation ran on.
+    pub transform_inputs: RefCell<Vec<TransformInput>>,
     seals: Cell<u8>,
     key: Cell<u8>,
 }
@@ -124,6 +145,11 @@ impl TestHost {
             logs: RefCell::new(Vec::new()),
             recorded: Cell::new((0, 0, 0)),
             recorded_calls: Cell::new(0),
+            skipped_recorded: Cell::new(0),
+            transforms: RefCell::new(std::collections::HashMap::new()),
+            loaded_transforms: RefCell::new(std::collections::HashMap::new()),
+            transform_loads: Cell::new(0),
+            transform_inputs: RefCell::new(Vec::new()),
             seals: Cell::new(0),
             key: Cell::new(SEAL_KEY),
         };
@@ -445,10 +471,48 @@ impl Host for TestHost {
             .collect()
     }
 
-    fn attempts_recorded(&self, succeeded: u32, retrying: u32, exhausted: u32) {
+    fn attempts_recorded(&self, succeeded: u32, retrying: u32, exhausted: u32, skipped: u32) {
         let (s, r, e) = self.recorded.get();
         self.recorded.set((s + succeeded, r + retrying, e + exhausted));
+        self.skipped_recorded.set(self.skipped_recorded.get() + skipped);
         self.recorded_calls.set(self.recorded_calls.get() + 1);
+    }
+
+    fn transform_load(&self, component: &[u8]) -> Result<String, TransformError> {
+        self.transform_loads.set(self.transform_loads.get() + 1);
+        let name = component
+            .strip_prefix(b"fake-transform:")
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .filter(|n| self.transforms.borrow().contains_key(n))
+            .ok_or_else(|| TransformError::Invalid("This file is not a WebAssembly component.".into()))?;
+        let digest = crate::outbox::hex(&sha2::Sha256::digest(component));
+        self.loaded_transforms.borrow_mut().insert(digest.clone(), name);
+        Ok(digest)
+    }
+
+    fn transform_run(&self, digest: &str, input: &TransformInput) -> Result<TransformOutcome, TransformError> {
+        let name = self.loaded_transforms.borrow().get(digest).cloned().ok_or(TransformError::NotLoaded)?;
+        let f = self.transforms.borrow().get(&name).cloned().ok_or(TransformError::NotLoaded)?;
+        self.transform_inputs.borrow_mut().push(input.clone());
+        f(input)
+    }
+}
+
+impl TestHost {
+    /// Scripts the transformation that bytes from [`fake_component`]`(name)`
+    /// load as.
+    pub fn script_transform(
+        &self,
+        name: &str,
+        f: impl Fn(&TransformInput) -> Result<TransformOutcome, TransformError> + 'static,
+    ) {
+        self.transforms.borrow_mut().insert(name.to_owned(), std::rc::Rc::new(f));
+    }
+
+    /// Forgets every loaded transformation, as a restarted host (or another
+    /// node) would: the next run answers `not-loaded`.
+    pub fn forget_transforms(&self) {
+        self.loaded_transforms.borrow_mut().clear();
     }
 }
 

@@ -1,6 +1,7 @@
 //! What a webhook is, and the rules its fields must follow.
 
 use crate::catalog;
+use crate::controls;
 use crate::host::{Host, Refused, RefusedKind};
 use crate::signing;
 
@@ -17,6 +18,10 @@ pub const MAX_SECRET: usize = 256;
 /// Most webhooks per panel: every raised event is matched against each
 /// subscriber in its commit, and a dashboard lists them on one page.
 pub const MAX_WEBHOOKS: i64 = 500;
+/// Highest rate limit, in deliveries per second: above what one node
+/// delivers to one webhook (BENCHMARKS.md), so a higher one would limit
+/// nothing.
+pub const MAX_RATE_LIMIT: u32 = 10_000;
 
 /// The fields an admin submits.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +34,16 @@ pub struct Input {
     pub rotate: bool,
     pub events: Vec<String>,
     pub enabled: bool,
+    /// Custom headers (#24); `None`: keep the stored ones.
+    pub headers: Option<Vec<controls::HeaderInput>>,
+    /// The webhook's headers as stored, for values kept without being
+    /// typed again (a sealed value the admin cannot see).
+    pub stored_headers: Vec<controls::StoredHeader>,
+    /// Payload filter (#24); `None`: keep the stored one; `Some("")`: none.
+    pub filter: Option<String>,
+    /// Deliveries per second at most, as typed. `None`: keep the stored one
+    /// (edit) or none (create); `Some("")`: no limit.
+    pub rate_limit: Option<String>,
 }
 
 /// A validated webhook ready to store.
@@ -40,6 +55,12 @@ pub struct Valid {
     pub rotate: bool,
     pub events: Vec<String>,
     pub enabled: bool,
+    /// `None`: keep the stored headers.
+    pub headers: Option<Vec<controls::PendingHeader>>,
+    /// `None`: keep the stored filter; `Some(None)`: no filter.
+    pub filter: Option<Option<String>>,
+    /// `None`: keep the stored limit; `Some(None)`: no limit.
+    pub rate_limit: Option<Option<u32>>,
 }
 
 /// One field's problem, shown next to the field.
@@ -115,10 +136,77 @@ pub fn validate(host: &dyn Host, input: &Input) -> Result<Valid, Vec<FieldError>
     // Keep catalog order so pages and payloads are stable.
     events.sort_by_key(|e| catalog::EVENTS.iter().position(|c| c.name == e));
 
+    let headers = match &input.headers {
+        None => None,
+        Some(h) => match controls::validate_headers(h, &input.stored_headers) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        },
+    };
+    let filter = match input.filter.as_deref().map(str::trim) {
+        None => None,
+        Some("") => Some(None),
+        Some(f) => match controls::filter_problem(f) {
+            None => Some(Some(f.to_owned())),
+            Some(m) => {
+                errors.push(err("filter", m));
+                None
+            }
+        },
+    };
+
+    let rate_limit = match input.rate_limit.as_deref().map(parse_rate_limit) {
+        None => None,
+        Some(Ok(limit)) => Some(limit),
+        Some(Err(message)) => {
+            errors.push(err("rate_limit", message));
+            None
+        }
+    };
+
     if errors.is_empty() {
-        Ok(Valid { name, url, secret, rotate: input.rotate, events, enabled: input.enabled })
+        Ok(Valid {
+            name,
+            url,
+            secret,
+            rotate: input.rotate,
+            events,
+            enabled: input.enabled,
+            headers,
+            filter,
+            rate_limit,
+        })
     } else {
         Err(errors)
+    }
+}
+
+/// A rate limit as typed: empty is no limit, otherwise a whole number of
+/// deliveries per second from 1 to [`MAX_RATE_LIMIT`]. Each refusal says
+/// what to type instead.
+pub fn parse_rate_limit(raw: &str) -> Result<Option<u32>, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let range = "a whole number of deliveries per second from 1 to 10,000, or leave it empty for no limit";
+    let digits = raw;
+    if raw.len() > 1 && raw.starts_with('-') && raw[1..].bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("A rate limit cannot be negative: enter {range}."));
+    }
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("Enter the rate limit as {range} (for example 50)."));
+    }
+    match digits.trim_start_matches('0').parse::<u64>() {
+        _ if digits.bytes().all(|b| b == b'0') => {
+            Err(format!("A rate limit of 0 would never deliver anything: enter {range}."))
+        }
+        Ok(n) if n <= u64::from(MAX_RATE_LIMIT) => Ok(Some(n as u32)),
+        // Too many digits for u64 is too large too.
+        _ => Err("Lower the rate limit to 10,000 per second or less, or leave it empty for no limit.".into()),
     }
 }
 

@@ -854,6 +854,41 @@ impl Admin {
         (s, loc, r.text().unwrap())
     }
 
+    /// POST a `multipart/form-data` form with the CSRF token, as a browser
+    /// sends a form with a file box: `file` goes in the `transform_file`
+    /// box (#24). Answers (status, location, body).
+    pub fn post_multipart(&self, path: &str, form: &[(&str, &str)], file: Option<&[u8]>) -> (u16, String, String) {
+        const B: &str = "----webhooks-test-boundary-7MA4YWxkTrZu0gW";
+        let mut body: Vec<u8> = Vec::new();
+        let mut fields: Vec<(&str, &str)> = form.to_vec();
+        fields.push(("_csrf", &self.csrf));
+        for (k, v) in fields {
+            body.extend_from_slice(
+                format!("--{B}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{B}\r\nContent-Disposition: form-data; name=\"transform_file\"; filename=\"{}\"\r\n\
+                 Content-Type: application/wasm\r\n\r\n",
+                if file.is_some() { "transform.wasm" } else { "" }
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(file.unwrap_or_default());
+        body.extend_from_slice(format!("\r\n--{B}--\r\n").as_bytes());
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", format!("multipart/form-data; boundary={B}"))
+            .body(body)
+            .send()
+            .unwrap();
+        let s = r.status().as_u16();
+        let loc = r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        (s, loc, r.text().unwrap())
+    }
+
     /// Creates a webhook; answers its id (from the database order).
     pub fn create(&self, name: &str, url: &str, secret: &str, events: &[&str], enabled: bool) -> (u16, String, String) {
         let mut f = vec![("name", name), ("url", url), ("secret", secret)];
@@ -934,4 +969,78 @@ pub fn hooks_component() -> PathBuf {
             target.join("wasm32-wasip2/release/webhooks_plugin.wasm")
         })
         .clone()
+}
+
+/// The example transformations (#24, `examples/`), built once per test
+/// binary for wasm32-wasip2 (a workspace of their own, with its own target
+/// folder: the outer cargo holds the lock on ours); answers the `.wasm` of
+/// the crate `name` (`transform-slack`, `transform-hostile`, `transform-clock`).
+pub fn example_component(name: &str) -> Vec<u8> {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+        let target = root.join("target").join("examples");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(root.join("examples"))
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--workspace"])
+            .arg("--target-dir")
+            .arg(&target);
+        // Flags meant for the host build would miscompile the guests.
+        for v in [
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "CARGO_MAKEFLAGS",
+            "MAKEFLAGS",
+        ] {
+            cmd.env_remove(v);
+        }
+        assert!(cmd.status().unwrap().success(), "building the example transformations (examples/)");
+        target.join("wasm32-wasip2/release")
+    });
+    let file = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// Attaches a transformation to webhook `id` through the API (#24);
+/// answers (status, JSON).
+pub fn put_transform(h: &Host, id: i64, wasm: &[u8]) -> (u16, serde_json::Value) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(wasm);
+    api(h, "PUT", &format!("/api/webhooks/{id}/transform"), Some(serde_json::json!({ "component": b64 })))
+}
+
+/// The resident set of process `pid` (`VmRSS`), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("/proc/PID/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// POST/PATCH/GET `path` on `h`'s API with the token; answers (status, JSON).
+pub fn api(h: &Host, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let url = format!("{}{path}", h.base);
+    let c = h.api();
+    let req = match method {
+        "POST" => c.post(url),
+        "PATCH" => c.patch(url),
+        "PUT" => c.put(url),
+        "DELETE" => c.delete(url),
+        _ => c.get(url),
+    }
+    .bearer_auth(TOKEN);
+    let r = match body {
+        Some(b) => req.json(&b),
+        None => req,
+    }
+    .send()
+    .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().unwrap_or(serde_json::Value::Null))
 }

@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 
 use super::session::{SESSION_COOKIE, valid_session};
 use super::{
-    App, MAX_BODY, UNAVAILABLE_TITLE, api::authorized, cookie, header_str, html, plain, plugin_failed, retry_after,
-    see_other, unavailable_fragment, unavailable_page,
+    App, MAX_BODY, MAX_UPLOAD, UNAVAILABLE_TITLE, Unread, api::authorized, cookie, header_str, html, plain,
+    plugin_failed, retry_after, see_other, unavailable_fragment, unavailable_page,
 };
 use crate::CallError;
 use crate::admin_ui;
@@ -77,7 +77,7 @@ pub(super) async fn admin(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let mount = app.hooks.config().mount_path.clone();
     let acting = match trusted_panel(&app, &headers) {
@@ -126,10 +126,30 @@ pub(super) async fn admin(
 
     let mut form: Vec<(String, String)> = Vec::new();
     if method == Method::POST {
-        if body.len() > MAX_BODY {
-            return plain(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
-        }
-        form = form_urlencoded::parse(&body).into_owned().collect();
+        // A multipart form may carry a transformation (#24): the component's
+        // 1 MiB and the form around it; every other form stays small.
+        let multipart = header_str(&headers, "content-type").and_then(super::multipart::boundary);
+        let limit = if multipart.is_some() { MAX_UPLOAD } else { MAX_BODY };
+        let body = match super::read_limited(body, limit).await {
+            Ok(b) => b,
+            Err(Unread::TooLarge) => {
+                return super::unread(plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The form is too large (a transformation may be at most 1 MiB). Nothing was changed.",
+                ));
+            }
+            Err(Unread::Stalled) => return plain(StatusCode::REQUEST_TIMEOUT, "The form did not arrive in time."),
+        };
+        form = match &multipart {
+            Some(b) => match super::multipart::parse(b, &body) {
+                Ok(f) => f,
+                Err(why) => {
+                    tracing::debug!("a malformed multipart form was refused: {why}");
+                    return plain(StatusCode::BAD_REQUEST, "The form did not arrive whole. Nothing was changed.");
+                }
+            },
+            None => form_urlencoded::parse(&body).into_owned().collect(),
+        };
         let submitted =
             form.iter().find(|(k, _)| *k == acting.csrf_field).map(|(_, v)| v.as_str()).unwrap_or("").to_owned();
         let ok = acting.panel_checks_csrf || admin_ui::same_secret(&acting.csrf, &submitted);

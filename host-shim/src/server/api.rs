@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::admin::ACTOR_HEADER;
-use super::{App, MAX_BODY, Unread, header_str, plugin_failed, read_limited, unread};
+use super::{App, MAX_BODY, MAX_UPLOAD, Unread, header_str, plugin_failed, read_limited, unread};
 use crate::bindings::ex::management::ApiRequest;
 use crate::{CallError, Event, RaiseError, admin_ui};
 
@@ -116,20 +116,25 @@ fn raise_error(e: RaiseError) -> Response {
 /// An API body of at most [`MAX_BODY`] bytes; refused early when the
 /// declared length is already too large.
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    read_body_up_to(headers, body, MAX_BODY).await
+}
+
+/// [`read_body`] with another cap.
+async fn read_body_up_to(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
     let too_large = || {
         unread(api_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("the body is larger than {MAX_BODY} bytes"),
+            format!("the body is larger than {limit} bytes"),
             None,
         ))
     };
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        && len > MAX_BODY
+        && len > limit
     {
         return Err(too_large());
     }
-    read_limited(body, MAX_BODY).await.map_err(|e| match e {
+    read_limited(body, limit).await.map_err(|e| match e {
         Unread::TooLarge => too_large(),
         Unread::Stalled => {
             unread(api_error(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the body did not arrive in time", None))
@@ -192,7 +197,9 @@ pub(super) async fn api_management(
     if !authorized(&app, &headers) {
         return unauthorized();
     }
-    let body = match read_body(&headers, body).await {
+    // Uploading a transformation (#24) carries up to 1 MiB of component in base64.
+    let limit = if method == Method::PUT && uri.path().ends_with("/transform") { MAX_UPLOAD } else { MAX_BODY };
+    let body = match read_body_up_to(&headers, body, limit).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };

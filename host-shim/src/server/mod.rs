@@ -25,6 +25,7 @@ use crate::auth::Auth;
 
 mod admin;
 mod api;
+mod multipart;
 mod session;
 
 use admin::admin;
@@ -35,6 +36,12 @@ use session::{login, login_page, logout};
 
 /// Largest request body the API and forms accept.
 pub const MAX_BODY: usize = 256 * 1024;
+/// Largest body of a call that carries a webhook's transformation (#24):
+/// the admin form with its file (multipart) and `PUT /api/webhooks/{id}/transform`
+/// (base64 in JSON): 1 MiB of component, a third more as base64, and the
+/// rest. The plugin refuses a component over 1 MiB with a clear message;
+/// a body past this is refused here, unread.
+pub const MAX_UPLOAD: usize = 2 * 1024 * 1024;
 
 /// The HTTP API's OpenAPI 3.1 description, checked in at `docs/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
@@ -204,6 +211,7 @@ pub fn router(app: Arc<App>) -> Router {
         // No extractor reads more than the API's own limit (axum's default is 2 MiB).
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(baseline_headers))
+        .layer(axum::middleware::map_request(Lingering::wrap))
 }
 
 /// On every response, whoever answered it: `nosniff`, and `no-store` on
@@ -350,7 +358,8 @@ enum Unread {
     Stalled,
 }
 
-/// Reads at most `limit` bytes of `body`.
+/// Reads at most `limit` bytes of `body` (past that, the rest is read and
+/// thrown away as the answer goes out: [`Lingering`]).
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Unread> {
     use http_body_util::BodyExt;
     match http_body_util::Limited::new(body, limit).collect().await {
@@ -358,6 +367,97 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Unread> {
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Unread::TooLarge),
         Err(_) => Err(Unread::Stalled),
     }
+}
+
+/// Every request's body, so that one answered before it was read whole (a
+/// 413 past a limit, a 401 before a large upload, a 404, a 405) still
+/// reaches its client: dropped before its end, it hands the rest to
+/// [`linger`].
+struct Lingering {
+    inner: Option<Body>,
+    ended: bool,
+}
+
+impl Lingering {
+    async fn wrap(req: axum::extract::Request) -> axum::extract::Request {
+        req.map(|b| Body::new(Lingering { inner: Some(b), ended: false }))
+    }
+}
+
+impl http_body::Body for Lingering {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map(http_body::Body::size_hint).unwrap_or_default()
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        if let Some(rest) = self.inner.take()
+            && !self.ended
+            && !http_body::Body::is_end_stream(&rest)
+        {
+            linger(rest);
+        }
+    }
+}
+
+/// How much of a refused body is read and thrown away, and for how long,
+/// so that its sender gets the answer (see [`linger`]).
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the rest of a body that was not read whole (see [`Lingering`]),
+/// discarding it, up to [`LINGER_BYTES`] and [`LINGER_TIME`], while the
+/// answer goes out.
+///
+/// Why: hyper stops reading a request whose body is dropped and closes the
+/// socket with the client's bytes still unread in it; the kernel then sends
+/// a reset, and a client still writing (any body larger than the socket
+/// buffers, e.g. a 2 MiB upload) loses the 413 that was already sent and sees
+/// only "broken pipe". Holding the body keeps hyper reading until it ends;
+/// the connection then closes as the answer's `connection: close` asks
+/// (nginx's lingering close, bounded the same way). A body past the bounds
+/// is dropped: a client sending that much past a documented limit gets the
+/// reset.
+fn linger(mut body: Body) {
+    use http_body_util::BodyExt;
+    // Dropped outside a runtime (a test's router), there is no socket to keep.
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let drain = async {
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len());
+                if seen > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
 }
 
 #[cfg(test)]

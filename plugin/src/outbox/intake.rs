@@ -58,6 +58,15 @@ pub fn check_event(e: &NewEvent) -> Result<&str, RaiseError> {
             catalog::TEST_EVENT
         )));
     }
+    if catalog::is_notice(&e.event_type) {
+        // Raised by the product itself when one of its webhooks fails or is
+        // disabled (#24): a panel raising one would forge that news.
+        return Err(RaiseError::UnknownType(format!(
+            "{} is not raised by the panel: the product raises it itself when a webhook starts failing \
+             or is disabled automatically",
+            e.event_type
+        )));
+    }
     let invalid = |field: &str, message: String| RaiseError::InvalidData { field: field.into(), message };
     // The id travels in the payload, in logs, in URLs of the API and (hashed)
     // in `webhook-id`: a short, URL- and header-safe alphabet keeps it one
@@ -193,6 +202,8 @@ fn commit_in(
             &rows,
         )?;
         let mut deliveries = Vec::new();
+        let mut filtered = Vec::new();
+        let mut filters = crate::controls::Filters::default();
         let mut out = Vec::with_capacity(events.len());
         for ((e, data), n) in events.iter().zip(inserted) {
             if n == 0 {
@@ -212,22 +223,43 @@ fn commit_in(
                 });
                 continue;
             }
-            let subs: Vec<&(String, i64, i64)> = subscribers.iter().filter(|s| s.0 == e.event_type).collect();
-            for (_, webhook_id, created_at) in &subs {
+            let mut queued = 0;
+            let mut parsed = None;
+            for (_, webhook_id, created_at, filter) in subscribers.iter().filter(|s| s.0 == e.event_type) {
+                // The webhook's payload filter (#24): an event it does not
+                // admit is not queued for it, and the history says why.
+                if let Some(f) = filter
+                    && !filters.admits(f, data, &mut parsed)
+                {
+                    filtered.push(vec![
+                        (*webhook_id).into(),
+                        e.id.as_str().into(),
+                        e.event_type.as_str().into(),
+                        now.into(),
+                        f.as_str().into(),
+                    ]);
+                    continue;
+                }
                 deliveries.push(delivery_row(&e.id, *webhook_id, *created_at, now, due, None));
+                queued += 1;
             }
-            out.push(Ok(Raised { event_id: e.id.clone(), queued: subs.len() as u32 }));
+            out.push(Ok(Raised { event_id: e.id.clone(), queued }));
         }
         if !deliveries.is_empty() {
             host.execute_many(INSERT_DELIVERY, &deliveries)?;
+        }
+        if !filtered.is_empty() {
+            host.execute_many(crate::controls::INSERT_FILTERED, &filtered)?;
         }
         Ok(out)
     }
 }
 
-/// (event type, webhook id, webhook created-at) of every enabled
-/// subscription to the types among `events`, in one query.
-fn subscribers_of(host: &dyn Host, events: &[(&NewEvent, &str)]) -> Result<Vec<(String, i64, i64)>, DbError> {
+/// A subscription: (event type, webhook id, webhook created-at, payload filter).
+type Subscriber = (String, i64, i64, Option<String>);
+
+/// Every enabled subscription to the types among `events`, in one query.
+fn subscribers_of(host: &dyn Host, events: &[(&NewEvent, &str)]) -> Result<Vec<Subscriber>, DbError> {
     let mut types: Vec<&str> = events.iter().map(|(e, _)| e.event_type.as_str()).collect();
     types.sort_unstable();
     types.dedup();
@@ -242,10 +274,11 @@ fn subscribers_of(host: &dyn Host, events: &[(&NewEvent, &str)]) -> Result<Vec<(
         Dialect::Postgres => " FOR KEY SHARE OF w",
     };
     let sql = format!(
-        "SELECT s.event_type, w.id, w.created_at FROM webhook_events s JOIN webhooks w ON w.id = s.webhook_id \
+        "SELECT s.event_type, w.id, w.created_at, w.payload_filter FROM webhook_events s \
+         JOIN webhooks w ON w.id = s.webhook_id \
          WHERE w.enabled = 1 AND s.event_type IN ({marks}) ORDER BY w.id{lock}"
     );
-    Ok(host.query(&sql, &params)?.iter().map(|r| (r.str(0), r.i64(1), r.i64(2))).collect())
+    Ok(host.query(&sql, &params)?.iter().map(|r| (r.str(0), r.i64(1), r.i64(2), r.opt_str(3))).collect())
 }
 
 /// Inserts one delivery row (parameters from [`delivery_row`]).
@@ -332,7 +365,7 @@ mod tests {
         let big = format!(r#"{{"id": "{}", "email": "a@example.com"}}"#, "x".repeat(100_000));
         assert!(refused(&big).1.len() < 400);
         // Every type's own example passes intake.
-        for t in catalog::EVENTS.iter().filter(|t| t.name != catalog::TEST_EVENT) {
+        for t in catalog::EVENTS.iter().filter(|t| t.name != catalog::TEST_EVENT && !catalog::is_notice(t.name)) {
             let mut e = ev(&t.example());
             e.event_type = t.name.into();
             assert!(check_event(&e).is_ok(), "{}", t.name);

@@ -39,6 +39,8 @@ pub struct Pruned {
     pub rollups: u64,
     /// Admin sessions past their time (see `sessions`; not reported either).
     pub sessions: u64,
+    /// Records of events a payload filter kept out (#24; not reported).
+    pub filtered: u64,
 }
 
 /// Rows deleted per statement, so the write lock is held briefly.
@@ -58,7 +60,7 @@ const STALE_NODE_MS: u64 = 60 * 60 * 1000;
 pub fn maintain(host: &dyn Host) -> Result<Pruned, DbError> {
     let cutoff = host.now_ms().saturating_sub(host.settings().retention_ms);
     let mut p = Pruned::default();
-    let steps: [(&str, u64, &mut u64); 4] = [
+    let steps: [(&str, u64, &mut u64); 5] = [
         (
             "DELETE FROM attempts WHERE id IN (SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
              WHERE a.attempted_at < ?1 AND d.state IN ('succeeded', 'exhausted') LIMIT ?2)",
@@ -79,6 +81,12 @@ pub fn maintain(host: &dyn Host) -> Result<Pruned, DbError> {
             &mut p.events,
         ),
         (crate::health::PRUNE_SQL, crate::health::prune_before(cutoff), &mut p.rollups),
+        (
+            "DELETE FROM filtered_events WHERE (webhook_id, event_id) IN (SELECT f.webhook_id, f.event_id \
+             FROM filtered_events f WHERE f.filtered_at < ?1 LIMIT ?2)",
+            cutoff,
+            &mut p.filtered,
+        ),
     ];
     for (sql, before, count) in steps {
         for _ in 0..PRUNE_ROUNDS {

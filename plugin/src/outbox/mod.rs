@@ -6,14 +6,17 @@
 //!   record what finished, claim what is due with a lease, build and sign the
 //!   requests), and the one-off sends of the admin pages and the API;
 //! - [`policy`]: the pure retry/disable rules;
+//! - [`bucket`]: the per-webhook rate limit (a token bucket the claim spends);
 //! - [`maintenance`]: queue statistics and history pruning;
 //! - [`state`]: the [`DeliveryState`] every part speaks.
 //!
 //! A worker that dies leaves its leases to expire and the rows are claimed
 //! again with the same `webhook-id`: delivery is at-least-once.
 
+pub mod bucket;
 pub mod intake;
 pub mod maintenance;
+pub mod notices;
 pub mod pipeline;
 pub mod policy;
 pub mod state;

@@ -17,11 +17,12 @@ use serde_json::json;
 
 use super::intake::{INSERT_DELIVERY, NewEvent, RaiseError, Raised, commit_each, delivery_row};
 use super::state::DeliveryState;
-use super::{MAX_STORED_BODY, Mode, hex, payload, policy};
+use super::{MAX_STORED_BODY, Mode, bucket, hex, payload, policy};
 use crate::catalog;
 use crate::health;
 use crate::host::{DbError, Dialect, Host, Level, OutRequest, OutResponse, Row, Settings, Value, in_list, transaction};
 use crate::signing;
+use crate::transform::{self, Note};
 
 /// Largest stored response header value and total header bytes.
 const MAX_HEADER_VALUE: usize = 1024;
@@ -40,6 +41,8 @@ pub struct Outgoing {
     pub delivery_id: i64,
     pub webhook_id: i64,
     pub request: OutRequest,
+    /// What the webhook's transformation made of it ([`Note`] as JSON).
+    pub transformed: Option<String>,
 }
 
 /// One finished attempt, as the sender saw it.
@@ -50,6 +53,9 @@ pub struct Finished {
     pub duration_ms: u64,
     pub result: Result<OutResponse, AttemptError>,
     pub request_headers: Vec<(String, String)>,
+    /// What the webhook's transformation made of it ([`Note`] as JSON),
+    /// recorded with the attempt.
+    pub transformed: Option<String>,
 }
 
 /// Why an attempt has no response (`deliveries.attempt-error`).
@@ -60,6 +66,9 @@ pub enum AttemptError {
     /// Not sent: building its request trapped, this delivery alone; the
     /// text is the host's error id for the detail in its log.
     BuildFailed(String),
+    /// Not sent, and not to be: the webhook's transformation skipped it
+    /// (#24); the text is its reason. Neither a success nor a failure.
+    Skipped(String),
 }
 
 impl std::fmt::Display for AttemptError {
@@ -67,9 +76,13 @@ impl std::fmt::Display for AttemptError {
         match self {
             AttemptError::Transport(m) => f.write_str(m),
             AttemptError::BuildFailed(id) => write!(f, "{BUILD_FAILED} (error {id})"),
+            AttemptError::Skipped(why) => write!(f, "{SKIPPED}: {why}"),
         }
     }
 }
+
+/// How a skipped delivery's attempt reads in the history (#24).
+pub const SKIPPED: &str = "Skipped by the webhook's transformation";
 
 impl From<String> for AttemptError {
     fn from(e: String) -> Self {
@@ -198,10 +211,27 @@ fn claim(host: &dyn Host, n: u32, now: u64, lease_until: u64, per_webhook: u32) 
     // delivery and run the subquery for each. PostgreSQL runs the same plan
     // as a `LATERAL` join.
     let rows = match host.dialect() {
-        Dialect::Sqlite => host.query(
-            CLAIM_SQLITE,
-            &[lease_until.into(), now.into(), n.into(), per_webhook.min(n).into(), per_webhook.into()],
-        )?,
+        Dialect::Sqlite => {
+            let rows = host.query(
+                CLAIM_SQLITE,
+                &[lease_until.into(), now.into(), n.into(), per_webhook.min(n).into(), per_webhook.into()],
+            )?;
+            // Rate-limited webhooks that took rows: their buckets are debited
+            // in this transaction (see `bucket`). None limited, no statement.
+            let mut limited: Vec<(i64, u64)> = Vec::new();
+            for r in rows.iter().filter(|r| r.opt_i64(2).is_some()) {
+                match limited.iter_mut().find(|(w, _)| *w == r.i64(1)) {
+                    Some((_, k)) => *k += 1,
+                    None => limited.push((r.i64(1), 1)),
+                }
+            }
+            if !limited.is_empty() {
+                let debits: Vec<Vec<Value>> =
+                    limited.iter().map(|(w, k)| vec![(*w).into(), (*k).into(), now.into()]).collect();
+                host.execute_many(bucket::DEBIT_SQLITE, &debits)?;
+            }
+            rows
+        }
         Dialect::Postgres => host.query(
             CLAIM_POSTGRES,
             &[
@@ -233,10 +263,18 @@ const HEARTBEAT: &str = "UPDATE nodes SET seen_at = ?2 WHERE id = ?1";
 
 /// [`claim`] on SQLite. `CROSS JOIN` pins the join order (SQLite never
 /// reorders it); `+webhook_id` keeps the count on the leased-rows index.
+/// A rate-limited webhook's room is also capped by the whole tokens its
+/// bucket holds now (see [`bucket`]): a lookup evaluated for limited
+/// webhooks only, so the path of the others is as it was. Each claimed row
+/// comes back with its webhook's limit (a key lookup per claimed row), so
+/// that [`bucket::DEBIT_SQLITE`] runs only when a limited webhook took rows.
 const CLAIM_SQLITE: &str = "WITH f AS (SELECT +webhook_id AS webhook_id, COUNT(*) AS n FROM deliveries \
        WHERE lease_until > ?2 GROUP BY +webhook_id), \
- room AS (SELECT w.id, ?5 - COALESCE(f.n, 0) AS room FROM webhooks w LEFT JOIN f ON f.webhook_id = w.id \
-       WHERE w.enabled = 1 AND ?5 - COALESCE(f.n, 0) > 0), \
+ room AS (SELECT id, room FROM (SELECT w.id, CASE WHEN w.rate_limit IS NULL THEN ?5 - COALESCE(f.n, 0) \
+         ELSE MIN(?5 - COALESCE(f.n, 0), COALESCE((SELECT MIN(MAX(1000, w.rate_limit * 200), \
+              b.tokens + MAX(0, ?2 - b.at_ms) * w.rate_limit) FROM webhook_buckets b WHERE b.webhook_id = w.id), \
+            MAX(1000, w.rate_limit * 200)) / 1000) END AS room \
+       FROM webhooks w LEFT JOIN f ON f.webhook_id = w.id WHERE w.enabled = 1) AS r0 WHERE room > 0), \
  c AS (SELECT d.id, d.next_attempt_at, r.room, \
        ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at, d.id) AS k \
        FROM room r CROSS JOIN deliveries d ON d.id IN (\
@@ -245,11 +283,12 @@ const CLAIM_SQLITE: &str = "WITH f AS (SELECT +webhook_id AS webhook_id, COUNT(*
            AND (d2.lease_until IS NULL OR d2.lease_until <= ?2) \
          ORDER BY d2.next_attempt_at, d2.id LIMIT ?4)) \
  UPDATE deliveries SET lease_until = ?1 WHERE id IN (\
-    SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3) RETURNING id";
+    SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3) \
+ RETURNING id, webhook_id, (SELECT w.rate_limit FROM webhooks w WHERE w.id = deliveries.webhook_id)";
 
 /// [`claim`] on PostgreSQL, where several nodes claim at once and no lock
 /// makes them take turns. The same plan as on SQLite, written as a
-/// `LATERAL` join (a `CROSS JOIN` takes no `ON` there), with three changes:
+/// `LATERAL` join (a `CROSS JOIN` takes no `ON` there), with these changes:
 /// - the front rows of each webhook are locked `FOR UPDATE SKIP LOCKED`: a
 ///   row another node is claiming is passed over, never waited on, and
 ///   never claimed twice (PostgreSQL re-checks a row it locks, so one that
@@ -260,7 +299,18 @@ const CLAIM_SQLITE: &str = "WITH f AS (SELECT +webhook_id AS webhook_id, COUNT(*
 ///   no node is always the one short. Together the shares are the bound;
 /// - it writes this node's heartbeat (`beat`), read by the others' `live`.
 ///   A statement does not see its own `WITH` writes, hence `id <> ?6` and
-///   the `+ 1`.
+///   the `+ 1`;
+/// - rate limits ([`bucket`]): the buckets of the enabled limited webhooks
+///   with due rows are locked `FOR UPDATE SKIP LOCKED` (`bk`; a locked row
+///   is read as its newest committed version). A limited webhook takes at
+///   most the whole tokens of its bucket, and one row more is looked at to
+///   tell whether the limit held anything back; one whose bucket another
+///   node holds (`avail` −1) is passed over for this step. The bucket is
+///   debited by what was claimed, in this statement (`debit`), so no other
+///   node can spend the same tokens; a missing bucket row is a full bucket,
+///   inserted. The bucket is shared by all nodes: the rate is the
+///   webhook's, not a node's share of it. Unlimited webhooks take the same
+///   path as before (`avail` NULL); `bk` and `debit` find nothing to do.
 ///
 /// The rows are updated by `id = ANY(ARRAY(…))`: with `id IN (…)` the
 /// planner, expecting few deliveries, hash-joined the picked ids against a
@@ -274,19 +324,42 @@ const CLAIM_POSTGRES: &str = "WITH beat AS (INSERT INTO nodes (id, seen_at) VALU
        WHERE seen_at > ?7 AND id <> ?6), \
  f AS (SELECT webhook_id, COUNT(*) AS n FROM deliveries \
        WHERE lease_until > ?2 AND lease_owner = ?6 GROUP BY webhook_id), \
+ bk AS (SELECT b.webhook_id, b.at_ms, b.held_at, LEAST(GREATEST(1000, w.rate_limit * 200), \
+         b.tokens + GREATEST(0, ?2 - b.at_ms) * w.rate_limit) AS avail \
+       FROM webhook_buckets b JOIN webhooks w ON w.id = b.webhook_id \
+       WHERE w.enabled = 1 AND w.rate_limit IS NOT NULL AND EXISTS (SELECT 1 FROM deliveries d0 \
+         WHERE d0.webhook_id = b.webhook_id AND d0.state IN ('pending', 'retrying') AND d0.next_attempt_at <= ?2 \
+           AND (d0.lease_until IS NULL OR d0.lease_until <= ?2)) \
+       FOR UPDATE OF b SKIP LOCKED), \
  room AS (SELECT w.id, ?5 / l.n + CASE WHEN (l.rank + w.id) % l.n < ?5 % l.n THEN 1 ELSE 0 END \
-         - COALESCE(f.n, 0) AS room \
-       FROM webhooks w CROSS JOIN live l LEFT JOIN f ON f.webhook_id = w.id WHERE w.enabled = 1), \
- c AS (SELECT d.id, d.next_attempt_at, r.room, \
+         - COALESCE(f.n, 0) AS room, \
+         CASE WHEN w.rate_limit IS NULL THEN NULL WHEN bk.webhook_id IS NOT NULL THEN bk.avail \
+           WHEN EXISTS (SELECT 1 FROM webhook_buckets x WHERE x.webhook_id = w.id) THEN -1 \
+           ELSE GREATEST(1000, w.rate_limit * 200) END AS avail, bk.at_ms \
+       FROM webhooks w CROSS JOIN live l LEFT JOIN f ON f.webhook_id = w.id \
+       LEFT JOIN bk ON bk.webhook_id = w.id WHERE w.enabled = 1), \
+ lim AS (SELECT id, avail, at_ms, CASE WHEN avail IS NULL THEN room ELSE LEAST(room, avail / 1000) END AS take, \
+         CASE WHEN avail IS NULL THEN LEAST(room, ?4) WHEN avail < 0 THEN 0 \
+           ELSE LEAST(room, avail / 1000 + 1, ?4) END AS look FROM room), \
+ c AS (SELECT d.id, d.next_attempt_at, r.id AS webhook_id, r.take, \
        ROW_NUMBER() OVER (PARTITION BY r.id ORDER BY d.next_attempt_at, d.id) AS k \
-       FROM room r CROSS JOIN LATERAL (\
+       FROM lim r CROSS JOIN LATERAL (\
          SELECT d2.id, d2.next_attempt_at FROM deliveries d2 WHERE d2.webhook_id = r.id \
            AND d2.state IN ('pending', 'retrying') AND d2.next_attempt_at <= ?2 \
            AND (d2.lease_until IS NULL OR d2.lease_until <= ?2) \
-         ORDER BY d2.next_attempt_at, d2.id LIMIT LEAST(r.room, ?4) FOR UPDATE SKIP LOCKED) d \
-       WHERE r.room > 0) \
- UPDATE deliveries SET lease_until = ?1, lease_owner = ?6 WHERE id = ANY(ARRAY(\
-    SELECT id FROM c WHERE k <= room ORDER BY next_attempt_at, id LIMIT ?3)) RETURNING id";
+         ORDER BY d2.next_attempt_at, d2.id LIMIT r.look FOR UPDATE SKIP LOCKED) d \
+       WHERE r.look > 0), \
+ claimed AS (UPDATE deliveries SET lease_until = ?1, lease_owner = ?6 WHERE id = ANY(ARRAY(\
+    SELECT id FROM c WHERE k <= take ORDER BY next_attempt_at, id LIMIT ?3)) RETURNING id, webhook_id), \
+ debit AS (INSERT INTO webhook_buckets (webhook_id, tokens, at_ms, held_at) \
+    SELECT r.id, GREATEST(0, r.avail - 1000 * COALESCE(n.n, 0)), GREATEST(?2, COALESCE(r.at_ms, 0)), \
+      CASE WHEN r.avail - 1000 * COALESCE(n.n, 0) < 1000 AND s.seen > COALESCE(n.n, 0) THEN ?2 END \
+    FROM lim r JOIN (SELECT webhook_id, COUNT(*) AS seen FROM c GROUP BY webhook_id) s ON s.webhook_id = r.id \
+    LEFT JOIN (SELECT webhook_id, COUNT(*) AS n FROM claimed GROUP BY webhook_id) n ON n.webhook_id = r.id \
+    WHERE r.avail >= 0 \
+    ON CONFLICT (webhook_id) DO UPDATE SET tokens = excluded.tokens, at_ms = excluded.at_ms, \
+      held_at = COALESCE(excluded.held_at, webhook_buckets.held_at)) \
+ SELECT id FROM claimed";
 
 /// How often a PostgreSQL node looks for work it was not told about. Other
 /// nodes share the database, and what they claimed can become this node's
@@ -299,20 +372,19 @@ const CLAIM_POSTGRES: &str = "WITH beat AS (INSERT INTO nodes (id, seen_at) VALU
 const SHARED_RECHECK_MS: u64 = 1_000;
 
 /// When the next delivery falls due, if any waits: the earliest unleased
-/// due time of an enabled webhook, or the earliest lease expiry; on
+/// due time of an enabled webhook — for a rate-limited one, no earlier than
+/// its bucket's next whole token, or the engine would step again and again
+/// with nothing it may claim — or the earliest lease expiry; on
 /// PostgreSQL, [`SHARED_RECHECK_MS`] from now at the latest.
 fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
     // Per webhook, the front of its due rows (past its few leased ones); and
-    // the partial index of leased rows.
-    let rows = host.query(
-        "SELECT MIN(t) FROM (\
-           SELECT (SELECT d.next_attempt_at FROM deliveries d WHERE d.webhook_id = w.id \
-                     AND d.state IN ('pending', 'retrying') AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
-                   ORDER BY d.next_attempt_at LIMIT 1) AS t \
-             FROM webhooks w WHERE w.enabled = 1 \
-           UNION ALL SELECT MIN(lease_until) FROM deliveries WHERE lease_until > ?1) AS due",
-        &[now.into()],
-    )?;
+    // the partial index of leased rows. The bucket is read for limited
+    // webhooks only ([`bucket::ready_at`]; a missing row is a full bucket).
+    let sql = match host.dialect() {
+        Dialect::Sqlite => NEXT_DUE_SQLITE,
+        Dialect::Postgres => NEXT_DUE_POSTGRES,
+    };
+    let rows = host.query(sql, &[now.into()])?;
     let due = rows.first().and_then(|r| r.opt_i64(0)).map(|v| u64::try_from(v).unwrap_or(0));
     Ok(match host.dialect() {
         Dialect::Sqlite => due,
@@ -322,6 +394,29 @@ fn next_due(host: &dyn Host, now: u64) -> Result<Option<u64>, DbError> {
         }
     })
 }
+
+/// [`next_due`]'s statement; `{max}` is the dialect's larger-of-two.
+macro_rules! next_due_sql {
+    ($max:literal) => {
+        concat!(
+            "SELECT MIN(t) FROM (\
+               SELECT CASE WHEN s.rate_limit IS NULL OR s.t IS NULL THEN s.t \
+                 ELSE COALESCE((SELECT ",
+            $max,
+            "(s.t, b.at_ms + ",
+            $max,
+            "(0, (1000 - b.tokens + s.rate_limit - 1) / s.rate_limit)) \
+                   FROM webhook_buckets b WHERE b.webhook_id = s.id), s.t) END AS t \
+               FROM (SELECT w.id, w.rate_limit, (SELECT d.next_attempt_at FROM deliveries d WHERE d.webhook_id = w.id \
+                     AND d.state IN ('pending', 'retrying') AND (d.lease_until IS NULL OR d.lease_until <= ?1) \
+                   ORDER BY d.next_attempt_at LIMIT 1) AS t \
+                 FROM webhooks w WHERE w.enabled = 1) AS s \
+             UNION ALL SELECT MIN(lease_until) FROM deliveries WHERE lease_until > ?1) AS due"
+        )
+    };
+}
+const NEXT_DUE_SQLITE: &str = next_due_sql!("MAX");
+const NEXT_DUE_POSTGRES: &str = next_due_sql!("GREATEST");
 
 /// Hands back claimed deliveries the host will not send (`deliveries.release`):
 /// their leases end now, so the next claim on any node takes them. Nothing
@@ -371,6 +466,10 @@ struct Job {
     event_type: String,
     occurred_at: u64,
     data: String,
+    /// The webhook's custom headers (#24), sealed values still sealed.
+    custom: Vec<crate::controls::StoredHeader>,
+    /// The digest of the webhook's transformation (#24), if it has one.
+    transform: Option<String>,
 }
 
 fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {
@@ -380,8 +479,9 @@ fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {
     let (marks, params) = in_list(ids.iter().map(|i| Value::from(*i)).collect());
     let sql = format!(
         "SELECT d.id, d.msg_id, w.url, e.type, e.occurred_at, e.data, \
-         w.secret_sealed, w.prev_secret_sealed, w.prev_secret_until, d.webhook_id \
+         w.secret_sealed, w.prev_secret_sealed, w.prev_secret_until, d.webhook_id, w.custom_headers, t.digest \
          FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id \
+         LEFT JOIN webhook_transforms t ON t.webhook_id = d.webhook_id \
          WHERE d.id IN ({marks}) ORDER BY d.id"
     );
     let rows = host.query(&sql, &params)?;
@@ -402,6 +502,8 @@ fn load_jobs(host: &dyn Host, ids: &[i64]) -> Result<Vec<Job>, DbError> {
                 occurred_at: r.u64(4),
                 data: r.str(5),
                 keys,
+                custom: crate::controls::parse_stored(r.opt_str(10).as_deref()),
+                transform: r.opt_str(11),
             }
         })
         .collect())
@@ -419,40 +521,105 @@ fn build_all(
     let mut failed = Vec::new();
     for job in load_jobs(host, ids)? {
         match build_one(host, &job, now, timeout_ms) {
-            Ok(request) => ok.push(Outgoing { delivery_id: job.delivery_id, webhook_id: job.webhook_id, request }),
-            Err((error, request_headers)) => failed.push(Finished {
+            Ok((request, transformed)) => {
+                ok.push(Outgoing { delivery_id: job.delivery_id, webhook_id: job.webhook_id, request, transformed })
+            }
+            Err(u) => failed.push(Finished {
                 delivery_id: job.delivery_id,
                 started_ms: now,
                 duration_ms: 0,
-                result: Err(error.into()),
-                request_headers,
+                result: Err(u.error),
+                request_headers: u.headers,
+                transformed: u.transformed,
             }),
         }
     }
     Ok((ok, failed))
 }
 
+/// Why a delivery's request was not built: the attempt's error, the
+/// headers as far as they were built, and what its transformation did.
+struct Unbuilt {
+    error: AttemptError,
+    headers: Vec<(String, String)>,
+    transformed: Option<String>,
+}
+
+impl Unbuilt {
+    fn new(error: impl Into<String>, headers: Vec<(String, String)>) -> Self {
+        Unbuilt { error: AttemptError::Transport(error.into()), headers, transformed: None }
+    }
+}
+
+/// What a transformation made of a delivery, for [`build_one`]: what to
+/// send instead, or why nothing is sent.
+struct Transformed {
+    url: String,
+    body: String,
+    headers: Vec<(String, String)>,
+    note: Note,
+}
+
+/// Runs the webhook's transformation on a delivery (#24); `Ok(None)` when
+/// it has none.
+fn transform_one(host: &dyn Host, j: &Job, body: &str) -> Result<Option<Transformed>, Unbuilt> {
+    let Some(digest) = &j.transform else {
+        return Ok(None);
+    };
+    let input = crate::host::TransformInput {
+        event_type: j.event_type.clone(),
+        msg_id: j.msg_id.clone(),
+        timestamp: super::rfc3339(j.occurred_at),
+        body: body.to_owned(),
+    };
+    let failed = |reason: String| Unbuilt {
+        error: AttemptError::Transport(reason.clone()),
+        headers: Vec::new(),
+        transformed: Some(Note::Failed(reason).to_json()),
+    };
+    match transform::run(host, j.webhook_id, digest, &input) {
+        Err(reason) => Err(failed(reason)),
+        Ok(crate::host::TransformOutcome::Skip(why)) => Err(Unbuilt {
+            transformed: Some(Note::Skipped(why.clone()).to_json()),
+            error: AttemptError::Skipped(why),
+            headers: Vec::new(),
+        }),
+        Ok(crate::host::TransformOutcome::Send(out)) => {
+            let (url, headers) = transform::apply(&j.url, &out).map_err(failed)?;
+            let note = Note::Sent {
+                body: out.body.clone(),
+                path: out.path.clone(),
+                url: url.clone(),
+                headers: headers.iter().map(|(n, _)| n.clone()).collect(),
+            };
+            Ok(Some(Transformed { url, body: out.body.unwrap_or_else(|| body.to_owned()), headers, note }))
+        }
+    }
+}
+
 /// The signed request for one delivery. The host signs with the sealed keys;
 /// the plaintext never enters the component.
-fn build_one(
-    host: &dyn Host,
-    j: &Job,
-    now: u64,
-    timeout_ms: u64,
-) -> Result<OutRequest, (String, Vec<(String, String)>)> {
+fn build_one(host: &dyn Host, j: &Job, now: u64, timeout_ms: u64) -> Result<(OutRequest, Option<String>), Unbuilt> {
     #[cfg(feature = "test-hooks")]
     if j.data.contains(r#""__hook":"trap-build""#) {
         panic!("test hook: trap while building a request");
     }
     if j.occurred_at > super::MAX_TIME_MS {
         // Refused at intake since 0.2; a row stored before may hold one.
-        return Err((
+        return Err(Unbuilt::new(
             format!("not sent: the event's time ({} ms since 1970) is past the year 9999", j.occurred_at),
             Vec::new(),
         ));
     }
     let ts = now / 1000;
     let body = payload(&j.event_type, j.occurred_at, &j.data);
+    // The transformation runs first, so that the signature covers the body
+    // actually sent (#24).
+    let transformed = transform_one(host, j, &body)?;
+    let (url, body) = match &transformed {
+        Some(t) => (t.url.clone(), t.body.clone()),
+        None => (j.url.clone(), body),
+    };
     let mut headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
         ("user-agent".to_owned(), concat!("panel-webhooks/", env!("CARGO_PKG_VERSION")).to_owned()),
@@ -467,10 +634,23 @@ fn build_one(
             .iter()
             .map(|k| host.sign(k, &content).map(|mac| signing::signature(&mac)))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| (format!("not sent: the signing secret is unusable: {e}"), headers.clone()))?;
+            .map_err(|e| Unbuilt::new(format!("not sent: the signing secret is unusable: {e}"), headers.clone()))?;
         headers.push(("webhook-signature".to_owned(), sigs.join(" ")));
     }
-    Ok(OutRequest { url: j.url.clone(), headers, body: body.into_bytes(), timeout_ms })
+    // The webhook's custom headers (#24), after the product's own (their
+    // names can never be one of those: `controls::validate_headers`).
+    let custom = crate::controls::headers_to_send(host, &j.custom).map_err(|e| Unbuilt::new(e, headers.clone()))?;
+    headers.extend(custom);
+    let mut note = None;
+    if let Some(t) = transformed {
+        // The transformation's headers come last and replace a custom header
+        // of the same name: it is the more specific of the two. (Neither can
+        // name one of the product's own: `controls::refused_name`.)
+        headers.retain(|(n, _)| !t.headers.iter().any(|(m, _)| m.eq_ignore_ascii_case(n)));
+        headers.extend(t.headers);
+        note = Some(t.note.to_json());
+    }
+    Ok((OutRequest { url, headers, body: body.into_bytes(), timeout_ms }, note))
 }
 
 /// What a recorded attempt changes on its webhook, summed over a batch.
@@ -483,6 +663,16 @@ struct WebhookTouch {
     gone: bool,
     /// The webhook's failure streak as stored before this batch.
     stored_failing_since: Option<u64>,
+    /// The batch's last failure (status, words), for a `webhook.failing`
+    /// notice (#24).
+    last_failure: Option<(Option<u16>, String)>,
+}
+
+/// A webhook's change of state after a batch (#24): disabled (why; 410
+/// Gone), or failing (the last failure's status and words).
+enum Transition {
+    Disable(String, bool),
+    Failing(Option<u16>, String),
 }
 
 /// What a recorded batch leaves to write on rows every node shares: the
@@ -539,13 +729,19 @@ impl Recorded {
         let mut touched: Vec<_> =
             self.touched.iter().filter_map(|(w, t)| t.last.as_ref().map(|last| (*w, t, last))).collect();
         touched.sort_by_key(|(w, _, _)| *w);
-        let mut disable = Vec::new();
+        // Transitions (#24) in webhook id order, the order every writer of
+        // these rows locks them in (two nodes never deadlock on them).
+        let mut transitions: Vec<(i64, Transition)> = Vec::new();
         for (webhook_id, t, _) in &touched {
             // The streak as the update leaves it.
             let failing_since =
                 if t.had_success { t.failing_since } else { t.stored_failing_since.or(t.failing_since) };
             if let Some(reason) = policy::disable_reason(t.gone, failing_since, done, settings.auto_disable_after_ms) {
-                disable.push((*webhook_id, reason, t.gone));
+                transitions.push((*webhook_id, Transition::Disable(reason, t.gone)));
+            } else if failing_since.is_some()
+                && let Some((status, words)) = &t.last_failure
+            {
+                transitions.push((*webhook_id, Transition::Failing(*status, words.clone())));
             }
         }
         match host.dialect() {
@@ -587,25 +783,48 @@ impl Recorded {
                 }
             }
         }
-        for (webhook_id, reason, gone) in disable {
-            // The streak is checked again on the stored row: another node may
-            // have recorded a success since this batch read it.
-            let n = host.execute(
-                "UPDATE webhooks SET enabled = 0, disabled_reason = ?2, disabled_at = ?3 WHERE id = ?1 AND enabled = 1 \
-                 AND (?4 = 1 OR failing_since <= ?5)",
-                &[
-                    webhook_id.into(),
-                    reason.as_str().into(),
-                    done.into(),
-                    gone.into(),
-                    done.saturating_sub(settings.auto_disable_after_ms).into(),
-                ],
-            )?;
-            if n > 0 {
-                host.log(Level::Warn, &format!("webhook {webhook_id} disabled: {reason}"));
-            }
+        if transitions.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        // The transitions and their notices (#24) commit together: in the
+        // step's transaction on SQLite, in one of their own on PostgreSQL
+        // (this runs after the step's commit there).
+        let transitions = || -> Result<(), DbError> {
+            for (webhook_id, transition) in &transitions {
+                let (reason, gone) = match transition {
+                    Transition::Failing(status, words) => {
+                        super::notices::failing(host, *webhook_id, *status, words, done)?;
+                        continue;
+                    }
+                    Transition::Disable(reason, gone) => (reason, gone),
+                };
+                // The streak is checked again on the stored row: another node may
+                // have recorded a success since this batch read it.
+                let taken = host.query(
+                    "UPDATE webhooks SET enabled = 0, disabled_reason = ?2, disabled_at = ?3 WHERE id = ?1 \
+                     AND enabled = 1 AND (?4 = 1 OR failing_since <= ?5) RETURNING name, url",
+                    &[
+                        (*webhook_id).into(),
+                        reason.as_str().into(),
+                        done.into(),
+                        (*gone).into(),
+                        done.saturating_sub(settings.auto_disable_after_ms).into(),
+                    ],
+                )?;
+                if let Some(r) = taken.first() {
+                    let queued = super::notices::disabled(host, *webhook_id, &r.str(0), &r.str(1), done, reason)?;
+                    host.log(
+                        Level::Warn,
+                        &format!("webhook {webhook_id} disabled: {reason} (notice queued to {queued})"),
+                    );
+                }
+            }
+            Ok(())
+        };
+        match host.dialect() {
+            Dialect::Sqlite => transitions(),
+            Dialect::Postgres => transaction(host, transitions),
+        }
     }
 
     /// [`Recorded::bookkeep`] after the step's commit, on PostgreSQL: every
@@ -664,6 +883,7 @@ fn count_outcomes(host: &dyn Host, outcomes: &[Outcome]) {
         count(DeliveryState::Succeeded),
         count(DeliveryState::Retrying),
         count(DeliveryState::Exhausted),
+        count(DeliveryState::Skipped),
     );
 }
 
@@ -751,14 +971,18 @@ fn record_in(
                     }
                     (None, Some(e), None, None, None, None)
                 }
+                Err(e @ AttemptError::Skipped(_)) => (None, Some(e.to_string()), None, None, None, None),
             };
+            let skipped = matches!(f.result, Err(AttemptError::Skipped(_)));
             let success = status.is_some_and(policy::is_success);
             let error = match (status, error) {
                 (Some(s), None) if (300..400).contains(&s) => Some(format!("HTTP {s}: redirects are not followed")),
                 (_, e) => e,
             };
             let r = random.get(4 * i..4 * i + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            let next = if quarantined {
+            let next = if skipped {
+                policy::Next { state: DeliveryState::Skipped, at_ms: None }
+            } else if quarantined {
                 policy::Next { state: DeliveryState::Exhausted, at_ms: None }
             } else {
                 policy::after_attempt(&settings.retry_schedule_ms, attempt_no, status, retry_after, mode, done, r)
@@ -769,14 +993,30 @@ fn record_in(
                 attempt_no.into(),
                 f.started_ms.into(),
                 f.duration_ms.into(),
-                headers_json(&f.request_headers).into(),
+                headers_json(&crate::controls::mask_sent(&f.request_headers)).into(),
                 status.map(i64::from).into(),
                 resp_headers.into(),
                 body.into(),
                 body_size.into(),
                 error.clone().into(),
                 success.into(),
+                f.transformed.clone().into(),
             ]);
+            // A skip was sent to nobody: neither a success nor a failure, so
+            // it counts in neither the health view nor the failure streak,
+            // and is not the webhook's last hit (#24).
+            if skipped {
+                delivery_rows.push(vec![
+                    f.delivery_id.into(),
+                    next.state.as_str().into(),
+                    attempt_no.into(),
+                    next.at_ms.into(),
+                    Value::Null,
+                    error.clone().into(),
+                ]);
+                outcomes.push(Outcome { delivery_id: f.delivery_id, status, error, success, state: next.state });
+                continue;
+            }
             // Every attempt at a real event counts toward the health view,
             // the late answer below included (the receiver did answer it);
             // a test send is the admin's one-off, as for the failure streak.
@@ -823,14 +1063,20 @@ fn record_in(
                 t.failing_since = None;
             } else {
                 t.failing_since.get_or_insert(f.started_ms);
+                let words = match (status, &error) {
+                    (_, Some(e)) => e.clone(),
+                    (Some(s), None) => format!("HTTP {s}"),
+                    (None, None) => "no response".to_owned(),
+                };
+                t.last_failure = Some((status, words));
             }
             t.gone |= status == Some(410);
             outcomes.push(Outcome { delivery_id: f.delivery_id, status, error, success, state: next.state });
         }
         host.execute_many(
             "INSERT INTO attempts (delivery_id, webhook_id, attempt_no, attempted_at, duration_ms, request_headers, \
-             response_status, response_headers, response_body, response_body_size, error, success) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             response_status, response_headers, response_body, response_body_size, error, success, transform) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             &attempt_rows,
         )?;
         host.execute_many(
@@ -899,6 +1145,7 @@ fn send_built(
                 duration_ms: 0,
                 result: Err(e.into()),
                 request_headers: o.request.headers,
+                transformed: o.transformed,
             }),
         }
     }
@@ -913,6 +1160,7 @@ fn send_built(
                     duration_ms: sent.duration_ms.unwrap_or_else(|| host.now_ms().saturating_sub(started_ms)),
                     result: sent.result.map_err(AttemptError::Transport),
                     request_headers: o.request.headers,
+                    transformed: o.transformed,
                 });
             }
         }

@@ -5,8 +5,13 @@
 //! pending ──attempt──▶ succeeded
 //!    │                    ▲
 //!    └──failed──▶ retrying ─┘ … ──schedule spent / 410 / one-off──▶ exhausted
+//!
+//! pending | retrying ──the webhook's transformation skips it──▶ skipped
 //! ```
 //! Resend and "retry failed since" put a finished delivery back to `retrying`.
+//! `skipped` (#24) is final and neither a success nor a failure: nothing
+//! was sent, because the webhook's transformation said it was not for that
+//! receiver. A resend runs the transformation again.
 
 use std::fmt;
 
@@ -21,12 +26,19 @@ pub enum DeliveryState {
     Succeeded,
     /// Failed for the last time (schedule spent, 410 Gone, or a one-off send).
     Exhausted,
+    /// Not sent: the webhook's transformation skipped it (#24).
+    Skipped,
 }
 
 impl DeliveryState {
     /// Every state, in lifecycle order.
-    pub const ALL: [DeliveryState; 4] =
-        [DeliveryState::Pending, DeliveryState::Retrying, DeliveryState::Succeeded, DeliveryState::Exhausted];
+    pub const ALL: [DeliveryState; 5] = [
+        DeliveryState::Pending,
+        DeliveryState::Retrying,
+        DeliveryState::Succeeded,
+        DeliveryState::Exhausted,
+        DeliveryState::Skipped,
+    ];
 
     /// The stored (and API) name.
     pub const fn as_str(self) -> &'static str {
@@ -35,6 +47,7 @@ impl DeliveryState {
             DeliveryState::Retrying => "retrying",
             DeliveryState::Succeeded => "succeeded",
             DeliveryState::Exhausted => "exhausted",
+            DeliveryState::Skipped => "skipped",
         }
     }
 
@@ -80,5 +93,6 @@ mod tests {
         assert_eq!(DeliveryState::from_stored("gone"), DeliveryState::Exhausted);
         assert!(DeliveryState::Pending.is_waiting() && DeliveryState::Retrying.is_waiting());
         assert!(!DeliveryState::Succeeded.is_waiting() && !DeliveryState::Exhausted.is_waiting());
+        assert!(!DeliveryState::Skipped.is_waiting());
     }
 }

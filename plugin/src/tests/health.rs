@@ -42,6 +42,7 @@ fn attempt(h: &TestHost, event_type: &str, at: u64, status: Option<u16>, ms: u64
                 None => Err("connect: connection refused".into()),
             },
             request_headers: Vec::new(),
+            transformed: None,
         }],
     );
 }
@@ -272,13 +273,23 @@ fn the_migration_backfills_the_rollups_record_keeps() {
     // from the attempts (its SQL buckets agree with `health::bucket` at
     // every bound).
     // (Without what later versions added that cannot be added twice.)
-    h.execute_batch("DROP TABLE attempt_rollups; ALTER TABLE deliveries DROP COLUMN lease_owner").unwrap();
+    h.execute_batch(&format!(
+        "DROP TABLE attempt_rollups; ALTER TABLE deliveries DROP COLUMN lease_owner; ALTER TABLE webhooks DROP COLUMN rate_limit; {} {}",
+        crate::schema::DROP_14,
+        crate::schema::DROP_16
+    ))
+    .unwrap();
     h.execute("DELETE FROM plugin_schema WHERE version >= ?1", &[Value::from(crate::schema::ROLLUPS_SINCE as i64)])
         .unwrap();
     crate::schema::migrate(&h).unwrap();
     assert_eq!(rollups(&h), kept);
     // Run again (a downgrade and upgrade): rebuilt, never doubled.
-    h.execute_batch("ALTER TABLE deliveries DROP COLUMN lease_owner").unwrap();
+    h.execute_batch(&format!(
+        "ALTER TABLE deliveries DROP COLUMN lease_owner; ALTER TABLE webhooks DROP COLUMN rate_limit; {} {}",
+        crate::schema::DROP_14,
+        crate::schema::DROP_16
+    ))
+    .unwrap();
     h.execute("DELETE FROM plugin_schema WHERE version >= ?1", &[Value::from(crate::schema::ROLLUPS_SINCE as i64)])
         .unwrap();
     crate::schema::migrate(&h).unwrap();

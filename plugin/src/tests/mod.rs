@@ -4,6 +4,7 @@
 //! `schema::migrate` — on an in-memory SQLite, without wasmtime.
 
 mod api;
+mod controls;
 mod health;
 mod history;
 mod intake;
@@ -11,8 +12,10 @@ mod pages;
 mod pipeline;
 mod playground;
 mod policy;
+mod ratelimit;
 mod schema;
 mod sessions;
+mod transform;
 mod webhook;
 
 use crate::host::{Host, OutResponse};
@@ -38,6 +41,7 @@ pub fn hook_with(h: &TestHost, url: &str, events: &[&str], secret: Option<&str>)
         rotate: false,
         events: events.iter().map(|e| (*e).to_owned()).collect(),
         enabled: true,
+        ..Default::default()
     };
     let valid = wh::validate(h, &input).expect("valid webhook");
     store::create(h, &valid).expect("created")
@@ -82,6 +86,7 @@ pub fn answered(h: &TestHost, delivery: i64, resp: OutResponse) -> Finished {
         duration_ms: 20,
         result: Ok(resp),
         request_headers: vec![("webhook-id".into(), "msg_x".into())],
+        transformed: None,
     }
 }
 
@@ -98,6 +103,7 @@ pub fn failed(h: &TestHost, delivery: i64, error: &str) -> Finished {
         duration_ms: 15_000,
         result: Err(error.into()),
         request_headers: Vec::new(),
+        transformed: None,
     }
 }
 

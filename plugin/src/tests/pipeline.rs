@@ -243,6 +243,7 @@ fn a_rotation_signs_with_both_secrets_for_a_day() {
         rotate: true,
         events: vec!["user.created".into()],
         enabled: true,
+        ..Default::default()
     };
     assert!(store::update(&h, w, &wh::validate(&h, &input).unwrap()).unwrap());
     raise(&h, "e1", "user.created");
@@ -558,7 +559,7 @@ fn maintenance_prunes_finished_history_only() {
     assert_eq!(outbox::maintain(&h).unwrap(), outbox::Pruned::default(), "nothing is old enough yet");
     h.advance(1 + 1);
     let p = outbox::maintain(&h).unwrap();
-    assert_eq!(p, outbox::Pruned { attempts: 1, deliveries: 1, events: 1, rollups: 0, sessions: 0 });
+    assert_eq!(p, outbox::Pruned { attempts: 1, deliveries: 1, events: 1, rollups: 0, sessions: 0, filtered: 0 });
     assert_eq!(deliveries_of(&h, w), [ds[1]], "retrying work is never pruned");
     assert_eq!(h.int("SELECT COUNT(*) FROM attempts", &[]), 1);
     assert_eq!(h.texts("SELECT id FROM events", &[]), ["waiting"]);

@@ -74,6 +74,7 @@ fn rotate_to(h: &TestHost, w: i64, secret: &str, rotate: bool) {
         rotate,
         events: vec!["user.created".into()],
         enabled: true,
+        ..Default::default()
     };
     assert!(store::update(h, w, &wh::validate(h, &input).unwrap()).unwrap());
 }
@@ -231,6 +232,7 @@ fn a_signature_sent_under_a_replaced_secret_says_the_secret_changed() {
             duration_ms: 5,
             result: Ok(response(200, &[], b"")),
             request_headers: got.headers.clone(),
+            transformed: None,
         }],
     );
     rotate_to(&h, w, OTHER, false);

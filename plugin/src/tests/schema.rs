@@ -49,10 +49,12 @@ fn secrets_sealed_as_text_before_version_5_are_resealed_as_key_bytes() {
     // A database at version 4: the sealed values hold the secret's text.
     h.execute_batch("DELETE FROM plugin_schema WHERE version > 4").unwrap();
     // And without what later versions added that cannot be added twice.
-    h.execute_batch(
+    h.execute_batch(&format!(
         "DROP INDEX webhooks_form_id; ALTER TABLE webhooks DROP COLUMN form_id; \
-         ALTER TABLE deliveries DROP COLUMN lease_owner;",
-    )
+         ALTER TABLE deliveries DROP COLUMN lease_owner; ALTER TABLE webhooks DROP COLUMN rate_limit; {} {}",
+        crate::schema::DROP_14,
+        crate::schema::DROP_16
+    ))
     .unwrap();
     h.execute(
         "UPDATE webhooks SET secret_sealed = ?2, prev_secret_sealed = ?3 WHERE id = ?1",
@@ -99,10 +101,12 @@ fn a_host_with_another_key_is_refused_and_nothing_changes() {
 
 /// A database from before the check: version 10, without `key_check`.
 fn before_the_check(h: &TestHost) {
-    h.execute_batch(
+    h.execute_batch(&format!(
         "DELETE FROM plugin_schema WHERE version > 10; DROP TABLE key_check; \
-         ALTER TABLE deliveries DROP COLUMN lease_owner;",
-    )
+         ALTER TABLE deliveries DROP COLUMN lease_owner; ALTER TABLE webhooks DROP COLUMN rate_limit; {} {}",
+        crate::schema::DROP_14,
+        crate::schema::DROP_16
+    ))
     .unwrap();
 }
 

@@ -13,6 +13,7 @@ fn input() -> Input {
         rotate: false,
         events: vec!["user.created".into()],
         enabled: true,
+        ..Default::default()
     }
 }
 
@@ -51,8 +52,10 @@ fn every_problem_is_reported_at_once() {
         rotate: false,
         events: Vec::new(),
         enabled: true,
+        rate_limit: Some("0".into()),
+        ..Default::default()
     };
-    assert_eq!(fields(&validate(&h, &i).unwrap_err()), ["name", "url", "secret", "events"]);
+    assert_eq!(fields(&validate(&h, &i).unwrap_err()), ["name", "url", "secret", "events", "rate_limit"]);
 }
 
 #[test]

@@ -146,6 +146,23 @@ async fn wait_text(c: &Client, needle: &str) {
     panic!("page never showed {needle:?}: {}", text(c).await);
 }
 
+/// Clicks what submits a form and waits until the page it leads to is the
+/// one shown. A `find` right after the click can otherwise land on the old
+/// page's element of the same id, which goes stale as the new page loads.
+async fn click_and_load(c: &Client, locator: Locator<'_>) {
+    c.execute("window.__leaving = true", vec![]).await.unwrap();
+    c.find(locator).await.unwrap().click().await.unwrap();
+    for _ in 0..400 {
+        // Mid-navigation a script may fail: that is "not yet".
+        let loaded = c.execute("return window.__leaving !== true && document.readyState === 'complete'", vec![]).await;
+        if loaded.ok().and_then(|v| v.as_bool()) == Some(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the click never led to a new page: {}", text(c).await);
+}
+
 fn count(h: &Host, sql: &str) -> i64 {
     h.count(sql)
 }
@@ -1221,8 +1238,7 @@ async fn custom_headers_filter_and_notices_in_the_browser() {
     c.find(Locator::Css("input[name=events][value='user.created']")).await.unwrap().click().await.unwrap();
     c.find(Locator::Id("wh-header-name-0")).await.unwrap().send_keys("X-Tenant").await.unwrap();
     c.find(Locator::Id("wh-header-value-0")).await.unwrap().send_keys("acme").await.unwrap();
-    c.find(Locator::Css("button[name=add_header]")).await.unwrap().click().await.unwrap();
-    c.wait().for_element(Locator::Id("wh-header-name-1")).await.unwrap();
+    click_and_load(&c, Locator::Css("button[name=add_header]")).await;
     let kept = c.find(Locator::Id("wh-header-name-0")).await.unwrap().prop("value").await.unwrap().unwrap();
     assert_eq!(kept, "X-Tenant", "the rows typed so far come back");
     c.find(Locator::Id("wh-header-name-1")).await.unwrap().send_keys("Authorization").await.unwrap();
@@ -1244,8 +1260,7 @@ async fn custom_headers_filter_and_notices_in_the_browser() {
     let sealed = c.find(Locator::Id("wh-header-value-1")).await.unwrap();
     assert_eq!(sealed.prop("value").await.unwrap().as_deref(), Some(""));
     assert!(sealed.attr("placeholder").await.unwrap().unwrap_or_default().contains("empty keeps it"));
-    c.find(Locator::Css("button[name=remove_header][value='0']")).await.unwrap().click().await.unwrap();
-    c.wait().for_element(Locator::Id("wh-header-name-0")).await.unwrap();
+    click_and_load(&c, Locator::Css("button[name=remove_header][value='0']")).await;
     let first = c.find(Locator::Id("wh-header-name-0")).await.unwrap().prop("value").await.unwrap().unwrap();
     assert_eq!(first, "Authorization");
     c.find(Locator::Css("form.wh-form button.wh-btn-primary")).await.unwrap().click().await.unwrap();

@@ -264,6 +264,7 @@ fn main() -> std::process::ExitCode {
     let done = match cli.command {
         Command::Serve(s) => resolve(s).and_then(|r| {
             init_logging(r.log_format);
+            fixed_mmap_threshold();
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(r))
         }),
         Command::CompileComponent { out, component: Some(c), transform: true } => {
@@ -280,6 +281,32 @@ fn main() -> std::process::ExitCode {
             // (which `RUST_BACKTRACE` would add to anyhow's own report).
             let _ = writeln!(std::io::stderr(), "Error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The largest allocation glibc serves from its heaps; bigger ones get pages
+/// of their own, handed back to the system when freed (glibc's default start).
+const MMAP_THRESHOLD: usize = 128 * 1024;
+
+/// Holds glibc's mmap threshold at [`MMAP_THRESHOLD`] for the serving process
+/// (#25). By default glibc raises the threshold each time a mapped block is
+/// freed, up to 32 MiB, so after the first large request the buffers of a
+/// batch (a 1,000-event `POST /api/events/batch`, SQLite's statement memory)
+/// are carved from a thread's heap and stay resident there after they are
+/// freed: 13 MiB kept after one batch, the 100,000-pending phase of the
+/// benchmark peaking at 63.5 MiB against 47.6 MiB with the threshold held
+/// (docs/BENCHMARKS.md). Setting it explicitly turns the raising off. An
+/// operator's own `MALLOC_MMAP_THRESHOLD_` is left to glibc, which reads it.
+/// The library (`Webhooks`) leaves its embedder's allocator alone.
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only sets a parameter of glibc's allocator; it is
+        // called before the runtime starts any thread.
+        let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int) };
+        if ok != 1 {
+            tracing::warn!("could not hold glibc's mmap threshold; memory after large requests may stay higher");
         }
     }
 }

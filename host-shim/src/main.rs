@@ -295,7 +295,7 @@ const MMAP_THRESHOLD: usize = 128 * 1024;
 /// batch (a 1,000-event `POST /api/events/batch`, SQLite's statement memory)
 /// are carved from a thread's heap and stay resident there after they are
 /// freed: 13 MiB kept after one batch, the 100,000-pending phase of the
-/// benchmark peaking at 63.5 MiB against 47.6 MiB with the threshold held
+/// benchmark peaking at 64.6 MiB against 45.4 MiB with the threshold held
 /// (docs/BENCHMARKS.md). Setting it explicitly turns the raising off. An
 /// operator's own `MALLOC_MMAP_THRESHOLD_` is left to glibc, which reads it.
 /// The library (`Webhooks`) leaves its embedder's allocator alone.

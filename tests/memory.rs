@@ -132,8 +132,8 @@ fn rss_gained_by_ten_batches(env: &[(&str, &str)]) -> (u64, u64) {
 /// threshold at 128 KiB (src/main.rs). The control is the same run with the
 /// threshold where glibc's raising takes it (`MALLOC_MMAP_THRESHOLD_`, which
 /// `serve` leaves to glibc): on the build before, both ended within 1.5 MiB
-/// of each other (debug build: 72.3–73.4 MiB against 73.6–73.7); held,
-/// 53.5 MiB.
+/// of each other (debug build: 70.6–71.7 MiB against 71.9); held,
+/// 51.6–52.4 MiB.
 #[test]
 fn batches_of_a_thousand_events_leave_no_heap_behind() {
     let (before, after) = rss_gained_by_ten_batches(&[]);

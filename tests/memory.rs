@@ -14,16 +14,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::*;
 
-/// The process's resident set now (`VmRSS`), in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the host is running");
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 #[test]
 fn rss_after_a_minute_of_sustained_load_is_within_ten_percent_of_rss_after_twenty_seconds() {
     let h = host();

@@ -113,7 +113,7 @@ struct Serve {
     #[arg(long, env = "WEBHOOKS_MEMORY_LIMIT_MIB")]
     memory_limit_mib: Option<usize>,
     /// Plugin instances at once, busy or idle; each holds its memory and its database
-    /// connection, and calls beyond wait. Pages and the API get at most half [default: 8].
+    /// connection, and calls beyond wait. Pages and the API get at most half [default: 16].
     #[arg(long, env = "WEBHOOKS_INSTANCES")]
     instances: Option<usize>,
     /// Load this plugin component instead of the built-in one.

@@ -263,13 +263,22 @@ pub(crate) fn compile_and_cache(engine: &Engine, wasm: &[u8], path: &Path) -> an
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).ok();
     }
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let tmp = temp_beside(path, "");
     if crate::secrets::write_private(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path)).is_err() {
         let _ = std::fs::remove_file(&tmp);
         tracing::warn!("could not write the compiled-component cache {}", path.display());
     }
     // SAFETY: these bytes were just produced by `precompile_component` on this engine.
     Ok(unsafe { Component::deserialize(engine, &bytes) }?)
+}
+
+/// A temporary name beside `path`, unique across processes (the pid) and
+/// within this one (a counter): two compiles of one transformation at once
+/// (an upload while a step loads it after a restart) must not share files.
+pub(crate) fn temp_beside(path: &Path, tag: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_extension(format!("{tag}{}.{n}.tmp", std::process::id()))
 }
 
 /// The cache file's key: the component's bytes and the engine's compatibility hash.
@@ -316,7 +325,7 @@ pub(crate) fn compile_in_child(
     path: &Path,
     limit: Option<Duration>,
 ) -> Result<(), ChildCompile> {
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let tmp = temp_beside(path, "");
     let mut cmd = std::process::Command::new(program);
     cmd.arg("compile-component").arg("--out").arg(&tmp);
     if transform {

@@ -307,7 +307,7 @@ impl Transformer {
             use crate::runtime::{ChildCompile, compile_in_child};
             let started = Instant::now();
             std::fs::create_dir_all(&self.cache_dir).ok();
-            let source = path.with_extension(format!("wasm.{}.tmp", std::process::id()));
+            let source = crate::runtime::temp_beside(path, "wasm.");
             let compiled = crate::secrets::write_private(&source, wasm)
                 .map_err(ChildCompile::NotRun)
                 .and_then(|()| compile_in_child(program, Some(&source), true, path, Some(COMPILE_TIME_LIMIT)));

@@ -5,6 +5,8 @@ use crate::controls;
 use crate::host::{DbError, Dialect, Host, Row, Value, transaction};
 use crate::outbox::DeliveryState;
 use crate::webhook::{MAX_WEBHOOKS, Valid};
+// The skipped note's prefix (#24) is a `LIKE` pattern as it is: no quote or wildcard in it.
+use crate::transform::SKIPPED_PREFIX;
 
 /// A webhook as the dashboard and forms show it. Secrets are sealed by the
 /// host and never read here; pages learn only whether one is set.
@@ -461,10 +463,10 @@ pub(crate) fn history_query(
     older: bool,
     limit: u32,
 ) -> (String, Vec<Value>) {
-    let mut sql = String::from(
+    let mut sql = format!(
         "SELECT a.id, a.delivery_id, a.attempt_no, e.type, e.id, a.attempted_at, a.duration_ms, \
          a.response_status, a.error, a.success, \
-         CASE WHEN a.transform LIKE '{\"result\":\"skipped\"%' THEN 1 ELSE 0 END \
+         CASE WHEN a.transform LIKE '{SKIPPED_PREFIX}%' THEN 1 ELSE 0 END \
          FROM attempts a JOIN deliveries d ON d.id = a.delivery_id JOIN events e ON e.id = d.event_id \
          WHERE a.webhook_id = ?1",
     );
@@ -495,7 +497,7 @@ fn push_filter(filter: &HistoryFilter, sql: &mut String, params: &mut Vec<Value>
         sql.push_str(&format!(" AND a.success = ?{}", params.len()));
         if !s {
             // A skip (#24) was sent to nobody: it is not a failure.
-            sql.push_str(" AND (a.transform IS NULL OR a.transform NOT LIKE '{\"result\":\"skipped\"%')");
+            sql.push_str(&format!(" AND (a.transform IS NULL OR a.transform NOT LIKE '{SKIPPED_PREFIX}%')"));
         }
     }
     if let Some(t) = &filter.event_type {

@@ -193,15 +193,14 @@ pub fn parse_rate_limit(raw: &str) -> Result<Option<u32>, String> {
         return Ok(None);
     }
     let range = "a whole number of deliveries per second from 1 to 10,000, or leave it empty for no limit";
-    let digits = raw;
     if raw.len() > 1 && raw.starts_with('-') && raw[1..].bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("A rate limit cannot be negative: enter {range}."));
     }
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if !raw.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("Enter the rate limit as {range} (for example 50)."));
     }
-    match digits.trim_start_matches('0').parse::<u64>() {
-        _ if digits.bytes().all(|b| b == b'0') => {
+    match raw.trim_start_matches('0').parse::<u64>() {
+        _ if raw.bytes().all(|b| b == b'0') => {
             Err(format!("A rate limit of 0 would never deliver anything: enter {range}."))
         }
         Ok(n) if n <= u64::from(MAX_RATE_LIMIT) => Ok(Some(n as u32)),

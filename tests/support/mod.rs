@@ -938,6 +938,32 @@ impl Listener {
     }
 }
 
+/// `cargo build --release --target wasm32-wasip2 ARGS` in `dir` into a
+/// target folder of its own (the outer cargo holds the lock on ours);
+/// answers whether it succeeded.
+fn guest_build(dir: &Path, args: &[&str], target: &Path) -> bool {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(args)
+        .arg("--target-dir")
+        .arg(target);
+    // Flags meant for the host build would miscompile the guests.
+    for v in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.status().unwrap().success()
+}
+
 /// Builds the plugin with its `test-hooks` feature (misbehaviour on demand)
 /// once per test binary; answers the component's path.
 pub fn hooks_component() -> PathBuf {
@@ -946,26 +972,8 @@ pub fn hooks_component() -> PathBuf {
         .get_or_init(|| {
             let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
             let target = root.join("target").join("plugin-test-hooks");
-            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.current_dir(&root)
-                .args([
-                    "build",
-                    "-p",
-                    "webhooks-plugin",
-                    "--features",
-                    "test-hooks",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--release",
-                ])
-                .arg("--target-dir")
-                .arg(&target);
-            for v in
-                ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_TARGET_DIR"]
-            {
-                cmd.env_remove(v);
-            }
-            assert!(cmd.status().unwrap().success(), "building the test-hooks component");
+            let built = guest_build(&root, &["-p", "webhooks-plugin", "--features", "test-hooks"], &target);
+            assert!(built, "building the test-hooks component");
             target.join("wasm32-wasip2/release/webhooks_plugin.wasm")
         })
         .clone()
@@ -980,25 +988,8 @@ pub fn example_component(name: &str) -> Vec<u8> {
     let dir = BUILT.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
         let target = root.join("target").join("examples");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(root.join("examples"))
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--workspace"])
-            .arg("--target-dir")
-            .arg(&target);
-        // Flags meant for the host build would miscompile the guests.
-        for v in [
-            "CARGO_ENCODED_RUSTFLAGS",
-            "RUSTFLAGS",
-            "RUSTC_WRAPPER",
-            "RUSTC_WORKSPACE_WRAPPER",
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_TARGET",
-            "CARGO_MAKEFLAGS",
-            "MAKEFLAGS",
-        ] {
-            cmd.env_remove(v);
-        }
-        assert!(cmd.status().unwrap().success(), "building the example transformations (examples/)");
+        let built = guest_build(&root.join("examples"), &["--workspace"], &target);
+        assert!(built, "building the example transformations (examples/)");
         target.join("wasm32-wasip2/release")
     });
     let file = dir.join(format!("{}.wasm", name.replace('-', "_")));
